@@ -1,0 +1,48 @@
+"""The `r1lab` command. Each subcommand lives in its own module, which exposes
+
+    HELP: str                      one line for `r1lab --help`
+    add_arguments(parser) -> None  its flags
+    run(args) -> int               the exit code
+
+Command modules keep heavy imports (torch, transformers) inside `run`, so `r1lab --help` stays fast.
+Add a stage by adding one line to COMMANDS.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module; the order is the order `r1lab --help` shows.
+COMMANDS = {
+    "data": "r1lab.commands.data",
+    "score": "r1lab.commands.score",
+    "cost": "r1lab.commands.cost",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from r1lab import __version__
+
+    parser = argparse.ArgumentParser(prog="r1lab", description="Train reasoning models the way DeepSeek trained R1.")
+    parser.add_argument("--version", action="version", version=f"r1lab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `r1lab` subcommand (see r1lab/cli.py)."""

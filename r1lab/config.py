@@ -1,0 +1,100 @@
+"""Flat stage configs: one dataclass per stage, loaded from a TOML recipe and `--set key=value` overrides.
+
+    cfg = load_config(PretrainConfig, "recipes/countdown_base.toml", ["lr=1e-3", "steps=200"])
+
+Unknown keys are an error that lists the valid ones; values are converted to the field's type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _convert(name: str, value, typ):
+    """Convert a recipe or command-line value to the field's declared type."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin is typing.Union or (origin is not None and type(None) in args):  # Optional[X]
+        inner = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _convert(name, value, inner[0])
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected a boolean, got {value!r}")
+    if typ in (int, float, str):
+        try:
+            if typ is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if typ is int and isinstance(value, str):
+                return int(float(value)) if "e" in value.lower() else int(value)
+            return typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected {typ.__name__}, got {value!r}") from None
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()] if not value.startswith("[") else json.loads(value)
+        return origin(_convert(name, v, args[0]) for v in value)
+    return value
+
+
+def config_fields(cls) -> dict[str, dataclasses.Field]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def load_config(cls, recipe: str | Path | None = None, overrides: list[str] | None = None, **kwargs):
+    """Build `cls` from a TOML recipe, then `key=value` overrides, then keyword arguments (highest priority)."""
+    fields = config_fields(cls)
+    values: dict = {}
+
+    def put(key, value, where):
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key {key!r} in {where}; valid keys for {cls.__name__}: {valid}")
+        values[key] = _convert(key, value, fields[key][1])
+
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.exists():
+            raise ConfigError(f"recipe not found: {path}")
+        with open(path, "rb") as f:
+            try:
+                data = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        for key, value in data.items():
+            put(key, value, str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        put(key.strip(), value.strip(), "--set")
+    for key, value in kwargs.items():
+        put(key, value, "arguments")
+    return cls(**values)
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def format_config(cfg) -> str:
+    """The resolved config, one `key = value` per line, as printed at the start of a run."""
+    return "\n".join(f"{k} = {v!r}" for k, v in config_to_dict(cfg).items())

@@ -1,0 +1,106 @@
+"""What every task shares: prompt templates, the <think>/<answer> format check, the reward, data files.
+
+Model output is hostile input: nothing here evaluates it, every regex is linear-time, and long strings are cut
+before parsing (MAX_COMPLETION_CHARS).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_COMPLETION_CHARS = 20_000  # longer completions are cut to this before any parsing
+
+R1_SYSTEM = (
+    "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
+    "The Assistant first thinks about the reasoning process in the mind and then provides the User with the "
+    "answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+    "respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>."
+)
+
+# Plain-text templates for base models. "r1" is the R1-Zero paper's template (Table 1); "short" keeps only the
+# turn structure, for tiny character-level models where every prompt character costs compute.
+TEMPLATES = {
+    "r1": R1_SYSTEM + " User: {question} Assistant: <think>",
+    "short": "User: {question}\nAssistant: <think>",
+}
+
+
+def render_prompt(question: str, template: str = "r1") -> str:
+    """render_prompt("2+2?", "short") == "User: 2+2?\\nAssistant: <think>" """
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+    return TEMPLATES[template].format(question=question)
+
+
+def render_messages(question: str) -> list[dict]:
+    return [{"role": "system", "content": R1_SYSTEM}, {"role": "user", "content": question}]
+
+
+@dataclass(frozen=True)
+class Score:
+    reward: float
+    correct: bool
+    format_ok: bool
+    answer: str | None  # the extracted final answer (None when nothing could be extracted)
+
+
+def combine(correct: bool, format_ok: bool, accuracy_weight: float = 1.0, format_weight: float = 0.1) -> float:
+    """The R1 rule-based reward: accuracy plus format. combine(True, True) == 1.1"""
+    return accuracy_weight * float(correct) + format_weight * float(format_ok)
+
+
+_FORMAT_RE = re.compile(r"\A\s*(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*\Z", re.S)
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
+
+
+def clip(completion) -> str:
+    """Untrusted input to a bounded str: non-str becomes "", long strings are cut."""
+    if not isinstance(completion, str):
+        return ""
+    return completion[:MAX_COMPLETION_CHARS]
+
+
+def split_format(completion: str) -> tuple[str | None, str | None, bool]:
+    """(think, answer, format_ok) for "reasoning</think> <answer>X</answer>".
+
+    format_ok needs exactly one </think>, then exactly one <answer>...</answer> block, nothing after it.
+    When the format is broken, the answer is still taken from the last <answer> block if there is one.
+
+    >>> split_format("3+4=7</think> <answer>7</answer>")
+    ('3+4=7', '7', True)
+    """
+    text = clip(completion)
+    m = _FORMAT_RE.match(text)
+    if m and text.count("</think>") == 1 and text.count("<answer>") == 1 and text.count("<think>") <= 1:
+        return m.group("think"), m.group("answer").strip(), True
+    answers = _ANSWER_RE.findall(text)
+    think = text.split("</think>", 1)[0] if "</think>" in text else None
+    return think, (answers[-1].strip() if answers else None), False
+
+
+def example_id(example: dict, keys: tuple[str, ...]) -> str:
+    """A stable content hash of an example's fields, used for dedup and for train/test splits."""
+    payload = json.dumps({k: example[k] for k in keys}, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def split_of(example: dict, keys: tuple[str, ...], test_fraction: float = 0.1) -> str:
+    """'train' or 'test', decided by the content hash alone, so splits never overlap whatever the seed."""
+    h = int(example_id(example, keys), 16) / 16**16
+    return "test" if h < test_fraction else "train"
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: str | Path, rows) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
