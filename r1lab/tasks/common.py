@@ -52,8 +52,10 @@ def combine(correct: bool, format_ok: bool, accuracy_weight: float = 1.0, format
     return accuracy_weight * float(correct) + format_weight * float(format_ok)
 
 
-_FORMAT_RE = re.compile(r"\A\s*(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*\Z", re.S)
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
+# subtle: both the regex and the tag scan must stay linear in len(text). The regex runs only once the tag counts
+# are right (one </think>, one <answer>) and on lstrip()ed text: a leading `\s*` that backtracks over 20k spaces
+# made one call take 1.6 s, and re.findall over "<answer>" repeated without "</answer>" was quadratic too.
+_FORMAT_RE = re.compile(r"(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*\Z", re.S)
 
 
 def clip(completion) -> str:
@@ -73,12 +75,23 @@ def split_format(completion: str) -> tuple[str | None, str | None, bool]:
     ('3+4=7', '7', True)
     """
     text = clip(completion)
-    m = _FORMAT_RE.match(text)
-    if m and text.count("</think>") == 1 and text.count("<answer>") == 1 and text.count("<think>") <= 1:
-        return m.group("think"), m.group("answer").strip(), True
-    answers = _ANSWER_RE.findall(text)
+    if text.count("</think>") == 1 and text.count("<answer>") == 1 and text.count("<think>") <= 1:
+        m = _FORMAT_RE.match(text.lstrip())
+        if m:
+            return m.group("think"), m.group("answer").strip(), True
     think = text.split("</think>", 1)[0] if "</think>" in text else None
-    return think, (answers[-1].strip() if answers else None), False
+    return think, _last_answer(text), False
+
+
+def _last_answer(text: str) -> str | None:
+    """The last of the non-overlapping <answer>...</answer> blocks, read left to right (what re.findall gives)."""
+    answer, pos = None, 0
+    while (start := text.find("<answer>", pos)) >= 0:
+        end = text.find("</answer>", start + len("<answer>"))
+        if end < 0:  # no later <answer> can close either
+            break
+        answer, pos = text[start + len("<answer>"):end].strip(), end + len("</answer>")
+    return answer
 
 
 def example_id(example: dict, keys: tuple[str, ...]) -> str:
