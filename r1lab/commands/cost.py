@@ -1,0 +1,186 @@
+"""`r1lab cost`: published training costs rebuilt from their inputs, and what-if estimates.
+
+    r1lab cost                                   the GPU presets (peaks, assumed prices)
+    r1lab cost --known deepseek-v3               V3 report Table 1, and the MFU its pre-training implies
+    r1lab cost --known deepseek-r1               the R1 RL-stage cost from the Nature paper
+    r1lab cost --active-params 37B --tokens 14.8T --gpu H800 --mfu 0.35 --price 2
+    r1lab cost --active-params 37B --tokens 14.8T --gpu H800 --gpu-hours 2664K    (the implied MFU)
+
+Every mode takes --json. Bad input exits 2 with the valid options.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "compute and cost: published runs (--known) and what-if estimates (FLOPs, MFU, GPU-hours, dollars)"
+
+
+def _count(text: str) -> float:
+    from r1lab.cost import parse_count
+
+    try:
+        return parse_count(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _gpu(text: str) -> str:
+    from r1lab.cost import get_gpu
+
+    try:
+        return get_gpu(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from r1lab.cost import KNOWN_RUNS  # no torch behind it: `r1lab --help` stays fast
+
+    parser.add_argument("--known", choices=list(KNOWN_RUNS), help="rebuild a published cost table")
+    parser.add_argument("--params", type=_count, help="total parameters, e.g. 671B (default: --active-params)")
+    parser.add_argument("--active-params", type=_count, help="parameters used per token, e.g. 37B (MoE: active)")
+    parser.add_argument("--tokens", type=_count, help="training tokens, e.g. 14.8T")
+    parser.add_argument("--gpu", type=_gpu, help="H800, H100, H200, A100 or B200 (default H100)")
+    parser.add_argument("--precision", choices=["bf16", "fp8"], default="bf16", help="which dense peak (bf16)")
+    parser.add_argument("--mfu", type=float, help="model FLOPs utilisation, 0..1 (default 0.4)")
+    parser.add_argument("--gpu-hours", type=_count, help="reported GPU-hours: print the MFU they imply")
+    parser.add_argument("--price", type=float, help="$ per GPU-hour (default: the GPU's preset)")
+    parser.add_argument("--layers", type=int, help="add attention FLOPs: number of layers")
+    parser.add_argument("--attn-dim", type=int, help="add attention FLOPs: heads × head_dim")
+    parser.add_argument("--context-len", type=int, help="add attention FLOPs: training sequence length")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+WHAT_IF_FLAGS = ["params", "active_params", "tokens", "gpu", "mfu", "gpu_hours", "layers", "attn_dim", "context_len"]
+
+
+def run(args) -> int:
+    what_if = [name for name in WHAT_IF_FLAGS if getattr(args, name) is not None]
+    try:
+        if args.known:
+            if what_if:
+                raise ValueError(f"--known takes only --price and --json, not --{what_if[0].replace('_', '-')}")
+            result = _known(args)
+        elif what_if or args.price is not None:
+            result = _what_if(args)
+        else:
+            result = _presets()
+    except ValueError as e:
+        print(f"r1lab cost: error: {e}", file=sys.stderr)
+        return 2
+    text = result.pop("_text")
+    print(json.dumps(result, indent=1) if args.json else text)
+    return 0
+
+
+def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    """Aligned columns; column indexes in `right` are right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _known(args) -> dict:
+    from r1lab.cost import format_count, known_run
+
+    if args.price is not None and args.price < 0:
+        raise ValueError(f"--price must be >= 0, got {args.price}")
+    run = known_run(args.known, args.price)
+    rounded = any(s["gpu_hours"] != s["gpu_hours_published"] for s in run["stages"])
+    header = ["stage", f"{run['gpu']} GPU-hours", *(["priced as"] if rounded else []), "cost", "published", "", "how"]
+    rows = [header]
+    for s in run["stages"]:
+        hours = [format_count(s["gpu_hours"], ""), s["gpu_hours_str"]] if rounded else [s["gpu_hours_str"]]
+        rows.append([s["stage"], *hours, s["dollars_str"], *run["published"][s["stage"]], s["how"]])
+    lines = [f"{run['title']} ({run['gpu']} at ${run['price_per_hour']:.2f} per GPU-hour)",
+             f"source: {run['source']}", "",
+             _table(rows, right=set(range(1, len(header) - 1))), ""]
+    if run["matches_published"]:
+        lines.append("reproduced digit for digit: yes")
+    else:
+        lines.append(f"reproduced digit for digit: no (priced at ${run['price_per_hour']:.2f}, "
+                     f"published at ${run['published_price_per_hour']:.2f})")
+    lines.append(f"note: {run['note']}")
+    if "implied_mfu" in run:
+        m = run["implied_mfu"]
+        lines += ["", f"MFU implied by {m['stage']}: {m['active_params'] / 1e9:.0f}B active parameters (N), "
+                      f"{m['tokens'] / 1e12:.1f}T tokens (D), {format_count(m['gpu_hours'])} H800 GPU-hours",
+                  f"peaks: H800 dense BF16 {m['peak_bf16'] / 1e12:.1f} TFLOP/s, dense FP8 "
+                  f"{m['peak_fp8'] / 1e12:.0f} TFLOP/s", ""]
+        rows = [["FLOPs", "per GPU", "MFU vs BF16 peak", "MFU vs FP8 peak", "formula"]]
+        for r in m["rows"]:
+            rows.append([f"{r['flops']:.3e}", f"{r['flops_per_gpu_s'] / 1e12:.1f} TFLOP/s",
+                         _pct(r["mfu_bf16"]), _pct(r["mfu_fp8"]), r["formula"]])
+        lines += [_table(rows, right={0, 1, 2, 3}), f"note: {m['note']}"]
+    run["_text"] = "\n".join(lines)
+    return run
+
+
+def _presets() -> dict:
+    from r1lab.cost import GPUS
+
+    rows = [["gpu", "BF16 dense", "FP8 dense", "$/GPU-hour", "note"]]
+    for g in GPUS.values():
+        fp8 = "-" if g.fp8 is None else f"{g.fp8 / 1e12:g} TFLOP/s"
+        rows.append([g.name, f"{g.bf16 / 1e12:g} TFLOP/s", fp8, f"${g.price:.2f}", g.note])
+    text = "\n".join(["GPU presets (peaks without sparsity; prices are assumptions, override with --price)", "",
+                      _table(rows, right={1, 2, 3}), "",
+                      "try: r1lab cost --known deepseek-v3 | --known deepseek-r1 | "
+                      "--active-params 37B --tokens 14.8T --gpu H800 --mfu 0.35"])
+    gpus = [{"gpu": g.name, "peak_bf16": g.bf16, "peak_fp8": g.fp8, "price_per_hour": g.price, "note": g.note}
+            for g in GPUS.values()]
+    return {"mode": "presets", "gpus": gpus, "_text": text}
+
+
+def _what_if(args) -> dict:
+    from r1lab import flops as F
+    from r1lab.cost import dollars, format_si, get_gpu, gpu_hours, implied_mfu, training_flops
+
+    active = args.active_params if args.active_params is not None else args.params
+    if active is None or args.tokens is None:
+        raise ValueError("a what-if needs --tokens and --active-params (or --params)")
+    params = args.params if args.params is not None else active
+    if active > params:
+        raise ValueError(f"--active-params ({active:g}) exceeds --params ({params:g})")
+    if args.mfu is not None and args.gpu_hours is not None:
+        raise ValueError("give --mfu (to estimate GPU-hours) or --gpu-hours (to get the implied MFU), not both")
+    attn = [args.layers, args.attn_dim, args.context_len]
+    if any(v is not None for v in attn) and not all(v is not None and v > 0 for v in attn):
+        raise ValueError("attention needs all of --layers, --attn-dim, --context-len, each > 0")
+    gpu = get_gpu(args.gpu or "H100")
+    price = gpu.price if args.price is None else args.price
+    if price < 0:
+        raise ValueError(f"--price must be >= 0, got {price}")
+    peak = gpu.peak(args.precision)
+    flops = training_flops(active, args.tokens)
+    formula = "6·N·D (N active parameters, D tokens; attention not counted: add --layers --attn-dim --context-len)"
+    if args.layers is not None:
+        shape = F.Shape(args.layers, 0, 0, args.attn_dim, args.attn_dim)
+        flops += F.train_flops(shape, n_tokens=args.tokens, context_len=args.context_len)
+        formula = "6·N·D + 3·2·L·(T+1)/2·2·d·D (causal attention, L layers, T context, d = heads × head_dim)"
+    if args.gpu_hours is not None:
+        hours, mfu = args.gpu_hours, implied_mfu(flops, args.gpu_hours, peak)
+    else:
+        mfu = 0.4 if args.mfu is None else args.mfu
+        hours = gpu_hours(flops, peak, mfu)
+    cost = dollars(hours, price)
+    rows = [["parameters", f"{format_si(params)} total, {format_si(active)} active"],
+            ["tokens", format_si(args.tokens)],
+            ["training FLOPs", f"{flops:.4g}  = {formula}"],
+            ["GPU", f"{gpu.name}, dense {args.precision.upper()} peak {peak / 1e12:g} TFLOP/s"],
+            ["MFU", _pct(mfu) + ("  (implied by --gpu-hours)" if args.gpu_hours is not None else "")],
+            ["GPU-hours", f"{hours:,.0f}" if hours >= 10 else f"{hours:.3g}"],
+            ["cost", (f"${cost:,.0f}" if cost >= 10 else f"${cost:.3g}") + f"  at ${price:.2f} per GPU-hour"]]
+    return {"mode": "what-if", "params": params, "active_params": active, "tokens": args.tokens,
+            "formula": formula, "flops": flops, "gpu": gpu.name, "precision": args.precision, "peak_flops": peak,
+            "mfu": mfu, "mfu_implied": args.gpu_hours is not None, "gpu_hours": hours,
+            "price_per_hour": price, "dollars": cost, "_text": "What if\n" + _table(rows)}

@@ -1,0 +1,98 @@
+"""The FLOPs model (r1lab/flops.py) by hand and against torch.utils.flop_counter on a tiny Llama.
+
+flop_counter sees matmuls (aten.mm, aten.bmm) and the CUDA SDPA kernels, not the CPU SDPA kernel, so the parity
+tests use eager attention, which computes the full T×T square: causal=False must match it exactly, and the default
+causal count (half the square) must stay within 10%.
+"""
+import pytest
+import torch
+import transformers
+from torch.utils.flop_counter import FlopCounterMode
+
+from r1lab import flops as F
+
+B, T = 2, 64  # sequences, tokens per sequence
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=100, max_position_embeddings=128,
+                                   attn_implementation="eager")
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def counted(fn) -> tuple[int, dict]:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops(), {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
+
+
+def test_shape_by_hand(model):
+    s = F.shape_of(model.config)
+    # per layer: q 64·64 + k 64·32 + v 64·32 + o 64·64 (GQA: 2 kv heads of 16) + MLP 3·64·128
+    assert s.body_params == 2 * (4096 + 2048 + 2048 + 4096 + 24576) == 73728
+    assert s.head_params == 100 * 64
+    assert s.qk_dim == s.v_dim == 64
+    # the model's own count: matmul weights are all parameters but the embedding and the norms
+    n_norm = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
+    n_embed = model.model.embed_tokens.weight.numel()
+    assert s.body_params + s.head_params == sum(p.numel() for p in model.parameters()) - n_embed - n_norm
+
+
+def test_hand_computed():
+    s = F.Shape(n_layers=1, body_params=10, head_params=5, qk_dim=8, v_dim=8)
+    assert F.attention_flops(s, positions=10) == 320
+    assert F.forward_flops(s, n_tokens=4, context_len=1) == 248
+    # full square: every token attends to all T; causal: (T+1)/2 on average
+    assert F.forward_flops(s, 3, 3, causal=False) - 3 * 30 == 2 * 1 * 9 * 16
+    assert F.forward_flops(s, 3, 3, causal=True) - 3 * 30 == 2 * 1 * 6 * 16  # 1 + 2 + 3 positions
+    assert F.train_flops(s, 4, 1) == 3 * 248
+
+
+def test_forward_matches_flop_counter(model):
+    x = torch.randint(0, 100, (B, T))
+    total, by_op = counted(lambda: model(x))
+    s = F.shape_of(model.config)
+    assert by_op["aten.mm"] == 2 * (s.body_params + s.head_params) * B * T  # matmuls, exactly
+    assert by_op["aten.bmm"] == F.attention_flops(s, B * T * T)  # eager's full square, exactly
+    assert F.forward_flops(model.config, B * T, T, causal=False) == total
+    assert F.forward_flops(model.config, B * T, T) == pytest.approx(total, rel=0.10)
+
+
+def test_train_matches_flop_counter(model):
+    x = torch.randint(0, 100, (B, T))
+    total, _ = counted(lambda: model(x, labels=x).loss.backward())
+    assert F.train_flops(model.config, B * T, T, causal=False) == total
+    assert F.train_flops(model.config, B * T, T) == pytest.approx(total, rel=0.10)
+
+
+def test_generate_matches_flop_counter(model):
+    P, N = 16, 8
+    x = torch.randint(1, 100, (1, P))
+    total, _ = counted(lambda: model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=N,
+                                              min_new_tokens=N, do_sample=False, pad_token_id=0))
+    assert F.generate_flops(model.config, P, N, causal=False) == total
+    assert F.generate_flops(model.config, P, N) == pytest.approx(total, rel=0.10)
+
+
+def test_generate_properties():
+    s = F.Shape(n_layers=2, body_params=1000, head_params=300, qk_dim=16, v_dim=16)
+    # one new token is a prefill with logits only at the last position
+    assert F.generate_flops(s, 10, 1) == F.forward_flops(s, 10, 10) - 2 * 300 * 9
+    # a KV cache visits each position once: prefill + decode == one causal pass over the whole sequence
+    assert F.generate_flops(s, 10, 6) == F.forward_flops(s, 15, 15) - 2 * 300 * (15 - 6)
+    assert F.generate_flops(s, 10, 6, n_sequences=4) == 4 * F.generate_flops(s, 10, 6)
+    assert F.generate_flops(s, 10, 0) == 0
+
+
+def test_bad_input():
+    s = F.Shape(1, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="n_tokens"):
+        F.forward_flops(s, -1, 4)
+    with pytest.raises(ValueError, match="new_tokens"):
+        F.generate_flops(s, 4, -2)
+    moe = transformers.MixtralConfig(num_local_experts=4)
+    with pytest.raises(NotImplementedError, match="mixture-of-experts"):
+        F.shape_of(moe)
