@@ -117,3 +117,47 @@ def write_jsonl(path: str | Path, rows) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def load_rows(source: str | Path, fields: tuple[str, ...], split: str = "test", limit: int | None = None) -> list[dict]:
+    """Rows of a JSONL or Parquet file, or of a folder holding `{split}.jsonl` / `{split}*.parquet` (the Hugging
+    Face layout), each checked to have `fields`. A Hugging Face dataset id works when `datasets` is installed."""
+    path = Path(source)
+    if path.is_dir():
+        found = sorted(path.glob(f"{split}.jsonl")) + sorted(path.glob(f"**/{split}*.parquet"))
+        if not found:
+            raise FileNotFoundError(f"{source}: no {split}.jsonl or {split}*.parquet in this folder")
+        rows = [row for p in found for row in _read_file(p)]
+    elif path.is_file():
+        rows = _read_file(path)
+    else:
+        rows = _read_hub(str(source), split)
+    rows = rows[:limit] if limit is not None else rows
+    for i, row in enumerate(rows):
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise ValueError(f"{source}: row {i} lacks field(s) {missing}; this task needs {list(fields)}")
+    return rows
+
+
+def _read_file(path: Path) -> list[dict]:
+    if path.suffix != ".parquet":
+        return read_jsonl(path)
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(f"{path}: reading Parquet needs pyarrow or pandas (pip install pyarrow)") from None
+        return pd.read_parquet(path).to_dict("records")  # subtle: lists come back as numpy arrays
+    return pq.read_table(path).to_pylist()
+
+
+def _read_hub(name: str, split: str) -> list[dict]:
+    try:
+        import datasets
+    except ImportError:
+        raise FileNotFoundError(f"{name}: no such file or folder (install `datasets` to load a Hugging Face "
+                                "dataset id)") from None
+    return [dict(row) for row in datasets.load_dataset(name, split=split)]
