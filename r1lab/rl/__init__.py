@@ -1,0 +1,1 @@
+"""Reinforcement learning: the pure math lives in r1lab.rl.algos; training loops import it by name."""

@@ -1,0 +1,330 @@
+"""The RL math: advantages, the PPO-clip policy loss, KL estimators, loss aggregation and DAPO's filters.
+
+Every function takes tensors and scalars (never a config object) and is looked up by name in a plain dict:
+ADVANTAGES, POLICY_LOSSES, KL_ESTIMATORS, AGGREGATIONS. Functions that have something to log return
+`(value, metrics)`; metrics are 0-dim detached tensors (no GPU sync here; the loop calls .item() when it logs).
+
+Shapes, once for the whole module:
+    B  sequences in the batch = prompts x G, grouped contiguously (rows g*G .. g*G+G-1 share one prompt)
+    G  samples per prompt
+    T  response tokens (right-padded; prompt tokens are not part of these tensors)
+    rewards (B,)  one scalar reward per sequence
+    mask    (B,T) 1 where a token is a policy action that counts in the loss, 0 for padding and forced tokens
+    logp, old_logp, ref_logp, advantages, loss_mat  (B,T)
+
+How the three presets differ (PRESETS at the bottom) is only: which advantage, which aggregation, the clip range,
+the KL term and DAPO's sampling filters. Nothing else in the RL loop should know which preset is running.
+"""
+from __future__ import annotations
+
+import torch
+
+# ----------------------------------------------------------------------------------------------------------------
+# Advantages: rewards (B,) -> per-token advantages (B,T), zero on masked tokens.
+
+
+def _group_centered(rewards: torch.Tensor, G: int):
+    """(r - group mean) as (B/G, G), exactly zero in groups whose rewards are all equal; also the grouped rewards."""
+    if rewards.dim() != 1 or rewards.shape[0] % G:
+        raise ValueError(f"rewards must be (B,) with B a multiple of G={G}, got {tuple(rewards.shape)}")
+    r = rewards.float().view(-1, G)  # (B/G, G)
+    flat = r.amax(-1, keepdim=True) == r.amin(-1, keepdim=True)  # (B/G, 1)
+    # subtle: the float mean of G equal numbers need not equal them (3 x 0.1), and (r - mean) / (0 + eps) would turn
+    # that rounding error into an advantage of ~0.01. Zero-variance groups are zeroed explicitly.
+    centered = (r - r.mean(-1, keepdim=True)).masked_fill(flat, 0.0)
+    return centered, r, flat
+
+
+def _no_kl(name: str, kl, kl_coef: float):
+    if kl is not None and kl_coef:
+        raise ValueError(f"{name}: KL as a reward penalty needs per-token returns; use 'reinforce_pp' or a KL loss")
+
+
+def _broadcast(adv_seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return adv_seq.reshape(-1, 1) * mask.to(adv_seq.dtype)  # (B,1) * (B,T) -> (B,T)
+
+
+def grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+    """GRPO (DeepSeekMath eq. 3): A_i = (r_i - mean(r_group)) / (std(r_group) + eps), the same for every token.
+
+    std is the unbiased sample std (torch.std, as DeepSeekMath, TRL and verl use). A zero-variance group gives 0.
+    grpo_advantages(torch.tensor([1., 0.]), torch.ones(2, 1), G=2)[0] == [[0.7071], [-0.7071]]  (std = 0.7071)
+    """
+    _no_kl("grpo", kl, kl_coef)
+    centered, r, flat = _group_centered(rewards, G)
+    std = r.std(-1, keepdim=True) if G > 1 else torch.zeros_like(centered[:, :1])
+    adv = torch.where(flat, 0.0, centered / (std + eps))  # where(): G=1 has std NaN, masked off here
+    metrics = {"adv/zero_std_frac": flat.float().mean(), "reward/group_std": std.mean()}
+    return _broadcast(adv, mask), metrics
+
+
+def dr_grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+    """Dr. GRPO (Liu et al. 2025): A_i = r_i - mean(r_group); no std division, which biases toward easy/hard groups."""
+    _no_kl("dr_grpo", kl, kl_coef)
+    centered, _, flat = _group_centered(rewards, G)
+    return _broadcast(centered, mask), {"adv/zero_std_frac": flat.float().mean()}
+
+
+def rloo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+    """RLOO (Ahmadian et al. 2024): A_i = r_i - mean_{j != i} r_j, the leave-one-out baseline.
+
+    This equals G/(G-1) * (r_i - mean(r_group)) exactly, so "the paper's G/(G-1) scaling" and "plain leave-one-out"
+    are the same estimator; we compute the second form. G must be at least 2.
+    rloo_advantages(torch.tensor([1., 0., 0.]), torch.ones(3, 1), G=3)[0] == [[1.], [-0.5], [-0.5]]
+    """
+    _no_kl("rloo", kl, kl_coef)
+    if G < 2:
+        raise ValueError("rloo needs G >= 2 samples per prompt")
+    centered, _, flat = _group_centered(rewards, G)
+    return _broadcast(centered * (G / (G - 1)), mask), {"adv/zero_std_frac": flat.float().mean()}
+
+
+def fold_kl_into_rewards(rewards, mask, kl=None, kl_coef: float = 0.0):
+    """Token-level rewards (B,T): the sequence reward on the last valid token, minus kl_coef * kl on every valid token.
+
+    This is "KL as a reward penalty" (InstructGPT / OpenRLHF's REINFORCE++), the alternative to a KL loss term:
+    the penalty then flows through the returns instead of the gradient. `kl` is a per-token estimate (B,T) such as
+    kl_k1(logp, ref_logp), computed without grad from the rollout policy.
+    fold_kl_into_rewards(torch.tensor([1.]), torch.tensor([[1, 1, 0]]), torch.tensor([[.1, .2, 9.]]), 1.0)
+        == [[-0.1, 0.8, 0.0]]
+    """
+    mask = mask.float()
+    last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & mask.bool()  # (B,T) one-hot on the last valid token
+    token_rewards = last.float() * rewards.float().reshape(-1, 1)
+    if kl is not None and kl_coef:
+        token_rewards = token_rewards - kl_coef * kl.detach().float() * mask
+    return token_rewards
+
+
+def reinforce_pp_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+    """REINFORCE++ with a group baseline (Hu 2025, OpenRLHF "reinforce_baseline").
+
+    1. subtract the group mean from each sequence reward (no std division);
+    2. fold the optional KL penalty into token-level rewards (fold_kl_into_rewards);
+    3. returns = reverse cumulative sum over tokens (gamma = 1);
+    4. whiten across the whole batch: (ret - mean) / (std + eps) with mean and std over all valid tokens.
+    subtle: step 4 shifts every token by the batch mean, so a zero-variance group gets a small nonzero advantage here
+    (longer sequences weigh more in a token mean); the other estimators give it exactly zero.
+    """
+    centered, _, flat = _group_centered(rewards, G)
+    mask = mask.float()
+    token_rewards = fold_kl_into_rewards(centered.reshape(-1), mask, kl, kl_coef)  # (B,T)
+    returns = token_rewards.flip(-1).cumsum(-1).flip(-1) * mask  # (B,T) sum of rewards from t to the end
+    n = mask.sum().clamp(min=1)
+    mean = returns.sum() / n
+    std = (((returns - mean) * mask) ** 2).sum().div(n).sqrt()
+    adv = torch.where(std > 0, (returns - mean) / (std + eps), 0.0) * mask
+    return adv, {"adv/zero_std_frac": flat.float().mean(), "adv/return_std": std}
+
+
+ADVANTAGES = {
+    "grpo": grpo_advantages,
+    "dr_grpo": dr_grpo_advantages,
+    "rloo": rloo_advantages,
+    "reinforce_pp": reinforce_pp_advantages,
+}
+
+# ----------------------------------------------------------------------------------------------------------------
+# Policy loss: per-token loss matrix (B,T); aggregate() turns it into a scalar.
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return ((x * mask).sum() / mask.sum().clamp(min=1)).detach()
+
+
+def ppo_clip(logp, old_logp, advantages, mask, clip_low: float = 0.2, clip_high: float = 0.2, clip_c=None):
+    """PPO-clip with asymmetric bounds (DAPO clip-higher) and optional dual clip (Ye et al. 2020).
+
+    loss = -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A),  ratio = exp(logp - old_logp)
+    dual clip (clip_c > 1, negative advantages only): loss = min(loss, -clip_c * A), bounding how hard a token whose
+    ratio exploded can be pushed down. old_logp and advantages are constants (detached here).
+    With one update per rollout (on-policy) ratio == 1 and the gradient is -A * grad logp.
+    """
+    old_logp, advantages = old_logp.detach(), advantages.detach()
+    valid = mask.bool()
+    # subtle: zero the log-ratio on masked tokens before exp(), so garbage there (inf, NaN) cannot reach the gradient.
+    log_ratio = torch.where(valid, logp - old_logp, 0.0).clamp(-20.0, 20.0)
+    ratio = torch.exp(log_ratio)  # (B,T)
+    loss = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high))
+    metrics = {
+        "actor/clip_frac_low": _masked_mean(((ratio < 1.0 - clip_low) & (advantages < 0)).float(), mask),
+        "actor/clip_frac_high": _masked_mean(((ratio > 1.0 + clip_high) & (advantages > 0)).float(), mask),
+        "actor/approx_kl": _masked_mean(ratio - 1.0 - log_ratio, mask),  # k3 estimate of KL(old || new)
+        "actor/ratio_mean": _masked_mean(ratio, mask),
+    }
+    if clip_c is not None:
+        if clip_c <= 1.0:
+            raise ValueError(f"dual clip constant clip_c must be > 1, got {clip_c}")
+        dual = advantages < 0
+        metrics["actor/dual_clip_frac"] = _masked_mean((dual & (loss > -clip_c * advantages)).float(), mask)
+        loss = torch.where(dual, torch.minimum(loss, -clip_c * advantages), loss)
+    return loss, metrics
+
+
+POLICY_LOSSES = {"ppo_clip": ppo_clip}
+
+# ----------------------------------------------------------------------------------------------------------------
+# KL to a reference policy, per token, for samples drawn from the current policy (Schulman 2020, "Approximating KL").
+# All three estimate KL(pi || ref); with log_r = ref_logp - logp: k1 = -log_r (unbiased, high variance, can be
+# negative), k2 = log_r^2 / 2 (biased, low variance), k3 = exp(log_r) - log_r - 1 (unbiased, >= 0; GRPO's choice).
+# Use as a loss term: aggregate(KL_ESTIMATORS["k3"](logp, ref_logp), mask, mode) * kl_coef, aggregated like the
+# policy loss; or as a reward penalty: fold_kl_into_rewards(..., kl=kl_k1(logp, ref_logp), kl_coef).
+
+
+def kl_k1(logp, ref_logp):
+    return logp - ref_logp
+
+
+def kl_k2(logp, ref_logp):
+    return 0.5 * (logp - ref_logp) ** 2
+
+
+def kl_k3(logp, ref_logp):
+    """kl_k3(torch.tensor(0.), torch.tensor(-1.)) == exp(-1) + 1 - 1 == 0.3679"""
+    log_r = (ref_logp - logp).clamp(-20.0, 20.0)  # clamp: exp() of a huge gap would overflow to inf
+    return torch.exp(log_r) - log_r - 1.0
+
+
+KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
+
+
+def needs_reference(kl_coef: float) -> bool:
+    """Whether a reference model must be loaded at all. With kl_coef == 0 callers load none and skip its forward."""
+    return kl_coef != 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Aggregation: the only place where GRPO, Dr. GRPO and DAPO normalise differently.
+
+
+def _token_mean(loss, mask, tokens, seqs, const):
+    return loss.sum() / tokens
+
+
+def _seq_mean_token_mean(loss, mask, tokens, seqs, const):
+    return (loss.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / seqs
+
+
+def _seq_mean_token_sum_norm(loss, mask, tokens, seqs, const):
+    return (loss.sum(-1) / const).sum() / seqs
+
+
+AGGREGATIONS = {
+    "token_mean": _token_mean,  # DAPO: every token weighs the same, whatever its sequence's length
+    "seq_mean_token_mean": _seq_mean_token_mean,  # GRPO: mean per sequence, then mean over sequences
+    "seq_mean_token_sum_norm": _seq_mean_token_sum_norm,  # Dr. GRPO: token sum / a constant, then mean over seqs
+}
+
+
+def aggregate(loss_mat, mask, mode: str, global_tokens=None, global_seqs=None, max_tokens_const=None):
+    """Reduce a per-token loss (B,T) to a scalar.
+
+    global_tokens / global_seqs are the valid-token count and the count of sequences with at least one valid token
+    over the WHOLE optimizer step (all microbatches, all data-parallel ranks). Pass them whenever the batch is split:
+    the microbatch losses then sum to the full-batch loss, so accumulation and data parallelism never change the
+    update (with DDP, which averages gradients over ranks, multiply by the world size). They default to this
+    batch's counts. max_tokens_const (Dr. GRPO) must be given explicitly, e.g. max_new_tokens, for the same reason.
+    aggregate(torch.tensor([[1., 3.], [5., 0.]]), torch.tensor([[1, 1], [1, 0]]), "token_mean") == 3.0
+    aggregate(same, same, "seq_mean_token_mean") == (2 + 5) / 2 == 3.5
+    """
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {mode!r}; valid: {', '.join(AGGREGATIONS)}")
+    if mode == "seq_mean_token_sum_norm" and max_tokens_const is None:
+        raise ValueError("seq_mean_token_sum_norm needs max_tokens_const (e.g. max_new_tokens)")
+    mask = mask.to(loss_mat.dtype)
+    loss_mat = torch.where(mask.bool(), loss_mat, 0.0)  # where(), not *: inf * 0 on a masked token would be NaN
+    tokens = mask.sum().clamp(min=1) if global_tokens is None else global_tokens
+    seqs = (mask.sum(-1) > 0).sum().clamp(min=1) if global_seqs is None else global_seqs
+    return AGGREGATIONS[mode](loss_mat, mask, tokens, seqs, max_tokens_const)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Log-probs and entropy from logits, in chunks of rows so that the fp32 (N, V) temporaries stay small.
+
+
+def logprobs_from_logits(logits, ids, chunk_size: int = 1024):
+    """log softmax(logits)[ids]: (B,T,V), (B,T) -> (B,T) float32, computed chunk_size rows at a time.
+
+    Equal to torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0] without materialising the full
+    (B,T,V) fp32 log-softmax. Under autograd the fp32 copy of each chunk is still kept for backward.
+    """
+    V = logits.shape[-1]
+    flat, flat_ids = logits.reshape(-1, V), ids.reshape(-1)
+    out = []
+    for start in range(0, flat.shape[0], chunk_size):
+        z = flat[start:start + chunk_size].float()  # (n, V)
+        picked = z.gather(-1, flat_ids[start:start + chunk_size, None]).squeeze(-1)
+        out.append(picked - torch.logsumexp(z, -1))
+    return torch.cat(out).view(ids.shape)
+
+
+def entropy_from_logits(logits, chunk_size: int = 1024):
+    """Entropy of softmax(logits) per position: (B,T,V) -> (B,T) float32. H = logsumexp(z) - sum(softmax(z) * z)."""
+    V = logits.shape[-1]
+    flat = logits.reshape(-1, V)
+    out = []
+    for start in range(0, flat.shape[0], chunk_size):
+        z = flat[start:start + chunk_size].float()
+        out.append(torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1))
+    return torch.cat(out).view(logits.shape[:-1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DAPO (Yu et al. 2025): dynamic sampling and overlong handling.
+
+
+def filter_groups(rewards, G: int):
+    """Dynamic sampling: keep mask (B/G,) over groups, False where every reward in the group is equal.
+
+    Such groups have zero advantage and only dilute the batch; DAPO drops them and samples more prompts.
+    filter_groups(torch.tensor([1., 1., 0., 1.]), G=2) == [False, True]
+    """
+    r = rewards.view(-1, G)
+    return r.amax(-1) != r.amin(-1)
+
+
+def overlong_filter(mask, truncated):
+    """Overlong filtering: zero the loss mask (B,T) of truncated responses (truncated: (B,) bool, finish == length)."""
+    return mask * (~truncated.bool()).to(mask.dtype).reshape(-1, 1)
+
+
+def soft_overlong_penalty(lengths, max_len: int, cache_len: int):
+    """DAPO eq. 13, added to the reward: 0 up to max_len - cache_len, then linear down to -1 at max_len, -1 beyond.
+
+    soft_overlong_penalty(torch.tensor([10, 15, 20, 25]), max_len=20, cache_len=10) == [0, -0.5, -1, -1]
+    """
+    expected = max_len - cache_len
+    return ((expected - lengths.float()) / cache_len).clamp(min=-1.0, max=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Presets: flat settings, each a name into the registries above or a scalar.
+
+PRESETS = {
+    # DeepSeekMath / R1: group-std advantages, per-sequence mean, k3 KL as a loss at 0.001, symmetric clip 0.2.
+    "grpo": dict(advantage="grpo", policy_loss="ppo_clip", loss_agg="seq_mean_token_mean", clip_low=0.2,
+                 clip_high=0.2, clip_c=None, kl_coef=0.001, kl_estimator="k3", kl_as_reward=False,
+                 dynamic_sampling=False, overlong_filter=False, soft_overlong=False, overlong_cache_frac=0.0),
+    # Dr. GRPO: mean-only advantages, token sum / max_new_tokens, no KL (no reference model loaded).
+    "dr_grpo": dict(advantage="dr_grpo", policy_loss="ppo_clip", loss_agg="seq_mean_token_sum_norm", clip_low=0.2,
+                    clip_high=0.2, clip_c=None, kl_coef=0.0, kl_estimator="k3", kl_as_reward=False,
+                    dynamic_sampling=False, overlong_filter=False, soft_overlong=False, overlong_cache_frac=0.0),
+    # DAPO: clip-higher, token mean, no KL, dynamic sampling, soft overlong penalty over the last 20% of the budget
+    # (4096 of 20480 in the paper). Overlong filtering is off: it would mask the very responses the penalty scores.
+    "dapo": dict(advantage="grpo", policy_loss="ppo_clip", loss_agg="token_mean", clip_low=0.2, clip_high=0.28,
+                 clip_c=None, kl_coef=0.0, kl_estimator="k3", kl_as_reward=False, dynamic_sampling=True,
+                 overlong_filter=False, soft_overlong=True, overlong_cache_frac=0.2),
+}
+
+
+def preset(name: str, **overrides) -> dict:
+    """A copy of PRESETS[name] with overrides; unknown names or keys are an error that lists the valid ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    settings = dict(PRESETS[name])
+    unknown = set(overrides) - set(settings)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}; valid: {', '.join(settings)}")
+    settings.update(overrides)
+    return settings
