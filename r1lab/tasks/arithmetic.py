@@ -1,0 +1,137 @@
+"""Multi-digit arithmetic: `a op b` with op in + - *, difficulty set by the digit counts.
+
+Fields: `a`, `op`, `b` define the instance; `answer` is derived for convenience and never trusted (score
+recomputes it). The answer must be one integer: optional minus, ASCII digits, optional comma thousands separators
+("-1,234"), surrounding blanks. Anything else in the <answer> block is wrong.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from r1lab.tasks.common import Score, combine, example_id, load_rows, render_messages, render_prompt, split_format, split_of
+
+NAME = "arithmetic"
+FIELDS = ("a", "op", "b")
+
+QUESTION = (
+    "Calculate {a} {op} {b}. Show your work in <think> </think> tags and return only the final integer in "
+    "<answer> </answer> tags, for example <answer> 1234 </answer>."
+)
+# The "short" template is for tiny character-level models, where every prompt character costs compute.
+SHORT_QUESTION = "Calculate {a} {op} {b}."
+
+OPS = {"+": "addition", "-": "subtraction", "*": "multiplication"}
+MAX_DIGITS = 30  # per operand, for the generator and for examples scored
+MAX_ANSWER_CHARS = 100
+MAX_MISSES = 50_000  # generate() gives up after this many rejected draws in a row
+_INTEGER = re.compile(r"\s*(-?)([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)\s*")  # ASCII digits: int() takes '٣' too
+
+
+def parse_integer(answer) -> int | None:
+    """The integer an answer states, or None. parse_integer(" -1,234 ") == -1234; parse_integer("1,23") is None"""
+    if not isinstance(answer, str) or len(answer) > MAX_ANSWER_CHARS:
+        return None
+    m = _INTEGER.fullmatch(answer)
+    if not m:
+        return None
+    value = int(m.group(2).replace(",", ""))
+    return -value if m.group(1) else value
+
+
+def _result(example) -> int | None:
+    """a op b recomputed from the example, None when the example is malformed."""
+    if not isinstance(example, dict):
+        return None
+    a, op, b = example.get("a"), example.get("op"), example.get("b")
+    if type(a) is not int or type(b) is not int or not isinstance(op, str) or op not in OPS:
+        return None
+    if max(abs(a), abs(b)) >= 10**MAX_DIGITS:
+        return None
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def score(completion, example, accuracy_weight: float = 1.0, format_weight: float = 0.1) -> Score:
+    """Correct iff the <answer> block states a op b. Never raises; a malformed example scores zero."""
+    _, answer, format_ok = split_format(completion)
+    result = _result(example)
+    if result is None:
+        return Score(0.0, False, False, answer)
+    correct = parse_integer(answer) == result
+    return Score(combine(correct, format_ok, accuracy_weight, format_weight), correct, format_ok, answer)
+
+
+def answer_key(completion, example) -> str | None:
+    """The stated integer as a plain string ("-1234"), None when there is none."""
+    _, answer, _ = split_format(completion)
+    value = parse_integer(answer)
+    return None if value is None else str(value)
+
+
+def question(example: dict, short: bool = False) -> str:
+    return (SHORT_QUESTION if short else QUESTION).format(a=example["a"], op=example["op"], b=example["b"])
+
+
+def prompt(example: dict, template: str = "r1") -> str:
+    return render_prompt(question(example, short=template == "short"), template)
+
+
+def messages(example: dict) -> list[dict]:
+    return render_messages(question(example))
+
+
+def difficulty(example: dict) -> str:
+    """ "3-digit multiplication": the longer operand's digit count and the operation."""
+    digits = len(str(max(abs(example["a"]), abs(example["b"]))))
+    return f"{digits}-digit {OPS[example['op']]}"
+
+
+def _identity(a: int, op: str, b: int) -> dict:
+    """The fields that define an instance; + and * are ordered so that b + a cannot cross the train/test split."""
+    if op in "+*":
+        a, b = min(a, b), max(a, b)
+    return {"a": a, "op": op, "b": b}
+
+
+def generate(n: int, seed: int, split: str = "train", min_digits: int = 1, max_digits: int = 3,
+             ops: str = "+-*") -> list[dict]:
+    """n distinct instances of `split`: op uniform in `ops`, each operand's digit count uniform in
+    [min_digits, max_digits], then the operand uniform among numbers of that many digits (0-9 for one digit)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    if not 1 <= min_digits <= max_digits <= MAX_DIGITS:
+        raise ValueError(f"need 1 <= min_digits <= max_digits <= {MAX_DIGITS}, got {min_digits}, {max_digits}")
+    if not ops or any(op not in OPS for op in ops):
+        raise ValueError(f"ops must be a non-empty string of {''.join(OPS)}, got {ops!r}")
+    rng = random.Random(seed)
+
+    def operand() -> int:
+        d = rng.randint(min_digits, max_digits)
+        return rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1)
+
+    rows, seen, misses = [], set(), 0
+    while len(rows) < n:
+        a, op, b = operand(), rng.choice(ops), operand()
+        key = _identity(a, op, b)
+        eid = example_id(key, FIELDS)
+        if split_of(key, FIELDS) != split or eid in seen:
+            misses += 1
+            if misses > MAX_MISSES:
+                raise ValueError(f"found only {len(rows)} of {n} distinct {split} instances; widen the knobs")
+            continue
+        misses = 0
+        seen.add(eid)
+        rows.append({"a": a, "op": op, "b": b, "answer": _result({"a": a, "op": op, "b": b})})
+    return rows
+
+
+def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
+    rows = load_rows(source, FIELDS, split, limit)
+    for i, row in enumerate(rows):
+        try:
+            row["a"], row["b"] = int(row["a"]), int(row["b"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: row {i}: a and b must be integers ({e})") from None
+        if row["op"] not in OPS:
+            raise ValueError(f"{source}: row {i}: op must be one of {list(OPS)}, got {row['op']!r}")
+    return rows
