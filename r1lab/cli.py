@@ -17,6 +17,7 @@ import sys
 COMMANDS = {
     "data": "r1lab.commands.data",
     "score": "r1lab.commands.score",
+    "pretrain": "r1lab.commands.pretrain",
     "cost": "r1lab.commands.cost",
 }
 

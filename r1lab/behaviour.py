@@ -1,0 +1,41 @@
+"""Reasoning-behaviour metrics read off completions: arithmetic-step accuracy, markers, attempts.
+
+    >>> arithmetic_steps("3*5=15, 15+7=23 vs 22 miss")
+    (1, 2)
+    >>> has_marker("check (3*5)+7=22 ok", DEFAULT_MARKERS)
+    True
+"""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+# Self-verification and backtracking phrases (configurable wherever they are used).
+DEFAULT_MARKERS = ("check", "back,", "wait", "verify", "let me re")
+
+_STEP = re.compile(r"(?<![0-9.])([0-9]{1,12})\s*([-+*/])\s*([0-9]{1,12})\s*=\s*(-?[0-9]{1,24})(?![0-9.])")
+_ATTEMPT = re.compile(r" vs -?[0-9]+ (?:hit|miss)")
+
+
+def arithmetic_steps(text: str) -> tuple[int, int]:
+    """(correct, total) over "a op b = c" steps with integers; division must be exact to be correct."""
+    correct = total = 0
+    for a, op, b, c in _STEP.findall(text or ""):
+        a, b, c = int(a), int(b), int(c)
+        if op == "/":
+            ok = b != 0 and Fraction(a, b) == c
+        else:
+            ok = {"+": a + b, "-": a - b, "*": a * b}[op] == c
+        correct += ok
+        total += 1
+    return correct, total
+
+
+def has_marker(text: str, markers=DEFAULT_MARKERS) -> bool:
+    low = (text or "").lower()
+    return any(m in low for m in markers)
+
+
+def count_attempts(text: str) -> int:
+    """Countdown search attempts ("... vs 22 miss" / "... vs 22 hit" lines)."""
+    return len(_ATTEMPT.findall(text or ""))

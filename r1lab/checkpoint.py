@@ -1,0 +1,105 @@
+"""Atomic Hugging Face checkpoints with exact-resume state.
+
+Layout of a run directory:
+
+    RUN/checkpoints/step_000200/   a Hugging Face model dir (safetensors, config, tokenizer, generation config,
+                                   r1lab_config.json) plus trainer_state.pt (optimizer, RNG, counters)
+    RUN/checkpoints/latest         the name of the newest complete checkpoint
+    RUN/metrics.jsonl              one JSON object per step
+
+subtle: a checkpoint is written to a temporary sibling directory, flushed, then renamed; `latest` is replaced
+with os.replace. A crash or kill -9 at any moment leaves either the old or the new checkpoint, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_model_dir(path: Path, model, tokenizer, config: dict | None = None, dtype=None) -> None:
+    """A Hugging Face model directory at `path` (not atomic by itself; see save_checkpoint)."""
+    path.mkdir(parents=True, exist_ok=True)
+    state = None
+    if dtype is not None:
+        state = {k: v.to(dtype) for k, v in model.state_dict().items()}
+    model.save_pretrained(path, safe_serialization=True, state_dict=state)
+    tokenizer.save_pretrained(path)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
+    if config is not None:
+        (path / "r1lab_config.json").write_text(json.dumps(config, indent=2, default=str))
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(run_dir, step: int, model, tokenizer, config: dict, trainer_state: dict | None = None,
+                    keep_last: int = 2) -> Path:
+    """Write RUN/checkpoints/step_NNNNNN atomically, point `latest` at it, and prune old ones."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp-step_{step:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model_dir(tmp, model, tokenizer, config)
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same step after a resume
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    write_text_atomic(root / "latest", final.name)
+    kept = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in kept[:-keep_last] if keep_last > 0 else []:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # leftovers of killed writers
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / "latest"
+    if not pointer.exists():
+        return None
+    path = root / pointer.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def load_trainer_state(ckpt: Path) -> dict:
+    return torch.load(Path(ckpt) / "trainer_state.pt", weights_only=False)

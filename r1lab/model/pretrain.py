@@ -1,0 +1,248 @@
+"""`r1lab pretrain`: build a small base model from scratch on a synthetic corpus of search traces.
+
+Plain next-token prediction on packed documents (prompt + trace + EOS), loss on the trace only: the prompt's
+numbers are random, predicting them teaches nothing. AdamW, linear warm-up then cosine decay, gradient
+accumulation, bf16 autocast on CPUs that support it. Exact resume: the batch of step s is a pure function of
+(seed, s), and the checkpoint holds the optimizer and every RNG, so a resumed run logs the same numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from r1lab.config import config_to_dict, format_config
+from r1lab.model.corpus import CountdownTraceConfig, corpus_document
+
+
+@dataclass
+class PretrainConfig:
+    task: str = "countdown"
+    out_dir: str = "runs/pretrain"
+    model: str = "tiny-3m"               # a preset name, or a Hugging Face path / hub id to continue from
+    template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
+    seed: int = 0
+    # corpus
+    train_instances: int = 20000         # distinct training problems; each step draws fresh traces for them
+    min_numbers: int = 3
+    max_numbers: int = 4
+    max_number: int = 12
+    max_target: int = 100
+    give_up_prob: float = 0.3
+    max_attempts: int = 12
+    max_value: int = 200
+    backtrack_prob: float = 0.15
+    verify_prob: float = 0.25
+    greedy_finish_prob: float = 0.5
+    # optimisation
+    steps: int = 2000
+    seq_len: int = 512
+    device_batch_size: int = 16          # sequences per forward pass
+    grad_accum: int = 2
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    dtype: str = "auto"                  # auto | bf16 | fp32 (autocast)
+    threads: int = 0                     # torch threads; 0 = leave as is
+    # evaluation and checkpoints
+    eval_every: int = 500
+    eval_instances: int = 200
+    eval_max_new_tokens: int = 512
+    save_every: int = 250
+    keep_last: int = 2
+    wandb: bool = False
+    tensorboard: bool = False
+
+
+def autocast_dtype(name: str, device: torch.device):
+    """bf16 where the hardware has it (CUDA with bf16, CPUs with avx512_bf16 / AMX), else None (fp32)."""
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def trace_config(cfg: PretrainConfig) -> CountdownTraceConfig:
+    return CountdownTraceConfig(give_up_prob=cfg.give_up_prob, max_attempts=cfg.max_attempts, max_value=cfg.max_value,
+                                backtrack_prob=cfg.backtrack_prob, verify_prob=cfg.verify_prob,
+                                greedy_finish_prob=cfg.greedy_finish_prob)
+
+
+def make_batch(step: int, micro: int, cfg: PretrainConfig, task, instances, tokenizer):
+    """(input_ids, labels) of shape (device_batch_size, seq_len): packed documents, prompt tokens unlabelled.
+
+    A pure function of (seed, step, micro), which makes resume exact.
+    """
+    rng = random.Random(f"{cfg.seed}/{step}/{micro}")
+    need = cfg.device_batch_size * (cfg.seq_len + 1)
+    ids, labels = [], []
+    while len(ids) < need:
+        doc = corpus_document(task, rng.choice(instances), rng, trace_config(cfg), cfg.template)
+        if doc is None:
+            continue
+        prompt, completion = doc
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids += p + c
+        labels += [-100] * len(p) + c
+    x = torch.tensor(ids[:need]).view(cfg.device_batch_size, cfg.seq_len + 1)
+    y = torch.tensor(labels[:need]).view(cfg.device_batch_size, cfg.seq_len + 1)
+    return x[:, :-1].contiguous(), y[:, 1:].contiguous()
+
+
+def main(cfg: PretrainConfig) -> Path:
+    """Run (or resume) pretraining; returns the path of the final checkpoint."""
+    from tqdm import tqdm
+
+    from r1lab.cost import RunAccount, format_account
+    from r1lab.checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+    from r1lab.evaluate import evaluate_model
+    from r1lab.model.presets import PRESETS, build_model, count_parameters, load_model
+    from r1lab.model.tokenizer import build_tokenizer
+    from r1lab.tasks import get_task
+    from r1lab.tracking import MetricsLogger
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp = autocast_dtype(cfg.dtype, device)
+    task = get_task(cfg.task)
+    resume = latest_checkpoint(run_dir)
+    if resume is not None:
+        model, tokenizer = load_model(str(resume))
+        print(f"pretrain: resuming from {resume}")
+    elif cfg.model in PRESETS:
+        tokenizer = build_tokenizer()
+        model = build_model(cfg.model, tokenizer, max_positions=max(1024, cfg.seq_len), seed=cfg.seed)
+    else:
+        model, tokenizer = load_model(cfg.model)
+    model.to(device)
+    print(format_config(cfg))
+    n_params = count_parameters(model)
+    print(f"pretrain: {n_params / 1e6:.2f}M parameters, device {device}, autocast {amp}")
+
+    instances = corpus_instances(task, cfg)
+    eval_set = task.generate(cfg.eval_instances, seed=cfg.seed + 1, split="test", **task_knobs(cfg)) if cfg.eval_instances else []
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8,
+                            fused=device.type == "cuda")
+    start, tokens_seen = 0, 0
+    if resume is not None:
+        state = load_trainer_state(resume)
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start, tokens_seen = state["step"], state["tokens_seen"]
+    log = MetricsLogger(run_dir, "pretrain", cfg.wandb, cfg.tensorboard, config_to_dict(cfg),
+                        resume_step=start if resume is not None else None)
+    account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
+    wall_before = 0.0  # wall time of earlier (interrupted) sessions of this run
+    if resume is not None:
+        account.flops_by_kind = dict(state.get("flops_by_kind", {}))
+        wall_before = state.get("wall_s", 0.0)
+    config_dict = config_to_dict(cfg)
+
+    def save(step):
+        save_checkpoint(run_dir, step, model, tokenizer, config_dict,
+                        {"optimizer": opt.state_dict(), "rng": rng_state(), "step": step, "tokens_seen": tokens_seen,
+                         "flops_by_kind": account.flops_by_kind, "wall_s": wall_before + time.time() - t_run},
+                        keep_last=cfg.keep_last)
+
+    model.train()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="pretrain", unit="step",
+               dynamic_ncols=True, mininterval=2.0)
+    t_run = time.time()
+    for step in bar:
+        t0 = time.time()
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss_sum, n_tok = 0.0, 0
+        for micro in range(cfg.grad_accum):
+            x, y = make_batch(step, micro, cfg, task, instances, tokenizer)
+            x, y = x.to(device), y.to(device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = model(input_ids=x).logits
+            # subtle: the loss is a sum over labelled tokens divided by the step's total count, so the gradient
+            # does not depend on how the step is split into micro-batches.
+            n_step = int((y != -100).sum())
+            loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                                                     ignore_index=-100, reduction="sum")
+            (loss / max(1, n_step) / cfg.grad_accum).backward()
+            loss_sum += float(loss)
+            n_tok += n_step
+            tokens_seen += x.numel()
+            account.add_tokens("train", x.numel(), cfg.seq_len)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.time() - t0
+        tok_s = cfg.grad_accum * cfg.device_batch_size * cfg.seq_len / dt
+        metrics = {"loss": loss_sum / max(1, n_tok), "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
+                   "tokens_seen": tokens_seen, "step_time_s": dt}
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tok_s:.0f}")
+        done = step + 1
+        if cfg.eval_instances and (done % cfg.eval_every == 0 or done == cfg.steps):
+            model.eval()
+            metrics.update(evaluate_model(model, tokenizer, task, eval_set, template=cfg.template,
+                                          max_new_tokens=cfg.eval_max_new_tokens, autocast_dtype=amp,
+                                          account=account))
+            model.train()
+        if done % 10 == 0 or done == cfg.steps:
+            summary = account.summary(wall_before + time.time() - t_run)
+            metrics.update({k: summary[k] for k in ("flops", "flops_per_s", "mfu")})
+        log.log(done, metrics, console_keys=("loss", "lr", "tokens_per_s", "pass1", "format_rate", "step_acc"),
+                echo=done % 50 == 0 or "pass1" in metrics)
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            save(done)
+    bar.close()
+    log.close()
+    final = latest_checkpoint(run_dir)
+    summary = account.summary(wall_before + time.time() - t_run)
+    (run_dir / "account.json").write_text(json.dumps(summary, indent=2))
+    print(f"pretrain: done; checkpoint {final}\n{format_account(summary)}")
+    return final
+
+
+def task_knobs(cfg: PretrainConfig) -> dict:
+    return {"min_numbers": cfg.min_numbers, "max_numbers": cfg.max_numbers, "max_number": cfg.max_number,
+            "max_target": cfg.max_target}
+
+
+def corpus_instances(task, cfg: PretrainConfig) -> list[dict]:
+    """The training problems, cached on disk by their knobs (the countdown solver makes generation slowish)."""
+    from r1lab.tasks.common import read_jsonl, write_jsonl
+
+    knobs = task_knobs(cfg)
+    key = "-".join(f"{k}{v}" for k, v in knobs.items())
+    cache = Path(cfg.out_dir) / f"train_instances-{cfg.task}-{key}-n{cfg.train_instances}-s{cfg.seed}.jsonl"
+    if cache.exists():
+        return read_jsonl(cache)
+    rows = task.generate(cfg.train_instances, seed=cfg.seed, split="train", **knobs)
+    write_jsonl(cache, rows)
+    return rows

@@ -1,0 +1,52 @@
+from dataclasses import dataclass
+
+import pytest
+
+from r1lab.config import ConfigError, format_config, load_config
+
+
+@dataclass
+class Cfg:
+    lr: float = 1e-3
+    steps: int = 10
+    name: str = "x"
+    flag: bool = False
+    limit: int | None = None
+
+
+def test_recipe_then_overrides_then_kwargs(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('lr = 0.01\nsteps = 5\nname = "a"\n')
+    cfg = load_config(Cfg, recipe, ["steps=7", "flag=true", "limit=3"], name="b")
+    assert (cfg.lr, cfg.steps, cfg.name, cfg.flag, cfg.limit) == (0.01, 7, "b", True, 3)
+    assert "steps = 7" in format_config(cfg)
+
+
+def test_unknown_key_lists_valid_ones(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("learning_rate = 0.01\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'.*valid keys.*lr.*steps"):
+        load_config(Cfg, recipe)
+    with pytest.raises(ConfigError, match="unknown key 'stepz'"):
+        load_config(Cfg, None, ["stepz=3"])
+
+
+@pytest.mark.parametrize("item, match", [("steps=abc", "steps: expected int"), ("flag=maybe", "flag: expected a boolean"),
+                                         ("steps", "key=value"), ("steps=1.5", "expected int")])
+def test_bad_values_are_clear_errors(item, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(Cfg, None, [item])
+
+
+def test_none_and_scientific_ints():
+    cfg = load_config(Cfg, None, ["limit=none", "steps=1e3"])
+    assert cfg.limit is None and cfg.steps == 1000
+
+
+def test_bad_toml_and_missing_recipe(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lr = = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(Cfg, bad)
+    with pytest.raises(ConfigError, match="recipe not found"):
+        load_config(Cfg, tmp_path / "missing.toml")
