@@ -13,7 +13,9 @@ from fractions import Fraction
 # Self-verification and backtracking phrases (configurable wherever they are used).
 DEFAULT_MARKERS = ("check", "back,", "wait", "verify", "let me re")
 
-_STEP = re.compile(r"(?<![0-9.])([0-9]{1,12})\s*([-+*/])\s*([0-9]{1,12})\s*=\s*(-?[0-9]{1,24})(?![0-9.])")
+# subtle: a leading minus belongs to the first operand only at the start of an expression ("-2184+8594=6410"),
+# never after a digit ("13-9=4" is thirteen minus nine).
+_STEP = re.compile(r"(?<![0-9.])((?<![0-9]-)-?[0-9]{1,12})\s*([-+*/])\s*([0-9]{1,12})\s*=\s*(-?[0-9]{1,24})(?![0-9.])")
 _ATTEMPT = re.compile(r" vs -?[0-9]+ (?:hit|miss)")
 
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "data": "r1lab.commands.data",
     "score": "r1lab.commands.score",
     "pretrain": "r1lab.commands.pretrain",
+    "rl": "r1lab.commands.rl",
     "cost": "r1lab.commands.cost",
 }
 

@@ -26,6 +26,17 @@ Design, and the knobs (CountdownTraceConfig):
   step (backtracking); with `verify_prob` a hit is re-checked on the final expression before answering
   (self-verification). Both are behaviours for RL to amplify, and markers for evaluation to count.
 - The answer substitutes each intermediate result by its parenthesised step: "(3*5)+7".
+
+Arithmetic trace ("Calculate 347 + 829."): column by column, every step a true two-operand fact, then the result:
+
+    7+9=16, 4+2=6, 6+1=7, 3+8=11
+    347+829=1176
+    check 1176-829=347 ok
+    </think> <answer>1176</answer>
+
+Subtraction borrows ("13-9=4"); multiplication writes one partial product per digit of the second operand and adds
+them. With probability `guess_prob` the trace skips the work ("guess 1180") and answers a near miss: the failure
+RL removes. `verify_prob` adds the inverse-operation check.
 """
 from __future__ import annotations
 
@@ -128,11 +139,91 @@ def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: Count
     return "\n".join(lines) + f"\n</think> <answer>{prev[1]}</answer>", False
 
 
-def corpus_document(task, example: dict, rng: random.Random, cfg: CountdownTraceConfig, template: str):
-    """(prompt, completion) of one pretraining document for `task`, or None when the problem has no trace."""
-    if task.NAME != "countdown":
-        raise ValueError(f"no pretraining corpus for task {task.NAME!r} yet")
-    completion, _ = countdown_trace(example["nums"], example["target"], rng, cfg)
+@dataclass
+class ArithmeticTraceConfig:
+    guess_prob: float = 0.3
+    verify_prob: float = 0.25
+
+
+def _digits(n: int) -> list[int]:
+    """Least significant first: _digits(347) == [7, 4, 3]"""
+    return [int(c) for c in reversed(str(n))]
+
+
+def column_add(a: int, b: int) -> list[str]:
+    """column_add(347, 829) == ["7+9=16", "4+2=6", "6+1=7", "3+8=11"]"""
+    da, db = _digits(a), _digits(b)
+    steps, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
+        steps.append(f"{x}+{y}={x + y}")
+        if carry:
+            steps.append(f"{x + y}+1={x + y + 1}")
+        carry = (x + y + carry) // 10
+    return steps
+
+
+def column_sub(a: int, b: int) -> list[str]:
+    """a >= b >= 0. column_sub(52, 17) == ["12-7=5", "5-1=4", "4-1=3"]"""
+    da, db = _digits(a), _digits(b)
+    steps, borrow = [], 0
+    for i in range(len(da)):
+        x, y = da[i], (db[i] if i < len(db) else 0)
+        if borrow:
+            steps.append(f"{x}-1={x - 1}") if x >= 1 else steps.append(f"10-1=9")
+            x -= 1
+            borrow = 0
+            if x < 0:
+                x, borrow = 9, 1
+        if x < y:
+            steps.append(f"{x + 10}-{y}={x + 10 - y}")
+            borrow = 1
+        elif y or i < len(db):
+            steps.append(f"{x}-{y}={x - y}")
+    return steps
+
+
+def arithmetic_trace(a: int, op: str, b: int, rng: random.Random, cfg: ArithmeticTraceConfig) -> tuple[str, bool]:
+    """(completion text after the prompt's "<think>", whether its answer is right)."""
+    result = a + b if op == "+" else a - b if op == "-" else a * b
+    if rng.random() < cfg.guess_prob:
+        wrong = result + rng.choice([-1, 1]) * rng.choice([1, 2, 10, 100, max(1, abs(result) // 10)])
+        return f"guess {wrong}\n</think> <answer>{wrong}</answer>", False
+    lines = []
+    if op == "+":
+        lines.append(", ".join(column_add(a, b)))
+    elif op == "-":
+        hi, lo = max(a, b), min(a, b)
+        lines.append(", ".join(column_sub(hi, lo)))
+        if a < b:
+            lines.append(f"{a} is less than {b}, so the result is negative")
+    else:
+        partials = []
+        for k, d in enumerate(_digits(b)):
+            partials.append(a * d * 10**k)
+            lines.append(f"{a}*{d * 10**k}={partials[-1]}")
+        total = partials[0]
+        for p in partials[1:]:
+            lines.append(f"{total}+{p}={total + p}")
+            total += p
+    lines.append(f"{a}{op}{b}={result}")
+    if rng.random() < cfg.verify_prob and op in "+-":
+        inverse = f"{result}-{b}={a}" if op == "+" else f"{result}+{b}={a}"
+        lines.append(f"check {inverse} ok")
+    return "\n".join(lines) + f"\n</think> <answer>{result}</answer>", True
+
+
+def corpus_document(task, example: dict, rng: random.Random, cfg, template: str):
+    """(prompt, completion) of one pretraining document for `task`, or None when the problem has no trace.
+
+    `cfg` is the task's trace config (CountdownTraceConfig or ArithmeticTraceConfig).
+    """
+    if task.NAME == "countdown":
+        completion, _ = countdown_trace(example["nums"], example["target"], rng, cfg)
+    elif task.NAME == "arithmetic":
+        completion, _ = arithmetic_trace(example["a"], example["op"], example["b"], rng, cfg)
+    else:
+        raise ValueError(f"no pretraining corpus for task {task.NAME!r}; corpora exist for countdown, arithmetic")
     if completion is None:  # no legal first step under max_value: nothing to show for this problem
         return None
     return task.prompt(example, template=template), completion

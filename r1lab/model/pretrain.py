@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from r1lab.config import config_to_dict, format_config
-from r1lab.model.corpus import CountdownTraceConfig, corpus_document
+from r1lab.config import config_to_dict, format_config, parse_task_args
+from r1lab.model.corpus import ArithmeticTraceConfig, CountdownTraceConfig, corpus_document
 
 
 @dataclass
@@ -27,18 +27,17 @@ class PretrainConfig:
     model: str = "tiny-3m"               # a preset name, or a Hugging Face path / hub id to continue from
     template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
     seed: int = 0
-    # corpus
+    task_args: str = "min_numbers=3,max_numbers=4,max_number=12,max_target=100"  # the task generator's knobs
+    # corpus (r1lab/model/corpus.py explains each knob)
     train_instances: int = 20000         # distinct training problems; each step draws fresh traces for them
-    min_numbers: int = 3
-    max_numbers: int = 4
-    max_number: int = 12
-    max_target: int = 100
-    give_up_prob: float = 0.3
+    give_up_prob: float = 0.3            # countdown
     max_attempts: int = 12
     max_value: int = 200
     backtrack_prob: float = 0.15
     verify_prob: float = 0.25
     greedy_finish_prob: float = 0.5
+    guess_prob: float = 0.3              # arithmetic
+    arith_verify_prob: float = 0.25
     # optimisation
     steps: int = 2000
     seq_len: int = 512
@@ -84,7 +83,9 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def trace_config(cfg: PretrainConfig) -> CountdownTraceConfig:
+def trace_config(cfg: PretrainConfig):
+    if cfg.task == "arithmetic":
+        return ArithmeticTraceConfig(guess_prob=cfg.guess_prob, verify_prob=cfg.arith_verify_prob)
     return CountdownTraceConfig(give_up_prob=cfg.give_up_prob, max_attempts=cfg.max_attempts, max_value=cfg.max_value,
                                 backtrack_prob=cfg.backtrack_prob, verify_prob=cfg.verify_prob,
                                 greedy_finish_prob=cfg.greedy_finish_prob)
@@ -122,6 +123,7 @@ def main(cfg: PretrainConfig) -> Path:
     from r1lab.model.presets import PRESETS, build_model, count_parameters, load_model
     from r1lab.model.tokenizer import build_tokenizer
     from r1lab.tasks import get_task
+    from r1lab.tasks.common import cached_generate
     from r1lab.tracking import MetricsLogger
 
     if cfg.threads:
@@ -145,8 +147,9 @@ def main(cfg: PretrainConfig) -> Path:
     n_params = count_parameters(model)
     print(f"pretrain: {n_params / 1e6:.2f}M parameters, device {device}, autocast {amp}")
 
-    instances = corpus_instances(task, cfg)
-    eval_set = task.generate(cfg.eval_instances, seed=cfg.seed + 1, split="test", **task_knobs(cfg)) if cfg.eval_instances else []
+    knobs = parse_task_args(cfg.task_args)
+    instances = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
+    eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs) if cfg.eval_instances else []
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -194,7 +197,7 @@ def main(cfg: PretrainConfig) -> Path:
             loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
                                                      ignore_index=-100, reduction="sum")
             (loss / max(1, n_step) / cfg.grad_accum).backward()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             n_tok += n_step
             tokens_seen += x.numel()
             account.add_tokens("train", x.numel(), cfg.seq_len)
@@ -227,22 +230,3 @@ def main(cfg: PretrainConfig) -> Path:
     (run_dir / "account.json").write_text(json.dumps(summary, indent=2))
     print(f"pretrain: done; checkpoint {final}\n{format_account(summary)}")
     return final
-
-
-def task_knobs(cfg: PretrainConfig) -> dict:
-    return {"min_numbers": cfg.min_numbers, "max_numbers": cfg.max_numbers, "max_number": cfg.max_number,
-            "max_target": cfg.max_target}
-
-
-def corpus_instances(task, cfg: PretrainConfig) -> list[dict]:
-    """The training problems, cached on disk by their knobs (the countdown solver makes generation slowish)."""
-    from r1lab.tasks.common import read_jsonl, write_jsonl
-
-    knobs = task_knobs(cfg)
-    key = "-".join(f"{k}{v}" for k, v in knobs.items())
-    cache = Path(cfg.out_dir) / f"train_instances-{cfg.task}-{key}-n{cfg.train_instances}-s{cfg.seed}.jsonl"
-    if cache.exists():
-        return read_jsonl(cache)
-    rows = task.generate(cfg.train_instances, seed=cfg.seed, split="train", **knobs)
-    write_jsonl(cache, rows)
-    return rows

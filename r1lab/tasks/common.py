@@ -161,3 +161,14 @@ def _read_hub(name: str, split: str) -> list[dict]:
         raise FileNotFoundError(f"{name}: no such file or folder (install `datasets` to load a Hugging Face "
                                 "dataset id)") from None
     return [dict(row) for row in datasets.load_dataset(name, split=split)]
+
+
+def cached_generate(task, n: int, seed: int, split: str, cache_dir, **knobs) -> list[dict]:
+    """task.generate(n, seed, split, **knobs), cached as JSONL in cache_dir (some solvers make generation slow)."""
+    key = "-".join(f"{k}{v}" for k, v in sorted(knobs.items()))
+    path = Path(cache_dir) / f"{task.NAME}-{split}-n{n}-s{seed}{'-' + key if key else ''}.jsonl"
+    if path.exists():
+        return read_jsonl(path)
+    rows = task.generate(n, seed=seed, split=split, **knobs)
+    write_jsonl(path, rows)
+    return rows

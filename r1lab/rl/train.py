@@ -1,0 +1,462 @@
+"""`r1lab rl`: R1-Zero. Reinforcement learning on chain-of-thought with rule-based rewards.
+
+What one step really is (the "grpo" preset; the others change only the names looked up in r1lab/rl/algos.py):
+  1. rollouts: P prompts x G samples from the current policy (our KV-cache engine, the same one eval and serving use);
+  2. rewards: the task's verifier, accuracy + format (r1lab/tasks), optionally "strict" (the reasoning must support
+     the answer, every arithmetic step correct) and DAPO's soft overlong penalty;
+  3. advantages from each group: ADVANTAGES[advantage](rewards) -- grpo: (r - mean) / std over the group;
+  4. mu updates of the PPO-clip surrogate against the rollout policy's log-probs, plus kl_coef * KL(pi || ref) by the
+     chosen estimator, reduced by ONE aggregate(loss, mask, loss_agg) with the step's global token and sequence
+     counts, so micro-batching and data parallelism never change the update.
+Departures from the R1 paper, on purpose: with mu = 1 (the default) the run is on-policy, old_logp is the policy's
+own detached log-prob and the ratio is exactly 1 (no clipping happens; the gradient is -A * grad logp, as in
+nanochat and Dr. GRPO's analysis); one optimizer step per rollout batch; no reward model, no value model.
+
+Shapes: B = P x G sequences (rows g*G .. g*G+G-1 share a prompt), T response tokens, L = prompt + response.
+Exact resume: the prompts and sampling seeds of step s are pure functions of (seed, s), and the checkpoint holds
+the optimizer and every RNG, so a run killed with -9 and resumed logs the same metrics as an unbroken one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from r1lab.config import config_to_dict, format_config, parse_task_args
+from r1lab.rl import algos
+
+
+@dataclass
+class RLConfig:
+    task: str = "countdown"
+    task_args: str = ""                  # knobs for the task's generator, "key=value,key=value"
+    model: str = "countdown-base"        # a shipped base name, an r1lab checkpoint or any Hugging Face path / id
+    out_dir: str = "runs/rl"
+    template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
+    seed: int = 0
+    train_instances: int = 5000
+    # algorithm: a preset from r1lab.rl.algos.PRESETS; any field below left unset takes the preset's value
+    preset: str = "grpo"
+    advantage: str | None = None
+    loss_agg: str | None = None
+    clip_low: float | None = None
+    clip_high: float | None = None
+    clip_c: float | None = None
+    kl_coef: float | None = None
+    kl_estimator: str | None = None
+    kl_as_reward: bool | None = None
+    dynamic_sampling: bool | None = None
+    max_sampling_rounds: int = 3         # dynamic sampling: at most this many rollout rounds to fill a batch
+    overlong_filter: bool | None = None
+    soft_overlong: bool | None = None
+    overlong_cache_frac: float | None = None
+    # batch and optimisation
+    steps: int = 60
+    prompts_per_step: int = 8
+    samples_per_prompt: int = 8
+    mu: int = 1                          # inner updates per rollout batch
+    device_batch_size: int = 32          # sequences per forward pass
+    lr: float = 5e-5
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    # sampling and reward
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 384
+    accuracy_weight: float = 1.0
+    format_weight: float = 0.1
+    strict_reward: bool = False          # the reasoning must support the answer with correct arithmetic
+    # evaluation, logging, checkpoints
+    eval_every: int = 0                  # 0: evaluate only before the first and after the last step
+    eval_instances: int = 200
+    eval_samples: int = 1
+    eval_temperature: float = 1.0
+    sample_every: int = 10               # print a few decoded samples every N steps
+    save_every: int = 20
+    keep_last: int = 2
+    dtype: str = "auto"
+    threads: int = 0
+    wandb: bool = False
+    tensorboard: bool = False
+
+
+def algorithm(cfg: RLConfig) -> dict:
+    """The preset's settings with every explicitly set config field on top."""
+    fields = algos.PRESETS.get(cfg.preset, {})
+    overrides = {k: getattr(cfg, k) for k in fields if hasattr(cfg, k) and getattr(cfg, k) is not None}
+    return algos.preset(cfg.preset, **overrides)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Distributed helpers: world of one when torch.distributed is not initialised.
+
+def dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_sum(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    if dist_info()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather_objects(obj) -> list:
+    import torch.distributed as dist
+
+    if dist_info()[1] == 1:
+        return [obj]
+    out = [None] * dist_info()[1]
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def maybe_init_distributed() -> None:
+    """Join the process group that torchrun / accelerate launch describe in the environment (gloo on CPU)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Rollouts and the batch tensors.
+
+@dataclass
+class Rollouts:
+    examples: list            # (B,) the problem of each row
+    completions: list         # (B,) engine Completions
+    scores: list              # (B,) task Scores
+    rewards: torch.Tensor     # (B,) after penalties
+
+
+def score_rollouts(task, examples, completions, cfg: RLConfig, algo: dict):
+    kwargs = {"strict": True} if cfg.strict_reward else {}
+    scores = [task.score(c.text, ex, cfg.accuracy_weight, cfg.format_weight, **kwargs)
+              for c, ex in zip(completions, examples)]
+    rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+    if algo["soft_overlong"]:
+        lengths = torch.tensor([len(c.token_ids) for c in completions])
+        cache = max(1, int(algo["overlong_cache_frac"] * cfg.max_new_tokens))
+        rewards = rewards + algos.soft_overlong_penalty(lengths, cfg.max_new_tokens, cache)
+    return scores, rewards
+
+
+def collect_rollouts(step: int, engine, task, pool, cfg: RLConfig, algo: dict) -> tuple[Rollouts, dict]:
+    """This rank's share of P prompts x G samples; with dynamic sampling, groups of equal rewards are replaced."""
+    from r1lab.engine import SamplingParams
+
+    rank, world = dist_info()
+    G = cfg.samples_per_prompt
+    per_rank = cfg.prompts_per_step // world
+    kept = Rollouts([], [], [], torch.zeros(0))
+    stats = {"groups_sampled": 0, "groups_dropped": 0}
+    rounds = cfg.max_sampling_rounds if algo["dynamic_sampling"] else 1
+    for rnd in range(rounds):
+        rng = random.Random(f"{cfg.seed}/rl/{step}/{rnd}")
+        batch = rng.sample(pool, cfg.prompts_per_step)[rank * per_rank:(rank + 1) * per_rank]
+        examples = [ex for ex in batch for _ in range(G)]
+        # subtle: each row's sampling seed depends on its global index, so rollouts do not depend on how the
+        # prompts are sharded across ranks.
+        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                seed=(cfg.seed * 1_000_003 + step * 1009 + rnd) * 100_000 + rank * per_rank * G)
+        completions = engine.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
+        scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
+        stats["groups_sampled"] += len(batch)
+        keep = algos.filter_groups(rewards, G) if algo["dynamic_sampling"] else torch.ones(len(batch), dtype=torch.bool)
+        stats["groups_dropped"] += int((~keep).sum())
+        rows = [i for i in range(len(examples)) if keep[i // G]]
+        kept.examples += [examples[i] for i in rows]
+        kept.completions += [completions[i] for i in rows]
+        kept.scores += [scores[i] for i in rows]
+        kept.rewards = torch.cat([kept.rewards, rewards[rows]])
+        if len(kept.examples) >= per_rank * G:
+            break
+    n = per_rank * G
+    if algo["dynamic_sampling"] and len(kept.examples) == 0:  # every group was flat: train on the last round
+        kept = Rollouts(examples, completions, scores, rewards)
+    kept.examples, kept.completions, kept.scores = kept.examples[:n], kept.completions[:n], kept.scores[:n]
+    kept.rewards = kept.rewards[:n]
+    return kept, stats
+
+
+def pack(completions, pad_id: int):
+    """Right-padded (B, L) ids of prompt + response, and the (B, L) response mask (0 on prompt, pad, forced)."""
+    seqs = [list(c.prompt_ids) + list(c.token_ids) for c in completions]
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), L), dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.float32)
+    for i, (s, c) in enumerate(zip(seqs, completions)):
+        ids[i, :len(s)] = torch.tensor(s)
+        attn[i, :len(s)] = 1
+        p = len(c.prompt_ids)
+        mask[i, p:len(s)] = torch.tensor([float(m) for m in c.mask], dtype=torch.float32)
+    return ids, attn, mask
+
+
+def token_logp(model, ids, attn, amp, with_entropy: bool = False):
+    """(B, L) log-prob of each token given the ones before it (0 at position 0), and optionally the entropy."""
+    with torch.autocast(ids.device.type, dtype=amp, enabled=amp is not None):
+        logits = model(input_ids=ids, attention_mask=attn).logits  # (B, L, V)
+    logp = algos.logprobs_from_logits(logits[:, :-1], ids[:, 1:])
+    logp = torch.nn.functional.pad(logp, (1, 0))
+    if not with_entropy:
+        return logp, None
+    ent = torch.nn.functional.pad(algos.entropy_from_logits(logits[:, :-1].detach()), (1, 0))
+    return logp, ent
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: dict, amp, pad_id: int, device):
+    """mu updates on one batch of rollouts; returns the step's metrics. Advantages are computed on the full batch."""
+    G = cfg.samples_per_prompt
+    ids, attn, mask = pack(roll.completions, pad_id)
+    ids, attn, mask = ids.to(device), attn.to(device), mask.to(device)
+    if algo["overlong_filter"]:
+        truncated = torch.tensor([c.finish_reason == "length" for c in roll.completions], device=device)
+        mask = algos.overlong_filter(mask, truncated)
+    B = ids.shape[0]
+    chunks = [slice(i, min(B, i + cfg.device_batch_size)) for i in range(0, B, cfg.device_batch_size)]
+    need_ref = algos.needs_reference(algo["kl_coef"])
+    need_old = cfg.mu > 1 or (need_ref and algo["kl_as_reward"])
+    old_logp = ref_logp = None
+    with torch.no_grad():
+        if need_old:
+            model.eval()
+            old_logp = torch.cat([token_logp(model, ids[c], attn[c], amp)[0] for c in chunks])
+        if need_ref:
+            ref_logp = torch.cat([token_logp(ref_model, ids[c], attn[c], amp)[0] for c in chunks])
+    kl_reward = None
+    if need_ref and algo["kl_as_reward"]:
+        kl_reward = algos.KL_ESTIMATORS["k1"](old_logp, ref_logp) * mask
+    adv, adv_metrics = algos.ADVANTAGES[algo["advantage"]](roll.rewards.to(device), mask, G, kl=kl_reward,
+                                                           kl_coef=algo["kl_coef"] if kl_reward is not None else 0.0)
+    tokens, seqs = all_sum([float(mask.sum()), float((mask.sum(-1) > 0).sum())])
+    tokens, seqs = torch.tensor(max(tokens, 1.0), device=device), torch.tensor(max(seqs, 1.0), device=device)
+    sums: dict[str, float] = {}
+    model.train()
+    for _ in range(cfg.mu):
+        for c in chunks:
+            logp, ent = token_logp(model, ids[c], attn[c], amp, with_entropy=True)
+            old = old_logp[c] if old_logp is not None else logp.detach()
+            loss_mat, pl_metrics = algos.POLICY_LOSSES["ppo_clip"](logp, old, adv[c], mask[c], algo["clip_low"],
+                                                                   algo["clip_high"], algo["clip_c"])
+            loss = algos.aggregate(loss_mat, mask[c], algo["loss_agg"], tokens, seqs, cfg.max_new_tokens)
+            if need_ref and not algo["kl_as_reward"]:
+                kl_mat = algos.KL_ESTIMATORS[algo["kl_estimator"]](logp, ref_logp[c])
+                kl_loss = algos.aggregate(kl_mat, mask[c], algo["loss_agg"], tokens, seqs, cfg.max_new_tokens)
+                loss = loss + algo["kl_coef"] * kl_loss
+            loss.backward()
+            w = float(mask[c].sum())  # token-weighted metric sums, divided by the global count below
+            m = {k: float(v) for k, v in pl_metrics.items()}
+            m["entropy"] = float((ent * mask[c]).sum() / mask[c].sum().clamp(min=1))
+            if ref_logp is not None:
+                m["kl"] = float((algos.kl_k3(logp.detach(), ref_logp[c]) * mask[c]).sum() / mask[c].sum().clamp(min=1))
+            m["loss"] = float(loss) * float(tokens) / max(w, 1.0)
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v * w / cfg.mu
+        sync_gradients(model)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    keys = sorted(sums)
+    totals = all_sum([sums[k] for k in keys])
+    metrics = {k.replace("actor/", ""): v / float(tokens) for k, v in zip(keys, totals)}
+    metrics["grad_norm"] = grad_norm
+    metrics.update({k.replace("adv/", ""): float(v) for k, v in adv_metrics.items()})
+    return metrics, ids.shape[1]
+
+
+def sync_gradients(model) -> None:
+    """Sum gradients over ranks: each rank's loss is already divided by the global counts."""
+    import torch.distributed as dist
+
+    if dist_info()[1] == 1:
+        return
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+
+
+def rollout_metrics(roll: Rollouts, tokenizer) -> dict:
+    from r1lab.behaviour import arithmetic_steps, count_attempts, has_marker
+
+    rows = [(c, s) for c, s in zip(roll.completions, roll.scores)]
+    gathered = [r for part in all_gather_objects([(len(c.token_ids), s.correct, s.format_ok, s.reward,
+                                                    arithmetic_steps(c.text), count_attempts(c.text), has_marker(c.text),
+                                                    c.finish_reason == "length") for c, s in rows]) for r in part]
+    lens = [g[0] for g in gathered]
+    right = [g[0] for g in gathered if g[1]]
+    wrong = [g[0] for g in gathered if not g[1]]
+    ok = sum(g[4][0] for g in gathered)
+    total = sum(g[4][1] for g in gathered)
+    return {
+        "reward": statistics.mean(g[3] for g in gathered),
+        "acc": statistics.mean(g[1] for g in gathered),
+        "format_rate": statistics.mean(g[2] for g in gathered),
+        "response_len": statistics.mean(lens),
+        "response_len_correct": statistics.mean(right) if right else 0.0,
+        "response_len_wrong": statistics.mean(wrong) if wrong else 0.0,
+        "step_acc": ok / total if total else 1.0,
+        "attempts": statistics.mean(g[5] for g in gathered),
+        "marker_rate": statistics.mean(g[6] for g in gathered),
+        "truncated_rate": statistics.mean(g[7] for g in gathered),
+        "generated_tokens": sum(lens),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+def main(cfg: RLConfig) -> Path:
+    """Run (or resume) RL; returns the final checkpoint's path."""
+    from r1lab.checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+    from r1lab.cost import RunAccount, format_account
+    from r1lab.engine import Engine
+    from r1lab.evaluate import evaluate_model
+    from r1lab.model.presets import load_model
+    from r1lab.model.pretrain import autocast_dtype
+    from r1lab.model.shipped import resolve_model
+    from r1lab.tasks import get_task
+    from r1lab.tasks.common import cached_generate
+    from r1lab.tracking import MetricsLogger
+
+    maybe_init_distributed()
+    rank, world = dist_info()
+    if cfg.prompts_per_step % world:
+        raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must divide evenly over {world} ranks")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    algo = algorithm(cfg)
+    run_dir = Path(cfg.out_dir)
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    amp = autocast_dtype(cfg.dtype, device)
+    task = get_task(cfg.task)
+    knobs = parse_task_args(cfg.task_args)
+    base_path = resolve_model(cfg.model)
+    resume = latest_checkpoint(run_dir)
+    model, tokenizer = load_model(str(resume or base_path))
+    model.to(device)
+    ref_model = None
+    if algos.needs_reference(algo["kl_coef"]):
+        ref_model = model if resume is None else load_model(str(base_path))[0].to(device)
+        ref_model = copy.deepcopy(ref_model).eval().requires_grad_(False)
+    if rank == 0:
+        print(format_config(cfg))
+        print(f"rl: algorithm {json.dumps(algo)}; world {world}; device {device}; autocast {amp}; from "
+              f"{resume or base_path}")
+    pool = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
+    eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
+    start, wall_before = 0, 0.0
+    if resume is not None:
+        state = load_trainer_state(resume)
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start, wall_before = state["step"], state["wall_s"]
+        account.flops_by_kind = dict(state["flops_by_kind"])
+    log = MetricsLogger(run_dir, "rl", cfg.wandb and rank == 0, cfg.tensorboard and rank == 0, config_to_dict(cfg),
+                        resume_step=start if resume is not None else None) if rank == 0 else None
+    engine = Engine(model, tokenizer, autocast_dtype=amp)
+    t_run = time.time()
+
+    def evaluate(step):
+        model.eval()
+        result = evaluate_model(model, tokenizer, task, eval_set, template=cfg.template,
+                                max_new_tokens=cfg.max_new_tokens, autocast_dtype=amp, samples=cfg.eval_samples,
+                                temperature=cfg.eval_temperature, seed=cfg.seed + 7, account=account)
+        if rank == 0:
+            log.log(step, {f"eval/{k}": v for k, v in result.items()},
+                    console_keys=tuple(f"eval/{k}" for k in ("pass1", "format_rate", "step_acc", "response_len")))
+        return result
+
+    if start == 0 and rank == 0:
+        evaluate(0)
+    for step in range(start, cfg.steps):
+        t0 = time.time()
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        for group in opt.param_groups:
+            group["lr"] = lr
+        model.eval()
+        roll, stats = collect_rollouts(step, engine, task, pool, cfg, algo)
+        t_gen = time.time() - t0
+        for c in roll.completions:
+            account.add_generate(len(c.prompt_ids), len(c.token_ids))
+        metrics = rollout_metrics(roll, tokenizer)
+        train_metrics, L = train_on(model, ref_model, opt, roll, cfg, algo, amp, tokenizer.pad_token_id, device)
+        n_seq = len(roll.completions)
+        account.add_tokens("train", n_seq * L * cfg.mu, L)
+        if cfg.mu > 1 or (algos.needs_reference(algo["kl_coef"]) and algo["kl_as_reward"]):
+            account.add_tokens("forward", n_seq * L, L)
+        if algos.needs_reference(algo["kl_coef"]):
+            account.add_tokens("forward", n_seq * L, L)
+        dt = time.time() - t0
+        metrics.update(train_metrics)
+        metrics.update({"lr": lr, "step_time_s": dt, "gen_time_s": t_gen, "train_time_s": dt - t_gen,
+                        "gen_tokens_per_s": metrics["generated_tokens"] / max(t_gen, 1e-9), **stats})
+        done = step + 1
+        summary = account.summary(wall_before + time.time() - t_run)
+        metrics.update({k: summary[k] for k in ("flops", "flops_per_s", "mfu")})
+        if rank == 0:
+            log.log(done, metrics, console_keys=("reward", "acc", "format_rate", "response_len", "response_len_correct",
+                                                 "response_len_wrong", "attempts", "step_acc", "kl", "entropy",
+                                                 "clip_frac_low", "clip_frac_high", "grad_norm", "gen_tokens_per_s",
+                                                 "step_time_s"))
+            if cfg.sample_every and done % cfg.sample_every == 0:
+                print_samples(run_dir, done, roll, task, cfg)
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            if rank == 0:
+                evaluate(done)
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            if rank == 0:
+                save_checkpoint(run_dir, done, model, tokenizer, config_to_dict(cfg),
+                                {"optimizer": opt.state_dict(), "rng": rng_state(), "step": done,
+                                 "wall_s": wall_before + time.time() - t_run, "flops_by_kind": account.flops_by_kind},
+                                keep_last=cfg.keep_last)
+            barrier()
+    if rank == 0:
+        final = evaluate(cfg.steps)
+        summary = account.summary(wall_before + time.time() - t_run)
+        (run_dir / "account.json").write_text(json.dumps(summary, indent=2))
+        print(f"rl: done; final eval {json.dumps(final)}\n{format_account(summary)}")
+        log.close()
+    barrier()
+    return latest_checkpoint(run_dir)
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist_info()[1] > 1:
+        dist.barrier()
+
+
+def print_samples(run_dir: Path, step: int, roll: Rollouts, task, cfg: RLConfig, n: int = 2) -> None:
+    """A few decoded rollouts on the console and in samples.jsonl: the best and the worst of the first group."""
+    group = list(range(min(cfg.samples_per_prompt, len(roll.completions))))
+    group.sort(key=lambda i: -float(roll.rewards[i]))
+    picks = group[:1] + group[-1:] if n == 2 else group[:n]
+    with open(run_dir / "samples.jsonl", "a") as f:
+        for i in picks:
+            row = {"step": step, "prompt": task.prompt(roll.examples[i], template=cfg.template),
+                   "completion": roll.completions[i].text, "reward": float(roll.rewards[i]),
+                   "correct": roll.scores[i].correct}
+            f.write(json.dumps(row) + "\n")
+            print(f"--- sample (step {step}, reward {row['reward']:.2f}) ---\n{row['prompt']}{row['completion']}")
