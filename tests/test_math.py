@@ -1,0 +1,200 @@
+"""MATH: extraction paths, math-verify equivalence, hostile answers within the time bound, threads, loading.
+Also the shared pieces they rest on: tasks.extract (doctests, paths) and r1lab.verify_timeout."""
+from __future__ import annotations
+
+import doctest
+import json
+import multiprocessing
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import pytest
+
+from r1lab import verify_timeout
+from r1lab.tasks import extract, get_task
+from r1lab.tasks import math as task  # imports math-verify (slow), once for the whole file
+from r1lab.tasks.common import Score
+from r1lab.verify_timeout import call_bounded
+
+HALF = {"problem": "What is 1 - 1/2?", "answer": "\\frac{1}{2}", "level": 1, "subject": "Prealgebra"}
+SOLUTION_ONLY = {"problem": "Solve 2x = 10.", "solution": "Divide: $x = \\boxed{5}$.", "level": "Level 2",
+                 "type": "Algebra"}
+SLACK_S = 1.0  # scheduling slack over the bound on a loaded 2-core CI machine
+
+
+def test_extract_doctests():
+    assert doctest.testmod(extract).failed == 0
+
+
+@pytest.mark.parametrize("completion, answer, source, format_ok", [
+    ("x = 1/2</think> <answer>\\frac{1}{2}</answer>", "\\frac{1}{2}", "answer_tag", True),
+    ("<answer>$\\boxed{1/2}$.</answer>", "1/2", "answer_tag", False),
+    ("<answer></answer> \\boxed{7}", "", "answer_tag", False),  # an empty answer is still the answer
+    ("first \\boxed{1}, then \\boxed{\\frac{1}{2}} done", "\\frac{1}{2}", "boxed", False),
+    ("\\boxed{\\boxed{7}}", "7", "boxed", False),
+    ("\\boxed{}\n#### 42", "42", "####", False),  # an empty box falls through
+    ("So 2x = 10.\n#### 5\nextra line", "5", "####", False),
+    ("Thus the final answer is $\\frac{1}{2}$. I hope it is correct.", "\\frac{1}{2}", "answer_is", False),
+    ("The answer is: 3.5\nbecause", "3.5", "answer_is", False),
+    ("1 + 2 = 3, then 3 * 4 = 12.", "12", "last_number", False),
+    ("x - 3", "3", "last_number", False),  # a minus after a letter is not a sign
+    ("no numbers at all", None, None, False),
+])
+def test_extraction_paths(completion, answer, source, format_ok):
+    assert extract.extract_answer(completion) == (answer, format_ok, source)
+
+
+@pytest.mark.parametrize("truth, answer", [
+    ("\\frac{1}{2}", "0.5"), ("\\frac{1}{2}", "1/2"), ("\\frac{1}{2}", "\\dfrac12"), ("5", "x = 5"),
+    ("(3, -1)", "(3,-1)"), ("[1,2)", "[1, 2)"), ("2\\sqrt{3}", "\\sqrt{12}"), ("x^2+2x+1", "(x+1)^2"),
+    ("\\text{(C)}", "C"), ("\\pi/2", "\\frac{\\pi}{2}"), ("1,000", "1000"), ("\\infty", "\\infty"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+])
+def test_equivalent(truth, answer):
+    assert task.is_equivalent(truth, answer)
+    assert task.score(f"</think> <answer>{answer}</answer>", {"problem": "p", "answer": truth}).correct
+
+
+@pytest.mark.parametrize("truth, answer", [
+    ("\\frac{1}{2}", "\\frac{1}{3}"), ("5", "6"), ("(3, -1)", "(-1, 3)"), ("[1,2)", "[1,2]"),
+    ("2\\sqrt{3}", "3\\sqrt{2}"), ("3", "3, 4"), ("x^2", "x^3"), ("5", ""), ("5", "five apples"),
+])
+def test_not_equivalent(truth, answer):
+    assert not task.is_equivalent(truth, answer)
+
+
+def test_interface_gold_difficulty_check():
+    assert get_task("math") is task and task.FIELDS == ("problem", "answer") and not hasattr(task, "generate")
+    assert task.question(HALF) == HALF["problem"] and task.prompt(HALF).endswith("Assistant: <think>")
+    assert task.gold(HALF) == "\\frac{1}{2}" and task.gold(SOLUTION_ONLY) == "5" and task.gold({"problem": "p"}) is None
+    assert task.score("</think> <answer>5</answer>", SOLUTION_ONLY) == Score(1.1, True, True, "5")
+    assert task.difficulty(HALF) == "Level 1 / Prealgebra" and task.difficulty(SOLUTION_ONLY) == "Level 2 / Algebra"
+    assert task.difficulty({"problem": "p", "answer": "1"}) == "unknown"
+    assert task.check(HALF) is None and task.check(SOLUTION_ONLY) is None
+    assert task.check({"answer": "1"}) == "missing field 'problem'"
+    assert task.check({"problem": "p", "answer": 5}) == "field 'answer' must be a string, got int"
+    assert "missing field 'answer'" in task.check({"problem": "p", "solution": "no box"})
+
+
+def test_answer_key():
+    key = task.answer_key
+    assert key("</think> <answer>\\dfrac{1}{2}</answer>", HALF) == key("\\boxed{\\frac {1}{2}}", HALF) == "\\frac{1}{2}"
+    assert key("</think> <answer>0.50</answer>", HALF) == key("the answer is 1/2.", HALF) == "1/2"
+    assert key("\\boxed{\\left( 3, 4 \\right)}", HALF) == "(3,4)"
+    assert key("nothing", HALF) is None
+
+
+def test_load_fills_answer_from_solution(tmp_path):
+    path = tmp_path / "math.jsonl"
+    path.write_text(json.dumps(HALF) + "\n" + json.dumps(SOLUTION_ONLY) + "\n")
+    rows = task.load(path)
+    assert rows[0] == HALF and rows[1]["answer"] == "5"
+    assert len(task.load(path, limit=1)) == 1
+    path.write_text(json.dumps({"problem": "p", "solution": "no boxed answer"}) + "\n")
+    with pytest.raises(ValueError, match="row 0: missing field 'answer'"):
+        task.load(path)
+
+
+# Hostile answers against HALF (1/2). Each returns a Score within the bound; none is evaluated by Python.
+ADVERSARIAL = [
+    ("tower of powers", "\\boxed{9^{9^{9^{9}}}}", False),
+    ("huge power", "</think> <answer>9999^{9999^{9999}}</answer>", False),
+    ("huge factorial", "\\boxed{(10^{10})!}", False),
+    ("huge sum", "\\boxed{\\sum_{k=1}^{10^{10}} k^{k}}", False),
+    ("long product", "\\boxed{" + "".join(f"(x+{i})" for i in range(150)) + "}", False),
+    ("over MAX_ANSWER_CHARS", "\\boxed{" + "+".join(f"x^{{{i}}}" for i in range(200)) + "}", False),
+    ("deeply nested braces", "\\boxed{" + "{" * 40 + "1/2" + "}" * 40 + "}", False),
+    ("deeply nested sqrt", "\\boxed{" + "\\sqrt{" * 15 + "2" + "}" * 15 + "}", False),
+    ("1 MB of \\frac{", "\\frac{" * 200_000, False),
+    ("1 MB of digits", "9" * 1_000_000, False),
+    ("1 MB then the answer", "x" * 1_000_000 + "\\boxed{1/2}", False),  # cut at MAX_COMPLETION_CHARS
+    ("arabic-indic digits", "\\boxed{\\frac{١}{٢}}", False),
+    ("fullwidth digits", "\\boxed{１/２}", False),
+    ("code", "</think> <answer>__import__('os').system('echo pwned')</answer>", False),
+    ("text after the answer", "</think> <answer>\\frac12</answer> and some more", True),
+    ("multiple boxes, last wins", "\\boxed{1/2} or maybe \\boxed{1/3}", False),
+    ("two answers in one", "</think> <answer>1/2, 1/3</answer>", False),
+    ("none", None, False),
+    ("bytes", b"\\boxed{1/2}", False),
+    ("surrogates", "\\boxed{\ud800}", False),
+]
+
+
+@pytest.fixture
+def short_bound(monkeypatch):
+    monkeypatch.setattr(task, "VERIFY_TIMEOUT_S", 1.0)
+    return 1.0
+
+
+@pytest.mark.parametrize("name, completion, correct", ADVERSARIAL, ids=[a[0] for a in ADVERSARIAL])
+def test_adversarial(short_bound, name, completion, correct):
+    start = time.perf_counter()
+    s = task.score(completion, HALF)
+    assert time.perf_counter() - start < short_bound + SLACK_S
+    assert isinstance(s, Score) and s.correct is correct
+
+
+def test_default_bound_holds():
+    start = time.perf_counter()
+    assert not task.score("\\boxed{9^{9^{9^{9}}}}", {"problem": "p", "answer": "42"}).correct
+    assert time.perf_counter() - start < task.VERIFY_TIMEOUT_S + SLACK_S
+
+
+def test_threads_agree_with_main_thread():
+    """math-verify's own signal.alarm raises off the main thread; ours moves the call to a worker process."""
+    cases = [(f"</think> <answer>{a}</answer>", {"problem": "p", "answer": t})
+             for t, a in [("\\frac{1}{2}", "0.5"), ("(3, -1)", "(3,-1)"), ("x^2+2x+1", "(x+1)^2"), ("5", "6"),
+                          ("[1,2)", "[1,2]"), ("2\\sqrt{3}", "\\sqrt{12}"), ("3", "3, 4"), ("\\text{(C)}", "C")]]
+    expected = [task.score(c, ex) for c, ex in cases]
+    assert [s.correct for s in expected] == [True, True, True, False, False, True, False, True]
+    timeout = Score(0.0, False, False, "9^{9^{9^{9}}}")
+    cases.insert(4, ("\\boxed{9^{9^{9^{9}}}}", {"problem": "p", "answer": "42"}))  # kills one worker...
+    expected.insert(4, timeout)
+    cases, expected = cases + cases[:4], expected + expected[:4]  # ...and the threads carry on
+    start = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda case: task.score(*case), cases))
+    assert got == expected
+    assert time.perf_counter() - start < 2 * (task.VERIFY_TIMEOUT_S + SLACK_S)  # worker startup included
+
+
+def _score(case) -> Score:
+    return task.score(*case)
+
+
+def _score_from_a_thread(case) -> Score:
+    out = []
+    thread = threading.Thread(target=lambda: out.append(task.score(*case)))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses the fork start method")
+def test_processes_agree_with_main_thread():
+    """In worker processes (their main thread: the alarm) and in threads inside them (their own worker pool)."""
+    cases = [("</think> <answer>0.5</answer>", HALF), ("\\boxed{1/3}", HALF), ("the answer is 5", SOLUTION_ONLY)]
+    expected = [task.score(*case) for case in cases]
+    assert [s.correct for s in expected] == [True, False, True]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert list(pool.map(_score, cases)) == expected
+        assert list(pool.map(_score_from_a_thread, cases)) == expected
+
+
+def test_call_bounded_in_both_places():
+    assert call_bounded(pow, (2, 10), 1.0, None) == 1024  # main thread: signal.setitimer
+    assert call_bounded(pow, (2, 10), 1.0, None, isolate=True) == 1024  # worker process
+    for isolate in (None, True):
+        start = time.perf_counter()
+        assert call_bounded(time.sleep, (30,), 0.3, "late", isolate=isolate) == "late"
+        assert call_bounded(int, ("not a number",), 1.0, "error", isolate=isolate) == "error"
+        assert time.perf_counter() - start < 0.3 + SLACK_S
+    out = []
+    thread = threading.Thread(target=lambda: out.append(call_bounded(time.sleep, (30,), 0.3, "late")))
+    thread.start()
+    thread.join(10)
+    assert out == ["late"]
+    assert call_bounded(pow, (3, 3), 1.0, None, isolate=True) == 27  # a fresh worker after the kill
+    verify_timeout.shutdown()
