@@ -80,7 +80,8 @@ def test_question_prompt_messages_difficulty():
     assert q.startswith("Using the numbers [3, 5, 7], create an equation that equals 22.")
     assert "<answer> (1 + 2) / 3 </answer>" in q
     assert cd.prompt(EX).endswith(q + " Assistant: <think>")
-    assert cd.prompt(EX, "short") == "User: Using the numbers [3, 5, 7], create an equation that equals 22.\nAssistant: <think>"
+    short = "User: Using the numbers [3, 5, 7], create an equation that equals 22.\nAssistant: <think>"
+    assert cd.prompt(EX, "short") == short
     assert [m["role"] for m in cd.messages(EX)] == ["system", "user"] and cd.messages(EX)[1]["content"] == q
     assert cd.difficulty(EX) == "3 numbers"
 
@@ -254,7 +255,8 @@ def test_impossible_request_raises_instead_of_looping():
 
 def test_load_jsonl(tmp_path):
     path = tmp_path / "cd.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [{"nums": [3, 5, 7], "target": 22}, {"nums": ["1", 2, 3], "target": 6}]))
+    rows = [{"nums": [3, 5, 7], "target": 22}, {"nums": ["1", 2, 3], "target": 6}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
     rows = cd.load(path)
     assert rows[1]["nums"] == [1, 2, 3] and cd.load(path, limit=1) == [EX]
     (tmp_path / "test.jsonl").write_text(path.read_text())

@@ -143,7 +143,7 @@ def leaf(n):
 def statement(n):
     return st.recursive(leaf(n), lambda inner: st.one_of(
         st.tuples(st.just("not"), inner).map(list),
-        st.lists(inner, min_size=2, max_size=3).flatmap(lambda xs: st.sampled_from(["and", "or"]).map(lambda op: [op] + xs)),
+        st.tuples(st.sampled_from(["and", "or"]), st.lists(inner, min_size=2, max_size=3)).map(lambda t: [t[0]] + t[1]),
         st.tuples(st.sampled_from(["->", "<=>"]), inner, inner).map(list),
     ), max_leaves=5)
 
@@ -157,8 +157,10 @@ def test_solver_matches_truth_table_reference(statements):
     assert sorted(lg.solve(statements)) == sorted(expected)
 
 
-@pytest.mark.parametrize("bad", [[["telling-truth", 2], ["lying", 0]], [["maybe", 0], ["lying", 0]],
-                                 [["and", ["lying", 0]], ["lying", 0]], [[], ["lying", 0]], [["lying", True], ["lying", 0]]])
+@pytest.mark.parametrize("bad", [
+    [["telling-truth", 2], ["lying", 0]], [["maybe", 0], ["lying", 0]], [["and", ["lying", 0]], ["lying", 0]],
+    [[], ["lying", 0]], [["lying", True], ["lying", 0]],
+])
 def test_solver_rejects_malformed_statements(bad):
     with pytest.raises(ValueError):
         lg.solve(bad)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import random
 import re
 
-from r1lab.tasks.common import Score, combine, example_id, load_rows, render_messages, render_prompt, split_format, split_of
+from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
+                                 split_of)
 
 NAME = "arithmetic"
 FIELDS = ("a", "op", "b")

@@ -15,7 +15,8 @@ from collections import Counter
 from fractions import Fraction
 from itertools import combinations
 
-from r1lab.tasks.common import Score, combine, example_id, load_rows, render_messages, render_prompt, split_format, split_of
+from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
+                                 split_of)
 
 NAME = "countdown"
 FIELDS = ("nums", "target")
@@ -316,5 +317,5 @@ def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
         try:
             row["nums"], row["target"] = [int(x) for x in row["nums"]], int(row["target"])
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: row {i}: nums must be a list of integers and target an integer ({e})") from None
+            raise ValueError(f"{source}: row {i}: nums must be a list of integers, target an integer ({e})") from None
     return rows

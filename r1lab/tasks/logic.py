@@ -17,7 +17,8 @@ import random
 import re
 from functools import lru_cache
 
-from r1lab.tasks.common import Score, combine, example_id, load_rows, render_messages, render_prompt, split_format, split_of
+from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
+                                 split_of)
 
 NAME = "logic"
 FIELDS = ("quiz", "names", "solution", "solution_text_format")
@@ -184,7 +185,8 @@ def render_quiz(statements, names: list[str], rng: random.Random) -> str:
 
 
 def solution_text(names: list[str], solution: list[bool]) -> str:
-    return "\n".join(f"({i}) {name} is a {'knight' if r else 'knave'}" for i, (name, r) in enumerate(zip(names, solution), 1))
+    roles = ["knight" if r else "knave" for r in solution]
+    return "\n".join(f"({i}) {name} is a {role}" for i, (name, role) in enumerate(zip(names, roles), 1))
 
 
 def generate(n: int, seed: int, split: str = "train", min_people: int = 2, max_people: int = 8,
