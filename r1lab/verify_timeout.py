@@ -17,8 +17,9 @@ a dead worker all give `default`: for a verifier that means "incorrect", and the
 subtle: a signal is only handled between bytecodes, so on the main-thread path a single C-level operation (say a
 huge integer power) could overrun the bound. The sympy paths that math-verify takes evaluate such powers in Python
 (measured: 9^{9^{9^{9}}} against 42 stops at the bound); pass isolate=True for a hard bound at ~0.1 ms per call.
-subtle: waiting for a free worker is not counted in the bound; with more threads than MAX_WORKERS a call can wait
-for other calls to finish (each of them bounded).
+subtle: two waits are not counted in the bound: for a free worker (with more threads than MAX_WORKERS a call can
+wait for other calls, each of them bounded), and for a worker's start after a timeout killed its predecessor (the
+first call it serves imports fn's module: ~0.5 s for sympy + math-verify, capped by STARTUP_TIMEOUT_S).
 """
 from __future__ import annotations
 
