@@ -19,18 +19,27 @@ _STEP = re.compile(r"(?<![0-9.])((?<![0-9]-)-?[0-9]{1,12})\s*([-+*/])\s*([0-9]{1
 _ATTEMPT = re.compile(r" vs -?[0-9]+ (?:hit|miss)")
 
 
-def arithmetic_steps(text: str) -> tuple[int, int]:
-    """(correct, total) over "a op b = c" steps with integers; division must be exact to be correct."""
-    correct = total = 0
-    for a, op, b, c in _STEP.findall(text or ""):
+def parse_steps(text: str) -> list[tuple[bool, int]]:
+    """(is it true, its stated result) for each "a op b = c" step with integers; division must be exact.
+
+    >>> parse_steps("7-3=4, 4*5=21")
+    [(True, 4), (False, 21)]
+    """
+    out = []
+    for a, op, b, c in _STEP.findall(text if isinstance(text, str) else ""):
         a, b, c = int(a), int(b), int(c)
         if op == "/":
             ok = b != 0 and Fraction(a, b) == c
         else:
             ok = {"+": a + b, "-": a - b, "*": a * b}[op] == c
-        correct += ok
-        total += 1
-    return correct, total
+        out.append((ok, c))
+    return out
+
+
+def arithmetic_steps(text: str) -> tuple[int, int]:
+    """(correct, total) over "a op b = c" steps with integers."""
+    steps = parse_steps(text)
+    return sum(ok for ok, _ in steps), len(steps)
 
 
 def has_marker(text: str, markers=DEFAULT_MARKERS) -> bool:

@@ -287,3 +287,18 @@ def test_load_parquet_or_clear_error(tmp_path):
         return
     pq.write_table(pa.Table.from_pylist([EX]), path)
     assert cd.load(path) == [EX]
+
+
+@pytest.mark.parametrize("think, correct", [
+    ("3*5=15, 15+7=22 vs 22 hit\ncheck (3*5)+7=22 ok\n", True),
+    ("7-3=4, 4*5=20 vs 22 miss\n3*5=15, 15+7=22 vs 22 hit\n", True),
+    ("3*5=15, 15+7=23 vs 22 miss\n", False),          # a false step
+    ("3*5=16, 16+7=22 vs 22 hit\n", False),           # right answer, but the reasoning's arithmetic is wrong
+    ("7-3=4, 4*5=20 vs 22 miss\n", False),            # the reasoning never reached the target
+    ("I just know it.\n", False),                     # no reasoning at all
+])
+def test_strict_reward_needs_reasoning_that_supports_the_answer(think, correct):
+    ex = {"nums": [3, 5, 7], "target": 22}
+    completion = f"{think}</think> <answer>(3*5)+7</answer>"
+    assert cd.score(completion, ex).correct
+    assert cd.score(completion, ex, strict=True).correct is correct

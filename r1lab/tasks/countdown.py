@@ -15,6 +15,7 @@ from collections import Counter
 from fractions import Fraction
 from itertools import combinations
 
+from r1lab.behaviour import parse_steps
 from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
                                  split_of)
 
@@ -134,15 +135,23 @@ def _instance(example) -> tuple[list[int], int] | None:
 
 
 def score(completion, example, accuracy_weight: float = 1.0, format_weight: float = 0.1,
-          use_all: bool = True) -> Score:
+          use_all: bool = True, strict: bool = False) -> Score:
     """Correct iff the <answer> expression uses the numbers exactly once (at most once with use_all=False) and
-    equals the target. Never raises; a malformed example scores zero."""
-    _, answer, format_ok = split_format(completion)
+    equals the target. Never raises; a malformed example scores zero.
+
+    strict=True (an RL reward option) also refuses an answer the reasoning does not support: every "a op b = c"
+    step in the reasoning must be true, and the last one must reach the target. Without it, RL on a small model
+    learns to keep the answers and let the arithmetic in its reasoning decay (dev/LOG.md).
+    """
+    think, answer, format_ok = split_format(completion)
     instance = _instance(example)
     if instance is None:
         return Score(0.0, False, False, answer)
     nums, target = instance
     correct = _read_answer(answer, nums, use_all) == target
+    if correct and strict:
+        steps = parse_steps(think or "")
+        correct = bool(steps) and all(ok for ok, _ in steps) and steps[-1][1] == target
     return Score(combine(correct, format_ok, accuracy_weight, format_weight), correct, format_ok, answer)
 
 
