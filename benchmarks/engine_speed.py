@@ -1,0 +1,81 @@
+"""Tokens/s of batched generation: r1lab.engine.Engine vs transformers' model.generate, fp32 vs bf16 autocast.
+
+    python benchmarks/engine_speed.py [--presets tiny-1m,tiny-3m] [--batch 64] [--new 256] [--threads 2]
+
+Greedy decoding from a randomly initialised preset, so every row runs the full --new tokens in both engines
+(random weights never sample EOS under greedy here) and tokens/s compare like for like. A sampled run
+(temperature 1, EOS allowed) is reported too: there rows end early, and tokens/s counts tokens actually kept.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+
+from r1lab.engine import Engine, SamplingParams
+from r1lab.model.presets import build_model
+from r1lab.model.tokenizer import build_tokenizer
+
+
+def prompts(batch: int) -> list[str]:
+    return [f"User: {i % 97}+{(7 * i) % 89}={'?' * (i % 13)}\nAssistant: <think>" for i in range(batch)]
+
+
+def bench_engine(model, tok, batch, new, dtype, temperature):
+    engine = Engine(model, tok, autocast_dtype=dtype, max_batch_size=batch)
+    params = SamplingParams(temperature=temperature, max_new_tokens=new, seed=0)
+    engine.generate(prompts(batch)[:4], SamplingParams(max_new_tokens=8))  # warm-up
+    t = time.perf_counter()
+    outs = engine.generate(prompts(batch), params)
+    dt = time.perf_counter() - t
+    return sum(len(o.token_ids) for o in outs), dt
+
+
+@torch.inference_mode()
+def bench_hf(model, tok, batch, new, dtype, temperature):
+    enc = tok(prompts(batch), return_tensors="pt", padding=True)
+    amp = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    kw = dict(do_sample=temperature > 0, max_new_tokens=new, pad_token_id=tok.pad_token_id)
+    if temperature > 0:
+        kw.update(temperature=temperature, top_k=0, top_p=1.0)
+    with amp:
+        model.generate(**tok(prompts(4), return_tensors="pt", padding=True), max_new_tokens=8, do_sample=False,
+                       pad_token_id=tok.pad_token_id)
+        torch.manual_seed(0)
+        t = time.perf_counter()
+        out = model.generate(**enc, **kw)
+        dt = time.perf_counter() - t
+    gen = out[:, enc["input_ids"].shape[1]:]
+    # tokens kept: up to and including the first EOS of each row
+    is_eos = gen == tok.eos_token_id
+    kept = torch.where(is_eos.any(1), is_eos.long().argmax(1) + 1, gen.shape[1])
+    return int(kept.sum()), dt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="tiny-1m,tiny-3m")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--new", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1, help="1 is steadier when other jobs share the cores")
+    ap.add_argument("--repeats", type=int, default=2, help="report the best of this many runs")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    tok = build_tokenizer()
+    print(f"batch {args.batch}, {args.new} new tokens, {args.threads} threads, best of {args.repeats}, "
+          f"torch {torch.__version__}")
+    for name in args.presets.split(","):
+        model = build_model(name, tok).eval()
+        for temperature in (0.0, 1.0):
+            for dtype in (None, torch.bfloat16):
+                for label, fn in (("engine", bench_engine), ("hf.generate", bench_hf)):
+                    n, dt = min((fn(model, tok, args.batch, args.new, dtype, temperature)
+                                 for _ in range(args.repeats)), key=lambda r: r[1])
+                    print(f"{name:8s} T={temperature:.0f} {'bf16' if dtype else 'fp32':4s} {label:11s} "
+                          f"{n:6d} tokens {dt:6.2f} s {n / dt:8.0f} tok/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
