@@ -159,7 +159,7 @@ def score_rollouts(task, examples, completions, cfg: RLConfig, algo: dict):
 
 def collect_rollouts(step: int, engine, task, pool, cfg: RLConfig, algo: dict) -> tuple[Rollouts, dict]:
     """This rank's share of P prompts x G samples; with dynamic sampling, groups of equal rewards are replaced."""
-    from r1lab.engine import SamplingParams
+    from r1lab.engine import GOLDEN, SamplingParams
 
     rank, world = dist_info()
     G = cfg.samples_per_prompt
@@ -171,10 +171,11 @@ def collect_rollouts(step: int, engine, task, pool, cfg: RLConfig, algo: dict) -
         rng = random.Random(f"{cfg.seed}/rl/{step}/{rnd}")
         batch = rng.sample(pool, cfg.prompts_per_step)[rank * per_rank:(rank + 1) * per_rank]
         examples = [ex for ex in batch for _ in range(G)]
-        # subtle: each row's sampling seed depends on its global index, so rollouts do not depend on how the
-        # prompts are sharded across ranks.
+        # subtle: the engine seeds row i of a call with seed + i * GOLDEN; offsetting each rank's seed by its first
+        # global row gives every row the seed it would have in one process, so sharding never changes rollouts.
+        base = (cfg.seed * 1_000_003 + step * 1009 + rnd) % 2**63
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                seed=(cfg.seed * 1_000_003 + step * 1009 + rnd) * 100_000 + rank * per_rank * G)
+                                seed=(base + rank * per_rank * G * GOLDEN) % 2**63)
         completions = engine.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
@@ -374,13 +375,15 @@ def main(cfg: RLConfig) -> Path:
         account.flops_by_kind = dict(state["flops_by_kind"])
     log = MetricsLogger(run_dir, "rl", cfg.wandb and rank == 0, cfg.tensorboard and rank == 0, config_to_dict(cfg),
                         resume_step=start if resume is not None else None) if rank == 0 else None
-    engine = Engine(model, tokenizer, autocast_dtype=amp)
+    # subtle: generation runs in fp32; bf16 autocast made sampling slower on CPU (benchmarks/engine_speed.py), and the
+    # log-probs that train the policy come from the training forward pass anyway.
+    engine = Engine(model, tokenizer, autocast_dtype=None)
     t_run = time.time()
 
     def evaluate(step):
         model.eval()
         result = evaluate_model(model, tokenizer, task, eval_set, template=cfg.template,
-                                max_new_tokens=cfg.max_new_tokens, autocast_dtype=amp, samples=cfg.eval_samples,
+                                max_new_tokens=cfg.max_new_tokens, autocast_dtype=None, samples=cfg.eval_samples,
                                 temperature=cfg.eval_temperature, seed=cfg.seed + 7, account=account)
         if rank == 0:
             log.log(step, {f"eval/{k}": v for k, v in result.items()},
