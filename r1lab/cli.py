@@ -20,6 +20,8 @@ COMMANDS = {
     "pretrain": "r1lab.commands.pretrain",
     "rl": "r1lab.commands.rl",
     "cost": "r1lab.commands.cost",
+    "eval": "r1lab.commands.eval",
+    "report": "r1lab.commands.report",
 }
 
 

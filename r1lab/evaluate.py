@@ -1,30 +1,223 @@
-"""Evaluation with the task's own verifier, through the same engine as RL rollouts and serving."""
+"""Evaluation with the task's own verifier, through the same engine as RL rollouts and serving.
+
+One core: `run_eval` samples K completions per problem (every sample of every problem in one engine call; the
+engine runs at most max_batch_size rows at once, refilling as rows finish), scores them with the task's verifier
+and `summarize`s them. `r1lab eval` prints and saves that summary; `evaluate_model`, which the pretrain and RL loops
+call, flattens it into scalar metrics, so a number logged during training means what `r1lab eval` means by it at
+the same settings.
+
+The R1 protocol (DeepSeek-R1 paper, section 3.1): pass@1 is the mean correctness of K samples per problem at
+temperature 0.6 and top-p 0.95, averaged over problems; cons@K is the majority vote over the K answers.
+Undefined figures (the median length of right answers when none is right) are NaN here; `r1lab eval` writes null.
+
+Shapes: N problems, K samples per problem; samples are ordered problem-major (sample j of problem p is row p*K + j).
+"""
 from __future__ import annotations
 
+import math
+import re
 import statistics
+from collections import Counter
+from dataclasses import dataclass
 
-from r1lab.behaviour import arithmetic_steps
+from r1lab.behaviour import DEFAULT_MARKERS, arithmetic_steps, count_attempts, has_marker
+
+
+@dataclass
+class Sample:
+    """One scored completion."""
+    problem: int  # index into the examples
+    prompt: str
+    completion: str
+    tokens: int  # generated tokens, EOS included
+    finish_reason: str  # "eos" | "stop" | "length"
+    reward: float
+    correct: bool
+    format_ok: bool
+    answer: str | None  # the extracted answer
+    key: str | None  # task.answer_key, for majority vote
+    difficulty: str
+    greedy: bool = False  # from the temperature-0 pass
+
+
+# --- pure helpers -------------------------------------------------------------------------------------------------
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021, the Codex paper):
+    1 - C(n-c, k) / C(n, k), the chance that k of the n samples, drawn without replacement, include a correct one.
+
+    >>> pass_at_k(4, 1, 2)  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    0.5
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)  # exact integers; int / int rounds correctly
+
+
+def k_values(samples: int) -> list[int]:
+    """The k of the pass@k table: powers of two up to K, and K itself. k_values(6) == [1, 2, 4, 6]"""
+    ks = [1 << i for i in range(samples.bit_length()) if 1 << i <= samples]
+    return ks if ks[-1] == samples else ks + [samples]
+
+
+def majority_vote(keys: list[str | None], correct: list[bool]) -> tuple[str | None, bool]:
+    """The most frequent answer key (None, "no answer", never votes) and whether it is right, i.e. whether some
+    completion with that key is correct. Ties go to the key seen first, so the vote is deterministic and, since the
+    sample order is random, unbiased (a lexicographic tie-break would favour some spellings of answers).
+
+    >>> majority_vote(["7", "5", None, "5", "7"], [True, False, False, False, True])
+    ('7', True)
+    """
+    counts = Counter(k for k in keys if k is not None)  # insertion-ordered: max() keeps the first of a tie
+    if not counts:
+        return None, False
+    winner = max(counts, key=counts.get)
+    return winner, any(ok for k, ok in zip(keys, correct) if k == winner)
+
+
+def parse_markers(text: str) -> tuple[str, ...]:
+    """Comma-separated behaviour markers; a comma that ends a marker is written last or doubled ("back,").
+
+    >>> parse_markers("check,back,,Wait")
+    ('check', 'back,', 'wait')
+    >>> parse_markers("check,back,")
+    ('check', 'back,')
+    """
+    return tuple(m.strip().lower() for m in re.split(r",(?=[^,])", text) if m.strip())
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return statistics.fmean(xs) if xs else math.nan
+
+
+def _median(xs) -> float:
+    xs = list(xs)
+    return float(statistics.median(xs)) if xs else math.nan
+
+
+def _natural(name: str):
+    """Sort key putting "10 numbers" after "9 numbers"."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
+# --- summary ------------------------------------------------------------------------------------------------------
+
+def summarize(samples: list[Sample], greedy: list[Sample] | None = None, markers=DEFAULT_MARKERS) -> dict:
+    """Every figure of an evaluation from its scored samples (K per problem) and optional greedy samples (one each)."""
+    by_problem: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_problem.setdefault(s.problem, []).append(s)
+    K = len(next(iter(by_problem.values())))
+    if any(len(group) != K for group in by_problem.values()):
+        raise ValueError("every problem needs the same number of samples")
+    greedy_ok = {g.problem: g.correct for g in greedy or []}
+    votes = {p: majority_vote([s.key for s in group], [s.correct for s in group])[1]
+             for p, group in by_problem.items()}
+    right = [s.tokens for s in samples if s.correct]
+    wrong = [s.tokens for s in samples if not s.correct]
+    steps = [arithmetic_steps(s.completion) for s in samples]
+    n_steps = sum(t for _, t in steps)
+    buckets: dict[str, list[int]] = {}
+    for p, group in by_problem.items():
+        buckets.setdefault(group[0].difficulty, []).append(p)
+    return {
+        "problems": len(by_problem),
+        "samples": K,
+        "completions": len(samples),
+        "pass1": _mean(s.correct for s in samples),
+        "pass_at_k": {str(k): _mean(pass_at_k(K, sum(s.correct for s in g), k) for g in by_problem.values())
+                      for k in k_values(K)},
+        "cons_at_k": _mean(votes.values()),
+        "greedy_acc": _mean(greedy_ok.values()) if greedy else None,
+        "greedy_format_rate": _mean(g.format_ok for g in greedy) if greedy else None,
+        "format_rate": _mean(s.format_ok for s in samples),
+        "mean_reward": _mean(s.reward for s in samples),
+        "truncated_rate": _mean(s.finish_reason == "length" for s in samples),
+        "response_len": {
+            "mean": _mean(s.tokens for s in samples), "median": _median(s.tokens for s in samples),
+            "mean_correct": _mean(right), "median_correct": _median(right),
+            "mean_wrong": _mean(wrong), "median_wrong": _median(wrong),
+        },
+        "behaviour": {
+            "markers": list(markers),
+            "marker_rate": _mean(has_marker(s.completion, markers) for s in samples),
+            "step_acc": sum(ok for ok, _ in steps) / n_steps if n_steps else math.nan,
+            "steps_per_response": n_steps / len(samples),
+            "attempts": _mean(count_attempts(s.completion) for s in samples),
+        },
+        "by_difficulty": {name: {
+            "problems": len(ps),
+            "pass1": _mean(s.correct for p in ps for s in by_problem[p]),
+            "format_rate": _mean(s.format_ok for p in ps for s in by_problem[p]),
+            "cons_at_k": _mean(votes[p] for p in ps),
+            "greedy_acc": _mean(greedy_ok[p] for p in ps) if greedy else None,
+            "response_len": _mean(s.tokens for p in ps for s in by_problem[p]),
+        } for name, ps in sorted(buckets.items(), key=lambda item: _natural(item[0]))},
+    }
+
+
+# --- sampling -----------------------------------------------------------------------------------------------------
+
+def _complete(engine, task, examples, prompts, k: int, params, account, greedy: bool = False) -> list[Sample]:
+    """k completions of every prompt in one engine call, scored."""
+    outs = engine.generate([p for p in prompts for _ in range(k)], params)  # row p*k + j
+    difficulty = [task.difficulty(ex) for ex in examples]
+    answer_key = getattr(task, "answer_key", None)
+    rows = []
+    for i, o in enumerate(outs):
+        p = i // k
+        if account is not None:
+            account.add_generate(len(o.prompt_ids), len(o.token_ids))
+        score = task.score(o.text, examples[p])
+        key = answer_key(o.text, examples[p]) if answer_key is not None else score.answer
+        rows.append(Sample(p, prompts[p], o.text, len(o.token_ids), o.finish_reason, float(score.reward),
+                           bool(score.correct), bool(score.format_ok), score.answer, key, difficulty[p], greedy))
+    return rows
+
+
+def run_eval(model, tokenizer, task, examples, *, template: str = "short", samples: int = 1,
+             temperature: float = 0.6, top_p: float = 0.95, top_k: int = 0, max_new_tokens: int = 512,
+             seed: int = 0, greedy: bool = True, markers=DEFAULT_MARKERS, autocast_dtype=None,
+             batch_size: int = 256, account=None) -> tuple[dict, list[Sample]]:
+    """K samples per problem and, with greedy=True, one temperature-0 pass; returns (summarize()'s figures, every
+    scored sample with the greedy pass's last)."""
+    from r1lab.engine import Engine, SamplingParams
+
+    if not examples or samples < 1:
+        raise ValueError(f"need at least one example and one sample, got {len(examples)} and {samples}")
+    engine = Engine(model, tokenizer, autocast_dtype=autocast_dtype, max_batch_size=batch_size)
+    prompts = [task.prompt(ex, template=template) for ex in examples]
+    params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+                            seed=seed)
+    sampled = _complete(engine, task, examples, prompts, samples, params, account)
+    best = extra = None
+    if greedy and temperature == 0:  # the samples are greedy already: each problem's first one
+        best = sampled[::samples]
+    elif greedy:
+        best = extra = _complete(engine, task, examples, prompts, 1,
+                                 SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens), account, greedy=True)
+    return summarize(sampled, best, markers), sampled + (extra or [])
 
 
 def evaluate_model(model, tokenizer, task, examples, template: str = "short", max_new_tokens: int = 512,
                    autocast_dtype=None, samples: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-                   seed: int = 0, account=None) -> dict:
-    """pass@1 (mean over `samples` per problem), format rate and arithmetic-step accuracy of sampled answers."""
-    from r1lab.engine import Engine, SamplingParams
-
-    engine = Engine(model, tokenizer, autocast_dtype=autocast_dtype)
-    prompts = [task.prompt(ex, template=template) for ex in examples for _ in range(samples)]
-    params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    outs = engine.generate(prompts, params)
-    if account is not None:
-        for o in outs:
-            account.add_generate(len(o.prompt_ids), len(o.token_ids))
-    scores = [task.score(o.text, ex) for o, ex in zip(outs, [ex for ex in examples for _ in range(samples)])]
-    steps = [arithmetic_steps(o.text) for o in outs]
-    n_ok, n_steps = sum(s[0] for s in steps), sum(s[1] for s in steps)
-    return {
-        "pass1": statistics.mean(s.correct for s in scores),
-        "format_rate": statistics.mean(s.format_ok for s in scores),
-        "step_acc": n_ok / n_steps if n_steps else float("nan"),
-        "response_len": statistics.mean(len(o.token_ids) for o in outs),
+                   seed: int = 0, account=None, top_k: int = 0, greedy: bool = False, markers=DEFAULT_MARKERS,
+                   batch_size: int = 256) -> dict:
+    """Scalar metrics for training logs: run_eval's figures, flattened (pass1, format_rate, step_acc, response_len,
+    and more; pass@k and cons_at_k with samples > 1, greedy_acc with greedy=True)."""
+    s, _ = run_eval(model, tokenizer, task, examples, template=template, samples=samples, temperature=temperature,
+                    top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, greedy=greedy,
+                    markers=markers, autocast_dtype=autocast_dtype, batch_size=batch_size, account=account)
+    out = {
+        "pass1": s["pass1"], "format_rate": s["format_rate"], "step_acc": s["behaviour"]["step_acc"],
+        "response_len": s["response_len"]["mean"], "response_len_correct": s["response_len"]["mean_correct"],
+        "response_len_wrong": s["response_len"]["mean_wrong"], "truncated_rate": s["truncated_rate"],
+        "marker_rate": s["behaviour"]["marker_rate"], "attempts": s["behaviour"]["attempts"],
     }
+    if samples > 1:
+        out.update({f"pass@{k}": v for k, v in s["pass_at_k"].items() if k != "1"})
+        out["cons_at_k"] = s["cons_at_k"]
+    if greedy:
+        out["greedy_acc"] = s["greedy_acc"]
+    return out

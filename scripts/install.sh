@@ -26,3 +26,11 @@ else
 fi
 "$PY" -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 "$PY" -c "import torch, r1lab; print('install: r1lab', r1lab.__version__, 'torch', torch.__version__)"
+
+# The report test opens report.html in headless Chromium (Debian's `chromium`) and skips without it. Installed only
+# when it is missing and we can: apt-get present and running as root (CI containers); quiet, and never fatal.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "install: installing chromium for the report test"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+    >/dev/null 2>&1 || echo "install: could not install chromium; the report test will be skipped"
+fi
