@@ -24,7 +24,8 @@ from pathlib import Path
 # (file stem, title, panels); each panel is the metrics that share one y axis. Metrics no run has are skipped, and
 # every other numeric metric lands in the "other" figure.
 PLOTS = [
-    ("reward", "Reward and accuracy", [("reward", "acc", "eval/pass1", "eval/cons_at_k", "eval/greedy_acc")]),
+    ("reward", "Reward and accuracy",
+     [("reward", "acc", "eval/pass1", "eval/cons_at_k", "eval/greedy_acc", "pass1")]),  # pass1: pretrain's eval
     ("format", "Format and truncation rates",
      [("format_rate", "eval/format_rate", "truncated_rate", "eval/truncated_rate")]),
     ("length", "Response length (tokens), right vs wrong",
@@ -42,7 +43,7 @@ PLOTS = [
 ]
 NOT_METRICS = {"step", "stage", "time"}
 MAX_OTHER = 16  # panels in the "other" figure
-HEADLINE = ["reward", "acc", "eval/pass1", "eval/cons_at_k", "eval/greedy_acc", "format_rate", "eval/format_rate",
+HEADLINE = ["reward", "acc", "eval/pass1", "pass1", "eval/cons_at_k", "eval/greedy_acc", "format_rate", "eval/format_rate",
             "response_len", "eval/response_len", "loss", "kl", "entropy", "step_acc", "attempts", "flops", "mfu"]
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
