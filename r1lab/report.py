@@ -43,8 +43,9 @@ PLOTS = [
 ]
 NOT_METRICS = {"step", "stage", "time"}
 MAX_OTHER = 16  # panels in the "other" figure
-HEADLINE = ["reward", "acc", "eval/pass1", "pass1", "eval/cons_at_k", "eval/greedy_acc", "format_rate", "eval/format_rate",
-            "response_len", "eval/response_len", "loss", "kl", "entropy", "step_acc", "attempts", "flops", "mfu"]
+HEADLINE = ["reward", "acc", "eval/pass1", "pass1", "eval/cons_at_k", "eval/greedy_acc", "format_rate",
+            "eval/format_rate", "response_len", "eval/response_len", "loss", "kl", "entropy", "step_acc", "attempts",
+            "flops", "mfu"]
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
