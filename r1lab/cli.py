@@ -15,6 +15,7 @@ import sys
 
 # name -> module; the order is the order `r1lab --help` shows.
 COMMANDS = {
+    "demo": "r1lab.commands.demo",
     "data": "r1lab.commands.data",
     "score": "r1lab.commands.score",
     "pretrain": "r1lab.commands.pretrain",
@@ -22,6 +23,8 @@ COMMANDS = {
     "cost": "r1lab.commands.cost",
     "eval": "r1lab.commands.eval",
     "report": "r1lab.commands.report",
+    "serve": "r1lab.commands.serve",
+    "chat": "r1lab.commands.chat",
 }
 
 

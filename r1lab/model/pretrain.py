@@ -149,7 +149,9 @@ def main(cfg: PretrainConfig) -> Path:
 
     knobs = parse_task_args(cfg.task_args)
     instances = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
-    eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs) if cfg.eval_instances else []
+    eval_set = []
+    if cfg.eval_instances:
+        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},

@@ -363,7 +363,9 @@ def main(cfg: RLConfig) -> Path:
         print(f"rl: algorithm {json.dumps(algo)}; world {world}; device {device}; autocast {amp}; from "
               f"{resume or base_path}")
     pool = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
-    eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs)
+    eval_set = []
+    if cfg.eval_instances:
+        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
     start, wall_before = 0, 0.0
@@ -381,6 +383,8 @@ def main(cfg: RLConfig) -> Path:
     t_run = time.time()
 
     def evaluate(step):
+        if not eval_set:
+            return {}
         model.eval()
         result = evaluate_model(model, tokenizer, task, eval_set, template=cfg.template,
                                 max_new_tokens=cfg.max_new_tokens, autocast_dtype=None, samples=cfg.eval_samples,
