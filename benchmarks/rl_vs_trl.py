@@ -206,7 +206,8 @@ def main():
     ap.add_argument("--dtypes", default="fp32", help="comma list of fp32, bf16")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per run (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: all cores; 1 is steadier when other jobs share them)")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                    help="torch threads (default: all cores; 1 is steadier when other jobs share them)")
     ap.add_argument("--frameworks", default="r1lab,trl")
     ap.add_argument("--cached-peak", action="store_true", help="reuse the cached matmul peak instead of measuring")
     ap.add_argument("--json", help="write the results here")
