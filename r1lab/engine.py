@@ -261,6 +261,19 @@ class EngineBatch:
         self.waiting.append(_Request(rid, prompt_ids, params, forced, seed))
         return rid
 
+    def cancel(self, request_id: int) -> bool:
+        """Drop a queued or running request (a server's client went away): it yields no more events, and its row
+        leaves the batch at the next compaction. False when the request is unknown or already finished."""
+        for r in self.waiting:
+            if r.rid == request_id:
+                self.waiting.remove(r)
+                return True
+        for r in self.rows:
+            if r.rid == request_id and r.finish_reason is None:
+                r.finish_reason = "cancelled"  # stops appending at once, like a finished row
+                return True
+        return False
+
     @torch.inference_mode()
     def step(self) -> list[Event]:
         """Admit queued requests if worthwhile, then one decoding step for every running row."""

@@ -1,0 +1,275 @@
+"""The FastAPI app: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health.
+
+    app = create_app(Engine(model, tokenizer), "my-model", max_concurrency=64)
+    uvicorn.run(app, port=8000)
+
+Handlers run on the asyncio event loop; they validate a request, render and tokenize its prompt, submit one
+completion per choice to the Scheduler (the engine thread) and turn its per-step token events into OpenAI JSON or
+server-sent events. A request holds one of `max_concurrency` slots from submission until its response is finished
+or its client goes away; then Job.close() cancels what is still running in the engine batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from r1lab.engine import GOLDEN, SamplingParams
+from r1lab.serve.protocol import ApiError, ChatRequest, CompletionRequest, error_body, validation_error
+from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
+from r1lab.serve.text import THINK_END, WAIT, CompletionText, chat_prompt_ids, reasoning_tokens, thinking_forcer
+
+FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # engine -> OpenAI finish_reason
+DONE = "data: [DONE]\n\n"
+
+
+def create_app(engine, model_name: str, max_concurrency: int = 64, threads: int | None = None) -> FastAPI:
+    server = Server(engine, model_name, Scheduler(engine, max_concurrency, threads))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        server.scheduler.start(asyncio.get_running_loop())
+        yield
+        server.scheduler.stop()
+
+    app = FastAPI(title="r1lab", lifespan=lifespan)
+    app.state.server = server
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc: ApiError):
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):  # unknown route, wrong method
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal(request, exc: Exception):
+        return JSONResponse(error_body(f"internal error: {exc!r}", "internal_server_error"), status_code=500)
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": server.created,
+                                            "owned_by": "r1lab", "max_model_len": engine.max_positions}]}
+
+    @app.get("/health")
+    async def health():
+        s = server.scheduler
+        return {"status": "ok", "requests": s.jobs, "rows": s.rows, "cancelled": s.cancelled, "steps": s.steps,
+                "tokens": s.tokens}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await server.complete(await parse(request, ChatRequest), request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await server.complete(await parse(request, CompletionRequest), request, chat=False)
+
+    return app
+
+
+def sse_line(obj) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+async def parse(request: Request, model):
+    """The JSON body as `model`, whatever the Content-Type says (curl -d sends form-encoded)."""
+    try:
+        data = json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise validation_error([{"type": "json_invalid"}]) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(e.errors()) from None
+
+
+class Server:
+    def __init__(self, engine, model_name: str, scheduler: Scheduler):
+        self.engine, self.model_name, self.scheduler = engine, model_name, scheduler
+        tok = self.tokenizer = engine.tokenizer
+        self.created = int(time.time())
+        end = tok.convert_tokens_to_ids(THINK_END)
+        self.think_end_id = end if isinstance(end, int) and end != tok.unk_token_id else None
+        self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
+        self.max_n = engine.max_batch_size
+
+    async def complete(self, req, request: Request, chat: bool):
+        if req.model != self.model_name:
+            raise ApiError(404, f"The model `{req.model}` does not exist.", "model", "model_not_found")
+        if chat:
+            if req.max_completion_tokens is not None:
+                req.max_tokens = req.max_completion_tokens
+            prompts = [self._chat_prompt(req.messages)]
+        else:
+            prompts = self._completion_prompts(req.prompt)
+        specs = self._specs(req, prompts)
+        try:
+            job = self.scheduler.submit(specs)
+        except Busy as e:
+            raise ApiError(429, str(e), None, "rate_limit_exceeded", "rate_limit_error") from None
+        stop = req.stop_list()
+        choices = [CompletionText(self.tokenizer, stop, split=chat) for _ in specs]
+        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
+                "model": self.model_name, "system_fingerprint": None}
+        n_prompt = sum(len(p) for p in prompts)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return JobResponse(self._stream(job, choices, head, chat, n_prompt, include_usage), job)
+        try:
+            if not await self._collect(job, choices, request):
+                return Response(status_code=499)  # the client closed the request; nobody reads this
+        finally:
+            job.close()
+        obj = "chat.completion" if chat else "text_completion"
+        return {**head, "object": obj, "choices": [self._final_choice(i, c, chat) for i, c in enumerate(choices)],
+                "usage": self._usage(n_prompt, choices, chat)}
+
+    # -- requests to engine inputs --------------------------------------------------------------------------------
+
+    def _chat_prompt(self, messages) -> list[int]:
+        if not self.tokenizer.chat_template:
+            raise ApiError(400, "this model has no chat template; use /v1/completions", "messages")
+        rendered = []
+        for m in messages:
+            msg = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            if m.role == "assistant" and m.reasoning_content:
+                msg["reasoning_content"] = m.reasoning_content
+            rendered.append(msg)
+        return chat_prompt_ids(self.tokenizer, rendered)
+
+    def _completion_prompts(self, prompt) -> list[list[int]]:
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+            prompt = [prompt]
+        out = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompt]
+        vocab = len(self.tokenizer)
+        if not out or any(not ids for ids in out):
+            raise ApiError(400, "prompt: empty", "prompt")
+        if any(not 0 <= t < vocab for ids in out for t in ids):
+            raise ApiError(400, f"prompt: token ids must be in [0, {vocab})", "prompt")
+        return out
+
+    def _specs(self, req, prompts: list[list[int]]) -> list[tuple]:
+        """(prompt_ids, SamplingParams, forced hook, seed) per completion; choice k of a request with seed s uses
+        s + k * GOLDEN, as row k of Engine.generate does, so a served choice reproduces an offline one."""
+        if len(prompts) * req.n > self.max_n:
+            raise ApiError(400, f"n: at most {self.max_n} completions per request (n x number of prompts)", "n")
+        limit, specs = self.engine.max_positions, []
+        for ids in prompts:
+            max_tokens = req.max_tokens
+            if limit is not None:
+                room = limit - len(ids)
+                if room < 1 or (max_tokens is not None and max_tokens > room):
+                    asked = f"{len(ids) + (max_tokens or 1)} tokens ({len(ids)} in the prompt, " \
+                            f"{max_tokens or 1} for the completion)"
+                    raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you "
+                                        f"requested {asked}. Please reduce the length of the prompt or max_tokens.",
+                                   "max_tokens" if room >= 1 else "messages", "context_length_exceeded")
+                max_tokens = max_tokens or room
+            params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=max(req.top_k, 0),
+                                    max_new_tokens=max_tokens or 256, stop=req.stop_list())
+            for _ in range(req.n):
+                k = len(specs)
+                seed = None if req.seed is None else (req.seed + k * GOLDEN) % 2 ** 63
+                specs.append((ids, params, self._forcer(req), seed))
+        return specs
+
+    def _forcer(self, req):
+        if not req.forces_thinking():
+            return None
+        if self.think_end_id is None:
+            raise ApiError(400, f"this model's tokenizer has no single {THINK_END} token to force",
+                           "max_thinking_tokens")
+        return thinking_forcer(self.think_end_id, self.wait_ids, req.max_thinking_tokens, req.min_thinking_tokens,
+                               req.num_ignore)
+
+    # -- engine events to responses -------------------------------------------------------------------------------
+
+    async def _collect(self, job, choices: list[CompletionText], request: Request) -> bool:
+        """Feed every event to its choice; False when the client went away first (checked twice a second)."""
+        checked = time.monotonic()
+        while job.open:
+            try:
+                batch = job.take(await asyncio.wait_for(job.queue.get(), 0.5))
+            except asyncio.TimeoutError:  # not the builtin before Python 3.11
+                batch = []
+            except EngineFailure as e:
+                raise ApiError(500, str(e), type="internal_server_error") from None
+            for i, events in batch:
+                choices[i].push(events)
+            if time.monotonic() - checked > 0.5:
+                checked = time.monotonic()
+                if await request.is_disconnected():
+                    return False
+        return True
+
+    async def _stream(self, job, choices: list[CompletionText], head: dict, chat: bool, n_prompt: int,
+                      include_usage: bool):
+        head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
+
+        def sse(index, finish=None, **delta):
+            choice = {"index": index, "delta": delta} if chat else {"index": index, "text": delta.get("content", "")}
+            return sse_line({**head, "choices": [{**choice, "logprobs": None, "finish_reason": finish}]})
+
+        if chat:
+            yield "".join(sse(i, role="assistant", content="") for i in range(len(choices)))
+        try:
+            async for batch in job.events():
+                parts = []
+                for i, events in batch:
+                    r, c = choices[i].push(events)
+                    parts += [sse(i, reasoning_content=r)] if r else []
+                    parts += [sse(i, content=c)] if c else []
+                    if choices[i].completion is not None:
+                        parts.append(sse(i, FINISH[choices[i].completion.finish_reason]))
+                if parts:
+                    yield "".join(parts)
+        except EngineFailure as e:
+            yield sse_line(error_body(str(e), "internal_server_error")) + DONE
+            return
+        if include_usage:
+            yield sse_line({**head, "choices": [], "usage": self._usage(n_prompt, choices, chat)})
+        yield DONE
+
+    def _final_choice(self, i: int, c: CompletionText, chat: bool) -> dict:
+        out = {"index": i, "logprobs": None, "finish_reason": FINISH[c.completion.finish_reason]}
+        if chat:
+            out["message"] = {"role": "assistant", "content": c.content, "reasoning_content": c.reasoning}
+        else:
+            out["text"] = c.content
+        return out
+
+    def _usage(self, n_prompt: int, choices: list[CompletionText], chat: bool) -> dict:
+        n_completion = sum(len(c.completion.token_ids) for c in choices)
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion}
+        if chat:
+            usage["completion_tokens_details"] = {"reasoning_tokens": sum(self._reasoning_tokens(c) for c in choices)}
+        return usage
+
+    def _reasoning_tokens(self, c: CompletionText) -> int:
+        if self.think_end_id is not None:
+            return reasoning_tokens(c.completion.token_ids, self.think_end_id)
+        return len(self.tokenizer(c.reasoning, add_special_tokens=False)["input_ids"])  # a multi-token tag: estimate
+
+
+class JobResponse(StreamingResponse):
+    """Server-sent events that close their job however the response ends (finished, client gone, error)."""
+
+    def __init__(self, body, job):
+        super().__init__(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.job = job
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.close()

@@ -1,0 +1,199 @@
+"""Pure text helpers shared by the server and `r1lab chat`: streaming detokenisation, the reasoning/content split
+and s1 budget forcing. No torch, no FastAPI.
+
+The chat template's generation prompt ends with "Assistant: <think>", so a completion starts inside the thinking:
+
+    "3+4 is 7</think> <answer>7</answer>"  ->  reasoning_content "3+4 is 7", content "7"
+
+Content loses its <answer> tags and outer whitespace: DeepSeek's API returns the bare final answer as content, and
+our chat template puts the tags back when an assistant message (with its reasoning_content) is sent as history.
+"""
+from __future__ import annotations
+
+THINK_END = "</think>"
+ANSWER_TAGS = ("<answer>", "</answer>")
+WAIT = "Wait"  # what s1 appends when it suppresses the end of thinking
+
+
+def held_suffix(text: str, patterns) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some pattern (could still grow into it).
+
+    >>> held_suffix("2+2</thi", ["</think>"])
+    5
+    """
+    best = 0
+    for p in patterns:
+        for n in range(min(len(p) - 1, len(text)), best, -1):
+            if text.endswith(p[:n]):
+                best = n
+                break
+    return best
+
+
+class TextStream:
+    """Token ids in, text deltas out, for one completion.
+
+    Holds back text that a later token could still change: a trailing U+FFFD (half of a UTF-8 character) and any
+    suffix that could grow into a stop string, so that the deltas always add up to a prefix of the engine's final
+    Completion.text, which is cut before the stop string. Decodes with skip_special_tokens=True, as the engine does.
+    Incremental as in vLLM: each step decodes only the tokens since the last step plus the step before as context
+    (a SentencePiece tokenizer drops the leading space of the first token it decodes), not the whole completion.
+    """
+
+    def __init__(self, tokenizer, stop: list[str]):
+        self.tokenizer, self.stop = tokenizer, list(stop)
+        self.token_ids: list[int] = []
+        self.context = self.read = 0  # token offsets: ids[context:read] were decoded, ids[read:] are new
+        self.text = self.sent = ""
+
+    def push(self, token_ids: list[int]) -> str:
+        self.token_ids += token_ids
+        decode = self.tokenizer.decode
+        before = decode(self.token_ids[self.context:self.read], skip_special_tokens=True)
+        now = decode(self.token_ids[self.context:], skip_special_tokens=True)
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.text += now[len(before):]
+            self.context, self.read = self.read, len(self.token_ids)
+        n = len(self.text) - held_suffix(self.text, self.stop)
+        if n <= len(self.sent):
+            return ""
+        delta, self.sent = self.text[len(self.sent):n], self.text[:n]
+        return delta
+
+    def finish(self, final_text: str) -> str:
+        """The rest of the engine's final text (Completion.text)."""
+        delta = final_text[len(self.sent):] if final_text.startswith(self.sent) else ""
+        self.sent = final_text
+        return delta
+
+
+class ReasoningSplitter:
+    """Splits streamed completion text at the first </think> into (reasoning, content) deltas.
+
+    Reasoning is the exact text before </think>. Content is the text after it with <answer> and </answer> removed
+    and outer whitespace stripped; pieces that a later delta could still change (a partial tag, trailing
+    whitespace) are held back, so streamed deltas always add up to what split_reasoning() gives for the whole text.
+    """
+
+    def __init__(self):
+        self.thinking = True
+        self.buf = ""
+        self.started = False  # some content has been emitted (leading whitespace is stripped until then)
+
+    def push(self, text: str) -> tuple[str, str]:
+        self.buf += text
+        reasoning = ""
+        if self.thinking:
+            i = self.buf.find(THINK_END)
+            if i < 0:
+                n = len(self.buf) - held_suffix(self.buf, [THINK_END])
+                reasoning, self.buf = self.buf[:n], self.buf[n:]
+                return reasoning, ""
+            reasoning, self.buf, self.thinking = self.buf[:i], self.buf[i + len(THINK_END):], False
+        return reasoning, self._content(final=False)
+
+    def finish(self) -> tuple[str, str]:
+        if self.thinking:  # never closed its thinking (length, a stop string): everything was reasoning
+            reasoning, self.buf = self.buf, ""
+            return reasoning, ""
+        return "", self._content(final=True)
+
+    def _content(self, final: bool) -> str:
+        for tag in ANSWER_TAGS:
+            self.buf = self.buf.replace(tag, "")
+        if not self.started:
+            self.buf = self.buf.lstrip()
+        n = len(self.buf) if final else len(self.buf) - held_suffix(self.buf, ANSWER_TAGS)
+        out = self.buf[:n].rstrip()  # subtle: trailing whitespace waits; it may be the end of the content
+        self.buf = self.buf[len(out):]
+        self.started = self.started or bool(out)
+        return out
+
+
+class CompletionText:
+    """One completion's engine events turned into text: (reasoning, content) deltas, or ("", text) with split=False
+    (/v1/completions); the totals accumulate in .reasoning and .content.
+
+    The server and `r1lab chat` both use it, so a streamed reply always adds up to the non-streamed one.
+    """
+
+    def __init__(self, tokenizer, stop: list[str], split: bool = True):
+        self.text = TextStream(tokenizer, stop)
+        self.splitter = ReasoningSplitter() if split else None
+        self.reasoning = self.content = ""
+        self.completion = None  # the engine's Completion once finished
+
+    def push(self, events) -> tuple[str, str]:
+        """Deltas (reasoning, content) for one or more of this completion's Events."""
+        self.completion = events[-1].completion
+        if self.completion is None:
+            delta = self.text.push([e.token_id for e in events])
+        else:  # subtle: not push(): the last token may complete a stop string, which the final text cuts off
+            delta = self.text.finish(self.completion.text)
+        r, c = self.splitter.push(delta) if self.splitter else ("", delta)
+        if self.splitter and self.completion is not None:
+            r2, c2 = self.splitter.finish()
+            r, c = r + r2, c + c2
+        self.reasoning, self.content = self.reasoning + r, self.content + c
+        return r, c
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(reasoning_content, content) of a whole completion.
+
+    >>> split_reasoning("3+4 is 7</think> <answer>7</answer>")
+    ('3+4 is 7', '7')
+    """
+    splitter = ReasoningSplitter()
+    r1, c1 = splitter.push(text)
+    r2, c2 = splitter.finish()
+    return r1 + r2, c1 + c2
+
+
+def reasoning_tokens(token_ids: list[int], think_end_id: int | None) -> int:
+    """Tokens before the first </think> (all of them when thinking never ended); the tag itself is not counted."""
+    if think_end_id is not None and think_end_id in token_ids:
+        return token_ids.index(think_end_id)
+    return len(token_ids)
+
+
+def thinking_forcer(think_end_id: int, wait_ids: list[int], max_thinking: int | None = None,
+                    min_thinking: int = 0, num_ignore: int = 0):
+    """s1 budget forcing (Muennighoff et al. 2025) for a completion that starts inside <think>, as an engine hook.
+
+    - max_thinking: after this many thinking tokens, force </think> in place of the next token (s1's maximum).
+    - min_thinking: while fewer tokens than this were thought, replace the model's </think> by "Wait".
+    - num_ignore: after that, replace its </think> by "Wait" this many more times (s1's "ignore the end of
+      thinking N times", the knob of their test-time scaling).
+    "Wait" is only forced when it fits in max_thinking, so reasoning_tokens <= max_thinking always. Forced tokens
+    count as thinking and toward max_tokens. One hook per completion: it counts the ignores.
+    """
+    from r1lab.engine import Force, budget_forcer
+
+    at_most = budget_forcer(think_end_id, max_thinking)  # the maximum; the "Wait" rules are below
+    ignored = 0
+
+    def hook(ids: list[int]) -> Force | None:
+        nonlocal ignored
+        thought = len(ids) - 1  # tokens before the one just sampled
+        if ids[-1] != think_end_id or think_end_id in ids[:-1]:
+            return at_most(ids)
+        if max_thinking is not None and thought + len(wait_ids) > max_thinking:
+            return None  # no room left to keep thinking: let it end
+        if thought < min_thinking:
+            return Force(list(wait_ids), replace=True)
+        if ignored < num_ignore:
+            ignored += 1
+            return Force(list(wait_ids), replace=True)
+        return None
+    return hook
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the chat template with its generation prompt (ending inside <think> for r1lab's template).
+
+    Messages are {"role": "system" | "user" | "assistant", "content": str}, an assistant's optionally with
+    "reasoning_content"; the template renders that as <think>reasoning</think> <answer>content</answer>.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

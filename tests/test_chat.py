@@ -1,0 +1,93 @@
+"""`r1lab chat` on a tiny checkpoint: stdin that is not a terminal, the thinking dimmed and the answer plain, the same
+text as the offline engine, history through the chat template, /reset, /exit and EOF, context trimming."""
+import io
+import sys
+
+import pytest
+import torch
+
+from r1lab.checkpoint import save_model_dir
+from r1lab.cli import main
+from r1lab.commands.chat import DIM, RESET, ChatSession, chat_loop
+from r1lab.engine import Engine, SamplingParams
+from r1lab.model.presets import build_model, load_model
+from r1lab.model.tokenizer import build_tokenizer
+from r1lab.serve.text import chat_prompt_ids, split_reasoning, thinking_forcer
+
+
+def tiny_model(tok, max_positions=1024):
+    model = build_model("tiny-1m", tok, max_positions=max_positions)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # larger than the default init, so that text varies and </think> appears (test_engine)
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15, generator=g)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    tok = build_tokenizer()
+    path = tmp_path_factory.mktemp("chat") / "ckpt"
+    save_model_dir(path, tiny_model(tok), tok)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(ckpt):
+    model, tok = load_model(str(ckpt))
+    return Engine(model, tok)
+
+
+def offline_reply(engine, messages, seed, max_new_tokens=24, max_thinking=5):
+    forced = thinking_forcer(engine.tokenizer.convert_tokens_to_ids("</think>"), engine.encode("Wait"), max_thinking)
+    params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed)
+    return split_reasoning(engine.generate([chat_prompt_ids(engine.tokenizer, messages)], params, forced)[0].text)
+
+
+def test_cli_reads_a_pipe_dims_the_thinking_and_matches_the_engine(ckpt, engine, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("2+3\n\n7*8\n/exit\nnever read\n"))
+    code = main(["chat", str(ckpt), "--color", "always", "--max-new-tokens", "24", "--max-thinking-tokens", "5",
+                 "--seed", "0", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert code == 0 and ">>>" not in out  # no prompt when stdin is not a terminal
+    r1, c1 = offline_reply(engine, [{"role": "user", "content": "2+3"}], seed=0)
+    history = [{"role": "user", "content": "2+3"}, {"role": "assistant", "content": c1, "reasoning_content": r1},
+               {"role": "user", "content": "7*8"}]
+    r2, c2 = offline_reply(engine, history, seed=1)  # reply t uses seed + t; the second prompt holds the first turn
+    assert r1 and c1 and r1 != r2
+    assert out == f"{DIM}{r1}{RESET}\n{c1}\n{DIM}{r2}{RESET}\n{c2}\n"
+
+
+def test_plain_output_eof_and_reset(engine):
+    session = ChatSession(engine, SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=24), max_thinking=5,
+                          seed=0)
+    out = io.StringIO()
+    assert chat_loop(session, io.StringIO("2+3\n/reset\n2+3"), out, color=False) == 0  # EOF without a newline
+    r, c = offline_reply(engine, [{"role": "user", "content": "2+3"}], seed=0)
+    first = f"<think>{r}</think>\n{c}\n"
+    assert out.getvalue().startswith(first) and DIM not in out.getvalue()
+    assert len(session.history) == 2 and session.turns == 2  # /reset forgot the first turn
+
+
+def test_old_turns_are_dropped_to_fit_the_context():
+    tok = build_tokenizer()
+    engine = Engine(tiny_model(tok, max_positions=160), tok)
+    session = ChatSession(engine, SamplingParams(temperature=0, max_new_tokens=40))
+    session.history = [m for i in range(4) for m in ({"role": "user", "content": f"question {i}"},
+                                                     {"role": "assistant", "content": "x" * 20,
+                                                      "reasoning_content": "y" * 10})]
+    ids, room = session.prompt_ids("last question")
+    text = tok.decode(ids)
+    assert len(ids) + room <= 160 and room == 40
+    assert "question 0" not in text and "question 3" in text and text.endswith("last question\nAssistant: <think>")
+    with pytest.raises(ValueError):
+        session.reply("z" * 200, lambda r, c: None)  # the message alone does not fit

@@ -1,0 +1,366 @@
+"""`r1lab serve` end to end: a real server (a subprocess on a free localhost port, one torch thread) driven by the
+official openai client and httpx; plus the pure text helpers and EngineBatch.cancel on a tiny model."""
+import asyncio
+import importlib.util
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import torch
+
+from r1lab.checkpoint import save_model_dir
+from r1lab.engine import Engine, EngineBatch, SamplingParams
+from r1lab.model.presets import build_model, load_model
+from r1lab.model.tokenizer import build_tokenizer
+from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
+from r1lab.serve.text import (ReasoningSplitter, TextStream, chat_prompt_ids, held_suffix, split_reasoning,
+                              thinking_forcer)
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
+serve_load = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(serve_load)
+
+MODEL = "tiny"
+CONTEXT = 1024
+CONCURRENCY = 16
+USER = [{"role": "user", "content": "2+3"}]
+LONG = [{"role": "user", "content": "hold"}]  # greedy on the test model runs to the length limit, never EOS
+
+
+def tiny_model(tok):
+    model = build_model("tiny-1m", tok, max_positions=CONTEXT)
+    # subtle: at the default init (std 0.02) the model repeats one token; larger weights give varied text, some
+    # </think> and some EOS, so the reasoning split and every finish reason get exercised.
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15, generator=g)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    tok = build_tokenizer()
+    path = tmp_path_factory.mktemp("serve") / "ckpt"
+    save_model_dir(path, tiny_model(tok), tok)
+    return path
+
+
+@pytest.fixture(scope="module")
+def url(ckpt):
+    proc, url = serve_load.start_server(str(ckpt), "--threads", "1", "--served-model-name", MODEL,
+                                        "--max-concurrency", str(CONCURRENCY), "--max-batch-size", str(CONCURRENCY),
+                                        "--log-level", "warning")
+    yield url
+    serve_load.stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def offline(ckpt):
+    torch.set_num_threads(1)
+    model, tok = load_model(str(ckpt))
+    return Engine(model, tok)
+
+
+def health(url) -> dict:
+    return httpx.get(url + "/health").json()
+
+
+def wait_idle(url, timeout=10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        h = health(url)
+        if (h["requests"] == 0 and h["rows"] == 0) or time.monotonic() > deadline:
+            return h
+        time.sleep(0.05)
+
+
+def stream_chat(client, **kw):
+    """(reasoning, content, finish_reason, usage) from a streamed chat completion with one choice."""
+    reasoning = content = ""
+    finish = usage = None
+    for chunk in client.chat.completions.create(model=MODEL, stream=True, stream_options={"include_usage": True},
+                                                **kw):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            reasoning += c.delta.model_extra.get("reasoning_content") or ""
+            content += c.delta.content or ""
+            finish = c.finish_reason or finish
+    return reasoning, content, finish, usage
+
+
+# -- the server ---------------------------------------------------------------------------------------------------
+
+def test_models_lists_the_checkpoint(client):
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL] and models[0].model_extra["max_model_len"] == CONTEXT
+
+
+def test_chat_plain_and_streamed_agree_and_split_at_think_end(client, offline):
+    kw = dict(messages=USER, max_tokens=40, seed=3, extra_body={"max_thinking_tokens": 8})
+    r = client.chat.completions.create(model=MODEL, **kw)
+    msg, usage = r.choices[0].message, r.usage
+    reasoning = msg.model_extra["reasoning_content"]
+    assert r.object == "chat.completion" and r.choices[0].finish_reason in ("stop", "length")
+    assert usage.prompt_tokens == len(chat_prompt_ids(offline.tokenizer, USER))
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    # the same request streamed: the deltas add up to the same message and usage
+    s_reasoning, s_content, s_finish, s_usage = stream_chat(client, **kw)
+    assert (s_reasoning, s_content, s_finish) == (reasoning, msg.content, r.choices[0].finish_reason)
+    assert s_usage.model_dump() == usage.model_dump()
+    # the offline engine with the same seed and forcing gives the raw text; reasoning is exactly what precedes
+    # </think> and content is the rest without <answer> tags
+    ids = chat_prompt_ids(offline.tokenizer, USER)
+    forced = thinking_forcer(offline.tokenizer.convert_tokens_to_ids("</think>"), offline.encode("Wait"), 8)
+    raw = offline.generate([ids], SamplingParams(max_new_tokens=40, seed=3), forced=forced)[0]
+    assert "</think>" in raw.text and raw.text.split("</think>")[0] == reasoning
+    end = offline.tokenizer.convert_tokens_to_ids("</think>")
+    assert usage.completion_tokens_details.reasoning_tokens == raw.token_ids.index(end) <= 8
+    assert msg.content == split_reasoning(raw.text)[1] and len(raw.token_ids) == usage.completion_tokens
+    # /v1/completions on the rendered prompt returns that raw text
+    prompt = offline.tokenizer.decode(ids)
+    c = client.completions.create(model=MODEL, prompt=prompt, max_tokens=40, seed=3,
+                                  extra_body={"max_thinking_tokens": 8})
+    assert c.choices[0].text == raw.text
+
+
+def test_n_choices_and_seed_reproducibility(client, offline):
+    kw = dict(model=MODEL, messages=USER, max_tokens=30, n=3, temperature=1.0)
+    a = client.chat.completions.create(seed=11, **kw)
+    b = client.chat.completions.create(seed=11, **kw)
+    c = client.chat.completions.create(seed=12, **kw)
+    texts = lambda r: [(ch.message.model_extra["reasoning_content"], ch.message.content) for ch in r.choices]
+    assert [ch.index for ch in a.choices] == [0, 1, 2]
+    assert texts(a) == texts(b) != texts(c)
+    assert len(set(texts(a))) == 3  # the choices are different samples
+    # choice k uses the seed of row k of Engine.generate, so the offline engine reproduces every choice
+    ids = chat_prompt_ids(offline.tokenizer, USER)
+    raw = offline.generate([ids] * 3, SamplingParams(max_new_tokens=30, seed=11))
+    assert texts(a) == [split_reasoning(o.text) for o in raw]
+    assert a.usage.completion_tokens == sum(len(o.token_ids) for o in raw)  # summed over choices
+    assert a.usage.prompt_tokens == len(ids)  # counted once
+
+
+def test_stop_strings_plain_and_streamed(client):
+    prompt = "User: 7*8\nAssistant: <think>"
+    full = client.completions.create(model=MODEL, prompt=prompt, max_tokens=60, seed=5).choices[0].text
+    stop = full[20:23]  # a string the sampled text is known to reach
+    cut = full[:full.find(stop)]
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=60, seed=5, stop=[stop, "\x00"])
+    assert (r.choices[0].text, r.choices[0].finish_reason) == (cut, "stop")
+    streamed = "".join(ch.choices[0].text for ch in client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=60, seed=5, stop=stop, stream=True) if ch.choices)
+    assert streamed == cut  # the held-back partial stop string never leaked into a delta
+
+
+def test_budget_forcing_wait_extends_thinking(client):
+    # num_ignore: the model's own </think> becomes "Wait" (s1); thinking stays within max_thinking_tokens
+    kw = dict(model=MODEL, messages=USER, max_tokens=200, temperature=1.0, n=8, seed=0)
+    plain = client.chat.completions.create(**kw)
+    forced = client.chat.completions.create(**kw, extra_body={"num_ignore": 2, "max_thinking_tokens": 150})
+    # the model ended thinking by itself (content follows) early enough for "Wait" to fit in the budget
+    ended = [i for i, ch in enumerate(plain.choices)
+             if ch.message.content and len(ch.message.model_extra["reasoning_content"]) + 4 <= 150]
+    assert ended  # some samples end their thinking early by themselves
+    for i in ended:
+        assert "Wait" in forced.choices[i].message.model_extra["reasoning_content"]
+    assert forced.usage.completion_tokens_details.reasoning_tokens <= 8 * 150
+
+
+@pytest.mark.parametrize("body, status, param, code", [
+    (b'{"model": "tiny", "messages": [', 400, None, "invalid_json"),
+    (b"not json at all", 400, None, "invalid_json"),
+    (b"[]", 400, None, None),
+    ({"model": "nope", "messages": USER}, 404, "model", "model_not_found"),
+    ({"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role", None),
+    ({"model": MODEL}, 400, "messages", None),
+    ({"model": MODEL, "messages": []}, 400, "messages", None),
+    ({"model": MODEL, "messages": USER, "max_tokens": CONTEXT}, 400, "max_tokens", "context_length_exceeded"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "x" * CONTEXT}]}, 400, "messages",
+     "context_length_exceeded"),
+    ({"model": MODEL, "messages": USER, "n": CONCURRENCY + 1}, 400, "n", None),
+    ({"model": MODEL, "messages": USER, "temperature": 3}, 400, "temperature", None),
+    ({"model": MODEL, "messages": USER, "max_tokens": 0}, 400, "max_tokens", None),
+    ({"model": MODEL, "messages": USER, "logprobs": True}, 400, None, None),
+    ({"model": MODEL, "messages": USER, "stop": ["a", "b", "c", "d", "e"]}, 400, None, None),
+    ({"model": MODEL, "messages": USER, "min_thinking_tokens": 9, "max_thinking_tokens": 3}, 400, None, None),
+    ({"model": MODEL, "prompt": [9999]}, 400, "prompt", None),
+])
+def test_client_errors_are_openai_shaped_4xx(url, body, status, param, code):
+    path = "/v1/completions" if isinstance(body, dict) and "prompt" in body else "/v1/chat/completions"
+    kw = {"content": body} if isinstance(body, bytes) else {"json": body}
+    r = httpx.post(url + path, **kw, timeout=30)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", param, code)
+    assert health(url)["status"] == "ok"
+
+
+def test_openai_client_raises_its_own_errors(client, url):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=USER)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=USER, max_tokens=10 ** 6)
+    r = httpx.get(url + "/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_429_when_full_and_disconnects_free_their_slots(client, url):
+    before = wait_idle(url)["cancelled"]
+    body = {"model": MODEL, "messages": LONG, "temperature": 0, "stream": True}  # max_tokens: the whole context
+    with httpx.Client(timeout=30) as http:
+        streams = [http.stream("POST", url + "/v1/chat/completions", json=body) for _ in range(CONCURRENCY)]
+        # subtle: keep the line iterators; a dropped one closes its connection, which frees the slot too early
+        lines = [s.__enter__().iter_lines() for s in streams]
+        assert all(next(it).startswith("data: ") for it in lines)  # the slot is held once a chunk has arrived
+        with pytest.raises(openai.RateLimitError) as e:
+            client.chat.completions.create(model=MODEL, messages=USER, max_tokens=4)
+        assert e.value.status_code == 429 and e.value.body["code"] == "rate_limit_exceeded"
+        for s in streams:
+            s.__exit__(None, None, None)  # close the connection mid-stream
+    h = wait_idle(url)
+    assert (h["requests"], h["rows"]) == (0, 0)
+    assert h["cancelled"] - before == CONCURRENCY  # every row was cancelled, not run to its length limit
+    # a non-streamed request whose client gives up is cancelled too
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/chat/completions", json={**body, "stream": False, "n": CONCURRENCY}, timeout=0.5)
+    h = wait_idle(url)
+    assert (h["requests"], h["rows"], h["cancelled"] - before) == (0, 0, 2 * CONCURRENCY)
+    assert client.chat.completions.create(model=MODEL, messages=USER, max_tokens=4).choices[0].finish_reason
+
+
+def test_load_200_requests_at_concurrency_16_without_errors(url, capsys):
+    r = asyncio.run(serve_load.run_load(url, MODEL, requests=200, concurrency=CONCURRENCY, max_tokens=16))
+    with capsys.disabled():
+        print("\n" + serve_load.format_result(r))
+    assert r["errors"] == 0, r["first_errors"]
+    assert r["tokens"] > 200 and r["p95_s"] < 30
+    assert wait_idle(url)["requests"] == 0
+
+
+# -- pure helpers and EngineBatch.cancel ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, reasoning, content", [
+    ("3+4 is 7</think> <answer>7</answer>", "3+4 is 7", "7"),
+    ("no end of thinking <answer>7</answer>", "no end of thinking <answer>7</answer>", ""),
+    ("a</think>\n  <answer> 4 2 </answer>  ", "a", "4 2"),
+    ("a</think>plain answer", "a", "plain answer"),
+    ("a</think>x</think>y", "a", "x</think>y"),
+    ("</think>", "", ""),
+    ("a</thin", "a</thin", ""),
+    ("a</think>42</ans", "a", "42</ans"),
+    ("a</think>42 </answer>x", "a", "42 x"),
+])
+def test_split_reasoning_and_every_streamed_split_agree(text, reasoning, content):
+    assert split_reasoning(text) == (reasoning, content)
+    for cuts in [list(range(len(text) + 1)), [0, len(text) // 2, len(text)]]:  # char by char, and two pieces
+        splitter, r, c = ReasoningSplitter(), "", ""
+        for a, b in zip(cuts, cuts[1:]):
+            dr, dc = splitter.push(text[a:b])
+            r, c = r + dr, c + dc
+        dr, dc = splitter.finish()
+        assert (r + dr, c + dc) == (reasoning, content)
+
+
+def test_held_suffix_and_text_stream_hold_back_stop_prefixes():
+    assert held_suffix("2+2</thi", ["</think>"]) == 5
+    assert held_suffix("abc", ["x", "cd"]) == 1 and held_suffix("abc", ["abc"]) == 0  # whole match: not held
+    tok = build_tokenizer()
+    stream = TextStream(tok, ["END"])
+    out = [stream.push(tok(ch)["input_ids"]) for ch in "abENxyE"]
+    assert out == ["a", "b", "", "", "ENx", "y", ""]
+    assert stream.finish("abENxy") == ""
+    # incremental decoding adds up to decoding everything at once, special tokens (skipped) and tags included
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, len(tok), (400,), generator=g).tolist()
+    stream, deltas, i = TextStream(tok, []), [], 0
+    for size in torch.randint(1, 5, (400,), generator=g).tolist():
+        deltas.append(stream.push(ids[i:i + size]))
+        i += size
+    assert "".join(deltas) == tok.decode(ids, skip_special_tokens=True)
+
+
+def test_thinking_forcer_follows_s1():
+    END, WAIT = 9, [7, 8]
+    hook = thinking_forcer(END, WAIT, max_thinking=10, min_thinking=3, num_ignore=1)
+    assert hook([1, END]).ids == WAIT and hook([1, END]).replace  # too early: keep thinking (not an ignore)
+    assert hook([1, 2, 3, END]).ids == WAIT  # the one ignore
+    assert hook([1, 2, 3, 4, END]) is None  # ignores spent
+    assert hook([1] * 10 + [2]).ids == [END]  # budget reached: forced end
+    late = thinking_forcer(END, WAIT, max_thinking=10, num_ignore=5)
+    assert late([1] * 9 + [END]) is None  # "Wait" would not fit in the budget: let it end
+    assert late([1, END, 2]) is None  # thinking is over: never interferes
+
+
+def test_engine_batch_cancel_drops_queued_and_running_requests():
+    tok = build_tokenizer()
+    engine = Engine(tiny_model(tok), tok)
+    prompts = [tok(p)["input_ids"] for p in ("User: 1+1\nAssistant: <think>", "hello", "x")]
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=0)
+    ref = engine.generate(prompts, params)
+    batch = EngineBatch(engine)
+    rids = [batch.add(p, params, seed=o_seed) for p, o_seed in zip(prompts, [0, 1, 2])]
+    events = batch.step()  # all three admitted and running
+    n_before = sum(e.request_id == rids[1] for e in events)
+    late = batch.add(prompts[0], params, seed=3)
+    assert batch.cancel(rids[1]) and batch.cancel(late) and not batch.cancel(rids[1]) and not batch.cancel(99)
+    assert len(batch) == 2
+    while batch:
+        events += batch.step()
+    done = {e.request_id: e.completion for e in events if e.completion is not None}
+    assert set(done) == {rids[0], rids[2]} and late not in {e.request_id for e in events}
+    assert sum(e.request_id == rids[1] for e in events) == n_before  # nothing after the cancel
+    alone = engine.generate([prompts[2]], SamplingParams(temperature=1.0, max_new_tokens=12, seed=2))[0]
+    assert done[rids[2]].token_ids == alone.token_ids  # the others are untouched by the cancel
+    assert done[rids[0]].token_ids == ref[0].token_ids
+    assert not batch.cancel(rids[0])  # finished
+
+
+def test_scheduler_survives_an_engine_error_and_limits_jobs(monkeypatch):
+    tok = build_tokenizer()
+    engine = Engine(tiny_model(tok), tok)
+    spec = (tok("User: 1+1\nAssistant: <think>")["input_ids"], SamplingParams(max_new_tokens=6), None, 0)
+    real_step, calls = EngineBatch.step, []
+
+    def flaky_step(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real_step(self)
+
+    async def drain(job):
+        return [ev for batch in [b async for b in job.events()] for _, evs in batch for ev in evs]
+
+    async def scenario():
+        scheduler = Scheduler(engine, max_jobs=2)
+        scheduler.start(asyncio.get_running_loop())
+        try:
+            monkeypatch.setattr(EngineBatch, "step", flaky_step)
+            job = scheduler.submit([spec, spec])
+            with pytest.raises(EngineFailure, match="boom"):
+                await drain(job)
+            job.close()
+            ok = scheduler.submit([spec])
+            other = scheduler.submit([spec])
+            with pytest.raises(Busy):
+                scheduler.submit([spec])
+            events = await drain(ok)
+            assert len(events) == 6 and events[-1].completion.finish_reason == "length"
+            assert len(await drain(other)) == 6
+            ok.close(), other.close()
+            assert scheduler.jobs == 0
+        finally:
+            scheduler.stop()
+
+    asyncio.run(scenario())
