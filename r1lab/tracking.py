@@ -15,7 +15,8 @@ def truncate_metrics(path: Path, after_step: int) -> None:
     """Drop lines logged after `after_step` (a resumed run logs them again, so the file matches an unbroken run)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line).get("step", 0) <= after_step]
     path.write_text("".join(line + "\n" for line in keep))
 
 

@@ -1,5 +1,6 @@
 """The RL stage on the shipped base model: invariants of one update, exact resume, and data parallelism."""
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -43,10 +44,10 @@ def rollouts():
 
 
 def step_params(model, roll, cfg, **overrides):
-    cfg = copy.replace(cfg, **overrides) if hasattr(copy, "replace") else RLConfig(**{**cfg.__dict__, **overrides})
+    cfg = dataclasses.replace(cfg, **overrides)
     m = copy.deepcopy(model)
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
-    metrics, _ = train_on(m, None, opt, roll, cfg, algorithm(cfg), None, 0, torch.device("cpu"))
+    metrics, *_ = train_on(m, None, opt, roll, cfg, algorithm(cfg), None, 0, torch.device("cpu"))
     return m, metrics
 
 
@@ -121,3 +122,26 @@ def test_two_gloo_processes_match_one(tmp_path):
     b, _ = load_model(str(tmp_path / "two" / "checkpoints" / "step_000002"))
     for (name, p1), p2 in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(p1, p2, atol=1e-5), name
+
+
+def test_shared_prompt_logp_equals_a_full_forward(rollouts):
+    """Each distinct prompt runs once and its cache is shared by its samples: same log-probs and gradients."""
+    from r1lab.rl import algos
+    from r1lab.rl.train import pack, response_logp
+
+    model, tok, cfg, roll = rollouts
+    completions = roll.completions[:3] + roll.completions[5:7]  # two prompts, uneven groups
+    prompts, ids, attn, mask = pack(completions, tok.pad_token_id)
+    m1, m2 = copy.deepcopy(model), copy.deepcopy(model)
+    shared, _ = response_logp(m1, prompts, ids, attn, None)
+    (shared * mask).sum().backward()
+    full = []
+    for c in completions:  # one row at a time, prompt + response, no padding anywhere
+        seq = torch.tensor([list(c.prompt_ids) + list(c.token_ids)])
+        logits = m2(input_ids=seq).logits[:, len(c.prompt_ids) - 1:-1]
+        full.append(algos.logprobs_from_logits(logits, seq[:, len(c.prompt_ids):])[0])
+    for i, f in enumerate(full):
+        assert torch.allclose(shared[i, :len(f)], f, atol=1e-4)
+    sum((f * torch.tensor(c.mask)).sum() for f, c in zip(full, completions)).backward()
+    for (name, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
+        assert torch.allclose(p1.grad, p2.grad, atol=1e-4, rtol=1e-3), name

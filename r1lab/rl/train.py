@@ -12,7 +12,8 @@ Departures from the R1 paper, on purpose: with mu = 1 (the default) the run is o
 own detached log-prob and the ratio is exactly 1 (no clipping happens; the gradient is -A * grad logp, as in
 nanochat and Dr. GRPO's analysis); one optimizer step per rollout batch; no reward model, no value model.
 
-Shapes: B = P x G sequences (rows g*G .. g*G+G-1 share a prompt), T response tokens, L = prompt + response.
+Shapes: B = P x G sequences (rows g*G .. g*G+G-1 share a prompt), T response tokens (right-padded), U distinct
+prompts in a micro-batch, Lp their (left-padded) length.
 Exact resume: the prompts and sampling seeds of step s are pure functions of (seed, s), and the checkpoint holds
 the optimizer and every RNG, so a run killed with -9 and resumed logs the same metrics as an unbroken one.
 """
@@ -197,29 +198,51 @@ def collect_rollouts(step: int, engine, task, pool, cfg: RLConfig, algo: dict) -
 
 
 def pack(completions, pad_id: int):
-    """Right-padded (B, L) ids of prompt + response, and the (B, L) response mask (0 on prompt, pad, forced)."""
-    seqs = [list(c.prompt_ids) + list(c.token_ids) for c in completions]
-    L = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), L), dtype=torch.long)
-    mask = torch.zeros((len(seqs), L), dtype=torch.float32)
-    for i, (s, c) in enumerate(zip(seqs, completions)):
-        ids[i, :len(s)] = torch.tensor(s)
-        attn[i, :len(s)] = 1
-        p = len(c.prompt_ids)
-        mask[i, p:len(s)] = torch.tensor([float(m) for m in c.mask], dtype=torch.float32)
-    return ids, attn, mask
+    """Responses in their own coordinates: prompts (B,) id tuples, right-padded ids (B, T), attention (B, T) and the
+    loss mask (B, T): 1 on sampled tokens, 0 on padding and forced tokens."""
+    T = max(1, max(len(c.token_ids) for c in completions))
+    ids = torch.full((len(completions), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(completions), T), dtype=torch.long)
+    mask = torch.zeros((len(completions), T), dtype=torch.float32)
+    for i, c in enumerate(completions):
+        n = len(c.token_ids)
+        ids[i, :n] = torch.tensor(c.token_ids, dtype=torch.long)
+        attn[i, :n] = 1
+        mask[i, :n] = torch.tensor(c.mask, dtype=torch.float32)
+    return [tuple(c.prompt_ids) for c in completions], ids, attn, mask
 
 
-def token_logp(model, ids, attn, amp, with_entropy: bool = False):
-    """(B, L) log-prob of each token given the ones before it (0 at position 0), and optionally the entropy."""
-    with torch.autocast(ids.device.type, dtype=amp, enabled=amp is not None):
-        logits = model(input_ids=ids, attention_mask=attn).logits  # (B, L, V)
-    logp = algos.logprobs_from_logits(logits[:, :-1], ids[:, 1:])
-    logp = torch.nn.functional.pad(logp, (1, 0))
-    if not with_entropy:
-        return logp, None
-    ent = torch.nn.functional.pad(algos.entropy_from_logits(logits[:, :-1].detach()), (1, 0))
+def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: bool = False):
+    """(B, T) log-prob of each response token under `model`, and optionally the entropy of each prediction.
+
+    subtle: the G samples of a prompt share it, so each distinct prompt runs once (left-padded, with gradients) and
+    its key/value cache is gathered out to the rows that continue it; the responses then run on top of that cache.
+    The result equals a forward pass over prompt + response per row (tested), at a fraction of the tokens.
+    """
+    from transformers.cache_utils import DynamicCache
+
+    device = ids.device
+    distinct = {p: k for k, p in enumerate(dict.fromkeys(prompts))}
+    rows = torch.tensor([distinct[p] for p in prompts], device=device)  # (B,) which distinct prompt
+    Lp = max(len(p) for p in distinct)
+    p_ids = torch.zeros((len(distinct), Lp), dtype=torch.long, device=device)
+    p_attn = torch.zeros((len(distinct), Lp), dtype=torch.long, device=device)
+    for p, k in distinct.items():
+        p_ids[k, Lp - len(p):] = torch.tensor(p, device=device)
+        p_attn[k, Lp - len(p):] = 1
+    p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True,
+                    past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
+        cache = out.past_key_values
+        for layer in cache.layers:  # (U, heads, Lp, hd) -> (B, heads, Lp, hd); gradients flow back to the prompt
+            layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+        r_pos = p_attn.sum(-1)[rows, None] + torch.arange(ids.shape[1], device=device)  # (B, T)
+        logits = model(input_ids=ids, attention_mask=torch.cat([p_attn[rows], attn], -1), position_ids=r_pos,
+                       past_key_values=cache, use_cache=True).logits  # (B, T, V): predicts tokens 1..T
+    logits = torch.cat([out.logits[rows, -1:], logits[:, :-1]], 1)  # (B, T, V): predicts tokens 0..T-1
+    logp = algos.logprobs_from_logits(logits, ids)
+    ent = algos.entropy_from_logits(logits.detach()) if with_entropy else None
     return logp, ent
 
 
@@ -228,7 +251,7 @@ def token_logp(model, ids, attn, amp, with_entropy: bool = False):
 def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: dict, amp, pad_id: int, device):
     """mu updates on one batch of rollouts; returns the step's metrics. Advantages are computed on the full batch."""
     G = cfg.samples_per_prompt
-    ids, attn, mask = pack(roll.completions, pad_id)
+    prompts, ids, attn, mask = pack(roll.completions, pad_id)
     ids, attn, mask = ids.to(device), attn.to(device), mask.to(device)
     if algo["overlong_filter"]:
         truncated = torch.tensor([c.finish_reason == "length" for c in roll.completions], device=device)
@@ -241,9 +264,9 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: dict, a
     with torch.no_grad():
         if need_old:
             model.eval()
-            old_logp = torch.cat([token_logp(model, ids[c], attn[c], amp)[0] for c in chunks])
+            old_logp = torch.cat([response_logp(model, prompts[c], ids[c], attn[c], amp)[0] for c in chunks])
         if need_ref:
-            ref_logp = torch.cat([token_logp(ref_model, ids[c], attn[c], amp)[0] for c in chunks])
+            ref_logp = torch.cat([response_logp(ref_model, prompts[c], ids[c], attn[c], amp)[0] for c in chunks])
     kl_reward = None
     if need_ref and algo["kl_as_reward"]:
         kl_reward = algos.KL_ESTIMATORS["k1"](old_logp, ref_logp) * mask
@@ -255,7 +278,7 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: dict, a
     model.train()
     for _ in range(cfg.mu):
         for c in chunks:
-            logp, ent = token_logp(model, ids[c], attn[c], amp, with_entropy=True)
+            logp, ent = response_logp(model, prompts[c], ids[c], attn[c], amp, with_entropy=True)
             old = old_logp[c] if old_logp is not None else logp.detach()
             loss_mat, pl_metrics = algos.POLICY_LOSSES["ppo_clip"](logp, old, adv[c], mask[c], algo["clip_low"],
                                                                    algo["clip_high"], algo["clip_c"])
@@ -270,7 +293,7 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: dict, a
             m["entropy"] = float((ent * mask[c]).sum() / mask[c].sum().clamp(min=1))
             if ref_logp is not None:
                 m["kl"] = float((algos.kl_k3(logp.detach(), ref_logp[c]) * mask[c]).sum() / mask[c].sum().clamp(min=1))
-            m["loss"] = float(loss) * float(tokens) / max(w, 1.0)
+            m["loss"] = float(loss.detach()) * float(tokens) / max(w, 1.0)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * w / cfg.mu
         sync_gradients(model)
@@ -282,7 +305,10 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: dict, a
     metrics = {k.replace("actor/", ""): v / float(tokens) for k, v in zip(keys, totals)}
     metrics["grad_norm"] = grad_norm
     metrics.update({k.replace("adv/", ""): float(v) for k, v in adv_metrics.items()})
-    return metrics, ids.shape[1]
+    # tokens one forward pass over the batch processes: each chunk's distinct prompts once, plus its padded responses
+    processed = sum(len(set(prompts[c])) * max(len(p) for p in prompts[c]) + len(prompts[c]) * ids.shape[1]
+                    for c in chunks)
+    return metrics, processed, max(len(p) for p in prompts) + ids.shape[1]
 
 
 def sync_gradients(model) -> None:
@@ -296,13 +322,13 @@ def sync_gradients(model) -> None:
             dist.all_reduce(p.grad)
 
 
-def rollout_metrics(roll: Rollouts, tokenizer) -> dict:
+def rollout_metrics(roll: Rollouts) -> dict:
+    """Rollout figures over all ranks: reward, accuracy, format, lengths (right vs wrong), behaviour."""
     from r1lab.behaviour import arithmetic_steps, count_attempts, has_marker
 
-    rows = [(c, s) for c, s in zip(roll.completions, roll.scores)]
-    gathered = [r for part in all_gather_objects([(len(c.token_ids), s.correct, s.format_ok, s.reward,
-                                                    arithmetic_steps(c.text), count_attempts(c.text), has_marker(c.text),
-                                                    c.finish_reason == "length") for c, s in rows]) for r in part]
+    local = [(len(c.token_ids), s.correct, s.format_ok, s.reward, arithmetic_steps(c.text), count_attempts(c.text),
+              has_marker(c.text), c.finish_reason == "length") for c, s in zip(roll.completions, roll.scores)]
+    gathered = [row for part in all_gather_objects(local) for row in part]
     lens = [g[0] for g in gathered]
     right = [g[0] for g in gathered if g[1]]
     wrong = [g[0] for g in gathered if not g[1]]
@@ -406,14 +432,14 @@ def main(cfg: RLConfig) -> Path:
         t_gen = time.time() - t0
         for c in roll.completions:
             account.add_generate(len(c.prompt_ids), len(c.token_ids))
-        metrics = rollout_metrics(roll, tokenizer)
-        train_metrics, L = train_on(model, ref_model, opt, roll, cfg, algo, amp, tokenizer.pad_token_id, device)
-        n_seq = len(roll.completions)
-        account.add_tokens("train", n_seq * L * cfg.mu, L)
+        metrics = rollout_metrics(roll)
+        train_metrics, processed, L = train_on(model, ref_model, opt, roll, cfg, algo, amp, tokenizer.pad_token_id,
+                                               device)
+        account.add_tokens("train", processed * cfg.mu, L)
         if cfg.mu > 1 or (algos.needs_reference(algo["kl_coef"]) and algo["kl_as_reward"]):
-            account.add_tokens("forward", n_seq * L, L)
+            account.add_tokens("forward", processed, L)
         if algos.needs_reference(algo["kl_coef"]):
-            account.add_tokens("forward", n_seq * L, L)
+            account.add_tokens("forward", processed, L)
         dt = time.time() - t0
         metrics.update(train_metrics)
         metrics.update({"lr": lr, "step_time_s": dt, "gen_time_s": t_gen, "train_time_s": dt - t_gen,
