@@ -142,7 +142,9 @@ def test_generated_answers_score_and_perturbations_fail(seed, lo, span, ops):
         assert ar.score(wrap(str(ex["answer"])), ex).reward == pytest.approx(1.1)
         assert ar.score(wrap(f"{ex['answer']:,}"), ex).reward == pytest.approx(1.1)
         assert ar.score(wrap(str(ex["answer"] + 1)), ex).reward == pytest.approx(0.1)
-        assert not ar.score(wrap(str(ex["answer"])), {**ex, "b": ex["b"] + 1}).correct
+        moved = {**ex, "b": ex["b"] + 1}
+        if ar._result(moved) != ex["answer"]:  # 0 * b is 0 for every b
+            assert not ar.score(wrap(str(ex["answer"])), moved).correct
 
 
 @settings(max_examples=100, deadline=None)

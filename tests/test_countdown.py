@@ -204,9 +204,9 @@ def test_solver_known_cases():
     ([25, 50, 75, 100, 3, 6], 952),
 ])
 def test_solver_six_numbers_is_fast(nums, target):
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: a busy machine must not fail this, a slow solver must
     found = cd.solve(nums, target)
-    assert time.perf_counter() - t < 1.0
+    assert time.process_time() - t < 1.0
     assert found is None or (cd.evaluate(found) == target and sorted(cd.numbers_used(found)) == sorted(nums))
 
 

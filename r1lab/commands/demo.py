@@ -13,10 +13,10 @@ import argparse
 
 HELP = "the one-command demo: base model -> eval -> R1-Zero GRPO -> eval -> report, with a before/after table"
 
-# (recipe, eval problems, eval samples) for the full demo and for --quick
+# RL recipe (and overrides), eval problems and samples, for the full demo and for --quick
 PLANS = {
-    "full": {"rl": "countdown_rl", "eval_n": 200, "samples": 4},
-    "quick": {"rl": "countdown_rl_quick", "eval_n": 100, "samples": 2},
+    "full": {"rl": "countdown_rl", "rl_set": [], "eval_n": 200, "samples": 4},
+    "quick": {"rl": "countdown_rl_quick", "rl_set": [], "eval_n": 100, "samples": 2},
 }
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     plan = PLANS["quick" if args.quick else "full"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rl_cfg = load_config(RLConfig, resolve_recipe(plan["rl"]))
+    rl_cfg = load_config(RLConfig, resolve_recipe(plan["rl"]), plan["rl_set"])
     stages = 5 if args.from_scratch else 4
     t0 = time.time()
     base = "countdown-base"
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if cli(["eval", base, *eval_args, "--json", str(out / "eval_base.json")]) != 0:
         return 1
     banner(f"R1-Zero: GRPO on {rl_cfg.task} ({plan['rl']} recipe, {rl_cfg.steps} steps)")
-    if cli(["rl", "--recipe", plan["rl"], "--model", base, "--out", str(out / "rl"),
-            "--set", f"threads={args.threads}"]) != 0:
+    rl_set = sum((["--set", item] for item in plan["rl_set"] + [f"threads={args.threads}"]), [])
+    if cli(["rl", "--recipe", plan["rl"], "--model", base, "--out", str(out / "rl"), *rl_set]) != 0:
         return 1
     banner("evaluating the RL model on the same problems")
     if cli(["eval", str(out / "rl"), *eval_args, "--json", str(out / "eval_rl.json")]) != 0:
