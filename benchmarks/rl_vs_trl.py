@@ -67,12 +67,13 @@ def setup(preset: str, threads: int):
     return model, tok, task, examples
 
 
-def step_flops(config, completions_shape: list[tuple[int, int]], padded_len: int) -> float:
-    """Model FLOPs of one step: sampling every (prompt_len, new_tokens) plus a forward+backward of the padded batch."""
+def step_flops(config, completions_shape: list[tuple[int, int]], train_tokens: int, context_len: int) -> float:
+    """Model FLOPs one r1lab step did: sampling every (prompt_len, new_tokens), plus a forward+backward over the
+    tokens train_on processed (each distinct prompt once per micro-batch, then the padded responses)."""
     from r1lab.flops import generate_flops, train_flops
 
     gen = sum(generate_flops(config, p, n) for p, n in completions_shape)
-    return gen + train_flops(config, len(completions_shape) * padded_len, padded_len)
+    return gen + train_flops(config, train_tokens, context_len)
 
 
 def timed(fn, log: list):
@@ -119,12 +120,13 @@ def run_r1lab(preset: str, dtype: str, steps: int, warmup: int, threads: int) ->
         t1 = time.perf_counter()
         rollout_metrics(roll)
         t2 = time.perf_counter()
-        _, L = train_on(model, None, opt, roll, cfg, algo, amp, tok.pad_token_id, device)
+        _, processed, L = train_on(model, None, opt, roll, cfg, algo, amp, tok.pad_token_id, device)
         ends.append(time.perf_counter())
         lengths = [len(c.token_ids) for c in roll.completions]
         assert len(lengths) == P * G and set(lengths) == {NEW_TOKENS}, f"not all samples are {NEW_TOKENS} tokens"
         parts.append({"generate": gen_s[-1], "score": t1 - t0 - gen_s[-1], "metrics": t2 - t1, "train": ends[-1] - t2})
-        flops.append(step_flops(model.config, [(len(c.prompt_ids), len(c.token_ids)) for c in roll.completions], L))
+        flops.append(step_flops(model.config, [(len(c.prompt_ids), len(c.token_ids)) for c in roll.completions],
+                                processed, L))
     parts = parts[warmup:]
     breakdown = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
     return summarize(ends, warmup, {"breakdown_s": breakdown, "flops_per_step": statistics.median(flops[warmup:]),
