@@ -103,3 +103,11 @@ def latest_checkpoint(run_dir) -> Path | None:
 
 def load_trainer_state(ckpt: Path) -> dict:
     return torch.load(Path(ckpt) / "trainer_state.pt", weights_only=False)
+
+
+def restore_trainer_state(ckpt: Path, optimizer) -> dict:
+    """Load a checkpoint's trainer state into `optimizer` and the global RNGs; returns the state for the rest."""
+    state = load_trainer_state(ckpt)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state

@@ -4,6 +4,7 @@ from fractions import Fraction
 from itertools import permutations
 
 import pytest
+from conftest import best_of_three
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,13 +19,7 @@ def wrap(answer: str) -> str:
 
 
 def timed_score(completion, example=EX, **kw):
-    """The score and the best of three wall times (one slow scheduler tick should not fail a test)."""
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        s = cd.score(completion, example, **kw)
-        times.append(time.perf_counter() - t)
-    return s, min(times)
+    return best_of_three(cd.score, completion, example, **kw)
 
 
 # --- hand-made examples ------------------------------------------------------------------------------------------

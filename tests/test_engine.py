@@ -12,13 +12,7 @@ from r1lab.model.tokenizer import build_tokenizer
 PROMPTS = ["User: 12+7\nAssistant: <think>", "hi", "a much longer prompt, with commas, here?", "x", "4*4="]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # subtle: these matmuls are tiny; with other jobs on the two cores, two OpenMP threads ran the tests 5x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ import time
 from itertools import product
 
 import pytest
+from conftest import best_of_three
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,12 +26,7 @@ def wrap(answer: str) -> str:
 
 
 def timed_score(completion, example=EX):
-    times = []
-    for _ in range(3):  # best of three: one slow scheduler tick should not fail a test
-        t = time.perf_counter()
-        s = lg.score(completion, example)
-        times.append(time.perf_counter() - t)
-    return s, min(times)
+    return best_of_three(lg.score, completion, example)
 
 
 # --- hand-made examples ------------------------------------------------------------------------------------------

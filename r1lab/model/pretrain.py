@@ -118,7 +118,7 @@ def main(cfg: PretrainConfig) -> Path:
     from tqdm import tqdm
 
     from r1lab.cost import RunAccount, format_account
-    from r1lab.checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+    from r1lab.checkpoint import latest_checkpoint, restore_trainer_state, rng_state, save_checkpoint
     from r1lab.evaluate import evaluate_model
     from r1lab.model.presets import PRESETS, build_model, count_parameters, load_model
     from r1lab.model.tokenizer import build_tokenizer
@@ -159,9 +159,7 @@ def main(cfg: PretrainConfig) -> Path:
                             fused=device.type == "cuda")
     start, tokens_seen = 0, 0
     if resume is not None:
-        state = load_trainer_state(resume)
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        state = restore_trainer_state(resume, opt)
         start, tokens_seen = state["step"], state["tokens_seen"]
     log = MetricsLogger(run_dir, "pretrain", cfg.wandb, cfg.tensorboard, config_to_dict(cfg),
                         resume_step=start if resume is not None else None)

@@ -353,7 +353,7 @@ def rollout_metrics(roll: Rollouts) -> dict:
 
 def main(cfg: RLConfig) -> Path:
     """Run (or resume) RL; returns the final checkpoint's path."""
-    from r1lab.checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+    from r1lab.checkpoint import latest_checkpoint, restore_trainer_state, rng_state, save_checkpoint
     from r1lab.cost import RunAccount, format_account
     from r1lab.engine import Engine
     from r1lab.evaluate import evaluate_model
@@ -396,9 +396,7 @@ def main(cfg: RLConfig) -> Path:
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
     start, wall_before = 0, 0.0
     if resume is not None:
-        state = load_trainer_state(resume)
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        state = restore_trainer_state(resume, opt)
         start, wall_before = state["step"], state["wall_s"]
         account.flops_by_kind = dict(state["flops_by_kind"])
     log = MetricsLogger(run_dir, "rl", cfg.wandb and rank == 0, cfg.tensorboard and rank == 0, config_to_dict(cfg),
