@@ -4,25 +4,15 @@ import io
 import sys
 
 import pytest
+from conftest import tiny_checkpoint, tiny_model
 import torch
 
-from r1lab.checkpoint import save_model_dir
 from r1lab.cli import main
 from r1lab.commands.chat import DIM, RESET, ChatSession, chat_loop
 from r1lab.engine import Engine, SamplingParams
-from r1lab.model.presets import build_model, load_model
+from r1lab.model.presets import load_model
 from r1lab.model.tokenizer import build_tokenizer
 from r1lab.serve.text import chat_prompt_ids, split_reasoning, thinking_forcer
-
-
-def tiny_model(tok, max_positions=1024):
-    model = build_model("tiny-1m", tok, max_positions=max_positions)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # larger than the default init, so that text varies and </think> appears (test_engine)
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.15, generator=g)
-    return model.eval()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,10 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    tok = build_tokenizer()
-    path = tmp_path_factory.mktemp("chat") / "ckpt"
-    save_model_dir(path, tiny_model(tok), tok)
-    return path
+    return tiny_checkpoint(tmp_path_factory, "chat")
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from conftest import tiny_checkpoint, tiny_model
 import torch
 
-from r1lab.checkpoint import save_model_dir
 from r1lab.engine import Engine, EngineBatch, SamplingParams
-from r1lab.model.presets import build_model, load_model
+from r1lab.model.presets import load_model
 from r1lab.model.tokenizer import build_tokenizer
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
 from r1lab.serve.text import (ReasoningSplitter, TextStream, chat_prompt_ids, held_suffix, split_reasoning,
@@ -30,24 +30,9 @@ USER = [{"role": "user", "content": "2+3"}]
 LONG = [{"role": "user", "content": "hold"}]  # greedy on the test model runs to the length limit, never EOS
 
 
-def tiny_model(tok):
-    model = build_model("tiny-1m", tok, max_positions=CONTEXT)
-    # subtle: at the default init (std 0.02) the model repeats one token; larger weights give varied text, some
-    # </think> and some EOS, so the reasoning split and every finish reason get exercised.
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.15, generator=g)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    tok = build_tokenizer()
-    path = tmp_path_factory.mktemp("serve") / "ckpt"
-    save_model_dir(path, tiny_model(tok), tok)
-    return path
+    return tiny_checkpoint(tmp_path_factory, "serve", CONTEXT)
 
 
 @pytest.fixture(scope="module")
