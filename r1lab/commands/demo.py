@@ -15,7 +15,7 @@ HELP = "the one-command demo: base model -> eval -> R1-Zero GRPO -> eval -> repo
 
 # RL recipe (and overrides), eval problems and samples, for the full demo and for --quick
 PLANS = {
-    "full": {"rl": "countdown_rl", "rl_set": [], "eval_n": 200, "samples": 4},
+    "full": {"rl": "countdown_rl", "rl_set": [], "eval_n": 100, "samples": 4},
     "quick": {"rl": "countdown_rl_quick", "rl_set": [], "eval_n": 100, "samples": 2},
 }
 
