@@ -98,9 +98,10 @@ def make_batch(step: int, micro: int, cfg: PretrainConfig, task, instances, toke
     """
     rng = random.Random(f"{cfg.seed}/{step}/{micro}")
     need = cfg.device_batch_size * (cfg.seq_len + 1)
+    traces = trace_config(cfg)
     ids, labels = [], []
     while len(ids) < need:
-        doc = corpus_document(task, rng.choice(instances), rng, trace_config(cfg), cfg.template)
+        doc = corpus_document(task, rng.choice(instances), rng, traces, cfg.template)
         if doc is None:
             continue
         prompt, completion = doc
