@@ -12,8 +12,8 @@ sequences in one forward/backward. Matched on purpose in both frameworks:
   gradient checkpointing, no vLLM, no logging, no checkpoints, no evaluation;
 - the same randomly initialised preset (build_model(seed=0)) and the same 8 countdown prompts ("short" template)
   every step, rewarded by the same countdown score (accuracy 1.0 + format 0.1);
-- every sample is exactly 64 tokens: a forward hook on lm_head sets the EOS logit to -1e4 in both frameworks (in
-  sampling and in training alike, so both train the same function), and each worker checks the lengths;
+- every sample is exactly 64 tokens: lm_head gets a frozen bias of -1e4 on EOS in both frameworks (in sampling and
+  in training alike, so both train the same function), and each worker checks the lengths;
 - precision: "fp32" runs everything in fp32 in both. "bf16" is each framework's own bf16 mode: r1lab trains under
   bf16 autocast and samples in fp32 (what `r1lab rl --dtype bf16` does); TRL's bf16=True makes accelerate wrap the
   model's forward in bf16 autocast, for generation and training;
@@ -48,7 +48,7 @@ EOS_LOGIT = -1e4  # finite: exp underflows to exactly 0, and entropy's p * z sta
 # --- shared by both workers --------------------------------------------------------------------------------------
 
 def setup(preset: str, threads: int):
-    """(model, tokenizer, countdown task, the 8 examples) with EOS suppressed by a hook on lm_head."""
+    """(model, tokenizer, countdown task, the 8 examples) with EOS suppressed by a frozen bias on lm_head."""
     from r1lab.model.presets import build_model
     from r1lab.model.tokenizer import build_tokenizer
     from r1lab.tasks import get_task
@@ -58,10 +58,13 @@ def setup(preset: str, threads: int):
     model = build_model(preset, tok, seed=SEED)
     eos = torch.tensor([tok.eos_token_id])
 
-    def suppress_eos(module, inputs, logits):  # (B, T, V), in place: the lm_head matmul's backward never reads it
-        return logits.index_fill_(-1, eos.to(logits.device), EOS_LOGIT)
-
-    model.lm_head.register_forward_hook(suppress_eos)
+    # a frozen output bias, -1e4 on EOS: part of the model, so every code path computes it (a forward hook would be
+    # skipped by r1lab's lean decoding step, which reads the weights directly, and so it refuses to run with hooks)
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    head.weight = model.lm_head.weight  # the same (tied) Parameter
+    head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size).index_fill_(0, eos, EOS_LOGIT),
+                                   requires_grad=False)
+    model.lm_head = head
     task = get_task("countdown")
     examples = task.generate(P, seed=SEED, split="train")
     return model, tok, task, examples

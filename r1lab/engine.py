@@ -21,6 +21,9 @@ Design notes (B rows, L cache columns, V vocabulary):
   (B, heads, L, head_dim) tensors to drop finished rows, trim all-padding columns and merge admitted rows.
   Full-attention models only (sliding-window layers raise NotImplementedError).
   Rows with identical prompts (the G samples of an RL prompt) are prefilled once and their cache rows copied.
+- Decoding steps: prefill runs the model's forward; each later step runs r1lab.decode.DecodeStep for Llama, Qwen2
+  and Mistral models (the same arithmetic without the forward's per-step overhead; tested equal), the model's
+  forward for anything else or with lean_decode=False.
 - Finished rows stop appending at once and are dropped from the batch (and their cache freed) when a quarter of the
   batch has finished or when queued requests are admitted, so long-tail rows do not keep a full batch busy.
 - Log-probs: `Completion.logprobs[i]` is log_softmax(raw logits)[token_i], the unmodified model distribution at
@@ -37,10 +40,10 @@ Design notes (B rows, L cache columns, V vocabulary):
   fed one per step like sampled ones, count toward max_new_tokens, and get mask 0.
 - Randomness: every request owns a CPU torch.Generator seeded from `seed` (generate(): row i of a call with
   params.seed=s gets s + i * 0x9E3779B97F4A7C15 mod 2**63, so row 0 uses s itself; with seed=None the row seed is
-  drawn from torch's global RNG) and draws one uniform per sampled token (inverse-CDF sampling). Guaranteed: the same
-  model, prompts, params and seed give the same completions. A row's draws never depend on other rows, the batch
-  size or admission time; its tokens then match across batch compositions up to floating-point differences of
-  batched kernels (bit-identical in our CPU fp32 tests, not promised on GPUs or under autocast).
+  drawn from torch's global RNG) and draws one uniform per sampled token (inverse-CDF sampling; drawn 256 at a time).
+  Guaranteed: the same model, prompts, params and seed give the same completions. A row's draws never depend on other
+  rows, the batch size or admission time; its tokens then match across batch compositions up to floating-point
+  differences of batched kernels (bit-identical in our CPU fp32 tests, not promised on GPUs or under autocast).
 """
 from __future__ import annotations
 
@@ -54,7 +57,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from r1lab.decode import decode_step_for, has_hooks
+
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
+UNIFORM_BLOCK = 256  # uniforms a row draws from its generator at once
 
 
 @dataclass
@@ -116,6 +122,15 @@ class _Request:
         self.token_ids, self.mask, self.logprobs, self.sample_logprobs = [], [], [], []
         self.finish_reason: str | None = None
         self.stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4  # tokens decoded per stop check
+        self._uniforms, self._drawn = [], 0
+
+    def uniform(self) -> float:
+        """The row's next uniform draw. Drawn from its generator UNIFORM_BLOCK at a time: one generator call per
+        token per row cost a quarter of a tiny model's decoding step."""
+        if self._drawn == len(self._uniforms):
+            self._uniforms, self._drawn = torch.rand(UNIFORM_BLOCK, generator=self.gen).tolist(), 0
+        self._drawn += 1
+        return self._uniforms[self._drawn - 1]
 
 
 def budget_forcer(think_end_id: int, max_thinking: int | None = None, min_thinking: int = 0,
@@ -178,8 +193,13 @@ def _sample(logits, temperature, top_k, top_p, uniform, truncated: list[int]):
 
 
 class Engine:
-    def __init__(self, model, tokenizer, device=None, autocast_dtype=None, max_batch_size: int = 256):
+    def __init__(self, model, tokenizer, device=None, autocast_dtype=None, max_batch_size: int = 256,
+                 lean_decode: bool = True):
+        """lean_decode: run decoding steps with r1lab.decode.DecodeStep where the architecture allows (the same
+        logits, 2-3x less time a step for tiny models); False always uses the model's forward."""
+
         self.model, self.tokenizer = model, tokenizer
+        self.decode_step = decode_step_for(model) if lean_decode else None
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.autocast_dtype = autocast_dtype
         self.max_batch_size = max_batch_size
@@ -212,14 +232,23 @@ class Engine:
                         done[ev.request_id] = ev.completion
         return [done[r] for r in rids]
 
+    def _amp(self):
+        return (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+                else contextlib.nullcontext())
+
     def _forward(self, ids, attn, pos, cache):
         """logits (B,V) at the last position; ids/pos (B,q), attn (B, L+q)."""
-        amp = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-               else contextlib.nullcontext())
-        with amp:
+        with self._amp():
             out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
                              use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
+
+    def _decode(self, ids, attn, pos, cache, lean: bool = True):
+        """logits (B,V) for one new token per row; ids/pos (B,), attn (B, L+1)."""
+        if self.decode_step is None or not lean:
+            return self._forward(ids[:, None], attn, pos[:, None], cache)
+        with self._amp():
+            return self.decode_step(ids, attn, pos, cache)
 
 
 class EngineBatch:
@@ -241,6 +270,8 @@ class EngineBatch:
         self.cache = None  # DynamicCache with (B, heads, L, head_dim) per layer
         self.attn = self.pos = self.feed = None  # (B, L) real cache columns, (B,) next position id, (B,) next input
         self._next_rid = 0
+        # a hook registered on the model (e.g. to edit logits) must run: the lean step would bypass it
+        self.lean = engine.decode_step is not None and not has_hooks(engine.model)
 
     def __len__(self):
         return len(self.waiting) + sum(r.finish_reason is None for r in self.rows)
@@ -282,7 +313,7 @@ class EngineBatch:
             if self.rows and any(r.finish_reason is None for r in self.rows):
                 alive = torch.tensor([r.finish_reason is None for r in self.rows], device=self.attn.device)
                 self.attn = torch.cat([self.attn, alive.long()[:, None]], 1)  # finished rows: a masked column
-                logits = self.engine._forward(self.feed[:, None], self.attn, self.pos[:, None], self.cache)
+                logits = self.engine._decode(self.feed, self.attn, self.pos, self.cache, self.lean)
                 self.pos = self.pos + 1
                 feed, evs = self._advance(self.rows, logits)
                 self.feed = torch.tensor(feed, device=self.feed.device)
@@ -358,7 +389,7 @@ class EngineBatch:
         temperature = torch.tensor([r.params.temperature for r in rows], device=dev, dtype=torch.float32)
         top_k = torch.tensor([r.params.top_k for r in rows], device=dev)
         top_p = torch.tensor([r.params.top_p for r in rows], device=dev, dtype=torch.float32)
-        uniform = torch.tensor([torch.rand((), generator=r.gen).item() if self._samples(r) else 0.5 for r in rows])
+        uniform = torch.tensor([r.uniform() if self._samples(r) else 0.5 for r in rows])
         truncated = [i for i, r in enumerate(rows) if r.params.top_k > 0 or r.params.top_p < 1.0]
         tokens, logp, sample_logp = _sample(logits, temperature, top_k, top_p, uniform.to(dev), truncated)
         tokens, logp, sample_logp = tokens.tolist(), logp.tolist(), sample_logp.tolist()

@@ -1,0 +1,105 @@
+"""r1lab.decode.DecodeStep against the model's own forward: Llama (the presets) and Qwen2 (q/k/v biases, grouped
+key/value heads), under fp32 and bf16 autocast; unsupported architectures fall back to the model's forward."""
+import pytest
+import torch
+
+from r1lab.decode import decode_step_for
+from r1lab.engine import Engine, SamplingParams
+from r1lab.model.tokenizer import build_tokenizer
+
+PROMPTS = ["User: 12+7\nAssistant: <think>", "hi", "a much longer prompt, with commas, here?", "x", "4*4="] * 2
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def _varied(model):
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.15, generator=g) if p.dim() == 2 else p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def _llama(tok):
+    from r1lab.model.presets import build_model
+    return _varied(build_model("tiny-1m", tok))
+
+
+def _qwen2(tok):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return _varied(Qwen2ForCausalLM(cfg))
+
+
+@pytest.mark.parametrize("build", [_llama, _qwen2])
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_lean_decode_matches_the_models_forward(tok, build, amp):
+    model = build(tok)
+    assert decode_step_for(model) is not None
+    params = SamplingParams(temperature=1.0, max_new_tokens=40, seed=3, logprobs=True)
+    lean = Engine(model, tok, autocast_dtype=amp).generate(PROMPTS, params)
+    stock = Engine(model, tok, autocast_dtype=amp, lean_decode=False).generate(PROMPTS, params)
+    same = [a for a, b in zip(lean, stock) if a.token_ids == b.token_ids]
+    assert len(same) >= (len(PROMPTS) if amp is None else len(PROMPTS) // 2)  # bf16 rounding may flip a sample
+    for a, b in zip(lean, stock):
+        if a.token_ids == b.token_ids:
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs),
+                                       atol=1e-5 if amp is None else 5e-2, rtol=0)
+    assert len({tuple(o.token_ids) for o in lean}) > 3  # the text varies, so the comparison means something
+
+
+def test_lean_decode_sees_weight_updates(tok):
+    model = _llama(tok)
+    engine = Engine(model, tok)
+    params = SamplingParams(temperature=0, max_new_tokens=20)
+    before = engine.generate(PROMPTS[:3], params)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)  # tied to the embedding: a very different model
+    after = engine.generate(PROMPTS[:3], params)
+    stock = Engine(model, tok, lean_decode=False).generate(PROMPTS[:3], params)
+    assert [o.token_ids for o in after] == [o.token_ids for o in stock]
+    assert [o.token_ids for o in after] != [o.token_ids for o in before]
+
+
+def test_other_architectures_use_the_models_forward(tok):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=64,
+                                       eos_token_id=tok.eos_token_id)).eval()
+    assert decode_step_for(model) is None
+    engine = Engine(model, tok)
+    assert engine.decode_step is None
+    out = engine.generate(["hi"], SamplingParams(temperature=0, max_new_tokens=5))[0]
+    assert len(out.token_ids) == 5 or out.finish_reason == "eos"
+
+
+def test_hooks_and_wrapped_projections_use_the_models_forward(tok):
+    model = _llama(tok)
+    params = SamplingParams(temperature=0, max_new_tokens=20)
+    engine = Engine(model, tok)
+    free = engine.generate(PROMPTS[:4], params)
+    banned = free[0].token_ids[3]
+    handle = model.lm_head.register_forward_hook(lambda m, i, out: out.index_fill(-1, torch.tensor([banned]), -1e4))
+    try:
+        hooked = engine.generate(PROMPTS[:4], params)
+        assert all(banned not in o.token_ids for o in hooked)  # the hook ran on every decoding step
+    finally:
+        handle.remove()
+    layer = model.model.layers[0].self_attn
+
+    class Wrapped(torch.nn.Module):  # what an adapter (LoRA) does to a projection
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.weight, self.bias = inner, inner.weight, inner.bias
+
+        def forward(self, x):
+            return self.inner(x)
+
+    layer.q_proj = Wrapped(layer.q_proj)
+    assert decode_step_for(model) is None
