@@ -223,6 +223,12 @@ def test_generated_instances_are_solvable_and_perturbations_fail(seed, sizes):
         assert not cd.score(wrap(sol), {**ex, "nums": [ex["nums"][0] + 1] + ex["nums"][1:]}).correct
 
 
+def test_sizes_are_equally_likely_despite_the_solvability_filter():
+    # 3 numbers reach far fewer targets than 4: drawing the size with every try made 80% of instances 4 numbers
+    sizes = [len(ex["nums"]) for ex in cd.generate(400, 0, max_number=12, max_target=100)]
+    assert 0.4 < sizes.count(3) / len(sizes) < 0.6
+
+
 def test_splits_never_overlap_and_generation_is_deterministic():
     train = [key(ex) for seed in range(3) for ex in cd.generate(150, seed)]
     test = [key(ex) for seed in range(3) for ex in cd.generate(30, seed, split="test")]

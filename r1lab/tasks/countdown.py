@@ -15,7 +15,7 @@ from collections import Counter
 from fractions import Fraction
 from itertools import combinations
 
-from r1lab.behaviour import parse_steps
+from r1lab.behaviour import parse_steps, rejected_steps
 from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
                                  split_of)
 
@@ -140,7 +140,8 @@ def score(completion, example, accuracy_weight: float = 1.0, format_weight: floa
     equals the target. Never raises; a malformed example scores zero.
 
     strict=True (an RL reward option) also refuses an answer the reasoning does not support: every "a op b = c"
-    step in the reasoning must be true, and the last one must reach the target. Without it, RL on a small model
+    step in the reasoning must be true, and the last one must reach the target; every rejected step ("10/3 no")
+    must be true too. Without it, RL on a small model
     learns to keep the answers and let the arithmetic in its reasoning decay (dev/LOG.md).
     """
     think, answer, format_ok = split_format(completion)
@@ -151,7 +152,8 @@ def score(completion, example, accuracy_weight: float = 1.0, format_weight: floa
     correct = _read_answer(answer, nums, use_all) == target
     if correct and strict:
         steps = parse_steps(think or "")
-        correct = bool(steps) and all(ok for ok, _ in steps) and steps[-1][1] == target
+        correct = (bool(steps) and all(ok for ok, _ in steps) and steps[-1][1] == target
+                   and all(rejected_steps(think or "")))
     return Score(combine(correct, format_ok, accuracy_weight, format_weight), correct, format_ok, answer)
 
 
@@ -294,8 +296,13 @@ def _identity(nums, target) -> dict:
 
 def generate(n: int, seed: int, split: str = "train", min_numbers: int = 3, max_numbers: int = 4,
              max_number: int = 100, min_target: int = 1, max_target: int = 100) -> list[dict]:
-    """n distinct solvable instances of `split`: numbers uniform in [1, max_number], target uniform in
-    [min_target, max_target], kept when solve() finds a solution and the content hash lands in `split`."""
+    """n distinct solvable instances of `split`: a size uniform in [min_numbers, max_numbers], numbers uniform in
+    [1, max_number], target uniform in [min_target, max_target], kept when solve() finds a solution and the content
+    hash lands in `split`.
+
+    The size is drawn first and kept until an instance of that size is accepted, so sizes are equally likely.
+    (Drawing it afresh with every try lets the solvability filter pick it: 3 numbers reach far fewer targets
+    than 4, and 80% of the instances had 4 numbers.)"""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     if not 3 <= min_numbers <= max_numbers <= MAX_NUMBERS:
@@ -304,9 +311,10 @@ def generate(n: int, seed: int, split: str = "train", min_numbers: int = 3, max_
         raise ValueError(f"need 1 <= max_number <= 1000 and min_target <= max_target, got {max_number}, "
                          f"{min_target}, {max_target}")
     rng = random.Random(seed)
-    rows, seen, misses = [], set(), 0
+    rows, seen, misses, size = [], set(), 0, None
     while len(rows) < n:
-        nums = [rng.randint(1, max_number) for _ in range(rng.randint(min_numbers, max_numbers))]
+        size = size or rng.randint(min_numbers, max_numbers)
+        nums = [rng.randint(1, max_number) for _ in range(size)]
         target = rng.randint(min_target, max_target)
         key = _identity(nums, target)
         if split_of(key, FIELDS) != split or example_id(key, FIELDS) in seen or solve(nums, target) is None:
@@ -314,7 +322,7 @@ def generate(n: int, seed: int, split: str = "train", min_numbers: int = 3, max_
             if misses > MAX_MISSES:
                 raise ValueError(f"found only {len(rows)} of {n} distinct solvable {split} instances; widen the knobs")
             continue
-        misses = 0
+        misses, size = 0, None
         seen.add(example_id(key, FIELDS))
         rows.append({"nums": nums, "target": target})
     return rows
