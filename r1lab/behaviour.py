@@ -1,7 +1,7 @@
 """Reasoning-behaviour metrics read off completions: arithmetic-step accuracy, markers, attempts.
 
-    >>> arithmetic_steps("3*5=15, 15+7=23 vs 22 miss")
-    (1, 2)
+    >>> arithmetic_steps("3*5=15, 7/3 no, 15+7=23 vs 22 miss")
+    (2, 3)
     >>> has_marker("check (3*5)+7=22 ok", DEFAULT_MARKERS)
     True
 """
@@ -16,6 +16,7 @@ DEFAULT_MARKERS = ("check", "back,", "wait", "verify", "let me re")
 # subtle: a leading minus belongs to the first operand only at the start of an expression ("-2184+8594=6410"),
 # never after a digit ("13-9=4" is thirteen minus nine).
 _STEP = re.compile(r"(?<![0-9.])((?<![0-9]-)-?[0-9]{1,12})\s*([-+*/])\s*([0-9]{1,12})\s*=\s*(-?[0-9]{1,24})(?![0-9.])")
+_REJECT = re.compile(r"(?<![0-9.])([0-9]{1,12})([-+*/])([0-9]{1,12}) no\b")
 _ATTEMPT = re.compile(r" vs -?[0-9]+ (?:hit|miss)")
 
 
@@ -36,10 +37,23 @@ def parse_steps(text: str) -> list[tuple[bool, int]]:
     return out
 
 
+def rejected_steps(text: str) -> list[bool]:
+    """Is it true, for each rejected step "a op b no": true iff a op b has no whole non-negative result.
+
+    >>> rejected_steps("10/3 no, 4-5 no, 12/4 no, 3+4 no")
+    [True, True, False, False]
+    """
+    out = []
+    for a, op, b in _REJECT.findall(text if isinstance(text, str) else ""):
+        a, b = int(a), int(b)
+        out.append(a < b if op == "-" else (b == 0 or a % b != 0) if op == "/" else False)
+    return out
+
+
 def arithmetic_steps(text: str) -> tuple[int, int]:
-    """(correct, total) over "a op b = c" steps with integers."""
-    steps = parse_steps(text)
-    return sum(ok for ok, _ in steps), len(steps)
+    """(correct, total) over "a op b = c" steps with integers and rejected "a op b no" steps."""
+    steps = [ok for ok, _ in parse_steps(text)] + rejected_steps(text)
+    return sum(steps), len(steps)
 
 
 def has_marker(text: str, markers=DEFAULT_MARKERS) -> bool:

@@ -8,7 +8,7 @@ Countdown trace (numbers [3, 5, 7], target 22), one attempt per line:
 
     User: Using the numbers [3, 5, 7], create an equation that equals 22.
     Assistant: <think>7-3=4, 4*5=20 vs 22 miss
-    5+3=8, 8*7=56 vs 22 miss
+    7/5 no, 5+3=8, 8*7=56 vs 22 miss
     3*5=15, 15+7=22 vs 22 hit
     check (3*5)+7=22 ok
     </think> <answer>(3*5)+7</answer><|endoftext|>
@@ -17,6 +17,10 @@ Design, and the knobs (CountdownTraceConfig):
 - An attempt is a random walk: pick two of the numbers left, apply a random operation whose result is a
   non-negative integer no larger than `max_value`, repeat until one number is left. Attempts are distinct within a
   trace. Every step is true arithmetic; the base model's failures must come from search, not arithmetic.
+- When the walk draws a step with no whole non-negative result, it writes it as rejected ("10/3 no", "4-5 no")
+  with probability `reject_prob`, and draws again. Without these negative examples a model sees only the legal
+  divisions and learns none of the illegal ones: the first base's wrong steps were 80% "10/3=4"-like divisions
+  and "11-12=9"-like subtractions (dev/LOG.md).
 - Each attempt ends with "vs TARGET" beside its result and "hit" or "miss", so the decision to stop is a comparison
   of two adjacent numbers (an earlier run without the echo never learnt when to stop).
 - After a miss the trace gives up with probability `give_up_prob` ("give up", then the last attempt is the answer:
@@ -48,12 +52,13 @@ OPS = "+-*/"
 
 @dataclass
 class CountdownTraceConfig:
-    give_up_prob: float = 0.3
-    max_attempts: int = 12
+    give_up_prob: float = 0.2
+    max_attempts: int = 16
     max_value: int = 200
     backtrack_prob: float = 0.15
     verify_prob: float = 0.25
     greedy_finish_prob: float = 0.5
+    reject_prob: float = 0.5
 
 
 def _apply(a: int, op: str, b: int) -> int | None:
@@ -66,10 +71,13 @@ def _apply(a: int, op: str, b: int) -> int | None:
     return a // b if b != 0 and a % b == 0 else None
 
 
-def random_attempt(nums: list[int], rng: random.Random, max_value: int, first_step=None, target: int | None = None):
+def random_attempt(nums: list[int], rng: random.Random, max_value: int, first_step=None, target: int | None = None,
+                   reject_prob: float = 0.0):
     """A random walk to one number: (steps, expression, value); steps are (a, op, b, result) tuples.
 
-    With `target` given, the last step takes the operation that lands closest to it (a greedy finish).
+    With `target` given, the last step takes the operation that lands closest to it (a greedy finish). When the
+    walk draws a step with no whole non-negative result (10/3, 4-5), it writes it as rejected, result None
+    ("10/3 no"), with probability `reject_prob`, at most once per step, and draws again.
     Items carry (value, expression) so the final expression is built by substitution; None if stuck.
     """
     items = [(n, str(n)) for n in nums]
@@ -89,10 +97,14 @@ def random_attempt(nums: list[int], rng: random.Random, max_value: int, first_st
                     v = _apply(items[c[0]][0], c[2], items[c[1]][0])
                     return abs(v - target) if v is not None and 0 <= v <= max_value else float("inf")
                 choices.sort(key=distance)
+        rejected = False
         for i, j, op in choices:
             value = _apply(items[i][0], op, items[j][0])
             if value is not None and 0 <= value <= max_value:
                 break
+            if value is None and not rejected and rng.random() < reject_prob:
+                steps.append((items[i][0], op, items[j][0], None))
+                rejected = True
         else:
             return None
         (a, ea), (b, eb) = items[i], items[j]
@@ -107,7 +119,7 @@ def _paren(expr: str) -> str:
 
 
 def format_steps(steps) -> str:
-    return ", ".join(f"{a}{op}{b}={c}" for a, op, b, c in steps)
+    return ", ".join(f"{a}{op}{b}={c}" if c is not None else f"{a}{op}{b} no" for a, op, b, c in steps)
 
 
 def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: CountdownTraceConfig) -> tuple[str, bool]:
@@ -117,7 +129,8 @@ def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: Count
         backtrack = prev is not None and rng.random() < cfg.backtrack_prob
         for _ in range(20):  # look for an attempt not tried yet
             greedy = target if rng.random() < cfg.greedy_finish_prob else None
-            attempt = random_attempt(nums, rng, cfg.max_value, prev[0][0] if backtrack else None, greedy)
+            first = next(st for st in prev[0] if st[3] is not None) if backtrack else None
+            attempt = random_attempt(nums, rng, cfg.max_value, first, greedy, cfg.reject_prob)
             if attempt is not None and attempt[1] not in seen:
                 break
         else:

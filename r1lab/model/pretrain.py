@@ -30,12 +30,13 @@ class PretrainConfig:
     task_args: str = "min_numbers=3,max_numbers=4,max_number=12,max_target=100"  # the task generator's knobs
     # corpus (r1lab/model/corpus.py explains each knob)
     train_instances: int = 20000         # distinct training problems; each step draws fresh traces for them
-    give_up_prob: float = 0.3            # countdown
-    max_attempts: int = 12
+    give_up_prob: float = 0.2            # countdown
+    max_attempts: int = 16
     max_value: int = 200
     backtrack_prob: float = 0.15
     verify_prob: float = 0.25
     greedy_finish_prob: float = 0.5
+    reject_prob: float = 0.5
     guess_prob: float = 0.3              # arithmetic
     arith_verify_prob: float = 0.25
     # optimisation
@@ -88,7 +89,7 @@ def trace_config(cfg: PretrainConfig):
         return ArithmeticTraceConfig(guess_prob=cfg.guess_prob, verify_prob=cfg.arith_verify_prob)
     return CountdownTraceConfig(give_up_prob=cfg.give_up_prob, max_attempts=cfg.max_attempts, max_value=cfg.max_value,
                                 backtrack_prob=cfg.backtrack_prob, verify_prob=cfg.verify_prob,
-                                greedy_finish_prob=cfg.greedy_finish_prob)
+                                greedy_finish_prob=cfg.greedy_finish_prob, reject_prob=cfg.reject_prob)
 
 
 def make_batch(step: int, micro: int, cfg: PretrainConfig, task, instances, tokenizer):
