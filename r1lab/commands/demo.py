@@ -15,7 +15,7 @@ HELP = "the one-command demo: base model -> eval -> R1-Zero GRPO -> eval -> repo
 
 # RL recipe (and overrides), eval problems and samples, for the full demo and for --quick
 PLANS = {
-    "full": {"rl": "countdown_rl", "rl_set": [], "eval_n": 100, "samples": 4},
+    "full": {"rl": "countdown_rl", "rl_set": ["eval_instances=0"], "eval_n": 100, "samples": 4},
     "quick": {"rl": "countdown_rl_quick", "rl_set": [], "eval_n": 100, "samples": 2},
 }
 
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         base = str(out / "base")
     knobs = sum((["--set", f"{k}={v}"] for k, v in parse_task_args(rl_cfg.task_args).items()), [])
     eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
-                 "--max-new-tokens", str(rl_cfg.max_new_tokens), "--no-greedy"] + knobs
+                 "--max-new-tokens", str(rl_cfg.max_new_tokens), "--no-greedy",
+                 "--batch-size", "64"] + knobs  # 64 rows at a time keeps the KV cache (and the demo) under 3 GB
 
     banner(f"evaluating the base model ({base}) on {plan['eval_n']} held-out problems")
     if cli(["eval", base, *eval_args, "--json", str(out / "eval_base.json")]) != 0:

@@ -42,7 +42,7 @@ class RLConfig:
     out_dir: str = "runs/rl"
     template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
     seed: int = 0
-    train_instances: int = 5000
+    train_instances: int = 2000          # countdown 3-4 numbers <= 12 has only ~2,400 3-number train problems
     # algorithm: a preset from r1lab.rl.algos.PRESETS; any field below left unset takes the preset's value
     preset: str = "grpo"
     advantage: str | None = None
