@@ -198,3 +198,20 @@ def test_call_bounded_in_both_places():
     assert out == ["late"]
     assert call_bounded(pow, (3, 3), 1.0, None, isolate=True) == 27  # a fresh worker after the kill
     verify_timeout.shutdown()
+
+
+def _swallows_the_first_timeout():
+    """Like a verifier whose first timeout lands in a gc callback or a __del__, where Python drops exceptions."""
+    try:
+        time.sleep(5)
+    except BaseException:
+        pass
+    time.sleep(5)
+    return "finished"
+
+
+def test_a_dropped_timeout_is_raised_again():
+    from r1lab.verify_timeout import call_bounded
+    start = time.perf_counter()
+    assert call_bounded(_swallows_the_first_timeout, (), timeout_s=0.3, default="bounded") == "bounded"
+    assert time.perf_counter() - start < 1.0
