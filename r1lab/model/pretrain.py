@@ -52,10 +52,10 @@ class PretrainConfig:
     dtype: str = "auto"                  # auto | bf16 | fp32 (autocast)
     threads: int = 0                     # torch threads; 0 = leave as is
     # evaluation and checkpoints
-    eval_every: int = 500
+    eval_every: int = 500                # 0: only after the last step
     eval_instances: int = 200
     eval_max_new_tokens: int = 512
-    save_every: int = 250
+    save_every: int = 250                # 0: only after the last step
     keep_last: int = 2
     wandb: bool = False
     tensorboard: bool = False
@@ -212,7 +212,7 @@ def main(cfg: PretrainConfig) -> Path:
                    "tokens_seen": tokens_seen, "step_time_s": dt}
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tok_s:.0f}")
         done = step + 1
-        if cfg.eval_instances and (done % cfg.eval_every == 0 or done == cfg.steps):
+        if cfg.eval_instances and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
             model.eval()
             metrics.update(evaluate_model(model, tokenizer, task, eval_set, template=cfg.template,
                                           max_new_tokens=cfg.eval_max_new_tokens, autocast_dtype=amp,
@@ -223,7 +223,7 @@ def main(cfg: PretrainConfig) -> Path:
             metrics.update({k: summary[k] for k in ("flops", "flops_per_s", "mfu")})
         log.log(done, metrics, console_keys=("loss", "lr", "tokens_per_s", "pass1", "format_rate", "step_acc"),
                 echo=done % 50 == 0 or "pass1" in metrics)
-        if done % cfg.save_every == 0 or done == cfg.steps:
+        if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
             save(done)
     bar.close()
     log.close()

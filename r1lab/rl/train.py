@@ -81,7 +81,7 @@ class RLConfig:
     eval_samples: int = 1
     eval_temperature: float = 1.0
     sample_every: int = 10               # print a few decoded samples every N steps
-    save_every: int = 20
+    save_every: int = 20                 # 0: only after the last step
     keep_last: int = 2
     dtype: str = "auto"
     threads: int = 0
@@ -455,7 +455,7 @@ def main(cfg: RLConfig) -> Path:
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             if rank == 0:
                 evaluate(done)
-        if done % cfg.save_every == 0 or done == cfg.steps:
+        if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
             if rank == 0:
                 save_checkpoint(run_dir, done, model, tokenizer, config_to_dict(cfg),
                                 {"optimizer": opt.state_dict(), "rng": rng_state(), "step": done,
