@@ -5,7 +5,8 @@ The engine prefills with the model's `forward` and, for the architectures below,
 from the 2-D one, dispatching through attention interfaces, kwargs plumbing); this does the same arithmetic with
 `F.linear` and one `scaled_dot_product_attention` per layer, reading the weights in place (so a training step is
 seen at once) and writing keys and values through the engine's cache layers. Its logits match the model's forward
-to float rounding (tests/test_engine.py compares them, and greedy output against `transformers` `generate`).
+to float rounding (tests/test_decode.py compares them; tests/test_engine.py compares greedy output against
+`transformers` `generate`).
 
 Supported: LlamaForCausalLM, Qwen2ForCausalLM and MistralForCausalLM without sliding windows: pre-norm decoder
 layers with q/k/v/o projections (biases allowed), no q/k norms, rotary embeddings from the model's own rotary

@@ -196,8 +196,7 @@ class Engine:
     def __init__(self, model, tokenizer, device=None, autocast_dtype=None, max_batch_size: int = 256,
                  lean_decode: bool = True):
         """lean_decode: run decoding steps with r1lab.decode.DecodeStep where the architecture allows (the same
-        logits, 2-3x less time a step for tiny models); False always uses the model's forward."""
-
+        logits, 10-13% less generation time for the tiny presets); False always uses the model's forward."""
         self.model, self.tokenizer = model, tokenizer
         self.decode_step = decode_step_for(model) if lean_decode else None
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -243,9 +242,9 @@ class Engine:
                              use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
-    def _decode(self, ids, attn, pos, cache, lean: bool = True):
-        """logits (B,V) for one new token per row; ids/pos (B,), attn (B, L+1)."""
-        if self.decode_step is None or not lean:
+    def _decode(self, ids, attn, pos, cache, lean: bool):
+        """logits (B,V) for one new token per row; ids/pos (B,), attn (B, L+1). lean: use self.decode_step."""
+        if not lean:
             return self._forward(ids[:, None], attn, pos[:, None], cache)
         with self._amp():
             return self.decode_step(ids, attn, pos, cache)

@@ -47,6 +47,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from r1lab.behaviour import whole_result
+
 OPS = "+-*/"
 
 
@@ -59,16 +61,6 @@ class CountdownTraceConfig:
     verify_prob: float = 0.25
     greedy_finish_prob: float = 0.5
     reject_prob: float = 0.5
-
-
-def _apply(a: int, op: str, b: int) -> int | None:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b if a >= b else None
-    if op == "*":
-        return a * b
-    return a // b if b != 0 and a % b == 0 else None
 
 
 def random_attempt(nums: list[int], rng: random.Random, max_value: int, first_step=None, target: int | None = None,
@@ -94,12 +86,12 @@ def random_attempt(nums: list[int], rng: random.Random, max_value: int, first_st
             rng.shuffle(choices)
             if target is not None and len(items) == 2:
                 def distance(c):
-                    v = _apply(items[c[0]][0], c[2], items[c[1]][0])
+                    v = whole_result(items[c[0]][0], c[2], items[c[1]][0])
                     return abs(v - target) if v is not None and 0 <= v <= max_value else float("inf")
                 choices.sort(key=distance)
         rejected = False
         for i, j, op in choices:
-            value = _apply(items[i][0], op, items[j][0])
+            value = whole_result(items[i][0], op, items[j][0])
             if value is not None and 0 <= value <= max_value:
                 break
             if value is None and not rejected and rng.random() < reject_prob:
