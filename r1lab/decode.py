@@ -15,6 +15,8 @@ forward hooks. Anything else uses the model's forward.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -67,9 +69,10 @@ def has_hooks(model) -> bool:
 
 
 class DecodeStep:
-    """step(ids (B,), attn (B, L) with the new column included, pos (B,), cache) -> logits (B, V).
+    """step(ids (B,), attn (B, L) with the new column included, pos (B,), cache, shared=None) -> logits (B, V).
 
     The engine checks has_hooks() when a batch starts and uses the model's forward while any hook is registered.
+    With `shared` (a SharedPrefix of this cache), attention reads each group's prompt once instead of once per row.
     """
 
     def __init__(self, model):
@@ -80,7 +83,7 @@ class DecodeStep:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
 
     @torch.inference_mode()
-    def __call__(self, ids, attn, pos, cache):
+    def __call__(self, ids, attn, pos, cache, shared: SharedPrefix | None = None):
         inner = self.model.model
         B = ids.shape[0]
         x = F.embedding(ids, inner.embed_tokens.weight)[:, None]  # (B, 1, D)
@@ -88,7 +91,10 @@ class DecodeStep:
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, 1, head_dim): broadcast over heads
         mask = attn.bool()[:, None, None, :]  # (B, 1, 1, L)
         gqa = self.kv_heads != self.heads
-        for layer, kv in zip(inner.layers, cache.layers):
+        if shared is not None:  # additive mask of the columns after the shared prefix, (B, 1, 1, L - C)
+            suffix_bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, -math.inf)
+            suffix_bias = suffix_bias[:, shared.columns:][:, None, None]
+        for i, (layer, kv) in enumerate(zip(inner.layers, cache.layers)):
             a = layer.self_attn
             h = _rms_norm(x, layer.input_layernorm)
             q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(B, 1, self.heads, self.head_dim).transpose(1, 2)
@@ -97,7 +103,10 @@ class DecodeStep:
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             keys, values = kv.update(k, v)  # (B, kv_heads, L, head_dim)
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=a.scaling, enable_gqa=gqa)
+            if shared is None:
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=a.scaling, enable_gqa=gqa)
+            else:
+                o = shared.attend(i, q * a.scaling, keys, values, suffix_bias)
             x = x + F.linear(o.transpose(1, 2).reshape(B, 1, -1), a.o_proj.weight, a.o_proj.bias)
             m = layer.mlp
             h = _rms_norm(x, layer.post_attention_layernorm)
@@ -106,3 +115,68 @@ class DecodeStep:
         x = _rms_norm(x, inner.norm)
         head = self.model.lm_head
         return F.linear(x[:, 0], head.weight, head.bias)
+
+
+class SharedPrefix:
+    """Attention that reads each prompt's keys and values once per group of rows instead of once per row.
+
+    The G samples of one RL prompt are prefilled once and their cache rows copied (r1lab.engine), so cache columns
+    [0, C) hold the same prompt keys and values in every row of a group. A decoding step is bound by reading the
+    cache (64 rows x 6 layers of a 5M model is ~150 MB a step, far beyond the CPU caches), so reading the prefix
+    once per group instead of once per row cuts most of its traffic while the suffixes (the sampled tokens) are
+    still small: the G queries of a group attend to the group's prefix in one matmul, each row to its own suffix,
+    and one softmax spans both (so the result is the same attention, to float rounding; tests/test_decode.py).
+
+    For float32 decoding only: under bf16 autocast SDPA runs its own bf16 kernel, which this would not match to
+    bf16 rounding (the engine keeps SDPA under autocast).
+
+    groups: one group index per cache row (0..U-1; a group's rows hold identical columns [0, C), masked or not).
+    columns: C. attn: (B, >= C) the real-column mask. The prefix copy is taken once, when the batch's layout
+    changes; the engine rebuilds it after rows are admitted or dropped.
+    """
+
+    def __init__(self, cache, attn, groups: list[int], columns: int):
+        members: list[list[int]] = [[] for _ in range(max(groups) + 1)]
+        for row, g in enumerate(groups):
+            members[g].append(row)
+        self.columns, self.size = columns, max(len(m) for m in members)  # C, the largest group (G)
+        dev = attn.device
+        # slot g * G + j holds row members[g][j]; empty slots repeat the group's first row and are never read back
+        self.slot_rows = torch.tensor([m[j] if j < len(m) else m[0] for m in members for j in range(self.size)],
+                                      device=dev)
+        row_slot = [0] * len(groups)
+        for g, m in enumerate(members):
+            for j, row in enumerate(m):
+                row_slot[row] = g * self.size + j
+        self.row_slot = torch.tensor(row_slot, device=dev)
+        self.in_order = row_slot == list(range(len(groups))) and len(row_slot) == len(members) * self.size
+        leaders = torch.tensor([m[0] for m in members], device=dev)
+        # contiguous copies (the gather keeps the cache's strides): attend() reads them as 3-D views every step
+        self.kv = [(layer.keys[leaders, :, :columns].contiguous(), layer.values[leaders, :, :columns].contiguous())
+                   for layer in cache.layers]
+        bias = torch.zeros(len(members), columns, device=dev).masked_fill_(attn[leaders, :columns] == 0, -math.inf)
+        self.bias = bias[:, None, None, None]  # (U, 1, 1, 1, C)
+
+    def attend(self, layer: int, q, keys, values, suffix_bias):
+        """q (B, H, 1, d) already scaled; keys/values (B, KV, L, d); suffix_bias (B, 1, 1, L - C) -> (B, H, 1, d)."""
+        kp, vp = self.kv[layer]  # (U, KV, C, d)
+        B, H, _, d = q.shape
+        U, KV, C, _ = kp.shape
+        G, rep, S = self.size, H // KV, keys.shape[2] - C
+        # 3-D views for bmm, no copies: the query heads that share a key head act as query positions (GQA)
+        q = q.reshape(B, KV, rep, d)
+        ks, vs = keys[:, :, C:].reshape(B * KV, S, d), values[:, :, C:].reshape(B * KV, S, d)
+        qg = q if self.in_order else q[self.slot_rows]  # (U * G, KV, rep, d), group by group
+        qg = qg.view(U, G, KV, rep * d).transpose(1, 2).reshape(U * KV, G * rep, d)
+        sp = torch.bmm(qg, kp.reshape(U * KV, C, d).transpose(1, 2)).view(U, KV, G, rep, C).add_(self.bias)
+        scores = torch.empty(B, KV, rep, C + S, dtype=q.dtype, device=q.device)
+        prefix = sp.transpose(1, 2).reshape(U * G, KV, rep, C)
+        scores[..., :C] = prefix if self.in_order else prefix[self.row_slot]
+        scores[..., C:] = torch.bmm(q.view(B * KV, rep, d), ks.transpose(1, 2)).view(B, KV, rep, S).add_(suffix_bias)
+        p = scores.softmax(-1)
+        pp = p[..., :C] if self.in_order else p[..., :C][self.slot_rows]
+        pp = pp.reshape(U, G, KV, rep * C).transpose(1, 2).reshape(U * KV, G * rep, C)
+        op = torch.bmm(pp, vp.reshape(U * KV, C, d)).view(U, KV, G, rep, d).transpose(1, 2).reshape(U * G, KV * rep, d)
+        o = torch.bmm(p.view(B * KV, rep, C + S)[..., C:], vs).view(B, H, d)
+        o += op if self.in_order else op[self.row_slot]
+        return o.view(B, H, 1, d)

@@ -55,6 +55,67 @@ def test_lean_decode_matches_the_models_forward(tok, build, amp):
     assert len({tuple(o.token_ids) for o in lean}) > 3  # the text varies, so the comparison means something
 
 
+def test_shared_prefix_attention_equals_sdpa():
+    """SharedPrefix.attend against SDPA over the full rows: uneven groups, left padding, grouped key heads."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from r1lab.decode import SharedPrefix
+
+    g = torch.Generator().manual_seed(0)
+    B, H, KV, d, C, S = 7, 4, 2, 8, 6, 5
+    groups = [1, 0, 1, 2, 1, 0, 2]  # three prompts: rows 1 and 5 share one, rows 0, 2, 4 another, 3 and 6 the third
+    prefix_k, prefix_v = torch.randn(3, KV, C, d, generator=g), torch.randn(3, KV, C, d, generator=g)
+    keys = torch.cat([prefix_k[groups], torch.randn(B, KV, S, d, generator=g)], 2)  # (B, KV, C + S, d)
+    values = torch.cat([prefix_v[groups], torch.randn(B, KV, S, d, generator=g)], 2)
+    attn = torch.ones(B, C + S, dtype=torch.long)
+    attn[[0, 2, 4], :2] = 0  # that group's prompt is two columns shorter (left padding)
+    attn[5, -2:] = 0  # a finished row: its last columns are masked
+    cache = SimpleNamespace(layers=[SimpleNamespace(keys=keys, values=values)])
+    shared = SharedPrefix(cache, attn, groups, C)
+    q = torch.randn(B, H, 1, d, generator=g)
+    bias = torch.zeros(B, C + S).masked_fill(attn == 0, -torch.inf)[:, None, None]
+    got = shared.attend(0, q * d ** -0.5, keys, values, bias[..., C:])
+    want = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn.bool()[:, None, None], enable_gqa=True)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("build", [_llama, _qwen2])
+def test_rows_sharing_prompts_read_them_once_and_match_the_forward(tok, build, monkeypatch):
+    """G samples of each prompt take the shared-prefix path, also after finished rows leave and groups are uneven;
+    the tokens and log-probs are those of the model's own forward."""
+    from r1lab.decode import SharedPrefix
+    from r1lab.engine import EngineBatch
+
+    model = build(tok)
+    built, init = [], SharedPrefix.__init__
+
+    def spy(self, cache, attn, groups, columns):
+        built.append(groups)
+        init(self, cache, attn, groups, columns)
+
+    monkeypatch.setattr(SharedPrefix, "__init__", spy)
+    ids = [tok(p)["input_ids"] for p in PROMPTS[:3]]
+
+    def run(engine):
+        batch, done = EngineBatch(engine), {}
+        rids = [batch.add(ids[i % 3], SamplingParams(temperature=1.0, max_new_tokens=8 + 4 * i, logprobs=True),
+                          seed=i) for i in range(12)]  # 4 samples of each prompt, finishing at different steps
+        while batch:
+            done.update({e.request_id: e.completion for e in batch.step() if e.completion})
+        return [done[r] for r in rids]
+
+    lean = run(Engine(model, tok))
+    assert len(built) >= 3 and len(built[0]) == 12  # planned at the start and again after rows left
+    assert any(len(set(map(groups.count, groups))) > 1 for groups in built)  # uneven groups at some point
+    monkeypatch.undo()
+    stock = run(Engine(model, tok, lean_decode=False))
+    for a, b in zip(lean, stock):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+
+
 def test_lean_decode_sees_weight_updates(tok):
     model = _llama(tok)
     engine = Engine(model, tok)
