@@ -85,10 +85,15 @@ def metric_rows(run_dir, keys=("reward", "acc", "response_len", "grad_norm", "en
 
 
 def test_resume_after_kill_matches_an_unbroken_run(tmp_path):
-    straight = run_rl(tmp_path / "straight", ["steps=4", "save_every=4"])
+    curriculum = "eval_task_args=min_numbers=4,max_numbers=4,max_number=12,max_target=30"  # held out: 4 numbers
+    straight = run_rl(tmp_path / "straight", ["steps=4", "save_every=4", curriculum])
     assert straight.wait() == 0, straight.stderr.read().decode()[-2000:]
+    (eval_file,) = (tmp_path / "straight").glob("countdown-test-*.jsonl")
+    (train_file,) = (tmp_path / "straight").glob("countdown-train-*.jsonl")
+    assert {len(json.loads(ln)["nums"]) for ln in eval_file.read_text().splitlines()} == {4}
+    assert {len(json.loads(ln)["nums"]) for ln in train_file.read_text().splitlines()} == {3}
     killed_dir = tmp_path / "killed"
-    proc = run_rl(killed_dir, ["steps=4", "save_every=2"])
+    proc = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum])
     latest = killed_dir / "checkpoints" / "latest"
     deadline = time.time() + 300
     while not latest.exists() and proc.poll() is None and time.time() < deadline:
@@ -96,7 +101,7 @@ def test_resume_after_kill_matches_an_unbroken_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert latest.exists()
-    resumed = run_rl(killed_dir, ["steps=4", "save_every=2"])
+    resumed = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum])
     assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:]
     ref = metric_rows(tmp_path / "straight")
     assert len(ref) == 4 and metric_rows(killed_dir) == ref

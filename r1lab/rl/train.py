@@ -38,6 +38,7 @@ from r1lab.rl import algos
 class RLConfig:
     task: str = "countdown"
     task_args: str = ""                  # knobs for the task's generator, "key=value,key=value"
+    eval_task_args: str | None = None    # the held-out set's knobs when they differ (a curriculum); None: task_args
     model: str = "countdown-base"        # a shipped base name, an r1lab checkpoint or any Hugging Face path / id
     out_dir: str = "runs/rl"
     template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
@@ -391,7 +392,8 @@ def main(cfg: RLConfig) -> Path:
     pool = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
     eval_set = []
     if cfg.eval_instances:
-        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs)
+        eval_knobs = knobs if cfg.eval_task_args is None else parse_task_args(cfg.eval_task_args)
+        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **eval_knobs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
     start, wall_before = 0, 0.0
