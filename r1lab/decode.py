@@ -151,9 +151,9 @@ class SharedPrefix:
         self.row_slot = torch.tensor(row_slot, device=dev)
         self.in_order = row_slot == list(range(len(groups))) and len(row_slot) == len(members) * self.size
         leaders = torch.tensor([m[0] for m in members], device=dev)
-        # contiguous copies (the gather keeps the cache's strides): attend() reads them as 3-D views every step
-        self.kv = [(layer.keys[leaders, :, :columns].contiguous(), layer.values[leaders, :, :columns].contiguous())
-                   for layer in cache.layers]
+        # contiguous copies: attend() reads them as 3-D views every step
+        self.kv = [(layer.keys.index_select(0, leaders)[:, :, :columns].contiguous(),
+                    layer.values.index_select(0, leaders)[:, :, :columns].contiguous()) for layer in cache.layers]
         bias = torch.zeros(len(members), columns, device=dev).masked_fill_(attn[leaders, :columns] == 0, -math.inf)
         self.bias = bias[:, None, None, None]  # (U, 1, 1, 1, C)
 

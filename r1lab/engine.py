@@ -23,7 +23,8 @@ Design notes (B rows, L cache columns, V vocabulary):
   Rows with identical prompts (the G samples of an RL prompt) are prefilled once and their cache rows copied.
 - Decoding steps: prefill runs the model's forward; each later step runs r1lab.decode.DecodeStep for Llama, Qwen2
   and Mistral models (the same arithmetic without the forward's per-step overhead; tested equal), the model's
-  forward for anything else or with lean_decode=False.
+  forward for anything else or with lean_decode=False. When groups of rows share a prompt (RL's G samples), the
+  lean step's attention reads each group's prompt columns once (r1lab.decode.SharedPrefix; float32 only).
 - Finished rows stop appending at once and are dropped from the batch (and their cache freed) when a quarter of the
   batch has finished or when queued requests are admitted, so long-tail rows do not keep a full batch busy.
 - Log-probs: `Completion.logprobs[i]` is log_softmax(raw logits)[token_i], the unmodified model distribution at
@@ -329,7 +330,7 @@ class EngineBatch:
         self.attn, self.pos, self.feed = self.attn[idx], self.pos[idx], self.feed[idx]
         first = int(self.attn.any(0).long().argmax())  # first column that some row uses
         self.attn = self.attn[:, first:]
-        _map_cache(self.cache, lambda t: t[idx, :, first:])
+        _map_cache(self.cache, lambda t: t.index_select(0, idx)[:, :, first:])
 
     def _prefill(self, new: list[_Request]) -> list[Event]:
         # Identical prompts (the G samples of one RL prompt) are prefilled once and their cache rows copied.
@@ -347,7 +348,7 @@ class EngineBatch:
         cache = _new_cache(self.engine.model)
         logits = self.engine._forward(ids, attn, pos, cache)  # (u, V)
         if len(unique) < len(new):
-            _map_cache(cache, lambda t: t[copy])
+            _map_cache(cache, lambda t: t.index_select(0, copy))
         attn, logits = attn[copy], logits[copy]  # (b, P), (b, V)
         feed, events = self._advance(new, logits)
         feed, pos = torch.tensor(feed, device=dev), attn.sum(-1)

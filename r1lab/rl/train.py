@@ -236,12 +236,14 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
         out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True,
                     past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
         cache = out.past_key_values
-        for layer in cache.layers:  # (U, heads, Lp, hd) -> (B, heads, Lp, hd); gradients flow back to the prompt
-            layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+        # (U, heads, Lp, hd) -> (B, heads, Lp, hd); gradients flow back to the prompt. index_select, not keys[rows]:
+        # the backward of advanced indexing (index_put with accumulate) was 17x slower, 7% of a tiny model's step
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
         r_pos = p_attn.sum(-1)[rows, None] + torch.arange(ids.shape[1], device=device)  # (B, T)
         logits = model(input_ids=ids, attention_mask=torch.cat([p_attn[rows], attn], -1), position_ids=r_pos,
                        past_key_values=cache, use_cache=True).logits  # (B, T, V): predicts tokens 1..T
-    logits = torch.cat([out.logits[rows, -1:], logits[:, :-1]], 1)  # (B, T, V): predicts tokens 0..T-1
+    logits = torch.cat([out.logits.index_select(0, rows)[:, -1:], logits[:, :-1]], 1)  # (B, T, V): tokens 0..T-1
     logp = algos.logprobs_from_logits(logits, ids)
     ent = algos.entropy_from_logits(logits.detach()) if with_entropy else None
     return logp, ent
