@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         if cli(["pretrain", "--recipe", "countdown_base_short", "--out", str(out / "base")]) != 0:
             return 1
         base = str(out / "base")
-    knobs = sum((["--set", f"{k}={v}"] for k, v in parse_task_args(rl_cfg.task_args).items()), [])
+    held_out = rl_cfg.task_args if rl_cfg.eval_task_args is None else rl_cfg.eval_task_args  # the recipe's eval mix
+    knobs = sum((["--set", f"{k}={v}"] for k, v in parse_task_args(held_out).items()), [])
     eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
                  "--max-new-tokens", str(rl_cfg.max_new_tokens), "--no-greedy",
                  "--batch-size", "64"] + knobs  # 64 rows at a time keeps the KV cache (and the demo) under 3 GB
