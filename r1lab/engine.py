@@ -316,7 +316,11 @@ class EngineBatch:
             fp32 = self.engine.autocast_dtype is None and self.cache.layers[0].keys.dtype == torch.float32
             if columns > 0 and len(groups) <= len(self.rows) // 2 and fp32:
                 self._shared = SharedPrefix(self.cache, self.attn, [groups[r.group] for r in self.rows], columns)
-        return self._shared or None
+        # once the rows' own tokens far outnumber the prompt, SDPA's kernel reads them faster than attend()'s bmm
+        # (64 rows, 6 heads, 89 prompt columns: 1.0 vs 2.7 ms a layer at 30 own tokens, 15.1 vs 14.1 ms at 700)
+        if not self._shared or self.attn.shape[1] > 8 * self._shared.columns:
+            return None
+        return self._shared
 
     def _compact(self):
         """Drop finished rows, then cache columns that are padding in every remaining row."""

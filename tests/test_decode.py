@@ -89,13 +89,18 @@ def test_rows_sharing_prompts_read_them_once_and_match_the_forward(tok, build, m
     from r1lab.engine import EngineBatch
 
     model = build(tok)
-    built, init = [], SharedPrefix.__init__
+    built, attended, init, attend = [], [], SharedPrefix.__init__, SharedPrefix.attend
 
-    def spy(self, cache, attn, groups, columns):
+    def spy_init(self, cache, attn, groups, columns):
         built.append(groups)
         init(self, cache, attn, groups, columns)
 
-    monkeypatch.setattr(SharedPrefix, "__init__", spy)
+    def spy_attend(self, layer, q, *args):
+        attended.append(q.shape[0])
+        return attend(self, layer, q, *args)
+
+    monkeypatch.setattr(SharedPrefix, "__init__", spy_init)
+    monkeypatch.setattr(SharedPrefix, "attend", spy_attend)
     ids = [tok(p)["input_ids"] for p in PROMPTS[:3]]
 
     def run(engine):
@@ -108,6 +113,7 @@ def test_rows_sharing_prompts_read_them_once_and_match_the_forward(tok, build, m
 
     lean = run(Engine(model, tok))
     assert len(built) >= 3 and len(built[0]) == 12  # planned at the start and again after rows left
+    assert 12 in attended and min(attended) < 12  # used by the full batch and after rows left
     assert any(len(set(map(groups.count, groups))) > 1 for groups in built)  # uneven groups at some point
     monkeypatch.undo()
     stock = run(Engine(model, tok, lean_decode=False))
