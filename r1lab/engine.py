@@ -19,7 +19,7 @@ Design notes (B rows, L cache columns, V vocabulary):
   a decoding step writes one column instead of torch.cat-ing the whole cache (64 rows x 256 greedy tokens on one CPU
   thread: tiny-1m 2.51 s vs 2.97 s with the stock layer, tiny-3m 5.46 s vs 6.70 s). We edit the per-layer
   (B, heads, L, head_dim) tensors to drop finished rows, trim all-padding columns and merge admitted rows.
-  Full-attention models only (sliding-window layers raise NotImplementedError).
+  Full-attention models only (sliding-window layers raise NotImplementedError). The cache lives in r1lab/kvcache.py.
   Rows with identical prompts (the G samples of an RL prompt) are prefilled once and their cache rows copied.
 - Decoding steps: prefill runs the model's forward; each later step runs r1lab.decode.DecodeStep for Llama, Qwen2
   and Mistral models (the same arithmetic without the forward's per-step overhead; tested equal), the model's
@@ -49,7 +49,6 @@ Design notes (B rows, L cache columns, V vocabulary):
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from r1lab.decode import SharedPrefix, decode_step_for, has_hooks
+from r1lab.kvcache import cat_caches, map_cache, new_cache
 from r1lab.sampling import sample
 
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
@@ -334,7 +334,7 @@ class EngineBatch:
         self.attn, self.pos, self.feed = self.attn[idx], self.pos[idx], self.feed[idx]
         first = int(self.attn.any(0).long().argmax())  # first column that some row uses
         self.attn = self.attn[:, first:]
-        _map_cache(self.cache, lambda t: t.index_select(0, idx)[:, :, first:])
+        map_cache(self.cache, lambda t: t.index_select(0, idx)[:, :, first:])
 
     def _prefill(self, new: list[_Request]) -> list[Event]:
         # Identical prompts (the G samples of one RL prompt) are prefilled once and their cache rows copied.
@@ -343,16 +343,16 @@ class EngineBatch:
         self._prefills, self._shared = self._prefills + 1, None
         for r in new:
             r.group = (self._prefills, where[tuple(r.prompt_ids)])
-        copy = torch.tensor([where[tuple(r.prompt_ids)] for r in new], device=self.engine.device)  # (b,) -> unique
+        copy = torch.tensor([r.group[1] for r in new], device=self.engine.device)  # (b,) -> unique
         P = max(len(p) for p in unique)
         dev, pad = self.engine.device, self.engine.pad_id
         ids = torch.tensor([[pad] * (P - len(p)) + list(p) for p in unique], device=dev)  # (u, P) left-padded
         attn = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in unique], device=dev)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (u, P) position ids count real tokens only
-        cache = _new_cache(self.engine.model)
+        cache = new_cache(self.engine.model)
         logits = self.engine._forward(ids, attn, pos, cache)  # (u, V)
         if len(unique) < len(new):
-            _map_cache(cache, lambda t: t.index_select(0, copy))
+            map_cache(cache, lambda t: t.index_select(0, copy))
         attn, logits = attn[copy], logits[copy]  # (b, P), (b, V)
         feed, events = self._advance(new, logits)
         feed, pos = torch.tensor(feed, device=dev), attn.sum(-1)
@@ -362,11 +362,11 @@ class EngineBatch:
         L = self.attn.shape[1]
         if P < L:
             attn = F.pad(attn, (L - P, 0))
-            _map_cache(cache, lambda t: F.pad(t, (0, 0, L - P, 0)))
+            map_cache(cache, lambda t: F.pad(t, (0, 0, L - P, 0)))
         elif P > L:
             self.attn = F.pad(self.attn, (P - L, 0))
-            _map_cache(self.cache, lambda t: F.pad(t, (0, 0, P - L, 0)))
-        _cat_caches(self.cache, cache)
+            map_cache(self.cache, lambda t: F.pad(t, (0, 0, P - L, 0)))
+        cat_caches(self.cache, cache)
         self.rows = self.rows + new
         self.attn, self.pos, self.feed = torch.cat([self.attn, attn]), torch.cat([self.pos, pos]), torch.cat(
             [self.feed, feed])
@@ -444,62 +444,3 @@ def _eval_mode(model):
     finally:
         if was_training:
             model.train()
-
-
-def _new_cache(model):
-    """A DynamicCache whose layers grow in place (full-attention models only)."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
-
-    cache = DynamicCache(config=model.config)
-    if any(type(layer) is not DynamicLayer for layer in cache.layers):
-        raise NotImplementedError("the engine edits plain DynamicLayer caches; sliding-window models need a backend")
-    cache.layers = [_growing_layer_class()() for _ in cache.layers]
-    return cache
-
-
-def _map_cache(cache, fn):
-    """Apply fn to every layer's keys and values, each (B, heads, L, head_dim)."""
-    for layer in cache.layers:
-        layer.set(fn(layer.keys), fn(layer.values))
-
-
-def _cat_caches(cache, other):
-    """Append other's rows to cache's rows (same L)."""
-    for mine, theirs in zip(cache.layers, other.layers):
-        mine.set(torch.cat([mine.keys, theirs.keys]), torch.cat([mine.values, theirs.values]))
-
-
-def _grown(t, cap: int):
-    """t (B, heads, n, head_dim) copied into uninitialised room for cap columns: the spare columns are written before
-    they are read, and zero-filling them (F.pad) cost 15 ms a layer for 64 rows of a 5M model (first touch)."""
-    out = t.new_empty(*t.shape[:2], cap, t.shape[3])
-    out[:, :, :t.shape[2]] = t
-    return out
-
-
-@functools.cache
-def _growing_layer_class():  # built on first use: importing transformers.cache_utils takes seconds
-    from transformers.cache_utils import DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        """A DynamicLayer with spare capacity along L: appending a token writes one column instead of torch.cat-ing
-        the whole cache every step (15-20% of decode time for tiny models on CPU)."""
-
-        def set(self, keys, values):  # (B, heads, L, head_dim) each; the next update() grows a copy
-            self._k, self._v, self.keys, self.values = keys, values, keys, values
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                self.set(key_states, value_states)
-                return self.keys, self.values
-            n, q = self.keys.shape[-2], key_states.shape[-2]
-            if n + q > self._k.shape[-2]:
-                cap = n + q + max(64, n // 2)
-                self._k, self._v = _grown(self.keys, cap), _grown(self.values, cap)  # (B, heads, cap, head_dim)
-            self._k[:, :, n:n + q] = key_states
-            self._v[:, :, n:n + q] = value_states
-            self.keys, self.values = self._k[:, :, :n + q], self._v[:, :, :n + q]
-            return self.keys, self.values
-
-    return GrowingLayer

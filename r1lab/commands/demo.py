@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from r1lab.cli import main as cli
     from r1lab.config import load_config, parse_task_args
     from r1lab.recipes import resolve_recipe
-    from r1lab.rl.train import RLConfig
+    from r1lab.rl.train import RLConfig, held_out_task_args
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -61,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
         if cli(["pretrain", "--recipe", "countdown_base_short", "--out", str(out / "base")]) != 0:
             return 1
         base = str(out / "base")
-    held_out = rl_cfg.task_args if rl_cfg.eval_task_args is None else rl_cfg.eval_task_args  # the recipe's eval mix
-    knobs = sum((["--set", f"{k}={v}"] for k, v in parse_task_args(held_out).items()), [])
+    knobs = sum((["--set", f"{k}={v}"] for k, v in parse_task_args(held_out_task_args(rl_cfg)).items()), [])
     eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
                  "--max-new-tokens", str(rl_cfg.max_new_tokens), "--no-greedy",
                  "--batch-size", "64"] + knobs  # 64 rows at a time keeps the KV cache (and the demo) under 3 GB

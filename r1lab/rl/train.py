@@ -90,6 +90,11 @@ class RLConfig:
     tensorboard: bool = False
 
 
+def held_out_task_args(cfg: RLConfig) -> str:
+    """The held-out set's generator knobs: eval_task_args when the recipe sets them, else the training ones."""
+    return cfg.task_args if cfg.eval_task_args is None else cfg.eval_task_args
+
+
 def algorithm(cfg: RLConfig) -> dict:
     """The preset's settings with every explicitly set config field on top."""
     fields = algos.PRESETS.get(cfg.preset, {})
@@ -394,8 +399,8 @@ def main(cfg: RLConfig) -> Path:
     pool = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
     eval_set = []
     if cfg.eval_instances:
-        eval_knobs = knobs if cfg.eval_task_args is None else parse_task_args(cfg.eval_task_args)
-        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **eval_knobs)
+        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir,
+                                   **parse_task_args(held_out_task_args(cfg)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
     start, wall_before = 0, 0.0

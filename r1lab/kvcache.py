@@ -1,0 +1,69 @@
+"""The engine's KV cache: a transformers DynamicCache whose layers grow in place, and the row surgery on it.
+
+r1lab.engine passes the cache to the model as `past_key_values` and edits its per-layer (B, heads, L, head_dim)
+tensors to drop finished rows, trim all-padding columns and merge admitted rows (map_cache, cat_caches).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+def new_cache(model):
+    """A DynamicCache whose layers grow in place (full-attention models only)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    cache = DynamicCache(config=model.config)
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+        raise NotImplementedError("the engine edits plain DynamicLayer caches; sliding-window models need a backend")
+    cache.layers = [_growing_layer_class()() for _ in cache.layers]
+    return cache
+
+
+def map_cache(cache, fn):
+    """Apply fn to every layer's keys and values, each (B, heads, L, head_dim)."""
+    for layer in cache.layers:
+        layer.set(fn(layer.keys), fn(layer.values))
+
+
+def cat_caches(cache, other):
+    """Append other's rows to cache's rows (same L)."""
+    for mine, theirs in zip(cache.layers, other.layers):
+        mine.set(torch.cat([mine.keys, theirs.keys]), torch.cat([mine.values, theirs.values]))
+
+
+def _grown(t, cap: int):
+    """t (B, heads, n, head_dim) copied into uninitialised room for cap columns: the spare columns are written before
+    they are read, and zero-filling them (F.pad) cost 15 ms a layer for 64 rows of a 5M model (first touch)."""
+    out = t.new_empty(*t.shape[:2], cap, t.shape[3])
+    out[:, :, :t.shape[2]] = t
+    return out
+
+
+@functools.cache
+def _growing_layer_class():  # built on first use: importing transformers.cache_utils takes seconds
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A DynamicLayer with spare capacity along L: appending a token writes one column instead of torch.cat-ing
+        the whole cache every step (15-20% of decode time for tiny models on CPU)."""
+
+        def set(self, keys, values):  # (B, heads, L, head_dim) each; the next update() grows a copy
+            self._k, self._v, self.keys, self.values = keys, values, keys, values
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.set(key_states, value_states)
+                return self.keys, self.values
+            n, q = self.keys.shape[-2], key_states.shape[-2]
+            if n + q > self._k.shape[-2]:
+                cap = n + q + max(64, n // 2)
+                self._k, self._v = _grown(self.keys, cap), _grown(self.values, cap)  # (B, heads, cap, head_dim)
+            self._k[:, :, n:n + q] = key_states
+            self._v[:, :, n:n + q] = value_states
+            self.keys, self.values = self._k[:, :, :n + q], self._v[:, :, :n + q]
+            return self.keys, self.values
+
+    return GrowingLayer
