@@ -227,12 +227,12 @@ def main():
 
     import transformers
 
-    from r1lab.cost import _cpu_model, measure_matmul_peak
+    from r1lab.cost.account import cpu_model, measure_matmul_peak
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     print(f"{P} prompts x {G} samples x {NEW_TOKENS} new tokens per step, {args.warmup} warm-up + {args.steps} timed "
-          f"steps (median), torch threads {args.threads} of {os.cpu_count()} CPUs ({_cpu_model()}), torch "
+          f"steps (median), torch threads {args.threads} of {os.cpu_count()} CPUs ({cpu_model()}), torch "
           f"{torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
     if load_before[0] > 0.5:
         print(f"warning: load average {load_before[0]:.2f} before the run: other jobs share the CPU, figures are noisy")
@@ -280,7 +280,7 @@ def main():
                   + f", rest {row[fw]['step_s'] - sum(b.values()):.3f}")
     if args.json:
         meta = {"prompts": P, "samples": G, "new_tokens": NEW_TOKENS, "steps": args.steps, "warmup": args.warmup,
-                "threads": args.threads, "cpus": os.cpu_count(), "cpu": _cpu_model(), "torch": torch.__version__,
+                "threads": args.threads, "cpus": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__,
                 "transformers": transformers.__version__, "trl": trl_version, "loadavg_before": load_before,
                 "loadavg_after": load_after, "peak_measured": not args.cached_peak}
         with open(args.json, "w") as f:

@@ -213,7 +213,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _account(account: dict) -> str:
-    from r1lab.cost import format_account
+    from r1lab.cost.account import format_account
 
     try:
         line = f"<p><code>{html.escape(format_account(account))}</code></p>"

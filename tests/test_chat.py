@@ -10,9 +10,10 @@ import torch
 from r1lab.cli import main
 from r1lab.commands.chat import DIM, RESET, ChatSession, chat_loop
 from r1lab.engine import Engine, SamplingParams
-from r1lab.model.presets import load_model
+from r1lab.model.load import load_model
 from r1lab.model.tokenizer import build_tokenizer
-from r1lab.serve.text import chat_prompt_ids, split_reasoning, thinking_forcer
+from r1lab.engine.forcing import budget_forcer
+from r1lab.serve.text import chat_prompt_ids, split_reasoning
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +31,7 @@ def engine(ckpt):
 
 
 def offline_reply(engine, messages, seed, max_new_tokens=24, max_thinking=5):
-    forced = thinking_forcer(engine.tokenizer.convert_tokens_to_ids("</think>"), engine.encode("Wait"), max_thinking)
+    forced = budget_forcer(engine.tokenizer.convert_tokens_to_ids("</think>"), engine.encode("Wait"), max_thinking)
     params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed)
     return split_reasoning(engine.generate([chat_prompt_ids(engine.tokenizer, messages)], params, forced)[0].text)
 

@@ -1,12 +1,12 @@
-"""The synthetic pretraining corpora (r1lab/model/corpus.py): true arithmetic, failures from search only, and the
+"""The synthetic pretraining corpora (r1lab/pretrain/corpus.py): true arithmetic, failures from search only, and the
 knobs doing what they say."""
 import random
 import statistics
 
 import pytest
 
-from r1lab.behaviour import count_attempts, parse_steps, rejected_steps
-from r1lab.model.corpus import ArithmeticTraceConfig, CountdownTraceConfig, arithmetic_trace, countdown_trace
+from r1lab.evaluation.behaviour import count_attempts, parse_steps, rejected_steps
+from r1lab.pretrain.corpus import ArithmeticTraceConfig, CountdownTraceConfig, arithmetic_trace, countdown_trace
 from r1lab.tasks import arithmetic, countdown
 from r1lab.tasks.common import split_format
 

@@ -4,8 +4,9 @@ import json
 import pytest
 
 from r1lab import cli
-from r1lab import cost as C
-from r1lab import flops as F
+from r1lab.cost import account as CA
+from r1lab.cost import published as C
+from r1lab.cost import flops as F
 
 
 # --- published tables, digit for digit ---------------------------------------------------------------------------
@@ -134,26 +135,26 @@ def test_formatting():
 
 def test_measure_matmul_peak_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("R1LAB_CACHE", str(tmp_path))
-    peak = C.measure_matmul_peak("fp32", size=128, seconds=0.02)
+    peak = CA.measure_matmul_peak("fp32", size=128, seconds=0.02)
     assert 1e6 < peak < 1e14
     table = json.loads((tmp_path / "cpu_peak.json").read_text())
     assert list(table.values()) == [peak] and "|fp32|threads=" in next(iter(table))
-    assert C.measure_matmul_peak("float32", size=128, seconds=0.02) == peak  # read back, not measured again
+    assert CA.measure_matmul_peak("float32", size=128, seconds=0.02) == peak  # read back, not measured again
     with pytest.raises(ValueError, match="bf16, fp16, fp32"):
-        C.measure_matmul_peak("fp8")
+        CA.measure_matmul_peak("fp8")
 
 
 def test_device_peak_flops(monkeypatch):
-    monkeypatch.setattr(C, "measure_matmul_peak", lambda dtype: {"bf16": 2e11, "fp32": 5e10}[dtype])
-    assert C.device_peak_flops("cpu", "bfloat16") == 2e11
-    assert C.device_peak_flops("meta", "bf16") is None
+    monkeypatch.setattr(CA, "measure_matmul_peak", lambda dtype: {"bf16": 2e11, "fp32": 5e10}[dtype])
+    assert CA.device_peak_flops("cpu", "bfloat16") == 2e11
+    assert CA.device_peak_flops("meta", "bf16") is None
 
 
 TINY = F.Shape(n_layers=2, body_params=73728, head_params=6400, qk_dim=64, v_dim=64)
 
 
 def test_run_account():
-    account = C.RunAccount(TINY, peak_flops=1e9, rent_gpu="H800", rent_mfu=0.5)
+    account = CA.RunAccount(TINY, peak_flops=1e9, rent_gpu="H800", rent_mfu=0.5)
     account.add_tokens("train", n_tokens=128, context_len=64)
     account.add_tokens("forward", n_tokens=128, context_len=64)
     account.add_generate(prompt_len=16, new_tokens=8, n_sequences=4)
@@ -166,13 +167,13 @@ def test_run_account():
     assert s["rented_cost"]["gpu_hours"] == pytest.approx(s["flops"] / (989.5e12 * 0.5) / 3600)
     assert s["rented_cost"]["dollars"] == pytest.approx(2.0 * s["rented_cost"]["gpu_hours"])
     json.dumps(s)  # goes straight into JSONL metrics
-    assert "MFU" in C.format_account(s) and "H800" in C.format_account(s)
+    assert "MFU" in CA.format_account(s) and "H800" in CA.format_account(s)
 
 
 def test_run_account_measures_cpu_peak_once(monkeypatch):
     calls = []
-    monkeypatch.setattr(C, "device_peak_flops", lambda device, dtype: calls.append((device, dtype)) or 4e10)
-    account = C.RunAccount(TINY, device="cpu", dtype="fp32")
+    monkeypatch.setattr(CA, "device_peak_flops", lambda device, dtype: calls.append((device, dtype)) or 4e10)
+    account = CA.RunAccount(TINY, device="cpu", dtype="fp32")
     account.add(8e10)
     assert account.summary(1.0)["mfu"] == 2.0 and account.summary(2.0)["mfu"] == 1.0
     assert calls == [("cpu", "fp32")]
@@ -181,15 +182,15 @@ def test_run_account_measures_cpu_peak_once(monkeypatch):
 
 def test_run_account_rejects_bad_input():
     with pytest.raises(ValueError, match="H800, H100"):
-        C.RunAccount(TINY, rent_gpu="TPU")
+        CA.RunAccount(TINY, rent_gpu="TPU")
     with pytest.raises(ValueError, match="MFU"):
-        C.RunAccount(TINY, rent_mfu=0)
+        CA.RunAccount(TINY, rent_mfu=0)
     with pytest.raises(ValueError, match="train, forward"):
-        C.RunAccount(TINY, peak_flops=1.0).add_tokens("backward", 10, 10)
+        CA.RunAccount(TINY, peak_flops=1.0).add_tokens("backward", 10, 10)
     with pytest.raises(ValueError, match="pass a config"):
-        C.RunAccount(peak_flops=1.0).add_tokens("train", 10, 10)
+        CA.RunAccount(peak_flops=1.0).add_tokens("train", 10, 10)
     with pytest.raises(ValueError):
-        C.RunAccount(peak_flops=1.0).add(-5.0)
+        CA.RunAccount(peak_flops=1.0).add(-5.0)
 
 
 # --- `r1lab cost` ------------------------------------------------------------------------------------------------

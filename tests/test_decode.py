@@ -1,9 +1,9 @@
-"""r1lab.decode.DecodeStep against the model's own forward: Llama (the presets) and Qwen2 (q/k/v biases, grouped
+"""r1lab.engine.decode.DecodeStep against the model's own forward: Llama (the presets) and Qwen2 (q/k/v biases, grouped
 key/value heads), under fp32 and bf16 autocast; unsupported architectures fall back to the model's forward."""
 import pytest
 import torch
 
-from r1lab.decode import decode_step_for
+from r1lab.engine.decode import decode_step_for
 from r1lab.engine import Engine, SamplingParams
 from r1lab.model.tokenizer import build_tokenizer
 
@@ -61,7 +61,7 @@ def test_shared_prefix_attention_equals_sdpa():
 
     import torch.nn.functional as F
 
-    from r1lab.decode import SharedPrefix
+    from r1lab.engine.decode import SharedPrefix
 
     g = torch.Generator().manual_seed(0)
     B, H, KV, d, C, S = 7, 4, 2, 8, 6, 5
@@ -85,7 +85,7 @@ def test_shared_prefix_attention_equals_sdpa():
 def test_rows_sharing_prompts_read_them_once_and_match_the_forward(tok, build, monkeypatch):
     """G samples of each prompt take the shared-prefix path, also after finished rows leave and groups are uneven;
     the tokens and log-probs are those of the model's own forward."""
-    from r1lab.decode import SharedPrefix
+    from r1lab.engine.decode import SharedPrefix
     from r1lab.engine import EngineBatch
 
     model = build(tok)

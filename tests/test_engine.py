@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from r1lab.engine import Engine, EngineBatch, Force, SamplingParams, budget_forcer
+from r1lab.engine import Engine, EngineBatch, Force, SamplingParams
+from r1lab.engine.forcing import budget_forcer
 from r1lab.model.presets import build_model
 from r1lab.model.tokenizer import build_tokenizer
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from r1lab.cli import main
-from r1lab.evaluate import Sample, k_values, majority_vote, parse_markers, pass_at_k, summarize
+from r1lab.evaluation.evaluate import Sample, k_values, majority_vote, parse_markers, pass_at_k, summarize
 
 
 # --- pass@k ---------------------------------------------------------------------------------------------------------
@@ -170,8 +170,8 @@ def test_eval_cli_json_samples_and_difficulty(tiny_checkpoint, tmp_path, capsys)
     assert rows[0]["prompt"].startswith("User: Using the numbers")
 
     # Training-time evaluation is the same core: the same problems and settings give the same numbers.
-    from r1lab.evaluate import evaluate_model
-    from r1lab.model.presets import load_model
+    from r1lab.evaluation.evaluate import evaluate_model
+    from r1lab.model.load import load_model
     from r1lab.tasks import get_task
 
     task = get_task("countdown")

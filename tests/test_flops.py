@@ -9,7 +9,7 @@ import torch
 import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
-from r1lab import flops as F
+from r1lab.cost import flops as F
 
 B, T = 2, 64  # sequences, tokens per sequence
 

@@ -1,5 +1,5 @@
 """MATH: extraction paths, math-verify equivalence, hostile answers within the time bound, threads, loading.
-Also the shared pieces they rest on: tasks.extract (doctests, paths) and r1lab.verify_timeout."""
+Also the shared pieces they rest on: tasks.extract (doctests, paths) and r1lab.tasks.verify_timeout."""
 from __future__ import annotations
 
 import doctest
@@ -12,11 +12,11 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 
-from r1lab import verify_timeout
+from r1lab.tasks import verify_timeout
 from r1lab.tasks import extract, get_task
 from r1lab.tasks import math as task  # imports math-verify (slow), once for the whole file
 from r1lab.tasks.common import Score
-from r1lab.verify_timeout import call_bounded
+from r1lab.tasks.verify_timeout import call_bounded
 
 HALF = {"problem": "What is 1 - 1/2?", "answer": "\\frac{1}{2}", "level": 1, "subject": "Prealgebra"}
 SOLUTION_ONLY = {"problem": "Solve 2x = 10.", "solution": "Divide: $x = \\boxed{5}$.", "level": "Level 2",
@@ -211,7 +211,7 @@ def _swallows_the_first_timeout():
 
 
 def test_a_dropped_timeout_is_raised_again():
-    from r1lab.verify_timeout import call_bounded
+    from r1lab.tasks.verify_timeout import call_bounded
     start = time.perf_counter()
     assert call_bounded(_swallows_the_first_timeout, (), timeout_s=0.3, default="bounded") == "bounded"
     assert time.perf_counter() - start < 1.0

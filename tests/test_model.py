@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from r1lab.checkpoint import latest_checkpoint, save_checkpoint
-from r1lab.model.presets import PRESETS, build_model, count_parameters, load_model, preset_config
+from r1lab.model.load import load_model
+from r1lab.model.presets import PRESETS, build_model, count_parameters, preset_config
 from r1lab.model.tokenizer import TAGS, build_tokenizer
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from r1lab.config import load_config
-from r1lab.model.pretrain import PretrainConfig, lr_at, main, make_batch
+from r1lab.pretrain.train import PretrainConfig, lr_at, main, make_batch
 
 TINY = ["model=tiny-1m", "seq_len=96", "device_batch_size=4", "grad_accum=2", "train_instances=64",
         "eval_instances=0", "lr=3e-3", "warmup_steps=2", "threads=1", "task_args=max_number=12,max_target=30"]

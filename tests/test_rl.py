@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from r1lab.config import load_config
-from r1lab.model.presets import load_model
-from r1lab.model.shipped import resolve_model
+from r1lab.model.load import load_model
+from r1lab.model.load import resolve_checkpoint
 from r1lab.rl.train import RLConfig, Rollouts, algorithm, score_rollouts, train_on
 
-BASE = resolve_model("countdown-base")
+BASE = resolve_checkpoint("countdown-base")
 SMALL = ["task_args=min_numbers=3,max_numbers=3,max_number=12,max_target=30", "prompts_per_step=4",
          "samples_per_prompt=4", "max_new_tokens=160", "train_instances=40", "eval_instances=8", "threads=1",
          "sample_every=0", "dtype=fp32", "lr=1e-4"]

@@ -12,11 +12,11 @@ from conftest import tiny_checkpoint, tiny_model
 import torch
 
 from r1lab.engine import Engine, EngineBatch, SamplingParams
-from r1lab.model.presets import load_model
+from r1lab.model.load import load_model
 from r1lab.model.tokenizer import build_tokenizer
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
-from r1lab.serve.text import (ReasoningSplitter, TextStream, chat_prompt_ids, held_suffix, split_reasoning,
-                              thinking_forcer)
+from r1lab.engine.forcing import budget_forcer
+from r1lab.serve.text import (ReasoningSplitter, TextStream, chat_prompt_ids, held_suffix, split_reasoning)
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
@@ -106,7 +106,7 @@ def test_chat_plain_and_streamed_agree_and_split_at_think_end(client, offline):
     # the offline engine with the same seed and forcing gives the raw text; reasoning is exactly what precedes
     # </think> and content is the rest without <answer> tags
     ids = chat_prompt_ids(offline.tokenizer, USER)
-    forced = thinking_forcer(offline.tokenizer.convert_tokens_to_ids("</think>"), offline.encode("Wait"), 8)
+    forced = budget_forcer(offline.tokenizer.convert_tokens_to_ids("</think>"), offline.encode("Wait"), 8)
     raw = offline.generate([ids], SamplingParams(max_new_tokens=40, seed=3), forced=forced)[0]
     assert "</think>" in raw.text and raw.text.split("</think>")[0] == reasoning
     end = offline.tokenizer.convert_tokens_to_ids("</think>")
@@ -276,14 +276,14 @@ def test_held_suffix_and_text_stream_hold_back_stop_prefixes():
     assert "".join(deltas) == tok.decode(ids, skip_special_tokens=True)
 
 
-def test_thinking_forcer_follows_s1():
+def test_budget_forcer_follows_s1():
     END, WAIT = 9, [7, 8]
-    hook = thinking_forcer(END, WAIT, max_thinking=10, min_thinking=3, num_ignore=1)
+    hook = budget_forcer(END, WAIT, max_thinking=10, min_thinking=3, num_ignore=1)
     assert hook([1, END]).ids == WAIT and hook([1, END]).replace  # too early: keep thinking (not an ignore)
     assert hook([1, 2, 3, END]).ids == WAIT  # the one ignore
     assert hook([1, 2, 3, 4, END]) is None  # ignores spent
     assert hook([1] * 10 + [2]).ids == [END]  # budget reached: forced end
-    late = thinking_forcer(END, WAIT, max_thinking=10, num_ignore=5)
+    late = budget_forcer(END, WAIT, max_thinking=10, num_ignore=5)
     assert late([1] * 9 + [END]) is None  # "Wait" would not fit in the budget: let it end
     assert late([1, END, 2]) is None  # thinking is over: never interferes
 

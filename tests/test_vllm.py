@@ -16,9 +16,11 @@ vllm = pytest.importorskip("vllm")
 
 from r1lab.checkpoint import save_model_dir  # noqa: E402
 from r1lab.engine import Engine, SamplingParams  # noqa: E402
-from r1lab.model.presets import build_model, load_model  # noqa: E402
+from r1lab.model.load import load_model  # noqa: E402
+from r1lab.model.presets import build_model  # noqa: E402
 from r1lab.model.tokenizer import build_tokenizer  # noqa: E402
-from r1lab.serve.text import chat_prompt_ids, split_reasoning, thinking_forcer  # noqa: E402
+from r1lab.engine.forcing import budget_forcer  # noqa: E402
+from r1lab.serve.text import chat_prompt_ids, split_reasoning  # noqa: E402
 
 PROMPTS = ["User: 12+7\nAssistant: <think>", "hi", "a much longer prompt, with commas, here?", "4*4="]
 
@@ -77,7 +79,7 @@ def test_vllm_chat_template_and_deepseek_r1_reasoning_parser(llm, engine):
     # a completion with a </think> in it (budget forcing makes sure) and an answer after it, split by vLLM's parser
     # and by ours. subtle: vLLM's parser also drops everything up to a "<think>" inside the output (a random model
     # writes one now and then; a trained one does not), so take the first seed whose sample has none.
-    forced = lambda: thinking_forcer(engine.tokenizer.convert_tokens_to_ids("</think>"), engine.encode("Wait"), 6)
+    forced = lambda: budget_forcer(engine.tokenizer.convert_tokens_to_ids("</think>"), engine.encode("Wait"), 6)
     samples = (engine.generate([ids], SamplingParams(max_new_tokens=30, seed=s), forced=forced())[0]
                for s in range(100))
     raw = next(o for o in samples if "<think>" not in o.text and split_reasoning(o.text)[1])

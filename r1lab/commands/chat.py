@@ -67,7 +67,8 @@ class ChatSession:
         import dataclasses
 
         from r1lab.engine import EngineBatch
-        from r1lab.serve.text import CompletionText, thinking_forcer
+        from r1lab.engine.forcing import budget_forcer
+        from r1lab.serve.text import CompletionText
 
         ids, room = self.prompt_ids(user)
         if room < 1:
@@ -75,7 +76,7 @@ class ChatSession:
         params = dataclasses.replace(self.params, max_new_tokens=room)
         forced = None
         if self.max_thinking is not None or self.num_ignore:
-            forced = thinking_forcer(self.think_end_id, self.wait_ids, self.max_thinking, 0, self.num_ignore)
+            forced = budget_forcer(self.think_end_id, self.wait_ids, self.max_thinking, 0, self.num_ignore)
         seed = None if self.seed is None else self.seed + self.turns
         batch = EngineBatch(self.engine)
         batch.add(ids, params, forced, seed)

@@ -18,7 +18,7 @@ HELP = "compute and cost: published runs (--known) and what-if estimates (FLOPs,
 
 
 def _count(text: str) -> float:
-    from r1lab.cost import parse_count
+    from r1lab.cost.published import parse_count
 
     try:
         return parse_count(text)
@@ -27,7 +27,7 @@ def _count(text: str) -> float:
 
 
 def _gpu(text: str) -> str:
-    from r1lab.cost import get_gpu
+    from r1lab.cost.published import get_gpu
 
     try:
         return get_gpu(text).name
@@ -36,7 +36,7 @@ def _gpu(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from r1lab.cost import KNOWN_RUNS  # no torch behind it: `r1lab --help` stays fast
+    from r1lab.cost.published import KNOWN_RUNS  # no torch behind it: `r1lab --help` stays fast
 
     parser.add_argument("--known", choices=list(KNOWN_RUNS), help="rebuild a published cost table")
     parser.add_argument("--params", type=_count, help="total parameters, e.g. 671B (default: --active-params)")
@@ -90,7 +90,7 @@ def _pct(x: float) -> str:
 
 
 def _known(args) -> dict:
-    from r1lab.cost import format_count, known_run
+    from r1lab.cost.published import format_count, known_run
 
     if args.price is not None and args.price < 0:
         raise ValueError(f"--price must be >= 0, got {args.price}")
@@ -126,7 +126,7 @@ def _known(args) -> dict:
 
 
 def _presets() -> dict:
-    from r1lab.cost import GPUS
+    from r1lab.cost.published import GPUS
 
     rows = [["gpu", "BF16 dense", "FP8 dense", "$/GPU-hour", "note"]]
     for g in GPUS.values():
@@ -142,8 +142,8 @@ def _presets() -> dict:
 
 
 def _what_if(args) -> dict:
-    from r1lab import flops as F
-    from r1lab.cost import dollars, format_si, get_gpu, gpu_hours, implied_mfu, training_flops
+    from r1lab.cost import flops as F
+    from r1lab.cost.published import dollars, format_si, get_gpu, gpu_hours, implied_mfu, training_flops
 
     active = args.active_params if args.active_params is not None else args.params
     if active is None or args.tokens is None:

@@ -58,9 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from r1lab.behaviour import DEFAULT_MARKERS
-    from r1lab.cost import RunAccount, format_account
-    from r1lab.evaluate import parse_markers, run_eval
+    from r1lab.evaluation.behaviour import DEFAULT_MARKERS
+    from r1lab.cost.account import RunAccount, format_account
+    from r1lab.evaluation.evaluate import parse_markers, run_eval
+    from r1lab.model.load import load_checkpoint
     from r1lab.tasks import get_task
 
     if args.threads:
@@ -71,13 +72,11 @@ def run(args: argparse.Namespace) -> int:
         markers = parse_markers(args.markers) if args.markers is not None else DEFAULT_MARKERS
         if args.samples < 1 or not markers:
             raise ValueError("--samples must be at least 1 and --markers must name at least one marker")
-        path = checkpoint_path(args.checkpoint)
-        model, tokenizer = _load(path)
+        model, tokenizer, path = load_checkpoint(args.checkpoint)
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab eval: {e}", file=sys.stderr)
         return 2
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    device = model.device
     amp = torch.bfloat16 if args.dtype == "bf16" else None
     account = RunAccount(model.config, device=device.type, dtype=args.dtype)
     settings = {
@@ -126,26 +125,6 @@ def load_problems(task, args) -> tuple[list[dict], str]:
     n = args.n or DEFAULT_N
     return task.generate(n, args.seed, split=args.split, **_knobs(task, args.knobs)), \
         f"generated: {task.NAME} {args.split} n={n} seed={args.seed}"
-
-
-def checkpoint_path(name: str) -> str:
-    """A shipped base's directory, a run directory's latest checkpoint, else `name` unchanged (a path or hub id)."""
-    from r1lab.model.shipped import resolve_model
-
-    path = Path(resolve_model(name))
-    pointer = path / "checkpoints" / "latest"
-    if not (path / "config.json").exists() and pointer.exists():
-        return str(path / "checkpoints" / pointer.read_text().strip())
-    return str(path) if path.exists() else name
-
-
-def _load(path: str):
-    from r1lab.model.presets import load_model
-
-    try:
-        return load_model(path)
-    except (OSError, ValueError) as e:
-        raise OSError(f"cannot load a model from {path!r}: {str(e).splitlines()[0]}") from None
 
 
 def _knob_pairs(args):

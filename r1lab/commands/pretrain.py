@@ -15,7 +15,7 @@ def run(args) -> int:
 
     from r1lab.commands.stage import load_stage_config
     from r1lab.config import ConfigError
-    from r1lab.model.pretrain import PretrainConfig, main
+    from r1lab.pretrain.train import PretrainConfig, main
 
     try:
         cfg = load_stage_config(PretrainConfig, args)

@@ -28,28 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
-def resolve_checkpoint(name: str) -> str:
-    """A run directory's latest checkpoint, a shipped base's directory, or `name` unchanged."""
-    from pathlib import Path
-
-    from r1lab.checkpoint import latest_checkpoint
-    from r1lab.model.shipped import resolve_model
-
-    latest = latest_checkpoint(name) if Path(name).is_dir() else None
-    return str(latest) if latest is not None else resolve_model(name)
-
-
 def load_engine(checkpoint: str, threads: int | None = None, max_batch_size: int = 256):
     """(Engine, resolved path) for a checkpoint argument; raises OSError when it cannot be loaded."""
     import torch
 
     from r1lab.engine import Engine
-    from r1lab.model.presets import load_model
+    from r1lab.model.load import load_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
-    path = resolve_checkpoint(checkpoint)
-    model, tokenizer = load_model(path)
+    model, tokenizer, path = load_checkpoint(checkpoint)
     return Engine(model.eval(), tokenizer, max_batch_size=max_batch_size), path
 
 

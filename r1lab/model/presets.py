@@ -1,4 +1,4 @@
-"""Tiny Llama presets (about 1M to 20M parameters) and loading any Hugging Face causal LM by path or hub id.
+"""Tiny Llama presets (about 1M to 20M parameters), built from scratch (r1lab.model.load loads saved ones).
 
 Presets are standard `LlamaConfig`s, so every checkpoint is an ordinary Hugging Face model that
 `AutoModelForCausalLM.from_pretrained` loads and vLLM serves.
@@ -38,19 +38,6 @@ def build_model(name: str, tokenizer, max_positions: int = 1024, seed: int = 0):
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     return model
-
-
-def load_model(path_or_id: str, dtype=None):
-    """(model, tokenizer) from an r1lab checkpoint, a local Hugging Face directory or a hub id."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
-    return model, tokenizer
 
 
 def count_parameters(model, exclude_embeddings: bool = False) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import statistics
 import time
@@ -32,6 +31,7 @@ import torch
 
 from r1lab.config import config_to_dict, format_config, parse_task_args
 from r1lab.rl import algos
+from r1lab.runtime import all_gather_objects, all_sum, barrier, rank_and_world, sum_gradients
 
 
 @dataclass
@@ -103,45 +103,6 @@ def algorithm(cfg: RLConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Distributed helpers: world of one when torch.distributed is not initialised.
-
-def dist_info() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_sum(values: list[float]) -> list[float]:
-    import torch.distributed as dist
-
-    if dist_info()[1] == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def all_gather_objects(obj) -> list:
-    import torch.distributed as dist
-
-    if dist_info()[1] == 1:
-        return [obj]
-    out = [None] * dist_info()[1]
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def maybe_init_distributed() -> None:
-    """Join the process group that torchrun / accelerate launch describe in the environment (gloo on CPU)."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-
-
-# ------------------------------------------------------------------------------------------------------------------
 # Rollouts and the batch tensors.
 
 @dataclass
@@ -168,7 +129,7 @@ def collect_rollouts(step: int, engine, task, pool, cfg: RLConfig, algo: dict) -
     """This rank's share of P prompts x G samples; with dynamic sampling, groups of equal rewards are replaced."""
     from r1lab.engine import GOLDEN, SamplingParams
 
-    rank, world = dist_info()
+    rank, world = rank_and_world()
     G = cfg.samples_per_prompt
     per_rank = cfg.prompts_per_step // world
     kept = Rollouts([], [], [], torch.zeros(0))
@@ -304,7 +265,7 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: dict, a
             m["loss"] = float(loss.detach()) * float(tokens) / max(w, 1.0)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * w / cfg.mu
-        sync_gradients(model)
+        sum_gradients(model)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -319,20 +280,9 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: dict, a
     return metrics, processed, max(len(p) for p in prompts) + ids.shape[1]
 
 
-def sync_gradients(model) -> None:
-    """Sum gradients over ranks: each rank's loss is already divided by the global counts."""
-    import torch.distributed as dist
-
-    if dist_info()[1] == 1:
-        return
-    for p in model.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-
-
 def rollout_metrics(roll: Rollouts) -> dict:
     """Rollout figures over all ranks: reward, accuracy, format, lengths (right vs wrong), behaviour."""
-    from r1lab.behaviour import arithmetic_steps, count_attempts, has_marker
+    from r1lab.evaluation.behaviour import arithmetic_steps, count_attempts, has_marker
 
     local = [(len(c.token_ids), s.correct, s.format_ok, s.reward, arithmetic_steps(c.text), count_attempts(c.text),
               has_marker(c.text), c.finish_reason == "length") for c, s in zip(roll.completions, roll.scores)]
@@ -362,29 +312,29 @@ def rollout_metrics(roll: Rollouts) -> dict:
 def main(cfg: RLConfig) -> Path:
     """Run (or resume) RL; returns the final checkpoint's path."""
     from r1lab.checkpoint import latest_checkpoint, restore_trainer_state, rng_state, save_checkpoint
-    from r1lab.cost import RunAccount, format_account
+    from r1lab.cost.account import RunAccount, format_account
     from r1lab.engine import Engine
-    from r1lab.evaluate import evaluate_model
-    from r1lab.model.presets import load_model
-    from r1lab.model.pretrain import autocast_dtype
-    from r1lab.model.shipped import resolve_model
+    from r1lab.evaluation.evaluate import evaluate_model
+    from r1lab.model.load import load_model
+    from r1lab.model.load import resolve_checkpoint
+    from r1lab.runtime import autocast_dtype, device as runtime_device, init_distributed
     from r1lab.tasks import get_task
     from r1lab.tasks.common import cached_generate
     from r1lab.tracking import MetricsLogger
 
-    maybe_init_distributed()
-    rank, world = dist_info()
+    init_distributed()
+    rank, world = rank_and_world()
     if cfg.prompts_per_step % world:
         raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must divide evenly over {world} ranks")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     algo = algorithm(cfg)
     run_dir = Path(cfg.out_dir)
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    device = runtime_device()
     amp = autocast_dtype(cfg.dtype, device)
     task = get_task(cfg.task)
     knobs = parse_task_args(cfg.task_args)
-    base_path = resolve_model(cfg.model)
+    base_path = resolve_checkpoint(cfg.model)
     resume = latest_checkpoint(run_dir)
     model, tokenizer = load_model(str(resume or base_path))
     model.to(device)
@@ -479,13 +429,6 @@ def main(cfg: RLConfig) -> Path:
         log.close()
     barrier()
     return latest_checkpoint(run_dir)
-
-
-def barrier() -> None:
-    import torch.distributed as dist
-
-    if dist_info()[1] > 1:
-        dist.barrier()
 
 
 def print_samples(run_dir: Path, step: int, roll: Rollouts, task, cfg: RLConfig, n: int = 2) -> None:

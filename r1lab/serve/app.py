@@ -24,7 +24,8 @@ from starlette.exceptions import HTTPException
 from r1lab.engine import GOLDEN, SamplingParams
 from r1lab.serve.protocol import ApiError, ChatRequest, CompletionRequest, error_body, validation_error
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
-from r1lab.serve.text import THINK_END, WAIT, CompletionText, chat_prompt_ids, reasoning_tokens, thinking_forcer
+from r1lab.engine.forcing import budget_forcer
+from r1lab.serve.text import THINK_END, WAIT, CompletionText, chat_prompt_ids, reasoning_tokens
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # engine -> OpenAI finish_reason
 DONE = "data: [DONE]\n\n"
@@ -189,7 +190,7 @@ class Server:
         if self.think_end_id is None:
             raise ApiError(400, f"this model's tokenizer has no single {THINK_END} token to force",
                            "max_thinking_tokens")
-        return thinking_forcer(self.think_end_id, self.wait_ids, req.max_thinking_tokens, req.min_thinking_tokens,
+        return budget_forcer(self.think_end_id, self.wait_ids, req.max_thinking_tokens, req.min_thinking_tokens,
                                req.num_ignore)
 
     # -- engine events to responses -------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class Sampling(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # s1 budget forcing (extension; see r1lab.serve.text.thinking_forcer)
+    # s1 budget forcing (extension; see r1lab.engine.forcing.budget_forcer)
     max_thinking_tokens: int | None = Field(None, ge=0)
     min_thinking_tokens: int = Field(0, ge=0)
     num_ignore: int = Field(0, ge=0)

@@ -1,5 +1,5 @@
 """Pure text helpers shared by the server and `r1lab chat`: streaming detokenisation, the reasoning/content split
-and s1 budget forcing. No torch, no FastAPI.
+(s1 budget forcing lives in r1lab.engine.forcing). No torch, no FastAPI.
 
 The chat template's generation prompt ends with "Assistant: <think>", so a completion starts inside the thinking:
 
@@ -155,38 +155,6 @@ def reasoning_tokens(token_ids: list[int], think_end_id: int | None) -> int:
     if think_end_id is not None and think_end_id in token_ids:
         return token_ids.index(think_end_id)
     return len(token_ids)
-
-
-def thinking_forcer(think_end_id: int, wait_ids: list[int], max_thinking: int | None = None,
-                    min_thinking: int = 0, num_ignore: int = 0):
-    """s1 budget forcing (Muennighoff et al. 2025) for a completion that starts inside <think>, as an engine hook.
-
-    - max_thinking: after this many thinking tokens, force </think> in place of the next token (s1's maximum).
-    - min_thinking: while fewer tokens than this were thought, replace the model's </think> by "Wait".
-    - num_ignore: after that, replace its </think> by "Wait" this many more times (s1's "ignore the end of
-      thinking N times", the knob of their test-time scaling).
-    "Wait" is only forced when it fits in max_thinking, so reasoning_tokens <= max_thinking always. Forced tokens
-    count as thinking and toward max_tokens. One hook per completion: it counts the ignores.
-    """
-    from r1lab.engine import Force, budget_forcer
-
-    at_most = budget_forcer(think_end_id, max_thinking)  # the maximum; the "Wait" rules are below
-    ignored = 0
-
-    def hook(ids: list[int]) -> Force | None:
-        nonlocal ignored
-        thought = len(ids) - 1  # tokens before the one just sampled
-        if ids[-1] != think_end_id or think_end_id in ids[:-1]:
-            return at_most(ids)
-        if max_thinking is not None and thought + len(wait_ids) > max_thinking:
-            return None  # no room left to keep thinking: let it end
-        if thought < min_thinking:
-            return Force(list(wait_ids), replace=True)
-        if ignored < num_ignore:
-            ignored += 1
-            return Force(list(wait_ids), replace=True)
-        return None
-    return hook
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:

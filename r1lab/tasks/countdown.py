@@ -15,7 +15,7 @@ from collections import Counter
 from fractions import Fraction
 from itertools import combinations
 
-from r1lab.behaviour import parse_steps, rejected_steps
+from r1lab.evaluation.behaviour import parse_steps, rejected_steps
 from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
                                  split_of)
 

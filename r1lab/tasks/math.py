@@ -7,7 +7,7 @@ not a hand-written normaliser: both sides are parsed as \boxed{...} and checked 
 
 Time bound: math-verify's own timeouts use signal.alarm, which fails off the main thread, so we call it with them
 disabled and bound the whole check (parse both sides + verify) by VERIFY_TIMEOUT_S ourselves, in-process on the
-main thread and in a worker process elsewhere (r1lab.verify_timeout). A timeout grades as incorrect. Cheap guards
+main thread and in a worker process elsewhere (r1lab.tasks.verify_timeout). A timeout grades as incorrect. Cheap guards
 first: answers over MAX_ANSWER_CHARS or nested deeper than MAX_NESTING never reach the parser (at 50 levels of
 braces the LaTeX parser alone takes seconds).
 """
@@ -22,7 +22,7 @@ from math_verify import parse, verify
 
 from r1lab.tasks.common import Score, combine, load_rows, render_messages, render_prompt
 from r1lab.tasks.extract import MAX_ANSWER_CHARS, extract_answer, last_boxed, parse_number
-from r1lab.verify_timeout import call_bounded
+from r1lab.tasks.verify_timeout import call_bounded
 
 NAME = "math"
 FIELDS = ("problem", "answer")

@@ -136,7 +136,7 @@ def _serve() -> None:
 class _Worker:
     def __init__(self):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # import r1lab as we do
-        self.proc = subprocess.Popen([sys.executable, "-c", "from r1lab.verify_timeout import _serve; _serve()"],
+        self.proc = subprocess.Popen([sys.executable, "-c", "from r1lab.tasks.verify_timeout import _serve; _serve()"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
         self.loaded = set()  # functions whose module the worker has imported
 

@@ -20,7 +20,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from r1lab.behaviour import DEFAULT_MARKERS, arithmetic_steps, count_attempts, has_marker
+from r1lab.evaluation.behaviour import DEFAULT_MARKERS, arithmetic_steps, count_attempts, has_marker
 
 
 @dataclass

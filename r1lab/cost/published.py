@@ -12,16 +12,10 @@ Known runs (`known_run`) rebuild published tables from their inputs, so a test c
 """
 from __future__ import annotations
 
-import json
-import math
-import os
-import platform
 import re
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from r1lab import flops as F
+from r1lab.cost import flops as F
 
 
 @dataclass(frozen=True)
@@ -81,27 +75,27 @@ def gpu_from_device_name(device_name: str) -> GPU | None:
 
 def training_flops(active_params: float, tokens: float) -> float:
     """6·N·D. training_flops(37e9, 14.8e12) == 3.2856e24"""
-    _check_nonnegative(active_params=active_params, tokens=tokens)
+    check_nonnegative(active_params=active_params, tokens=tokens)
     return 6 * active_params * tokens
 
 
 def gpu_hours(flops: float, peak_flops: float, mfu: float) -> float:
     """GPU-hours to do `flops` at `mfu` of `peak_flops`. gpu_hours(3600e12, 1e12, 0.5) == 2.0"""
-    _check_nonnegative(flops=flops)
-    _check_mfu(mfu)
+    check_nonnegative(flops=flops)
+    check_mfu(mfu)
     return flops / (peak_flops * mfu) / 3600
 
 
 def flops_from_gpu_hours(hours: float, peak_flops: float, mfu: float) -> float:
     """The inverse of gpu_hours. flops_from_gpu_hours(2.0, 1e12, 0.5) == 3600e12"""
-    _check_nonnegative(gpu_hours=hours)
-    _check_mfu(mfu)
+    check_nonnegative(gpu_hours=hours)
+    check_mfu(mfu)
     return hours * 3600 * peak_flops * mfu
 
 
 def implied_mfu(flops: float, hours: float, peak_flops: float) -> float:
     """The MFU at which `flops` take `hours` GPU-hours. implied_mfu(3600e12, 2.0, 1e12) == 0.5"""
-    _check_nonnegative(flops=flops)
+    check_nonnegative(flops=flops)
     if hours <= 0:
         raise ValueError(f"GPU-hours must be > 0, got {hours}")
     return flops / (hours * 3600 * peak_flops)
@@ -109,7 +103,7 @@ def implied_mfu(flops: float, hours: float, peak_flops: float) -> float:
 
 def dollars(hours: float, price_per_hour: float) -> float:
     """dollars(2664e3, 2.0) == 5.328e6"""
-    _check_nonnegative(gpu_hours=hours, price=price_per_hour)
+    check_nonnegative(gpu_hours=hours, price=price_per_hour)
     return hours * price_per_hour
 
 
@@ -123,13 +117,13 @@ def rented_cost(flops: float, gpu: str = "H100", mfu: float = 0.4, price: float 
             "gpu_hours": hours, "dollars": dollars(hours, price)}
 
 
-def _check_nonnegative(**values) -> None:
+def check_nonnegative(**values) -> None:
     for name, value in values.items():
         if not value >= 0:  # also catches NaN
             raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def _check_mfu(mfu: float) -> None:
+def check_mfu(mfu: float) -> None:
     if not 0 < mfu <= 1:
         raise ValueError(f"MFU must be in (0, 1], got {mfu}")
 
@@ -261,165 +255,3 @@ def known_run(name: str, price: float | None = None) -> dict:
     run["matches_published"] = all(
         run["published"][s["stage"]] == (s["gpu_hours_str"], s["dollars_str"]) for s in run["stages"])
     return run
-
-
-# --- this machine's peak ----------------------------------------------------------------------------------------
-
-_DTYPES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
-           "fp32": "fp32", "float32": "fp32", "float": "fp32", "fp8": "fp8"}
-
-
-def dtype_name(dtype) -> str:
-    """dtype_name(torch.bfloat16) == dtype_name("bfloat16") == "bf16" """
-    key = str(dtype).removeprefix("torch.").lower()
-    if key not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(sorted(set(_DTYPES.values())))}")
-    return _DTYPES[key]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("R1LAB_CACHE") or Path.home() / ".cache" / "r1lab")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def measure_matmul_peak(dtype="bf16", size: int = 2048, seconds: float = 1.0, cache: bool = True) -> float:
-    """The best FLOP/s of a size×size matmul on this CPU, timed for about `seconds`.
-
-    Cached in cache_dir()/cpu_peak.json, keyed by CPU model, dtype, torch threads, torch version and size, so a
-    machine measures once. measure_matmul_peak("fp32") ≈ 5e10 on a 2-core AVX-512 VM.
-    """
-    import torch
-
-    name = dtype_name(dtype)
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(name)
-    if torch_dtype is None:
-        raise ValueError(f"no CPU matmul peak for {name}; valid: bf16, fp16, fp32")
-    key = f"{_cpu_model()}|{name}|threads={torch.get_num_threads()}|torch={torch.__version__}|n={size}"
-    path = cache_dir() / "cpu_peak.json"
-    table = _read_json(path) if cache else {}
-    if key in table:
-        return float(table[key])
-    a, b = torch.randn(size, size, dtype=torch_dtype), torch.randn(size, size, dtype=torch_dtype)
-    a @ b  # warm-up: first call allocates and picks kernels
-    best, start = math.inf, time.perf_counter()
-    while True:
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-        if time.perf_counter() - start >= seconds:
-            break
-    peak = 2 * size**3 / best
-    if cache:
-        table = _read_json(path)  # another process may have written meanwhile
-        table[key] = peak
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-        tmp.replace(path)  # atomic: readers never see half a file
-    return peak
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def device_peak_flops(device="cpu", dtype="bf16") -> float | None:
-    """Peak FLOP/s to measure MFU against: the GPU preset on CUDA (None for a GPU r1lab has no preset for, or
-    fp32), the measured matmul peak on CPU, None elsewhere."""
-    import torch
-
-    device = torch.device(device)
-    name = dtype_name(dtype)
-    if device.type == "cuda":
-        gpu = gpu_from_device_name(torch.cuda.get_device_name(device))
-        return None if gpu is None or name == "fp32" or (name == "fp8" and gpu.fp8 is None) else gpu.peak(name)
-    if device.type == "cpu":
-        return measure_matmul_peak(name)
-    return None
-
-
-# --- the account every stage keeps ------------------------------------------------------------------------------
-
-
-class RunAccount:
-    """FLOPs one stage did, and what they cost. Counts come from the tokens actually processed (r1lab/flops.py).
-
-        account = RunAccount(model.config, device="cpu", dtype="bf16")        # or peak_flops=... to skip measuring
-        account.add_tokens("train", n_tokens=B * T, context_len=T)            # a forward + backward
-        account.add_tokens("forward", n_tokens=B * T, context_len=T)          # e.g. reference log-probs
-        account.add_generate(prompt_len=P, new_tokens=N, n_sequences=B * G)   # rollouts
-        metrics.update(account.summary(wall_s=time.perf_counter() - t0))
-        # {"flops": 3.1e12, "wall_s": 42.0, "flops_per_s": 7.4e10, "peak_flops_per_s": 1.2e11, "mfu": 0.61,
-        #  "flops_by_kind": {"train": ..., "forward": ..., "generate": ...},
-        #  "rented_cost": {"gpu": "H100", "mfu": 0.4, "gpu_hours": 2.2e-06, "dollars": 5.4e-06, ...}}
-    """
-
-    def __init__(self, model=None, *, device="cpu", dtype="bf16", peak_flops: float | None = None,
-                 rent_gpu: str = "H100", rent_mfu: float = 0.4, rent_price: float | None = None):
-        self.shape = None if model is None else F.shape_of(model)
-        self.device, self.dtype = str(device), dtype_name(dtype)
-        self.peak_flops = peak_flops
-        self._peak_known = peak_flops is not None
-        get_gpu(rent_gpu)  # fail at construction, not at the end of a run
-        _check_mfu(rent_mfu)
-        self.rent = {"gpu": rent_gpu, "mfu": rent_mfu, "price": rent_price}
-        self.flops_by_kind: dict[str, float] = {}
-
-    @property
-    def flops(self) -> float:
-        return sum(self.flops_by_kind.values())
-
-    def add(self, flops: float, kind: str = "other") -> None:
-        _check_nonnegative(flops=flops)
-        self.flops_by_kind[kind] = self.flops_by_kind.get(kind, 0.0) + flops
-
-    def add_tokens(self, kind: str, n_tokens: int, context_len: int) -> None:
-        """kind "train" (forward + backward) or "forward", for n_tokens in sequences of context_len."""
-        count = {"train": F.train_flops, "forward": F.forward_flops}
-        if kind not in count:
-            raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(count)} (or add(flops, kind))")
-        self.add(count[kind](self._shape(), n_tokens, context_len), kind)
-
-    def add_generate(self, prompt_len: int, new_tokens: int, n_sequences: int = 1) -> None:
-        self.add(F.generate_flops(self._shape(), prompt_len, new_tokens, n_sequences), "generate")
-
-    def _shape(self) -> F.Shape:
-        if self.shape is None:
-            raise ValueError("RunAccount(model=None) counts only add(flops); pass a config to count tokens")
-        return self.shape
-
-    def summary(self, wall_s: float) -> dict:
-        if not self._peak_known:  # measured (CPU) or looked up (CUDA) once, on first use
-            self.peak_flops, self._peak_known = device_peak_flops(self.device, self.dtype), True
-        total = self.flops
-        rate = total / wall_s if wall_s > 0 else None
-        return {
-            "flops": total, "wall_s": wall_s, "flops_per_s": rate,
-            "peak_flops_per_s": self.peak_flops,
-            "mfu": rate / self.peak_flops if rate is not None and self.peak_flops else None,
-            "peak_source": f"{self.device} {self.dtype}" + (" measured matmul" if self.device == "cpu" else ""),
-            "flops_by_kind": dict(self.flops_by_kind),
-            "rented_cost": rented_cost(total, self.rent["gpu"], self.rent["mfu"], self.rent["price"]),
-        }
-
-
-def format_account(summary: dict) -> str:
-    """One greppable line for logs and run reports, from RunAccount.summary()."""
-    rent = summary["rented_cost"]
-    mfu = "n/a" if summary["mfu"] is None else f"{summary['mfu']:.1%}"
-    rate = "n/a" if summary["flops_per_s"] is None else f"{summary['flops_per_s']:.3g}"
-    return (f"flops {summary['flops']:.3g} | wall {summary['wall_s']:.1f}s | {rate} FLOP/s | "
-            f"MFU {mfu} of {summary['peak_source']} peak | on {rent['gpu']} at {rent['mfu']:.0%} MFU: "
-            f"{rent['gpu_hours']:.3g} GPU-h, ${rent['dollars']:.3g}")

@@ -47,7 +47,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from r1lab.behaviour import whole_result
+from r1lab.evaluation.behaviour import whole_result
 
 OPS = "+-*/"
 

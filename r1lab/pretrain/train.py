@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from r1lab.config import config_to_dict, format_config, parse_task_args
-from r1lab.model.corpus import ArithmeticTraceConfig, CountdownTraceConfig, corpus_document
+from r1lab.pretrain.corpus import ArithmeticTraceConfig, CountdownTraceConfig, corpus_document
 
 
 @dataclass
@@ -28,7 +28,7 @@ class PretrainConfig:
     template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
     seed: int = 0
     task_args: str = "min_numbers=3,max_numbers=4,max_number=12,max_target=100"  # the task generator's knobs
-    # corpus (r1lab/model/corpus.py explains each knob)
+    # corpus (r1lab/pretrain/corpus.py explains each knob)
     train_instances: int = 20000         # distinct training problems; each step draws fresh traces for them
     give_up_prob: float = 0.2            # countdown
     max_attempts: int = 16
@@ -59,21 +59,6 @@ class PretrainConfig:
     keep_last: int = 2
     wandb: bool = False
     tensorboard: bool = False
-
-
-def autocast_dtype(name: str, device: torch.device):
-    """bf16 where the hardware has it (CUDA with bf16, CPUs with avx512_bf16 / AMX), else None (fp32)."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -119,10 +104,12 @@ def main(cfg: PretrainConfig) -> Path:
     """Run (or resume) pretraining; returns the path of the final checkpoint."""
     from tqdm import tqdm
 
-    from r1lab.cost import RunAccount, format_account
+    from r1lab import runtime
+    from r1lab.cost.account import RunAccount, format_account
     from r1lab.checkpoint import latest_checkpoint, restore_trainer_state, rng_state, save_checkpoint
-    from r1lab.evaluate import evaluate_model
-    from r1lab.model.presets import PRESETS, build_model, count_parameters, load_model
+    from r1lab.evaluation.evaluate import evaluate_model
+    from r1lab.model.load import load_model
+    from r1lab.model.presets import PRESETS, build_model, count_parameters
     from r1lab.model.tokenizer import build_tokenizer
     from r1lab.tasks import get_task
     from r1lab.tasks.common import cached_generate
@@ -132,8 +119,8 @@ def main(cfg: PretrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = autocast_dtype(cfg.dtype, device)
+    device = runtime.device()
+    amp = runtime.autocast_dtype(cfg.dtype, device)
     task = get_task(cfg.task)
     resume = latest_checkpoint(run_dir)
     if resume is not None:

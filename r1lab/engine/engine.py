@@ -19,12 +19,12 @@ Design notes (B rows, L cache columns, V vocabulary):
   a decoding step writes one column instead of torch.cat-ing the whole cache (64 rows x 256 greedy tokens on one CPU
   thread: tiny-1m 2.51 s vs 2.97 s with the stock layer, tiny-3m 5.46 s vs 6.70 s). We edit the per-layer
   (B, heads, L, head_dim) tensors to drop finished rows, trim all-padding columns and merge admitted rows.
-  Full-attention models only (sliding-window layers raise NotImplementedError). The cache lives in r1lab/kvcache.py.
+  Full-attention models only (sliding-window layers raise NotImplementedError). The cache lives in r1lab/engine/kvcache.py.
   Rows with identical prompts (the G samples of an RL prompt) are prefilled once and their cache rows copied.
-- Decoding steps: prefill runs the model's forward; each later step runs r1lab.decode.DecodeStep for Llama, Qwen2
+- Decoding steps: prefill runs the model's forward; each later step runs r1lab.engine.decode.DecodeStep for Llama, Qwen2
   and Mistral models (the same arithmetic without the forward's per-step overhead; tested equal), the model's
   forward for anything else or with lean_decode=False. When groups of rows share a prompt (RL's G samples), the
-  lean step's attention reads each group's prompt columns once (r1lab.decode.SharedPrefix; float32 only).
+  lean step's attention reads each group's prompt columns once (r1lab.engine.decode.SharedPrefix; float32 only).
 - Finished rows stop appending at once and are dropped from the batch (and their cache freed) when a quarter of the
   batch has finished or when queued requests are admitted, so long-tail rows do not keep a full batch busy.
 - Log-probs: `Completion.logprobs[i]` is log_softmax(raw logits)[token_i], the unmodified model distribution at
@@ -57,9 +57,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from r1lab.decode import SharedPrefix, decode_step_for, has_hooks
-from r1lab.kvcache import cat_caches, map_cache, new_cache
-from r1lab.sampling import sample
+from r1lab.engine.decode import SharedPrefix, decode_step_for, has_hooks
+from r1lab.engine.kvcache import cat_caches, map_cache, new_cache
+from r1lab.engine.sampling import sample
 
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
 UNIFORM_BLOCK = 256  # uniforms a row draws from its generator at once
@@ -136,29 +136,10 @@ class _Request:
         return self._uniforms[self._drawn - 1]
 
 
-def budget_forcer(think_end_id: int, max_thinking: int | None = None, min_thinking: int = 0,
-                  wait_ids: list[int] | None = None) -> ForceFn:
-    """s1 budget forcing as a forced-token hook (Muennighoff et al. 2025).
-
-    At max_thinking sampled thinking tokens, force the end-of-thinking token; if the model ends thinking before
-    min_thinking tokens, replace its end-of-thinking token with `wait_ids` ("Wait") so that it keeps thinking.
-    """
-    def hook(ids: list[int]) -> Force | None:
-        if think_end_id in ids[:-1]:
-            return None  # thinking is over
-        n = len(ids)
-        if ids[-1] == think_end_id and n - 1 < min_thinking and wait_ids:
-            return Force(list(wait_ids), replace=True)
-        if max_thinking is not None and n > max_thinking and ids[-1] != think_end_id:
-            return Force([think_end_id], replace=True)
-        return None
-    return hook
-
-
 class Engine:
     def __init__(self, model, tokenizer, device=None, autocast_dtype=None, max_batch_size: int = 256,
                  lean_decode: bool = True):
-        """lean_decode: run decoding steps with r1lab.decode.DecodeStep where the architecture allows (the same
+        """lean_decode: run decoding steps with r1lab.engine.decode.DecodeStep where the architecture allows (the same
         logits, 10-13% less generation time for the tiny presets); False always uses the model's forward."""
         self.model, self.tokenizer = model, tokenizer
         self.decode_step = decode_step_for(model) if lean_decode else None

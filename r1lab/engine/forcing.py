@@ -1,0 +1,44 @@
+"""s1 budget forcing (Muennighoff et al. 2025) as a forced-token hook, for completions that start inside <think>.
+
+The engine calls a hook after every sampled token with the row's token ids (the new one last); the hook may append
+tokens or replace the new one (engine.Force). Used by the server, `r1lab chat` and anyone calling the engine.
+"""
+from __future__ import annotations
+
+from r1lab.engine.engine import Force, ForceFn
+
+
+def budget_forcer(think_end_id: int, wait_ids: list[int] | None = None, max_thinking: int | None = None,
+                  min_thinking: int = 0, num_ignore: int = 0) -> ForceFn:
+    """A hook that bounds and stretches the thinking.
+
+    - max_thinking: after this many thinking tokens, force </think> in place of the next token (s1's maximum).
+    - min_thinking: while fewer tokens than this were thought, replace the model's </think> by `wait_ids` ("Wait").
+    - num_ignore: after that, replace its </think> by "Wait" this many more times (s1's "ignore the end of
+      thinking N times", the knob of their test-time scaling).
+    "Wait" is only forced when it fits in max_thinking, so the thinking never exceeds max_thinking tokens. Forced
+    tokens count as thinking and toward max_new_tokens. One hook per completion: it counts the ignores.
+
+    >>> hook = budget_forcer(9, wait_ids=[7], max_thinking=3)
+    >>> hook([1, 2, 3, 4]), hook([1, 9])
+    (Force(ids=[9], replace=True), None)
+    """
+    ignored = 0
+
+    def hook(ids: list[int]) -> Force | None:
+        nonlocal ignored
+        if think_end_id in ids[:-1]:
+            return None  # thinking is over: never interfere
+        thought = len(ids) - 1  # tokens before the one just sampled
+        if ids[-1] != think_end_id:
+            return Force([think_end_id], replace=True) if max_thinking is not None and thought >= max_thinking \
+                else None
+        if not wait_ids or (max_thinking is not None and thought + len(wait_ids) > max_thinking):
+            return None  # no "Wait" to force, or no room left to keep thinking: let it end
+        if thought < min_thinking:
+            return Force(list(wait_ids), replace=True)
+        if ignored < num_ignore:
+            ignored += 1
+            return Force(list(wait_ids), replace=True)
+        return None
+    return hook

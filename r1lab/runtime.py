@@ -1,0 +1,116 @@
+"""Where and how a process runs: its device, its autocast dtype, and its place in a data-parallel world.
+
+Every stage (pretrain, rl), evaluation, the server and the chat take these from here, so "which device" and "which
+dtype" have one answer. The distributed helpers are a world of one when torch.distributed is not initialised, so
+single-process code calls them unconditionally.
+
+    init_distributed()                      # joins the process group torchrun / accelerate launch describe
+    dev = device()                          # cuda:LOCAL_RANK, else cpu
+    amp = autocast_dtype("auto", dev)       # bf16 where the hardware has it, else None (fp32)
+    with autocast(dev, amp): ...
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+DTYPES = ("auto", "bf16", "fp32")
+
+
+def device() -> torch.device:
+    """This process's device: cuda:LOCAL_RANK when a GPU is visible (one process per GPU under torchrun), else cpu."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (avx512_bf16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(name: str, dev: torch.device):
+    """The autocast dtype for a config's `dtype`: "fp32" -> None, "bf16" -> bfloat16, "auto" -> bfloat16 where the
+    hardware has it (CUDA with bf16, CPUs with avx512_bf16 / AMX), else None."""
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def autocast(dev: torch.device, dtype):
+    """torch.autocast on `dev` with `dtype`, or a no-op context for dtype None (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=dtype)
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads; 0 or None leaves torch's choice."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+# --- data parallelism ---------------------------------------------------------------------------------------------
+
+def init_distributed() -> None:
+    """Join the process group that torchrun / accelerate launch describe in the environment (nccl on GPUs, else
+    gloo); nothing when WORLD_SIZE is 1 or unset."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return rank_and_world()[0] == 0
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """Element-wise sums over ranks, in float64."""
+    if rank_and_world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather_objects(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...]."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def sum_gradients(model) -> None:
+    """Sum gradients over ranks in place (each rank's loss is already divided by the global counts)."""
+    if rank_and_world()[1] == 1:
+        return
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+
+
+def barrier() -> None:
+    if rank_and_world()[1] > 1:
+        dist.barrier()
