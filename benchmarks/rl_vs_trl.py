@@ -1,7 +1,7 @@
 """Seconds per GRPO step: r1lab's RL stage vs TRL's GRPOTrainer, same model, task, batch, precision and settings.
 
     pip install -e ".[bench]"        # TRL is an optional extra, never a runtime dependency of r1lab
-    python benchmarks/rl_vs_trl.py [--presets tiny-1m,tiny-5m] [--steps 5] [--dtypes fp32] [--json out.json]
+    python benchmarks/rl_vs_trl.py [--presets tiny-1m,tiny-5m] [--steps 5] [--dtypes fp32] [--out out.json]
 
 One step = rollouts (P=8 prompts x G=8 samples, 64 new tokens, temperature 1) + countdown rewards + group-std
 advantages + ONE optimizer update (AdamW, lr 5e-5, betas (0.9, 0.99), no weight decay, grad clip 1.0) on all 64
@@ -73,7 +73,7 @@ def setup(preset: str, threads: int):
 def step_flops(config, completions_shape: list[tuple[int, int]], train_tokens: int, context_len: int) -> float:
     """Model FLOPs one r1lab step did: sampling every (prompt_len, new_tokens), plus a forward+backward over the
     tokens train_on processed (each distinct prompt once per micro-batch, then the padded responses)."""
-    from r1lab.flops import generate_flops, train_flops
+    from r1lab.cost.flops import generate_flops, train_flops
 
     gen = sum(generate_flops(config, p, n) for p, n in completions_shape)
     return gen + train_flops(config, train_tokens, context_len)
@@ -215,7 +215,7 @@ def main():
                     help="torch threads (default: all cores; 1 is steadier when other jobs share them)")
     ap.add_argument("--frameworks", default="r1lab,trl")
     ap.add_argument("--cached-peak", action="store_true", help="reuse the cached matmul peak instead of measuring")
-    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--out", help="write the results here as JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -278,14 +278,14 @@ def main():
             b = row[fw]["breakdown_s"]
             print(f"  {row['preset']} {row['dtype']} {fw:5s} " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())
                   + f", rest {row[fw]['step_s'] - sum(b.values()):.3f}")
-    if args.json:
+    if args.out:
         meta = {"prompts": P, "samples": G, "new_tokens": NEW_TOKENS, "steps": args.steps, "warmup": args.warmup,
                 "threads": args.threads, "cpus": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__,
                 "transformers": transformers.__version__, "trl": trl_version, "loadavg_before": load_before,
                 "loadavg_after": load_after, "peak_measured": not args.cached_peak}
-        with open(args.json, "w") as f:
+        with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
-        print(f"wrote {args.json}")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def free_port() -> int:
 def start_server(checkpoint: str, *args: str, timeout: float = 120.0, log=subprocess.DEVNULL):
     """(process, base URL) of `r1lab serve CHECKPOINT ARGS` on a free localhost port, once /health answers."""
     port = free_port()
-    cmd = [sys.executable, "-m", "r1lab.cli", "serve", checkpoint, "--port", str(port), *args]
+    cmd = [sys.executable, "-m", "r1lab.cli", "serve", "--model", checkpoint, "--port", str(port), *args]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from r1lab.jsonl import write_text_atomic
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -28,15 +30,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_model_dir(path: Path, model, tokenizer, config: dict | None = None, dtype=None) -> None:

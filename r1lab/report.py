@@ -17,9 +17,10 @@ import base64
 import html
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from r1lab.jsonl import read_jsonl
 
 # (file stem, title, panels); each panel is the metrics that share one y axis. Metrics no run has are skipped, and
 # every other numeric metric lands in the "other" figure.
@@ -63,21 +64,9 @@ class Run:
 # --- reading runs -------------------------------------------------------------------------------------------------
 
 def _jsonl(path: Path) -> list[dict]:
-    """The JSON objects of a JSONL file; a bad line (a run killed mid-write) is skipped with a warning."""
-    if not path.is_file():
-        return []
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            print(f"report: {path}:{lineno}: not JSON, skipped", file=sys.stderr)
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    """The JSON objects of a JSONL file ([] without one); a bad line (a run killed mid-write) is skipped with a
+    warning."""
+    return read_jsonl(path, bad="skip") if path.is_file() else []
 
 
 def _json(path: Path) -> dict | None:

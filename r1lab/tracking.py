@@ -10,14 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+from r1lab.jsonl import read_jsonl, write_jsonl
+
 
 def truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop lines logged after `after_step` (a resumed run logs them again, so the file matches an unbroken run)."""
+    """Drop rows logged after `after_step` (a resumed run logs them again, so the file matches an unbroken run).
+    A torn last line (the run was killed while appending) is dropped too; the rewrite is atomic."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in lines if json.loads(line).get("step", 0) <= after_step]
-    path.write_text("".join(line + "\n" for line in keep))
+    write_jsonl(path, [row for row in read_jsonl(path, bad="torn") if row.get("step", 0) <= after_step])
 
 
 def _fmt(v) -> str:
@@ -55,7 +56,7 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: dict, console_keys: tuple[str, ...] = (), echo: bool = True) -> None:
         row = {"step": step, "stage": self.stage, "time": round(time.time() - self.t0, 3), **metrics}
-        with open(self.path, "a") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=float) + "\n")
         if echo and console_keys:
             parts = " | ".join(f"{k} {_fmt(metrics[k])}" for k in console_keys if k in metrics)
@@ -72,10 +73,3 @@ class MetricsLogger:
             self._wandb.finish()
         if self._tb is not None:
             self._tb.close()
-
-
-def read_metrics(run_dir) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

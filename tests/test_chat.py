@@ -8,7 +8,8 @@ from conftest import tiny_checkpoint, tiny_model
 import torch
 
 from r1lab.cli import main
-from r1lab.commands.chat import DIM, RESET, ChatSession, chat_loop
+from r1lab.commands.chat import DIM, RESET, chat_loop
+from r1lab.serve.chat import ChatSession
 from r1lab.engine import Engine, SamplingParams
 from r1lab.model.load import load_model
 from r1lab.model.tokenizer import build_tokenizer
@@ -38,7 +39,7 @@ def offline_reply(engine, messages, seed, max_new_tokens=24, max_thinking=5):
 
 def test_cli_reads_a_pipe_dims_the_thinking_and_matches_the_engine(ckpt, engine, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("2+3\n\n7*8\n/exit\nnever read\n"))
-    code = main(["chat", str(ckpt), "--color", "always", "--max-new-tokens", "24", "--max-thinking-tokens", "5",
+    code = main(["chat", "--model", str(ckpt), "--color", "always", "--max-new-tokens", "24", "--max-thinking-tokens", "5",
                  "--seed", "0", "--threads", "1"])
     out = capsys.readouterr().out
     assert code == 0 and ">>>" not in out  # no prompt when stdin is not a terminal

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from r1lab.cli import main
-from r1lab.commands.data import parse_value
-from r1lab.commands.score import default_output
+from r1lab.tasks import parse_value
+from r1lab.evaluation.scoring import default_output
 
 HAS_COUNTDOWN = importlib.util.find_spec("r1lab.tasks.countdown") is not None
 needs_countdown = pytest.mark.skipif(not HAS_COUNTDOWN, reason="r1lab/tasks/countdown.py not written yet")
@@ -52,7 +52,7 @@ def test_score_gsm8k(tmp_path, capsys):
 def test_score_weights_output_and_text_summary(tmp_path, capsys):
     source = write_lines(tmp_path / "samples.jsonl", GSM8K_LINES)
     out = tmp_path / "sub" / "graded.jsonl"
-    assert main(["score", "--task", "gsm8k", str(source), "--output", str(out), "--accuracy-weight", "2",
+    assert main(["score", "--task", "gsm8k", str(source), "--out", str(out), "--accuracy-weight", "2",
                  "--format-weight", "0.5"]) == 0
     assert [r["reward"] for r in read_jsonl(out)] == [2.5, 2.0, 0.5, 0.0]
     text = capsys.readouterr().out
@@ -102,7 +102,7 @@ def test_score_usage_errors(tmp_path, capsys):
 
 
 def test_data_for_a_dataset_task_says_so(tmp_path, capsys):
-    assert main(["data", "--task", "gsm8k", "--n", "5", "--output", str(tmp_path / "x.jsonl")]) == 2
+    assert main(["data", "--task", "gsm8k", "--n", "5", "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "is a dataset and has no generator" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
 
@@ -114,9 +114,9 @@ def test_parse_value():
 @needs_countdown
 def test_data_countdown_train_and_test_never_overlap(tmp_path, capsys):
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
-    assert main(["data", "--task", "countdown", "--n", "100", "--seed", "0", "--output", str(train)]) == 0
+    assert main(["data", "--task", "countdown", "--n", "100", "--seed", "0", "--out", str(train)]) == 0
     assert main(["data", "--task", "countdown", "--n", "100", "--seed", "0", "--split", "test",
-                 "--output", str(test)]) == 0
+                 "--out", str(test)]) == 0
     assert "wrote 100 countdown test instances" in capsys.readouterr().out
     key = lambda row: (tuple(sorted(row["nums"])), row["target"])  # noqa: E731
     train_keys, test_keys = {key(r) for r in read_jsonl(train)}, {key(r) for r in read_jsonl(test)}
@@ -126,12 +126,12 @@ def test_data_countdown_train_and_test_never_overlap(tmp_path, capsys):
 @needs_countdown
 def test_data_knobs_are_converted_and_checked(tmp_path, capsys):
     out = tmp_path / "five.jsonl"
-    assert main(["data", "--task", "countdown", "--n", "20", "--seed", "3", "--output", str(out),
-                 "--set", "min_numbers=5", "--set", "max_numbers=5"]) == 0
+    assert main(["data", "--task", "countdown", "--n", "20", "--seed", "3", "--out", str(out),
+                 "--task-arg", "min_numbers=5", "--task-arg", "max_numbers=5"]) == 0
     assert all(len(r["nums"]) == 5 for r in read_jsonl(out))
-    assert main(["data", "--task", "countdown", "--n", "2", "--output", str(out), "--set", "colour=red"]) == 2
+    assert main(["data", "--task", "countdown", "--n", "2", "--out", str(out), "--task-arg", "colour=red"]) == 2
     assert "no knob 'colour'; its knobs (with defaults): min_numbers=3" in capsys.readouterr().err
-    assert main(["data", "--task", "countdown", "--n", "2", "--output", str(out), "--set", "max_number=big"]) == 2
+    assert main(["data", "--task", "countdown", "--n", "2", "--out", str(out), "--task-arg", "max_number=big"]) == 2
     assert "takes a number" in capsys.readouterr().err
 
 

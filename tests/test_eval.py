@@ -140,15 +140,15 @@ TOP_KEYS = {"settings", "problems", "samples", "completions", "pass1", "pass_at_
 
 def test_eval_cli_json_samples_and_difficulty(tiny_checkpoint, tmp_path, capsys):
     out, samples_out = tmp_path / "eval.json", tmp_path / "samples.jsonl"
-    argv = ["eval", str(tiny_checkpoint), "--task", "countdown", "--n", "4", "--samples", "2", "--max-new-tokens",
-            "12", "--threads", "1", "--markers", "check,back,", "--json", str(out), "--samples-out", str(samples_out)]
+    argv = ["eval", "--model", str(tiny_checkpoint), "--task", "countdown", "--n", "4", "--samples", "2", "--max-new-tokens",
+            "12", "--threads", "1", "--markers", "check,back,", "--out", str(out), "--completions-out", str(samples_out)]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "pass@1 (mean of 2)" in table and "cons@2" in table and "difficulty" in table and "flops" in table
     r = json.loads(out.read_text())  # standard JSON: NaN was written as null
     assert set(r) == TOP_KEYS
     s = r["settings"]
-    assert (s["checkpoint"], s["task"], s["n"], s["seed"], s["samples"], s["temperature"], s["top_p"],
+    assert (s["model"], s["task"], s["n"], s["seed"], s["samples"], s["temperature"], s["top_p"],
             s["max_new_tokens"], s["template"], s["markers"]) == (str(tiny_checkpoint), "countdown", 4, 1, 2, 0.6,
                                                                   0.95, 12, "short", ["check", "back,"])
     assert s["data"].startswith("generated: countdown test n=4 seed=1")
@@ -186,9 +186,27 @@ def test_eval_cli_json_samples_and_difficulty(tiny_checkpoint, tmp_path, capsys)
 
 @pytest.mark.parametrize("extra, message", [
     (["--task", "gsm8k"], "--data"),
-    (["--task", "countdown", "--set", "colour=3"], "no knob 'colour'"),
+    (["--task", "countdown", "--task-arg", "colour=3"], "no knob 'colour'"),
     (["--task", "nope"], "unknown task"),
 ])
 def test_eval_usage_errors(tmp_path, capsys, extra, message):
-    assert main(["eval", str(tmp_path / "no-such-model")] + extra + ["--n", "2"]) == 2
+    assert main(["eval", "--model", str(tmp_path / "no-such-model")] + extra + ["--n", "2"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_names_a_missing_model_path_and_checks_outputs_first(tiny_checkpoint, tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "no-such-model"), "--task", "countdown", "--n", "2"]) == 2
+    assert "no-such-model: no such file or directory" in capsys.readouterr().err
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    argv = ["eval", "--model", str(tiny_checkpoint), "--task", "countdown", "--n", "2", "--max-new-tokens", "4"]
+    assert main(argv + ["--out", str(blocked / "eval.json")]) == 2  # its folder would be a file: refused up front
+    assert "cannot create its folder" in capsys.readouterr().err
+
+
+def test_eval_json_prints_one_object_on_stdout(tiny_checkpoint, capsys):
+    argv = ["eval", "--model", str(tiny_checkpoint), "--task", "countdown", "--n", "2", "--samples", "1",
+            "--max-new-tokens", "6", "--no-greedy", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["problems"] == 2 and r["settings"]["model"] == str(tiny_checkpoint)

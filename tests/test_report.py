@@ -61,7 +61,7 @@ def report(tmp_path_factory):
     empty = root / "empty"
     empty.mkdir()
     out = tmp_path_factory.mktemp("report")
-    assert main(["report", str(grpo), str(dapo), str(pre), str(empty), "--output", str(out)]) == 0
+    assert main(["report", str(grpo), str(dapo), str(pre), str(empty), "--out", str(out)]) == 0
     return out
 
 
@@ -88,7 +88,7 @@ def test_report_plots_and_page(report):
 
 
 def test_report_usage_error(tmp_path, capsys):
-    assert main(["report", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]) == 2
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "no such run directory" in capsys.readouterr().err
 
 
@@ -116,7 +116,8 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_trackers_that_are_not_installed_only_warn(tmp_path, monkeypatch, capsys):
-    from r1lab.tracking import MetricsLogger, read_metrics
+    from r1lab.jsonl import read_jsonl
+    from r1lab.tracking import MetricsLogger
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError, installed or not
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
@@ -126,4 +127,4 @@ def test_trackers_that_are_not_installed_only_warn(tmp_path, monkeypatch, capsys
     log.close()
     err = capsys.readouterr().err
     assert "wandb is not installed" in err and "tensorboard is not installed" in err
-    assert [(r["step"], r["stage"], r["reward"]) for r in read_metrics(tmp_path)] == [(1, "rl", 0.5), (2, "rl", 0.75)]
+    assert [(r["step"], r["stage"], r["reward"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(1, "rl", 0.5), (2, "rl", 0.75)]

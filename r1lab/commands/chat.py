@@ -1,7 +1,7 @@
-"""`r1lab chat CHECKPOINT`: talk to a model in the terminal, on the engine directly (no server).
+"""`r1lab chat --model MODEL`: talk to a model in the terminal, on the engine directly (no server).
 
-    r1lab chat runs/rl --max-thinking-tokens 200
-    echo "12+7" | r1lab chat runs/rl --color never      # stdin need not be a terminal
+    r1lab chat --model runs/rl --max-thinking-tokens 200
+    echo "12+7" | r1lab chat --model runs/rl --color never      # stdin need not be a terminal
 
 Reads one message per line and keeps the conversation in the chat template. Each reply streams as it is generated:
 the thinking (the text before </think>) dimmed, then the answer plain (its <answer> tags removed). /reset forgets
@@ -18,8 +18,8 @@ DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a checkpoint dir, a run dir (its latest checkpoint), a shipped base name "
-                                           "or a hub id")
+    parser.add_argument("--model", required=True, help="a shipped base name, a run dir (its latest checkpoint), a "
+                                                       "model dir or a hub id")
     parser.add_argument("--temperature", type=float, default=0.6, help="0 = greedy (default 0.6, as DeepSeek "
                                                                        "recommends for R1)")
     parser.add_argument("--top-p", type=float, default=0.95)
@@ -34,67 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
 
 
-class ChatSession:
-    """A conversation on one engine; reply() streams (reasoning, content) deltas to a callback."""
-
-    def __init__(self, engine, params, system: str | None = None, max_thinking: int | None = None,
-                 num_ignore: int = 0, seed: int | None = None):
-        from r1lab.serve.text import THINK_END, WAIT
-
-        self.engine, self.params, self.seed = engine, params, seed
-        self.system = [{"role": "system", "content": system}] if system else []
-        self.history: list[dict] = []
-        self.turns = 0
-        tok = engine.tokenizer
-        self.think_end_id = tok.convert_tokens_to_ids(THINK_END)
-        self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
-        self.max_thinking, self.num_ignore = max_thinking, num_ignore
-
-    def prompt_ids(self, user: str) -> tuple[list[int], int]:
-        """The prompt for a new user message and the tokens left for the reply; drops the oldest turns to fit."""
-        from r1lab.serve.text import chat_prompt_ids
-
-        limit = self.engine.max_positions or 10 ** 9
-        history = list(self.history)
-        while True:
-            ids = chat_prompt_ids(self.engine.tokenizer, self.system + history + [{"role": "user", "content": user}])
-            if len(ids) + self.params.max_new_tokens <= limit or not history:
-                return ids, min(self.params.max_new_tokens, limit - len(ids))
-            history = history[2:]  # one user message and its reply
-
-    def reply(self, user: str, on_delta) -> tuple[str, str]:
-        """Generate the assistant's reply to `user`, calling on_delta(reasoning, content) as text arrives."""
-        import dataclasses
-
-        from r1lab.engine import EngineBatch
-        from r1lab.engine.forcing import budget_forcer
-        from r1lab.serve.text import CompletionText
-
-        ids, room = self.prompt_ids(user)
-        if room < 1:
-            raise ValueError(f"the message alone fills the model's {self.engine.max_positions}-token context")
-        params = dataclasses.replace(self.params, max_new_tokens=room)
-        forced = None
-        if self.max_thinking is not None or self.num_ignore:
-            forced = budget_forcer(self.think_end_id, self.wait_ids, self.max_thinking, 0, self.num_ignore)
-        seed = None if self.seed is None else self.seed + self.turns
-        batch = EngineBatch(self.engine)
-        batch.add(ids, params, forced, seed)
-        out = CompletionText(self.engine.tokenizer, params.stop)
-        while batch:
-            for ev in batch.step():
-                on_delta(*out.push([ev]))
-        self.turns += 1
-        self.history += [{"role": "user", "content": user},
-                         {"role": "assistant", "content": out.content, "reasoning_content": out.reasoning}]
-        return out.reasoning, out.content
-
-    def reset(self) -> None:
-        self.history = []
-
-
-def chat_loop(session: ChatSession, stdin, stdout, color: bool) -> int:
-    """Read messages from stdin until /exit or EOF, writing each streamed reply to stdout."""
+def chat_loop(session, stdin, stdout, color: bool) -> int:
+    """Read messages from stdin until /exit or EOF, writing each streamed reply (of a serve.chat.ChatSession)."""
     interactive = stdin.isatty()
     while True:
         if interactive:
@@ -153,9 +94,20 @@ class _ReplyView:
         self.out.flush()
 
 
+def load_engine(args: argparse.Namespace):
+    """An Engine for --model on runtime.device(), one row at a time; raises CheckpointError when it cannot load."""
+    from r1lab import runtime
+    from r1lab.engine import Engine
+    from r1lab.model.load import load_checkpoint
+
+    runtime.set_threads(args.threads)
+    model, tokenizer, _ = load_checkpoint(args.model)
+    return Engine(model.eval(), tokenizer, max_batch_size=1)
+
+
 def run(args: argparse.Namespace) -> int:
-    from r1lab.commands.serve import load_engine
     from r1lab.engine import SamplingParams
+    from r1lab.serve.chat import ChatSession
 
     try:
         params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
@@ -163,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"r1lab chat: {e}", file=sys.stderr)
         return 2
     try:
-        engine, _ = load_engine(args.checkpoint, args.threads, max_batch_size=1)
+        engine = load_engine(args)
     except (OSError, ValueError) as e:
-        print(f"r1lab chat: cannot load {args.checkpoint}: {e}", file=sys.stderr)
+        print(f"r1lab chat: {e}", file=sys.stderr)
         return 2
     session = ChatSession(engine, params, args.system, args.max_thinking_tokens, args.num_ignore, args.seed)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())

@@ -33,15 +33,14 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    import torch
-
+    from r1lab import runtime
     from r1lab.cli import main as cli
-    from r1lab.config import load_config, parse_task_args
+    from r1lab.config import load_config
     from r1lab.recipes import resolve_recipe
     from r1lab.rl.train import RLConfig, held_out_task_args
+    from r1lab.tasks import get_task, parse_knobs
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    runtime.set_threads(args.threads)
     plan = PLANS["quick" if args.quick else "full"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,23 +60,24 @@ def run(args: argparse.Namespace) -> int:
         if cli(["pretrain", "--recipe", "countdown_base_short", "--out", str(out / "base")]) != 0:
             return 1
         base = str(out / "base")
-    knobs = sum((["--set", f"{k}={v}"] for k, v in parse_task_args(held_out_task_args(rl_cfg)).items()), [])
+    held_out = parse_knobs(get_task(rl_cfg.task), held_out_task_args(rl_cfg))
+    knobs = sum((["--task-arg", f"{k}={v}"] for k, v in held_out.items()), [])
     eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
                  "--max-new-tokens", str(rl_cfg.max_new_tokens), "--no-greedy",
                  "--batch-size", "64"] + knobs  # 64 rows at a time keeps the KV cache (and the demo) under 3 GB
 
     banner(f"evaluating the base model ({base}) on {plan['eval_n']} held-out problems")
-    if cli(["eval", base, *eval_args, "--json", str(out / "eval_base.json")]) != 0:
+    if cli(["eval", "--model", base, *eval_args, "--out", str(out / "eval_base.json")]) != 0:
         return 1
     banner(f"R1-Zero: GRPO on {rl_cfg.task} ({plan['rl']} recipe, {rl_cfg.steps} steps)")
     rl_set = sum((["--set", item] for item in plan["rl_set"] + [f"threads={args.threads}"]), [])
     if cli(["rl", "--recipe", plan["rl"], "--model", base, "--out", str(out / "rl"), *rl_set]) != 0:
         return 1
     banner("evaluating the RL model on the same problems")
-    if cli(["eval", str(out / "rl"), *eval_args, "--json", str(out / "eval_rl.json")]) != 0:
+    if cli(["eval", "--model", str(out / "rl"), *eval_args, "--out", str(out / "eval_rl.json")]) != 0:
         return 1
     banner("writing the report")
-    if cli(["report", str(out / "rl"), "--output", str(out / "report")]) != 0:
+    if cli(["report", str(out / "rl"), "--out", str(out / "report")]) != 0:
         return 1
 
     before = json.loads((out / "eval_base.json").read_text())

@@ -1,4 +1,4 @@
-"""r1lab pretrain --recipe FILE [--set key=value ...]"""
+"""`r1lab pretrain --recipe NAME [--out DIR] [--set key=value ...]`: a base model from scratch (r1lab/pretrain/)."""
 from __future__ import annotations
 
 from r1lab.commands.stage import add_stage_arguments

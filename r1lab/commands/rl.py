@@ -1,4 +1,4 @@
-"""r1lab rl --recipe FILE [--set key=value ...]"""
+"""`r1lab rl --recipe NAME [--model MODEL] [--out DIR] [--set key=value ...]`: R1-Zero (r1lab/rl/train.py)."""
 from __future__ import annotations
 
 from r1lab.commands.stage import add_stage_arguments
@@ -8,7 +8,6 @@ HELP = "R1-Zero: GRPO / Dr. GRPO / DAPO on chain-of-thought with rule-based rewa
 
 def add_arguments(p) -> None:
     add_stage_arguments(p)
-    p.add_argument("--model", help="shorthand for --set model=PATH (a checkpoint, a shipped base or a hub id)")
 
 
 def run(args) -> int:
@@ -19,7 +18,7 @@ def run(args) -> int:
     from r1lab.rl.train import RLConfig, algorithm, main
 
     try:
-        cfg = load_stage_config(RLConfig, args, [f"model={args.model}"] if args.model else [])
+        cfg = load_stage_config(RLConfig, args)
         algorithm(cfg)  # an unknown preset or setting fails here, before anything loads
     except (ConfigError, ValueError) as e:
         print(f"r1lab rl: {e}", file=sys.stderr)

@@ -221,3 +221,44 @@ def evaluate_model(model, tokenizer, task, examples, template: str = "short", ma
     if greedy:
         out["greedy_acc"] = s["greedy_acc"]
     return out
+
+
+# --- presenting a result ------------------------------------------------------------------------------------
+
+def finite(x):
+    """NaN and infinities as None, so the JSON is standard: finite({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}"""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
+
+
+def _f(x, digits: int = 4) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def format_table(r: dict) -> str:
+    """The console report: headline figures, then one row per difficulty bucket."""
+    s, K, rl, b = r["settings"], r["samples"], r["response_len"], r["behaviour"]
+    lines = [f"{s['task']}: {r['problems']} problems x {K} samples, temperature {s['temperature']}, top-p "
+             f"{s['top_p']}, max {s['max_new_tokens']} new tokens, template {s['template']}",
+             f"  {'pass@1 (mean of %d)' % K:<24}{_f(r['pass1'])}"]
+    lines += [f"  {'pass@' + k:<24}{_f(v)}" for k, v in r["pass_at_k"].items() if k != "1"]
+    lines += [f"  {'cons@%d' % K:<24}{_f(r['cons_at_k'])}",
+              f"  {'greedy':<24}{_f(r['greedy_acc'])}",
+              f"  {'format rate':<24}{_f(r['format_rate'])}",
+              f"  {'truncated':<24}{_f(r['truncated_rate'])}",
+              f"  {'response tokens':<24}mean {_f(rl['mean'], 1)}  median {_f(rl['median'], 1)}  | right "
+              f"{_f(rl['mean_correct'], 1)} / {_f(rl['median_correct'], 1)}  | wrong {_f(rl['mean_wrong'], 1)} / "
+              f"{_f(rl['median_wrong'], 1)}",
+              f"  {'markers':<24}{_f(b['marker_rate'])}  ({', '.join(repr(m) for m in b['markers'])})",
+              f"  {'arithmetic steps':<24}{_f(b['step_acc'])} correct, {_f(b['steps_per_response'], 2)} per response",
+              f"  {'attempts / response':<24}{_f(b['attempts'], 2)}",
+              f"  {'difficulty':<24}{'problems':>9}{'pass@1':>9}{'format':>9}{'cons@%d' % K:>9}{'greedy':>9}"]
+    for name, d in r["by_difficulty"].items():
+        lines.append(f"  {name[:23]:<24}{d['problems']:>9}{_f(d['pass1']):>9}{_f(d['format_rate']):>9}"
+                     f"{_f(d['cons_at_k']):>9}{_f(d['greedy_acc']):>9}")
+    return "\n".join(lines)

@@ -78,12 +78,16 @@ def load_checkpoint(arg: str | Path, device=None, dtype=None):
     Raises CheckpointError with one line naming what failed (a missing path, a run without checkpoints, a model
     directory transformers cannot read).
     """
+    from safetensors import SafetensorError
+
     from r1lab import runtime
 
     path = resolve_checkpoint(arg)
     try:
         model, tokenizer = load_model(path, dtype)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, SafetensorError):
+            first = f"its model.safetensors is not a readable safetensors file ({first})"
         raise CheckpointError(f"cannot load a model from {path}: {first}") from None
     return model.to(device if device is not None else runtime.device()), tokenizer, path

@@ -17,6 +17,8 @@ normally reads "reasoning</think> <answer>...</answer>"; a leading "<think>" is 
 from __future__ import annotations
 
 import importlib
+import inspect
+from math import isfinite  # subtle: not `import math`; the submodule r1lab.tasks.math would shadow it
 
 TASK_MODULES = {
     "countdown": "r1lab.tasks.countdown",
@@ -36,3 +38,59 @@ def get_task(name: str):
 
 def task_names() -> list[str]:
     return list(TASK_MODULES)
+
+
+# --- generator knobs --------------------------------------------------------------------------------------------
+# One parser for every place a user names a task's generator knobs: a config's task_args ("k=v,k=v"), and the
+# command line's repeated --task-arg k=v.
+
+_NOT_KNOBS = ("n", "seed", "split")
+
+
+def parse_value(text: str):
+    """A knob value as typed: parse_value("5") == 5, parse_value("0.5") == 0.5, else the string stripped."""
+    text = text.strip()
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if isinstance(value, float) and not isfinite(value):
+            break  # "nan", "inf": no knob takes them; keep the string so the type check names it
+        return value
+    return text
+
+
+def knob_defaults(task) -> dict:
+    """{knob: default} of a synthetic task's generate(); an error for a dataset task (no generator)."""
+    if not hasattr(task, "generate"):
+        raise ValueError(f"task {task.NAME!r} is a dataset and has no generator: pass its problems as a JSONL / "
+                         "Parquet file or a Hugging Face dataset id instead")
+    params = inspect.signature(task.generate).parameters
+    return {name: p.default for name, p in params.items()
+            if name not in _NOT_KNOBS and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def parse_knobs(task, items: str | list[str]) -> dict:
+    """Generator keyword arguments from "k=v,k=v" or ["k=v", ...], checked against task.generate's signature.
+
+    parse_knobs(countdown, "max_numbers=3,max_number=12") == {"max_numbers": 3, "max_number": 12}
+    An unknown knob, a missing "=", or text for a numeric knob is a ValueError that names the knob and lists the
+    valid ones with their defaults.
+    """
+    pairs = [s for s in items.split(",")] if isinstance(items, str) else list(items)
+    valid = knob_defaults(task) if pairs and any(p.strip() for p in pairs) else {}
+    knobs = {}
+    for pair in filter(None, (p.strip() for p in pairs)):
+        name, eq, text = pair.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise ValueError(f"task knobs are KNOB=VALUE, got {pair!r}")
+        if name not in valid:
+            listed = ", ".join(f"{k}={v}" for k, v in valid.items()) or "none"
+            raise ValueError(f"{task.NAME} has no knob {name!r}; its knobs (with defaults): {listed}")
+        value, default = parse_value(text), valid[name]
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+            raise ValueError(f"knob {name!r} takes a number (default {default}), got {text.strip()!r}")
+        knobs[name] = value
+    return knobs

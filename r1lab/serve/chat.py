@@ -1,0 +1,64 @@
+"""A conversation with a model on the engine directly (no server): what `r1lab chat` drives.
+
+    session = ChatSession(engine, SamplingParams(temperature=0.6, max_new_tokens=256), max_thinking=200)
+    reasoning, content = session.reply("12+7", on_delta=lambda r, c: print(r, c, end=""))
+
+The conversation is kept in the chat template; earlier turns are dropped, oldest first, when it no longer fits in
+the model's context. Replies split into reasoning and content exactly as the server's do (serve/text.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from r1lab.engine import EngineBatch
+from r1lab.engine.forcing import budget_forcer
+from r1lab.serve.text import THINK_END, WAIT, CompletionText, chat_prompt_ids
+
+
+class ChatSession:
+    """A conversation on one engine; reply() streams (reasoning, content) deltas to a callback."""
+
+    def __init__(self, engine, params, system: str | None = None, max_thinking: int | None = None,
+                 num_ignore: int = 0, seed: int | None = None):
+        self.engine, self.params, self.seed = engine, params, seed
+        self.system = [{"role": "system", "content": system}] if system else []
+        self.history: list[dict] = []
+        self.turns = 0
+        tok = engine.tokenizer
+        self.think_end_id = tok.convert_tokens_to_ids(THINK_END)
+        self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
+        self.max_thinking, self.num_ignore = max_thinking, num_ignore
+
+    def prompt_ids(self, user: str) -> tuple[list[int], int]:
+        """The prompt for a new user message and the tokens left for the reply; drops the oldest turns to fit."""
+        limit = self.engine.max_positions or 10 ** 9
+        history = list(self.history)
+        while True:
+            ids = chat_prompt_ids(self.engine.tokenizer, self.system + history + [{"role": "user", "content": user}])
+            if len(ids) + self.params.max_new_tokens <= limit or not history:
+                return ids, min(self.params.max_new_tokens, limit - len(ids))
+            history = history[2:]  # one user message and its reply
+
+    def reply(self, user: str, on_delta) -> tuple[str, str]:
+        """Generate the assistant's reply to `user`, calling on_delta(reasoning, content) as text arrives."""
+        ids, room = self.prompt_ids(user)
+        if room < 1:
+            raise ValueError(f"the message alone fills the model's {self.engine.max_positions}-token context")
+        params = dataclasses.replace(self.params, max_new_tokens=room)
+        forced = None
+        if self.max_thinking is not None or self.num_ignore:
+            forced = budget_forcer(self.think_end_id, self.wait_ids, self.max_thinking, 0, self.num_ignore)
+        seed = None if self.seed is None else self.seed + self.turns
+        batch = EngineBatch(self.engine)
+        batch.add(ids, params, forced, seed)
+        out = CompletionText(self.engine.tokenizer, params.stop)
+        while batch:
+            for ev in batch.step():
+                on_delta(*out.push([ev]))
+        self.turns += 1
+        self.history += [{"role": "user", "content": user},
+                         {"role": "assistant", "content": out.content, "reasoning_content": out.reasoning}]
+        return out.reasoning, out.content
+
+    def reset(self) -> None:
+        self.history = []

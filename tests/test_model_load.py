@@ -1,0 +1,71 @@
+"""The one model resolver (r1lab.model.load) and the commands that load through it: every form of a model argument,
+clear errors, and the device every command puts the model on."""
+import argparse
+
+import pytest
+import torch
+
+from conftest import tiny_checkpoint
+from r1lab import runtime
+from r1lab.checkpoint import save_checkpoint
+from r1lab.model.load import ASSETS, CheckpointError, load_checkpoint, resolve_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory, "load")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory with two checkpoints, as rl and pretrain write them."""
+    from r1lab.model.load import load_model
+
+    model, tok = load_model(str(ASSETS / "countdown-base"))
+    run = tmp_path_factory.mktemp("run")
+    for step in (1, 2):
+        save_checkpoint(run, step, model, tok, {"step": step})
+    return run
+
+
+def test_every_form_of_a_model_argument(ckpt, run_dir):
+    assert resolve_checkpoint("countdown-base") == str(ASSETS / "countdown-base")
+    assert resolve_checkpoint(str(ckpt)) == str(ckpt)
+    assert resolve_checkpoint(str(run_dir)) == str(run_dir / "checkpoints" / "step_000002")  # its newest
+    assert resolve_checkpoint("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"  # a hub id passes through
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing" / "model", "no such file or directory"),
+    (lambda p: p / "nothing-here/", "no such file or directory"),
+    (lambda p: (p / "run" / "checkpoints").mkdir(parents=True) or p / "run", "without a finished checkpoint"),
+    (lambda p: (p / "plain").mkdir() or p / "plain", "without config.json"),
+    (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", "a file, not a model directory"),
+])
+def test_bad_model_arguments_say_what_they_found(tmp_path, make, message):
+    with pytest.raises(CheckpointError, match=message):
+        resolve_checkpoint(str(make(tmp_path)))
+
+
+def test_an_unloadable_model_directory_is_one_line(tmp_path, ckpt):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match=r"cannot load a model from .*broken") as e:
+        load_checkpoint(str(broken))
+    assert "\n" not in str(e.value)
+
+
+def test_serve_and_chat_put_the_model_on_the_runtime_device(ckpt, monkeypatch):
+    """Both commands load through load_checkpoint, which moves the model to runtime.device() (cuda:LOCAL_RANK on a
+    GPU machine). Here the device is swapped for `meta`, which no model lands on by accident."""
+    from r1lab.commands import chat, serve
+
+    monkeypatch.setattr(runtime, "device", lambda: torch.device("meta"))
+    args = argparse.Namespace(model=str(ckpt), threads=None, max_batch_size=4)
+    engine, path = serve.load_engine(args)
+    assert path == str(ckpt) and engine.device.type == "meta"
+    assert {p.device.type for p in engine.model.parameters()} == {"meta"}
+    assert chat.load_engine(args).device.type == "meta"
