@@ -4,8 +4,11 @@
     decode.py    the lean decoding step for Llama / Qwen2 / Mistral, and SharedPrefix (a group's prompt read once)
     kvcache.py   the growable KV cache and the edits continuous batching makes to it
     sampling.py  temperature / top-k / top-p by inverse-CDF sampling from per-row uniforms
+    forcing.py   s1 budget forcing as a forced-token hook
     backend.py   the rollout-backend seam: what RL and evaluation call, r1lab's engine behind it (others beside it)
 """
+from r1lab.engine.backend import BACKENDS, EngineBackend, RolloutBackend, make_backend
 from r1lab.engine.engine import GOLDEN, Completion, Engine, EngineBatch, Event, Force, ForceFn, SamplingParams
 
-__all__ = ["GOLDEN", "Completion", "Engine", "EngineBatch", "Event", "Force", "ForceFn", "SamplingParams"]
+__all__ = ["BACKENDS", "GOLDEN", "Completion", "Engine", "EngineBackend", "EngineBatch", "Event", "Force", "ForceFn",
+           "RolloutBackend", "SamplingParams", "make_backend"]

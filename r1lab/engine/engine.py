@@ -16,15 +16,16 @@ Design notes (B rows, L cache columns, V vocabulary):
   row's real tokens (0 for its first prompt token) and are passed explicitly, so padding never shifts RoPE.
   Admitting rows whose prompt is longer or shorter than L left-pads the shorter side's cache with masked zeros.
 - Cache: a transformers DynamicCache passed as `past_key_values`, whose layers keep spare capacity along L so that
-  a decoding step writes one column instead of torch.cat-ing the whole cache (64 rows x 256 greedy tokens on one CPU
-  thread: tiny-1m 2.51 s vs 2.97 s with the stock layer, tiny-3m 5.46 s vs 6.70 s). We edit the per-layer
-  (B, heads, L, head_dim) tensors to drop finished rows, trim all-padding columns and merge admitted rows.
-  Full-attention models only (sliding-window layers raise NotImplementedError). The cache lives in r1lab/engine/kvcache.py.
+  a decoding step writes one column instead of torch.cat-ing the whole cache (a copy of the whole cache every token
+  dominates a small model's step; dev/LOG.md has the timings). We edit the per-layer (B, heads, L, head_dim)
+  tensors to drop finished rows, trim all-padding columns and merge admitted rows. Full-attention models only
+  (sliding-window layers raise NotImplementedError). The cache lives in r1lab/engine/kvcache.py.
   Rows with identical prompts (the G samples of an RL prompt) are prefilled once and their cache rows copied.
-- Decoding steps: prefill runs the model's forward; each later step runs r1lab.engine.decode.DecodeStep for Llama, Qwen2
-  and Mistral models (the same arithmetic without the forward's per-step overhead; tested equal), the model's
-  forward for anything else or with lean_decode=False. When groups of rows share a prompt (RL's G samples), the
-  lean step's attention reads each group's prompt columns once (r1lab.engine.decode.SharedPrefix; float32 only).
+- Decoding steps: prefill runs the model's forward (Engine.forward_last); each later step (Engine.decode_step) runs
+  r1lab.engine.decode.DecodeStep for Llama, Qwen2 and Mistral models (the same arithmetic without the forward's
+  per-step overhead; tested equal), the model's forward for anything else or with lean_decode=False. When groups
+  of rows share a prompt (RL's G samples), the lean step's attention reads each group's prompt columns once
+  (r1lab.engine.decode.SharedPrefix; float32 only).
 - Finished rows stop appending at once and are dropped from the batch (and their cache freed) when a quarter of the
   batch has finished or when queued requests are admitted, so long-tail rows do not keep a full batch busy.
 - Log-probs: `Completion.logprobs[i]` is log_softmax(raw logits)[token_i], the unmodified model distribution at
@@ -128,8 +129,8 @@ class _Request:
         self._uniforms, self._drawn = [], 0
 
     def uniform(self) -> float:
-        """The row's next uniform draw. Drawn from its generator UNIFORM_BLOCK at a time: one generator call per
-        token per row cost a quarter of a tiny model's decoding step."""
+        """The row's next uniform draw. Drawn from its generator UNIFORM_BLOCK at a time: a generator call has a
+        fixed cost that, paid per token per row, is a sizeable share of a tiny model's decoding step."""
         if self._drawn == len(self._uniforms):
             self._uniforms, self._drawn = torch.rand(UNIFORM_BLOCK, generator=self.gen).tolist(), 0
         self._drawn += 1
@@ -140,9 +141,10 @@ class Engine:
     def __init__(self, model, tokenizer, device=None, autocast_dtype=None, max_batch_size: int = 256,
                  lean_decode: bool = True):
         """lean_decode: run decoding steps with r1lab.engine.decode.DecodeStep where the architecture allows (the same
-        logits, 10-13% less generation time for the tiny presets); False always uses the model's forward."""
+        logits without the forward's per-step overhead, which dominates small models); False always uses the
+        model's forward."""
         self.model, self.tokenizer = model, tokenizer
-        self.decode_step = decode_step_for(model) if lean_decode else None
+        self.lean_step = decode_step_for(model) if lean_decode else None  # DecodeStep, or None: the model's forward
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.autocast_dtype = autocast_dtype
         self.max_batch_size = max_batch_size
@@ -179,20 +181,25 @@ class Engine:
         return (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                 else contextlib.nullcontext())
 
-    def _forward(self, ids, attn, pos, cache):
-        """logits (B,V) at the last position; ids/pos (B,q), attn (B, L+q)."""
+    def forward_last(self, ids, attn, pos, cache):
+        """The model's forward over q new tokens per row, appending them to `cache`; logits (B, V) at the last one.
+
+        ids/pos (B, q) token and position ids, attn (B, L+q) the real cache columns with the new ones included. Used
+        for prefill (q = the prompt length) and, when the lean step cannot be used, for decoding (q = 1)."""
         with self._amp():
             out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
                              use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
-    def _decode(self, ids, attn, pos, cache, lean: bool, shared=None):
-        """logits (B,V) for one new token per row; ids/pos (B,), attn (B, L+1). lean: use self.decode_step, with
-        the batch's SharedPrefix if it has one."""
+    def decode_step(self, ids, attn, pos, cache, lean: bool, shared=None):
+        """One decoding step: feed one token per row, append it to `cache`, return the next logits (B, V).
+
+        ids/pos (B,), attn (B, L+1) with the new column included. lean: use self.lean_step (DecodeStep), with
+        `shared` (the batch's SharedPrefix) if it has one; else the model's forward (forward_last)."""
         if not lean:
-            return self._forward(ids[:, None], attn, pos[:, None], cache)
+            return self.forward_last(ids[:, None], attn, pos[:, None], cache)
         with self._amp():
-            return self.decode_step(ids, attn, pos, cache, shared)
+            return self.lean_step(ids, attn, pos, cache, shared)
 
 
 class EngineBatch:
@@ -217,7 +224,7 @@ class EngineBatch:
         self._prefills = 0  # prefill calls so far: a row's group is (its prefill, its prompt)
         self._shared = None  # the SharedPrefix of the current layout, False for none; None: not yet planned
         # a hook registered on the model (e.g. to edit logits) must run: the lean step would bypass it
-        self.lean = engine.decode_step is not None and not has_hooks(engine.model)
+        self.lean = engine.lean_step is not None and not has_hooks(engine.model)
 
     def __len__(self):
         return len(self.waiting) + sum(r.finish_reason is None for r in self.rows)
@@ -260,7 +267,7 @@ class EngineBatch:
                 alive = torch.tensor([r.finish_reason is None for r in self.rows], device=self.attn.device)
                 self.attn = torch.cat([self.attn, alive.long()[:, None]], 1)  # finished rows: a masked column
                 shared = self._shared_prefix() if self.lean else None
-                logits = self.engine._decode(self.feed, self.attn, self.pos, self.cache, self.lean, shared)
+                logits = self.engine.decode_step(self.feed, self.attn, self.pos, self.cache, self.lean, shared)
                 self.pos = self.pos + 1
                 feed, evs = self._advance(self.rows, logits)
                 self.feed = torch.tensor(feed, device=self.feed.device)
@@ -297,8 +304,8 @@ class EngineBatch:
             fp32 = self.engine.autocast_dtype is None and self.cache.layers[0].keys.dtype == torch.float32
             if columns > 0 and len(groups) <= len(self.rows) // 2 and fp32:
                 self._shared = SharedPrefix(self.cache, self.attn, [groups[r.group] for r in self.rows], columns)
-        # once the rows' own tokens far outnumber the prompt, SDPA's kernel reads them faster than attend()'s bmm
-        # (64 rows, 6 heads, 89 prompt columns: 1.0 vs 2.7 ms a layer at 30 own tokens, 15.1 vs 14.1 ms at 700)
+        # once the rows' own tokens far outnumber the prompt, SDPA's fused kernel reads them faster than attend()'s
+        # bmm, and reading the prompt once no longer pays for it (crossover measured in dev/LOG.md)
         if not self._shared or self.attn.shape[1] > 8 * self._shared.columns:
             return None
         return self._shared
@@ -331,7 +338,7 @@ class EngineBatch:
         attn = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in unique], device=dev)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (u, P) position ids count real tokens only
         cache = new_cache(self.engine.model)
-        logits = self.engine._forward(ids, attn, pos, cache)  # (u, V)
+        logits = self.engine.forward_last(ids, attn, pos, cache)  # (u, V)
         if len(unique) < len(new):
             map_cache(cache, lambda t: t.index_select(0, copy))
         attn, logits = attn[copy], logits[copy]  # (b, P), (b, V)

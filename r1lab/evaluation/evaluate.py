@@ -1,8 +1,8 @@
 """Evaluation with the task's own verifier, through the same engine as RL rollouts and serving.
 
-One core: `run_eval` samples K completions per problem (every sample of every problem in one engine call; the
-engine runs at most max_batch_size rows at once, refilling as rows finish), scores them with the task's verifier
-and `summarize`s them. `r1lab eval` prints and saves that summary; `evaluate_model`, which the pretrain and RL loops
+One core: `run_eval` samples K completions per problem (every sample of every problem in one call of the rollout
+backend, r1lab's engine by default, which runs at most max_batch_size rows at once, refilling as rows finish),
+scores them with the task's verifier and `summarize`s them. `r1lab eval` prints and saves that summary; `evaluate_model`, which the pretrain and RL loops
 call, flattens it into scalar metrics, so a number logged during training means what `r1lab eval` means by it at
 the same settings.
 
@@ -159,9 +159,9 @@ def summarize(samples: list[Sample], greedy: list[Sample] | None = None, markers
 
 # --- sampling -----------------------------------------------------------------------------------------------------
 
-def _complete(engine, task, examples, prompts, k: int, params, account, greedy: bool = False) -> list[Sample]:
-    """k completions of every prompt in one engine call, scored."""
-    outs = engine.generate([p for p in prompts for _ in range(k)], params)  # row p*k + j
+def _complete(backend, task, examples, prompts, k: int, params, account, greedy: bool = False) -> list[Sample]:
+    """k completions of every prompt in one backend call, scored."""
+    outs = backend.generate([p for p in prompts for _ in range(k)], params)  # row p*k + j
     difficulty = [task.difficulty(ex) for ex in examples]
     answer_key = getattr(task, "answer_key", None)
     rows = []
@@ -179,23 +179,23 @@ def _complete(engine, task, examples, prompts, k: int, params, account, greedy: 
 def run_eval(model, tokenizer, task, examples, *, template: str = "short", samples: int = 1,
              temperature: float = 0.6, top_p: float = 0.95, top_k: int = 0, max_new_tokens: int = 512,
              seed: int = 0, greedy: bool = True, markers=DEFAULT_MARKERS, autocast_dtype=None,
-             batch_size: int = 256, account=None) -> tuple[dict, list[Sample]]:
+             batch_size: int = 256, account=None, backend: str = "engine") -> tuple[dict, list[Sample]]:
     """K samples per problem and, with greedy=True, one temperature-0 pass; returns (summarize()'s figures, every
-    scored sample with the greedy pass's last)."""
-    from r1lab.engine import Engine, SamplingParams
+    scored sample with the greedy pass's last). `backend` names the rollout backend (r1lab.engine.BACKENDS)."""
+    from r1lab.engine import SamplingParams, make_backend
 
     if not examples or samples < 1:
         raise ValueError(f"need at least one example and one sample, got {len(examples)} and {samples}")
-    engine = Engine(model, tokenizer, autocast_dtype=autocast_dtype, max_batch_size=batch_size)
+    sampler = make_backend(backend, model, tokenizer, autocast_dtype=autocast_dtype, max_batch_size=batch_size)
     prompts = [task.prompt(ex, template=template) for ex in examples]
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                             seed=seed)
-    sampled = _complete(engine, task, examples, prompts, samples, params, account)
+    sampled = _complete(sampler, task, examples, prompts, samples, params, account)
     best = extra = None
     if greedy and temperature == 0:  # the samples are greedy already: each problem's first one
         best = sampled[::samples]
     elif greedy:
-        best = extra = _complete(engine, task, examples, prompts, 1,
+        best = extra = _complete(sampler, task, examples, prompts, 1,
                                  SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens), account, greedy=True)
     return summarize(sampled, best, markers), sampled + (extra or [])
 
