@@ -76,13 +76,19 @@ def save_checkpoint(run_dir, step: int, model, tokenizer, config: dict, trainer_
     os.replace(tmp, final)
     _fsync_dir(root)
     write_text_atomic(root / "latest", final.name)
-    kept = sorted(p for p in root.glob("step_*") if p.is_dir())
+    kept = list_checkpoints(run_dir)
     for old in kept[:-keep_last] if keep_last > 0 else []:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):  # leftovers of killed writers
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """RUN/checkpoints/step_* directories, oldest first (finished ones: a writer's temporary is named .tmp-*)."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step_*") if p.is_dir())
 
 
 def latest_checkpoint(run_dir) -> Path | None:

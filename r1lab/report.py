@@ -78,12 +78,12 @@ def _json(path: Path) -> dict | None:
 
 
 def _config(run_dir: Path) -> tuple[dict | None, str | None]:
-    """The newest checkpoint's r1lab_config.json, else one at the top of the run directory."""
-    root = run_dir / "checkpoints"
-    candidates = []
-    if (root / "latest").is_file():
-        candidates.append(root / (root / "latest").read_text().strip() / "r1lab_config.json")
-    candidates += [p / "r1lab_config.json" for p in sorted(root.glob("step_*"), reverse=True)]
+    """The newest checkpoint's r1lab_config.json, else an older checkpoint's, else one at the top of the run."""
+    from r1lab.checkpoint import latest_checkpoint, list_checkpoints
+
+    latest = latest_checkpoint(run_dir)
+    candidates = [latest / "r1lab_config.json"] if latest is not None else []
+    candidates += [p / "r1lab_config.json" for p in reversed(list_checkpoints(run_dir))]
     candidates += [run_dir / "r1lab_config.json", run_dir / "config.json"]
     for path in candidates:
         if path.is_file() and (config := _json(path)) is not None:

@@ -11,16 +11,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import sys
-
-    from r1lab.commands.stage import load_stage_config
-    from r1lab.config import ConfigError
+    from r1lab.commands.stage import run_stage
     from r1lab.pretrain.train import PretrainConfig, main
 
-    try:
-        cfg = load_stage_config(PretrainConfig, args)
-    except ConfigError as e:
-        print(f"r1lab pretrain: {e}", file=sys.stderr)
-        return 2
-    main(cfg)
-    return 0
+    return run_stage(args, "pretrain", PretrainConfig, main)

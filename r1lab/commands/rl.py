@@ -11,17 +11,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import sys
-
-    from r1lab.commands.stage import load_stage_config
-    from r1lab.config import ConfigError
+    from r1lab.commands.stage import run_stage
     from r1lab.rl.train import RLConfig, algorithm, main
 
-    try:
-        cfg = load_stage_config(RLConfig, args)
-        algorithm(cfg)  # an unknown preset or setting fails here, before anything loads
-    except (ConfigError, ValueError) as e:
-        print(f"r1lab rl: {e}", file=sys.stderr)
-        return 2
-    main(cfg)
-    return 0
+    # algorithm(cfg): an unknown preset or setting fails before anything loads
+    return run_stage(args, "rl", RLConfig, main, check=algorithm)

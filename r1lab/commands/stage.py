@@ -1,4 +1,5 @@
-"""Flags shared by the training stages (`r1lab pretrain`, `r1lab rl`): a recipe, overrides, shorthands."""
+"""What the training stages (`r1lab pretrain`, `r1lab rl`) share on the command line: a recipe, overrides,
+shorthands, and how a config is loaded, checked and run."""
 from __future__ import annotations
 
 
@@ -24,3 +25,21 @@ def load_stage_config(cls, args):
     overrides += ["wandb=true"] if args.wandb else []
     overrides += ["tensorboard=true"] if args.tensorboard else []
     return load_config(cls, resolve_recipe(args.recipe), overrides)
+
+
+def run_stage(args, command: str, cls, main, check=None) -> int:
+    """Load the config, check it before anything heavy loads (check(cfg) raises ValueError on a bad setting), then
+    run main(cfg). A bad recipe, key, value or setting is one line on stderr and exit status 2."""
+    import sys
+
+    from r1lab.config import ConfigError
+
+    try:
+        cfg = load_stage_config(cls, args)
+        if check is not None:
+            check(cfg)
+    except (ConfigError, ValueError) as e:
+        print(f"r1lab {command}: {e}", file=sys.stderr)
+        return 2
+    main(cfg)
+    return 0
