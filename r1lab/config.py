@@ -3,6 +3,9 @@
     cfg = load_config(PretrainConfig, "recipes/countdown_base.toml", ["lr=1e-3", "steps=200"])
 
 Unknown keys are an error that lists the valid ones; values are converted to the field's type.
+
+A stage config may inherit a small dataclass of knobs that another module owns (PretrainConfig inherits
+r1lab.pretrain.corpus.CorpusConfig): it stays flat, and the inherited fields are keys like any other.
 """
 from __future__ import annotations
 
@@ -99,19 +102,3 @@ def format_config(cfg) -> str:
     """The resolved config, one `key = value` per line, as printed at the start of a run."""
     return "\n".join(f"{k} = {v!r}" for k, v in config_to_dict(cfg).items())
 
-
-def parse_task_args(text: str) -> dict:
-    """parse_task_args("max_number=12,max_target=100") == {"max_number": 12, "max_target": 100}"""
-    out = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        if "=" not in item:
-            raise ConfigError(f"task_args: expected key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = int(v)
-        except ValueError:
-            try:
-                out[k.strip()] = float(v)
-            except ValueError:
-                out[k.strip()] = v.strip()
-    return out

@@ -5,8 +5,9 @@ from conftest import best_of_three
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from r1lab.jsonl import read_jsonl, write_jsonl
 from r1lab.tasks import arithmetic as ar
-from r1lab.tasks.common import split_of
+from r1lab.tasks.common import cached_generate, generate_distinct, split_of
 
 EX = {"a": 1234, "op": "*", "b": 56, "answer": 69104}
 
@@ -26,14 +27,16 @@ def timed_score(completion, example=EX):
     (wrap(" 69,104 "), 1.1),
     ("<think>x</think>\n<answer>\n69104\n</answer>\n", 1.1),
     (wrap("69104") + " done", 1.0),
-    ("<answer>69104</answer>", 1.0),
+    ("<answer>69104</answer>", 0.0),  # no </think>: still thinking, so no answer (r1lab.tasks.format)
+    ("<answer>69104</answer></think> <answer>1</answer>", 0.0),  # an answer inside the reasoning is not one
     (wrap("69105"), 0.1),
     (wrap("69,10,4"), 0.1),
     ("69104", 0.0),
     (wrap("69105") + ".", 0.0),
 ])
 def test_hand_made_rewards(completion, reward):
-    assert ar.score(completion, EX).reward == pytest.approx(reward)
+    # exact: a reward is 1.0 * correct + 0.1 * format_ok in float64, which IEEE 754 rounds alike on every machine
+    assert ar.score(completion, EX).reward == reward
 
 
 def test_score_recomputes_and_never_trusts_answer_field():
@@ -101,7 +104,7 @@ ADVERSARIAL = [
 @pytest.mark.parametrize("name, completion", ADVERSARIAL, ids=[a[0] for a in ADVERSARIAL])
 def test_adversarial_never_correct(name, completion):
     s, seconds = timed_score(completion)
-    assert not s.correct and s.reward <= 0.1 + 1e-9
+    assert not s.correct and s.reward <= 0.1
     assert seconds < 0.05
     ar.answer_key(completion, EX)
 
@@ -134,9 +137,9 @@ def test_generated_answers_score_and_perturbations_fail(seed, lo, span, ops):
     rows = ar.generate(5, seed, min_digits=lo, max_digits=lo + span, ops=ops)
     for ex in rows:
         assert ex["op"] in ops and lo <= len(str(max(ex["a"], ex["b"]))) <= lo + span
-        assert ar.score(wrap(str(ex["answer"])), ex).reward == pytest.approx(1.1)
-        assert ar.score(wrap(f"{ex['answer']:,}"), ex).reward == pytest.approx(1.1)
-        assert ar.score(wrap(str(ex["answer"] + 1)), ex).reward == pytest.approx(0.1)
+        assert ar.score(wrap(str(ex["answer"])), ex).reward == 1.1
+        assert ar.score(wrap(f"{ex['answer']:,}"), ex).reward == 1.1
+        assert ar.score(wrap(str(ex["answer"] + 1)), ex).reward == 0.1
         moved = {**ex, "b": ex["b"] + 1}
         if ar._result(moved) != ex["answer"]:  # 0 * b is 0 for every b
             assert not ar.score(wrap(str(ex["answer"])), moved).correct
@@ -174,8 +177,39 @@ def test_bad_knobs_raise(knobs):
 
 
 def test_impossible_request_raises_instead_of_looping():
-    with pytest.raises(ValueError, match="distinct"):
-        ar.generate(60, 0, max_digits=1, ops="+")  # only 55 unordered pairs exist
+    with pytest.raises(ValueError, match="found only 47 of 60 distinct train instances; widen the knobs"):
+        ar.generate(60, 0, max_digits=1, ops="+")  # only 55 unordered pairs exist, 47 of them hash into train
+
+
+def test_generate_distinct_builds_only_new_identities_of_the_split_and_counts_misses_in_a_row():
+    keys = ("i",)
+    train = [i for i in range(40) if split_of({"i": i}, keys) == "train"]
+    test = [i for i in range(40) if split_of({"i": i}, keys) == "test"]
+    draws = iter([test[0], train[0], train[0], train[1], train[2], train[0], test[0], train[0], train[0]])
+    built = []
+
+    def build(i):
+        built.append(i)
+        return None if i == train[1] else {"i": i}  # train[1]: rejected by the task (say, unsolvable)
+
+    def draw():
+        i = next(draws)
+        return {"i": i}, i
+
+    with pytest.raises(ValueError, match="found only 2 of 3 distinct train rows"):
+        generate_distinct(3, "train", keys, draw, build, what="{split} rows", max_misses=3)
+    assert built == [train[0], train[1], train[2]]  # never for the test split or a repeat
+
+
+def test_cached_generate_reuses_its_cache_and_regenerates_a_torn_one(tmp_path):
+    rows = cached_generate(ar, 20, 3, "train", tmp_path, max_digits=2)
+    assert rows == ar.generate(20, 3, max_digits=2)
+    [path] = tmp_path.glob("arithmetic-train-n20-s3-*.jsonl")
+    write_jsonl(path, [{**r, "answer": 0} for r in rows])
+    assert [r["answer"] for r in cached_generate(ar, 20, 3, "train", tmp_path, max_digits=2)] == [0] * 20  # read
+    path.write_text(path.read_text()[:-5])  # a torn last line, as a kill in the middle of a plain write leaves
+    assert cached_generate(ar, 20, 3, "train", tmp_path, max_digits=2) == rows  # 19 rows: generated again
+    assert read_jsonl(path) == rows and [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

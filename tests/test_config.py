@@ -50,3 +50,23 @@ def test_bad_toml_and_missing_recipe(tmp_path):
         load_config(Cfg, bad)
     with pytest.raises(ConfigError, match="recipe not found"):
         load_config(Cfg, tmp_path / "missing.toml")
+
+
+@dataclass
+class Knobs:
+    """A small dataclass of knobs owned by another module, composed into a stage config by inheritance."""
+    p: float = 0.5
+
+
+@dataclass
+class Stage(Knobs):
+    steps: int = 10
+
+
+def test_inherited_knobs_are_flat_keys(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("p = 0.25\nsteps = 3\n")
+    cfg = load_config(Stage, recipe, ["p=0.75"])
+    assert (cfg.p, cfg.steps) == (0.75, 3) and "p = 0.75" in format_config(cfg)
+    with pytest.raises(ConfigError, match="valid keys for Stage: p, steps"):
+        load_config(Stage, None, ["q=1"])

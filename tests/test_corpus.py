@@ -6,9 +6,9 @@ import statistics
 import pytest
 
 from r1lab.evaluation.behaviour import count_attempts, parse_steps, rejected_steps
-from r1lab.pretrain.corpus import ArithmeticTraceConfig, CountdownTraceConfig, arithmetic_trace, countdown_trace
+from r1lab.pretrain.corpus import CorpusConfig, arithmetic_trace, countdown_trace
 from r1lab.tasks import arithmetic, countdown
-from r1lab.tasks.common import split_format
+from r1lab.tasks.format import parse_completion
 
 INSTANCES = countdown.generate(300, seed=0, max_number=12, max_target=100)
 
@@ -25,12 +25,13 @@ def traces(cfg, reps=2, seed=0):
 
 
 def test_countdown_traces_are_true_and_end_as_they_claim():
-    cfg = CountdownTraceConfig()
+    cfg = CorpusConfig()
     docs = traces(cfg)
     assert len(docs) > 500
     for ex, text, ok in docs:
-        think, answer, format_ok = split_format(text)
-        assert format_ok
+        parsed = parse_completion(text)
+        think = parsed.reasoning
+        assert parsed.format_ok
         assert all(t for t, _ in parse_steps(think)) and all(rejected_steps(think))
         assert countdown.score(text, ex).correct == ok
         assert countdown.score(text, ex, strict=True).correct == ok  # the reasoning supports every right answer
@@ -47,16 +48,16 @@ def test_countdown_traces_are_true_and_end_as_they_claim():
 
 
 def test_countdown_knobs():
-    base = traces(CountdownTraceConfig())
-    never_quit = traces(CountdownTraceConfig(give_up_prob=0.0, max_attempts=30))
-    quick_quit = traces(CountdownTraceConfig(give_up_prob=0.6))
+    base = traces(CorpusConfig())
+    never_quit = traces(CorpusConfig(give_up_prob=0.0, max_attempts=30))
+    quick_quit = traces(CorpusConfig(give_up_prob=0.6))
     rate = lambda docs: statistics.mean(ok for _, _, ok in docs)
     assert rate(quick_quit) < rate(base) < rate(never_quit)
     assert statistics.mean(count_attempts(t) for _, t, _ in quick_quit) < statistics.mean(
         count_attempts(t) for _, t, _ in never_quit)
-    plain = traces(CountdownTraceConfig(reject_prob=0.0, backtrack_prob=0.0, verify_prob=0.0))
+    plain = traces(CorpusConfig(reject_prob=0.0, backtrack_prob=0.0, verify_prob=0.0))
     assert not any(rejected_steps(t) or "back," in t or "check" in t for _, t, _ in plain)
-    marked = traces(CountdownTraceConfig(backtrack_prob=1.0, verify_prob=1.0))
+    marked = traces(CorpusConfig(backtrack_prob=1.0, verify_prob=1.0))
     hits = [t for _, t, ok in marked if ok]
     assert all("check " in t for t in hits)
     assert statistics.mean("back, " in t for _, t, _ in marked if count_attempts(t) > 1) > 0.9
@@ -64,7 +65,7 @@ def test_countdown_knobs():
 
 def test_greedy_finish_hits_more_often():
     def hit_rate(greedy):
-        docs = traces(CountdownTraceConfig(greedy_finish_prob=greedy, give_up_prob=0.0, max_attempts=1), reps=3)
+        docs = traces(CorpusConfig(greedy_finish_prob=greedy, give_up_prob=0.0, max_attempts=1), reps=3)
         return statistics.mean(ok for _, _, ok in docs)
     assert hit_rate(1.0) > 1.5 * hit_rate(0.0)
 
@@ -72,7 +73,7 @@ def test_greedy_finish_hits_more_often():
 @pytest.mark.parametrize("op", ["+", "-", "*"])
 def test_arithmetic_traces_are_true_or_an_open_guess(op):
     rng = random.Random(1)
-    cfg = ArithmeticTraceConfig(guess_prob=0.3)
+    cfg = CorpusConfig(guess_prob=0.3)
     guesses = 0
     for _ in range(200):
         a, b = rng.randint(0, 9999), rng.randint(0, 999)

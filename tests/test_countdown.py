@@ -29,7 +29,8 @@ def timed_score(completion, example=EX, **kw):
     (wrap("(5 * 3) + 7 = 22"), 1.1),
     ("<think>3*5+7</think>\n<answer>7 + 5 * 3</answer>\n", 1.1),
     (wrap("3 * 5 + 7") + " I hope this helps", 1.0),
-    ("<answer>3 * 5 + 7</answer>", 1.0),  # no </think>: right answer, broken format
+    ("<answer>3 * 5 + 7</answer>", 0.0),  # no </think>: still thinking, so no answer (r1lab.tasks.format)
+    ("3 * 5 + 7</think>\n<answer>3 * 5 + 7</answer>", 1.1),  # a leading <think> is optional
     (wrap("3 * 5 + 7 = 23"), 0.1),  # the claimed value is wrong
     (wrap("3 * 7 + 5"), 0.1),
     (wrap("3 + 5 + 7"), 0.1),
@@ -37,7 +38,8 @@ def timed_score(completion, example=EX, **kw):
     (wrap("3 * 7 + 5") + "!", 0.0),
 ])
 def test_hand_made_rewards(completion, reward):
-    assert cd.score(completion, EX).reward == pytest.approx(reward)
+    # exact: a reward is 1.0 * correct + 0.1 * format_ok in float64, which IEEE 754 rounds alike on every machine
+    assert cd.score(completion, EX).reward == reward
 
 
 def test_fraction_intermediates_and_weights():
@@ -133,7 +135,7 @@ ADVERSARIAL = [
 @pytest.mark.parametrize("name, completion", ADVERSARIAL, ids=[a[0] for a in ADVERSARIAL])
 def test_adversarial_never_correct(name, completion):
     s, seconds = timed_score(completion)
-    assert not s.correct and s.reward <= 0.1 + 1e-9
+    assert not s.correct and s.reward <= 0.1
     assert seconds < 0.05
     cd.answer_key(completion, EX)  # must not raise either
 
@@ -141,7 +143,7 @@ def test_adversarial_never_correct(name, completion):
 @pytest.mark.parametrize("completion, correct, format_ok", [
     (wrap("3 * 5 + 7") + " trailing text", True, False),
     (wrap("3 + 5 + 7") + "<answer>3 * 5 + 7</answer>", True, False),  # the last answer counts, format broken
-    (" " * 19_000 + wrap("3 * 5 + 7") + "x", True, False),  # leading blanks once made split_format take 1.6 s
+    (" " * 19_000 + wrap("3 * 5 + 7") + "x", True, False),  # leading blanks once made the format check take 1.6 s
     ("<think>a</think><think>b</think><answer>3 * 5 + 7</answer>", True, False),
 ])
 def test_format_breakers(completion, correct, format_ok):
@@ -217,8 +219,8 @@ def test_generated_instances_are_solvable_and_perturbations_fail(seed, sizes):
     for ex in cd.generate(4, seed, min_numbers=sizes[0], max_numbers=sizes[1], max_target=200):
         assert sizes[0] <= len(ex["nums"]) <= sizes[1] and 1 <= ex["target"] <= 200
         sol = cd.solve(ex["nums"], ex["target"])
-        assert cd.score(wrap(sol), ex).reward == pytest.approx(1.1)
-        assert cd.score(f"<answer>{sol}</answer>", ex).reward == pytest.approx(1.0)
+        assert cd.score(wrap(sol), ex).reward == 1.1
+        assert cd.score(f"{sol}</think> <answer>{sol}</answer> done", ex).reward == 1.0
         assert not cd.score(wrap(sol), {**ex, "target": ex["target"] + 1}).correct
         assert not cd.score(wrap(sol), {**ex, "nums": [ex["nums"][0] + 1] + ex["nums"][1:]}).correct
 

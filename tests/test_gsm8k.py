@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 
 from r1lab.tasks import get_task
 from r1lab.tasks import gsm8k as task
-from r1lab.tasks.common import MAX_COMPLETION_CHARS, Score
+from r1lab.tasks.common import Score
+from r1lab.tasks.format import MAX_COMPLETION_CHARS
 
 REAL_DATA = Path("/work/shared/data/gsm8k_test.jsonl")  # optional: the project must pass without it
 
@@ -43,7 +45,9 @@ def test_gold(example, value):
 @pytest.mark.parametrize("completion, correct, format_ok", [
     ("9 eggs, 9 * 2 = 18</think> <answer>18</answer>", True, True),          # 1. tags, strict format
     ("<think>9 * 2 = 18</think>\n<answer>$18</answer>", True, True),          #    leading <think>, "$"
-    ("9 * 2 = 18 <answer>18</answer>", True, False),                          #    tags without </think>
+    ("9 * 2 = 18 <answer>18</answer>", True, False),                          #    no </think>: last number
+    ("<answer>17</answer> 18</think> <answer>18</answer>", True, False),     #    answer in the reasoning
+    ("9 * 2 = 18</think> I am not sure", False, False),                       #    the reasoning's numbers
     ("</think> <answer>18</answer> and that's final", True, False),           #    text after the answer
     ("</think> <answer>17</answer>", False, True),                            #    wrong, well formatted
     ("</think> <answer>18 dollars</answer>", True, True),                     #    units: the last number
@@ -60,7 +64,7 @@ def test_gold(example, value):
 def test_extraction_paths(completion, correct, format_ok):
     s = task.score(completion, EGGS)
     assert (s.correct, s.format_ok) == (correct, format_ok)
-    assert s.reward == pytest.approx(1.0 * correct + 0.1 * format_ok)
+    assert s.reward == 1.0 * correct + 0.1 * format_ok  # exact: the same float64 formula, rounded alike anywhere
 
 
 @pytest.mark.parametrize("example, answer", [(BIG, "1234"), (BIG, "1,234"), (BIG, "$1,234.00"), (BIG, "1234."),
@@ -160,6 +164,26 @@ def test_load_parquet_without_pyarrow_says_so(tmp_path):
 def test_load_hub_id_without_datasets_says_so():
     with pytest.raises(ImportError, match="pip install datasets"):
         task.load("openai/gsm8k")
+
+
+def test_hub_ids_load_through_the_one_loader_with_clear_errors(monkeypatch, tmp_path):
+    calls = []
+
+    class FakeDatasets:  # stands in for the `datasets` library: no network in tests
+        @staticmethod
+        def load_dataset(name, config, split):
+            calls.append((name, config, split))
+            if name == "nobody/nothing":
+                raise ConnectionError("offline")
+            return FIXTURE
+
+    monkeypatch.setitem(sys.modules, "datasets", FakeDatasets)
+    assert task.load("openai/gsm8k", limit=2) == FIXTURE[:2] and calls == [("openai/gsm8k", "main", "test")]
+    with pytest.raises(RuntimeError, match="could not load 'nobody/nothing'.*ConnectionError: offline"):
+        task.load("nobody/nothing", split="train")
+    with pytest.raises(FileNotFoundError, match="no such file"):  # a path, not a hub id: never sent to the hub
+        task.load(tmp_path / "missing.jsonl")
+    assert len(calls) == 2
 
 
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"{REAL_DATA} absent (optional development data)")

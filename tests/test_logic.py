@@ -37,13 +37,15 @@ def timed_score(completion, example=EX):
     (wrap("oliver is a KNAVE; zoey is a knight"), 1.1),
     (wrap("- Zoey is a knight\n- Oliver is a knave\n"), 1.1),
     (wrap(RIGHT) + " So that's it.", 1.0),
-    ("<answer>" + RIGHT + "</answer>", 1.0),
+    ("<answer>" + RIGHT + "</answer>", 0.0),  # no </think>: still thinking, so no answer (r1lab.tasks.format)
+    ("a</think> b</think> <answer>" + RIGHT + "</answer>", 1.0),  # two </think>: right, broken format
     (wrap("(1) Zoey is a knave\n(2) Oliver is a knave"), 0.1),
     (wrap("(1) Zoey is a knight"), 0.1),
     (RIGHT, 0.0),
 ])
 def test_hand_made_rewards(completion, reward):
-    assert lg.score(completion, EX).reward == pytest.approx(reward)
+    # exact: a reward is 1.0 * correct + 0.1 * format_ok in float64, which IEEE 754 rounds alike on every machine
+    assert lg.score(completion, EX).reward == reward
 
 
 def test_quiz_and_interface():
@@ -91,7 +93,7 @@ ADVERSARIAL = [
 @pytest.mark.parametrize("name, completion", ADVERSARIAL, ids=[a[0] for a in ADVERSARIAL])
 def test_adversarial_never_correct(name, completion):
     s, seconds = timed_score(completion)
-    assert not s.correct and s.reward <= 0.1 + 1e-9
+    assert not s.correct and s.reward <= 0.1
     assert seconds < 0.05
     lg.answer_key(completion, EX)
 
@@ -176,11 +178,11 @@ def test_generated_puzzles_unique_and_scored(seed, people, depth, width):
     for ex in lg.generate(3, seed, min_people=people, max_people=people, max_depth=depth, max_width=width):
         assert len(ex["names"]) == people == len(set(ex["names"]))
         assert lg.solve(ex["statements"]) == [ex["solution"]]
-        assert lg.score(wrap(ex["solution_text_format"]), ex).reward == pytest.approx(1.1)
+        assert lg.score(wrap(ex["solution_text_format"]), ex).reward == 1.1
         for i in range(people):  # flipping any one role is wrong
             roles = [r != (j == i) for j, r in enumerate(ex["solution"])]
             flipped = "\n".join(f"{n} is a {'knight' if r else 'knave'}" for n, r in zip(ex["names"], roles))
-            assert lg.score(wrap(flipped), ex).reward == pytest.approx(0.1)
+            assert lg.score(wrap(flipped), ex).reward == 0.1
 
 
 def test_splits_never_overlap_and_generation_is_deterministic():

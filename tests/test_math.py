@@ -30,8 +30,11 @@ def test_extract_doctests():
 
 @pytest.mark.parametrize("completion, answer, source, format_ok", [
     ("x = 1/2</think> <answer>\\frac{1}{2}</answer>", "\\frac{1}{2}", "answer_tag", True),
-    ("<answer>$\\boxed{1/2}$.</answer>", "1/2", "answer_tag", False),
-    ("<answer></answer> \\boxed{7}", "", "answer_tag", False),  # an empty answer is still the answer
+    ("</think><answer>$\\boxed{1/2}$.</answer>", "1/2", "answer_tag", True),
+    ("</think> <answer></answer> \\boxed{7}", "", "answer_tag", False),  # an empty answer is still the answer
+    ("<answer>7</answer> \\boxed{8}", "8", "boxed", False),  # no </think>: no tag answer, the text is read whole
+    ("\\boxed{7}</think> the answer is 8.", "8", "answer_is", False),  # after </think>, only the reply is read
+    ("\\boxed{7} = 7</think>", None, None, False),  # the reasoning's box and numbers are not an answer
     ("first \\boxed{1}, then \\boxed{\\frac{1}{2}} done", "\\frac{1}{2}", "boxed", False),
     ("\\boxed{\\boxed{7}}", "7", "boxed", False),
     ("\\boxed{}\n#### 42", "42", "####", False),  # an empty box falls through

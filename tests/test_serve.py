@@ -16,7 +16,8 @@ from r1lab.model.load import load_model
 from r1lab.model.tokenizer import build_tokenizer
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
 from r1lab.engine.forcing import budget_forcer
-from r1lab.serve.text import (ReasoningSplitter, TextStream, chat_prompt_ids, held_suffix, split_reasoning)
+from r1lab.serve.text import TextStream, chat_prompt_ids, held_suffix, split_reasoning
+from r1lab.tasks.format import StreamSplitter
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
@@ -246,11 +247,14 @@ def test_load_200_requests_at_concurrency_16_without_errors(url, capsys):
     ("a</thin", "a</thin", ""),
     ("a</think>42</ans", "a", "42</ans"),
     ("a</think>42 </answer>x", "a", "42 x"),
+    ("<think>a</think> <answer>7</answer>", "<think>a", "7"),  # the text before </think>, exactly
+    ("a <answer>6</answer></think> <answer>7</answer>", "a <answer>6</answer>", "7"),
+    ("a</think><ans<answer>wer>7", "a", "<answer>7"),  # tags are removed in one pass, as the whole-text rule does
 ])
 def test_split_reasoning_and_every_streamed_split_agree(text, reasoning, content):
     assert split_reasoning(text) == (reasoning, content)
     for cuts in [list(range(len(text) + 1)), [0, len(text) // 2, len(text)]]:  # char by char, and two pieces
-        splitter, r, c = ReasoningSplitter(), "", ""
+        splitter, r, c = StreamSplitter(), "", ""
         for a, b in zip(cuts, cuts[1:]):
             dr, dc = splitter.push(text[a:b])
             r, c = r + dr, c + dc

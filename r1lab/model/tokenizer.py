@@ -7,26 +7,28 @@ Every character is its own token (so every digit is), and the four format tags a
     ['<think>', '1', '2', '+', '3', '</think>']
 
 Characters outside printable ASCII map to <unk>. The chat template renders the R1 turn structure and ends the
-generation prompt with "<think>", exactly as the "short" plain template does when there is no system message.
+generation prompt with "<think>", exactly as the "short" plain template does when there is no system message; an
+assistant turn with reasoning_content is written as r1lab.tasks.format.render_completion writes it.
 """
 from __future__ import annotations
 
 import string
 
+from r1lab.tasks.format import TAGS, THINK_START, render_completion
+
 EOS = "<|endoftext|>"
 UNK = "<unk>"
 PAD = "<pad>"
-TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}{{ m['content'] }}\n"
     "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
-    "{% elif m['role'] == 'assistant' %}Assistant: <think>"
-    "{% if m.get('reasoning_content') %}{{ m['reasoning_content'] }}</think> <answer>{{ m['content'] }}</answer>"
+    "{% elif m['role'] == 'assistant' %}Assistant: " + THINK_START +
+    "{% if m.get('reasoning_content') %}" + render_completion("{{ m['reasoning_content'] }}", "{{ m['content'] }}") +
     "{% else %}{{ m['content'] }}{% endif %}" + EOS + "\n"
     "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}Assistant: <think>{% endif %}"
+    "{% if add_generation_prompt %}Assistant: " + THINK_START + "{% endif %}"
 )
 
 
@@ -37,7 +39,7 @@ def build_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     chars = [c for c in string.printable if c not in "\x0b\x0c\r"]  # letters, digits, punctuation, " \t\n"
-    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK] + TAGS + chars)}
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, *TAGS] + chars)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     # subtle: split into single characters before the word-level lookup; tags are matched first as added tokens.
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")

@@ -13,7 +13,7 @@ Countdown trace (numbers [3, 5, 7], target 22), one attempt per line:
     check (3*5)+7=22 ok
     </think> <answer>(3*5)+7</answer><|endoftext|>
 
-Design, and the knobs (CountdownTraceConfig):
+Design, and the knobs (CorpusConfig, which PretrainConfig inherits, so a recipe sets them by name):
 - An attempt is a random walk: pick two of the numbers left, apply a random operation whose result is a
   non-negative integer no larger than `max_value`, repeat until one number is left. Attempts are distinct within a
   trace. Every step is true arithmetic; the base model's failures must come from search, not arithmetic.
@@ -48,19 +48,22 @@ import random
 from dataclasses import dataclass
 
 from r1lab.evaluation.behaviour import whole_result
+from r1lab.tasks.format import render_completion
 
 OPS = "+-*/"
 
 
 @dataclass
-class CountdownTraceConfig:
-    give_up_prob: float = 0.2
+class CorpusConfig:
+    """The corpus knobs, one home: the traces read them from here and PretrainConfig inherits them."""
+    give_up_prob: float = 0.2            # countdown
     max_attempts: int = 16
     max_value: int = 200
     backtrack_prob: float = 0.15
-    verify_prob: float = 0.25
     greedy_finish_prob: float = 0.5
     reject_prob: float = 0.5
+    guess_prob: float = 0.3              # arithmetic
+    verify_prob: float = 0.25            # both: a "check" line before the answer
 
 
 def random_attempt(nums: list[int], rng: random.Random, max_value: int, first_step=None, target: int | None = None,
@@ -114,7 +117,7 @@ def format_steps(steps) -> str:
     return ", ".join(f"{a}{op}{b}={c}" if c is not None else f"{a}{op}{b} no" for a, op, b, c in steps)
 
 
-def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: CountdownTraceConfig) -> tuple[str, bool]:
+def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: CorpusConfig) -> tuple[str, bool]:
     """(completion text after the prompt's "<think>", whether it ends on a correct answer)."""
     lines, seen, prev = [], set(), None
     for attempt_no in range(cfg.max_attempts):
@@ -135,19 +138,13 @@ def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: Count
         if hit:
             if rng.random() < cfg.verify_prob:
                 lines.append(f"check {expr}={value} ok")
-            return "\n".join(lines) + f"\n</think> <answer>{expr}</answer>", True
+            return render_completion("\n".join(lines) + "\n", expr), True
         if rng.random() < cfg.give_up_prob:
             break
     if prev is None:
         return None, False
     lines.append("give up")
-    return "\n".join(lines) + f"\n</think> <answer>{prev[1]}</answer>", False
-
-
-@dataclass
-class ArithmeticTraceConfig:
-    guess_prob: float = 0.3
-    verify_prob: float = 0.25
+    return render_completion("\n".join(lines) + "\n", prev[1]), False
 
 
 def _digits(n: int) -> list[int]:
@@ -188,12 +185,12 @@ def column_sub(a: int, b: int) -> list[str]:
     return steps
 
 
-def arithmetic_trace(a: int, op: str, b: int, rng: random.Random, cfg: ArithmeticTraceConfig) -> tuple[str, bool]:
+def arithmetic_trace(a: int, op: str, b: int, rng: random.Random, cfg: CorpusConfig) -> tuple[str, bool]:
     """(completion text after the prompt's "<think>", whether its answer is right)."""
     result = a + b if op == "+" else a - b if op == "-" else a * b
     if rng.random() < cfg.guess_prob:
         wrong = result + rng.choice([-1, 1]) * rng.choice([1, 2, 10, 100, max(1, abs(result) // 10)])
-        return f"guess {wrong}\n</think> <answer>{wrong}</answer>", False
+        return render_completion(f"guess {wrong}\n", str(wrong)), False
     lines = []
     if op == "+":
         lines.append(", ".join(column_add(a, b)))
@@ -215,13 +212,13 @@ def arithmetic_trace(a: int, op: str, b: int, rng: random.Random, cfg: Arithmeti
     if rng.random() < cfg.verify_prob and op in "+-":
         inverse = f"{result}-{b}={a}" if op == "+" else f"{result}+{b}={a}"
         lines.append(f"check {inverse} ok")
-    return "\n".join(lines) + f"\n</think> <answer>{result}</answer>", True
+    return render_completion("\n".join(lines) + "\n", str(result)), True
 
 
 def corpus_document(task, example: dict, rng: random.Random, cfg, template: str):
     """(prompt, completion) of one pretraining document for `task`, or None when the problem has no trace.
 
-    `cfg` is the task's trace config (CountdownTraceConfig or ArithmeticTraceConfig).
+    `cfg` holds the corpus knobs (a CorpusConfig, or a PretrainConfig, which is one).
     """
     if task.NAME == "countdown":
         completion, _ = countdown_trace(example["nums"], example["target"], rng, cfg)

@@ -2,8 +2,10 @@
 
 Plain next-token prediction on packed documents (prompt + trace + EOS), loss on the trace only: the prompt's
 numbers are random, predicting them teaches nothing. AdamW, linear warm-up then cosine decay, gradient
-accumulation, bf16 autocast on CPUs that support it. Exact resume: the batch of step s is a pure function of
+accumulation, bf16 autocast where the hardware has it. Exact resume: the batch of step s is a pure function of
 (seed, s), and the checkpoint holds the optimizer and every RNG, so a resumed run logs the same numbers.
+
+Shapes: B = device_batch_size sequences of T = seq_len tokens.
 """
 from __future__ import annotations
 
@@ -16,29 +18,22 @@ from pathlib import Path
 
 import torch
 
-from r1lab.config import config_to_dict, format_config, parse_task_args
-from r1lab.pretrain.corpus import ArithmeticTraceConfig, CountdownTraceConfig, corpus_document
+from r1lab import runtime
+from r1lab.config import config_to_dict, format_config
+from r1lab.pretrain.corpus import CorpusConfig, corpus_document
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(CorpusConfig):
+    """Flat: the corpus knobs (give_up_prob ... verify_prob, r1lab/pretrain/corpus.py explains each) are inherited
+    from CorpusConfig, so a recipe sets them by name like every other key."""
     task: str = "countdown"
     out_dir: str = "runs/pretrain"
     model: str = "tiny-3m"               # a preset name, or a Hugging Face path / hub id to continue from
     template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
     seed: int = 0
     task_args: str = "min_numbers=3,max_numbers=4,max_number=12,max_target=100"  # the task generator's knobs
-    # corpus (r1lab/pretrain/corpus.py explains each knob)
     train_instances: int = 20000         # distinct training problems; each step draws fresh traces for them
-    give_up_prob: float = 0.2            # countdown
-    max_attempts: int = 16
-    max_value: int = 200
-    backtrack_prob: float = 0.15
-    verify_prob: float = 0.25
-    greedy_finish_prob: float = 0.5
-    reject_prob: float = 0.5
-    guess_prob: float = 0.3              # arithmetic
-    arith_verify_prob: float = 0.25
     # optimisation
     steps: int = 2000
     seq_len: int = 512
@@ -69,25 +64,16 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def trace_config(cfg: PretrainConfig):
-    if cfg.task == "arithmetic":
-        return ArithmeticTraceConfig(guess_prob=cfg.guess_prob, verify_prob=cfg.arith_verify_prob)
-    return CountdownTraceConfig(give_up_prob=cfg.give_up_prob, max_attempts=cfg.max_attempts, max_value=cfg.max_value,
-                                backtrack_prob=cfg.backtrack_prob, verify_prob=cfg.verify_prob,
-                                greedy_finish_prob=cfg.greedy_finish_prob, reject_prob=cfg.reject_prob)
-
-
 def make_batch(step: int, micro: int, cfg: PretrainConfig, task, instances, tokenizer):
-    """(input_ids, labels) of shape (device_batch_size, seq_len): packed documents, prompt tokens unlabelled.
+    """(input_ids, labels), each (B, T): packed documents, prompt tokens unlabelled (-100).
 
     A pure function of (seed, step, micro), which makes resume exact.
     """
     rng = random.Random(f"{cfg.seed}/{step}/{micro}")
     need = cfg.device_batch_size * (cfg.seq_len + 1)
-    traces = trace_config(cfg)
     ids, labels = [], []
     while len(ids) < need:
-        doc = corpus_document(task, rng.choice(instances), rng, traces, cfg.template)
+        doc = corpus_document(task, rng.choice(instances), rng, cfg, cfg.template)
         if doc is None:
             continue
         prompt, completion = doc
@@ -100,70 +86,96 @@ def make_batch(step: int, micro: int, cfg: PretrainConfig, task, instances, toke
     return x[:, :-1].contiguous(), y[:, 1:].contiguous()
 
 
+def build_or_resume(cfg: PretrainConfig, resume: Path | None):
+    """(model, tokenizer): the checkpoint to resume, else a fresh preset, else the model to continue from."""
+    from r1lab.model.load import load_model
+    from r1lab.model.presets import PRESETS, build_model
+    from r1lab.model.tokenizer import build_tokenizer
+
+    if resume is not None:
+        print(f"pretrain: resuming from {resume}")
+        return load_model(str(resume))
+    if cfg.model in PRESETS:
+        tokenizer = build_tokenizer()
+        return build_model(cfg.model, tokenizer, max_positions=max(1024, cfg.seq_len), seed=cfg.seed), tokenizer
+    return load_model(cfg.model)
+
+
+def make_optimizer(model, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms and biases)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8,
+                             fused=device.type == "cuda")
+
+
+def train_step(step: int, model, opt, cfg: PretrainConfig, task, instances, tokenizer, device, amp) -> dict:
+    """One optimizer step over grad_accum micro-batches: {"loss", "lr", "grad_norm", "tokens"}."""
+    lr = lr_at(step, cfg)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss_sum, n_tok = 0.0, 0
+    for micro in range(cfg.grad_accum):
+        x, y = make_batch(step, micro, cfg, task, instances, tokenizer)
+        x, y = x.to(device), y.to(device)
+        with runtime.autocast(device, amp):
+            logits = model(input_ids=x).logits  # (B, T, vocab)
+        # subtle: the loss is a sum over labelled tokens divided by the step's total count, so the gradient
+        # does not depend on how the step is split into micro-batches.
+        n_step = int((y != -100).sum())
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                                                 ignore_index=-100, reduction="sum")
+        (loss / max(1, n_step) / cfg.grad_accum).backward()
+        loss_sum += float(loss.detach())
+        n_tok += n_step
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return {"loss": loss_sum / max(1, n_tok), "lr": lr, "grad_norm": grad_norm,
+            "tokens": cfg.grad_accum * cfg.device_batch_size * cfg.seq_len}
+
+
 def main(cfg: PretrainConfig) -> Path:
     """Run (or resume) pretraining; returns the path of the final checkpoint."""
     from tqdm import tqdm
 
-    from r1lab import runtime
-    from r1lab.cost.account import RunAccount, format_account
     from r1lab.checkpoint import latest_checkpoint, restore_trainer_state, rng_state, save_checkpoint
+    from r1lab.cost.account import RunAccount, format_account
     from r1lab.evaluation.evaluate import evaluate_model
-    from r1lab.model.load import load_model
-    from r1lab.model.presets import PRESETS, build_model, count_parameters
-    from r1lab.model.tokenizer import build_tokenizer
-    from r1lab.tasks import get_task
+    from r1lab.model.presets import count_parameters
+    from r1lab.tasks import get_task, parse_knobs
     from r1lab.tasks.common import cached_generate
     from r1lab.tracking import MetricsLogger
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    runtime.set_threads(cfg.threads)
     run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = runtime.device()
     amp = runtime.autocast_dtype(cfg.dtype, device)
     task = get_task(cfg.task)
     resume = latest_checkpoint(run_dir)
-    if resume is not None:
-        model, tokenizer = load_model(str(resume))
-        print(f"pretrain: resuming from {resume}")
-    elif cfg.model in PRESETS:
-        tokenizer = build_tokenizer()
-        model = build_model(cfg.model, tokenizer, max_positions=max(1024, cfg.seq_len), seed=cfg.seed)
-    else:
-        model, tokenizer = load_model(cfg.model)
+    model, tokenizer = build_or_resume(cfg, resume)
     model.to(device)
     print(format_config(cfg))
-    n_params = count_parameters(model)
-    print(f"pretrain: {n_params / 1e6:.2f}M parameters, device {device}, autocast {amp}")
+    print(f"pretrain: {count_parameters(model) / 1e6:.2f}M parameters, device {device}, autocast {amp}")
 
-    knobs = parse_task_args(cfg.task_args)
+    knobs = parse_knobs(task, cfg.task_args)
     instances = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
     eval_set = []
     if cfg.eval_instances:
         eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8,
-                            fused=device.type == "cuda")
-    start, tokens_seen = 0, 0
+    opt = make_optimizer(model, cfg, device)
+    account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
+    start, tokens_seen, wall_before = 0, 0, 0.0  # wall_before: wall time of earlier (interrupted) sessions
     if resume is not None:
         state = restore_trainer_state(resume, opt)
         start, tokens_seen = state["step"], state["tokens_seen"]
-    log = MetricsLogger(run_dir, "pretrain", cfg.wandb, cfg.tensorboard, config_to_dict(cfg),
-                        resume_step=start if resume is not None else None)
-    account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
-    wall_before = 0.0  # wall time of earlier (interrupted) sessions of this run
-    if resume is not None:
         account.flops_by_kind = dict(state.get("flops_by_kind", {}))
         wall_before = state.get("wall_s", 0.0)
     config_dict = config_to_dict(cfg)
-
-    def save(step):
-        save_checkpoint(run_dir, step, model, tokenizer, config_dict,
-                        {"optimizer": opt.state_dict(), "rng": rng_state(), "step": step, "tokens_seen": tokens_seen,
-                         "flops_by_kind": account.flops_by_kind, "wall_s": wall_before + time.time() - t_run},
-                        keep_last=cfg.keep_last)
+    log = MetricsLogger(run_dir, "pretrain", cfg.wandb, cfg.tensorboard, config_dict,
+                        resume_step=start if resume is not None else None)
 
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="pretrain", unit="step",
@@ -171,33 +183,13 @@ def main(cfg: PretrainConfig) -> Path:
     t_run = time.time()
     for step in bar:
         t0 = time.time()
-        lr = lr_at(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss_sum, n_tok = 0.0, 0
-        for micro in range(cfg.grad_accum):
-            x, y = make_batch(step, micro, cfg, task, instances, tokenizer)
-            x, y = x.to(device), y.to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = model(input_ids=x).logits
-            # subtle: the loss is a sum over labelled tokens divided by the step's total count, so the gradient
-            # does not depend on how the step is split into micro-batches.
-            n_step = int((y != -100).sum())
-            loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
-                                                     ignore_index=-100, reduction="sum")
-            (loss / max(1, n_step) / cfg.grad_accum).backward()
-            loss_sum += float(loss.detach())
-            n_tok += n_step
-            tokens_seen += x.numel()
-            account.add_tokens("train", x.numel(), cfg.seq_len)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        out = train_step(step, model, opt, cfg, task, instances, tokenizer, device, amp)
+        tokens_seen += out["tokens"]
+        account.add_tokens("train", out["tokens"], cfg.seq_len)
         dt = time.time() - t0
-        tok_s = cfg.grad_accum * cfg.device_batch_size * cfg.seq_len / dt
-        metrics = {"loss": loss_sum / max(1, n_tok), "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
-                   "tokens_seen": tokens_seen, "step_time_s": dt}
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tok_s:.0f}")
+        metrics = {"loss": out["loss"], "lr": out["lr"], "grad_norm": out["grad_norm"],
+                   "tokens_per_s": out["tokens"] / dt, "tokens_seen": tokens_seen, "step_time_s": dt}
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
         done = step + 1
         if cfg.eval_instances and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
             model.eval()
@@ -211,7 +203,10 @@ def main(cfg: PretrainConfig) -> Path:
         log.log(done, metrics, console_keys=("loss", "lr", "tokens_per_s", "pass1", "format_rate", "step_acc"),
                 echo=done % 50 == 0 or "pass1" in metrics)
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
-            save(done)
+            save_checkpoint(run_dir, done, model, tokenizer, config_dict,
+                            {"optimizer": opt.state_dict(), "rng": rng_state(), "step": done,
+                             "tokens_seen": tokens_seen, "flops_by_kind": account.flops_by_kind,
+                             "wall_s": wall_before + time.time() - t_run}, keep_last=cfg.keep_last)
     bar.close()
     log.close()
     final = latest_checkpoint(run_dir)

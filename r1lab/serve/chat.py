@@ -12,7 +12,8 @@ import dataclasses
 
 from r1lab.engine import EngineBatch
 from r1lab.engine.forcing import budget_forcer
-from r1lab.serve.text import THINK_END, WAIT, CompletionText, chat_prompt_ids
+from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids
+from r1lab.tasks.format import THINK_END
 
 
 class ChatSession:

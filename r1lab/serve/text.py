@@ -5,29 +5,17 @@ The chat template's generation prompt ends with "Assistant: <think>", so a compl
 
     "3+4 is 7</think> <answer>7</answer>"  ->  reasoning_content "3+4 is 7", content "7"
 
-Content loses its <answer> tags and outer whitespace: DeepSeek's API returns the bare final answer as content, and
-our chat template puts the tags back when an assistant message (with its reasoning_content) is sent as history.
+The split is r1lab.tasks.format's rule, the one the rewards use, so a user sees the reasoning and answer the
+reward saw. Content loses its <answer> tags and outer whitespace: DeepSeek's API returns the bare final answer as
+content, and our chat template puts the tags back when an assistant message (with its reasoning_content) is sent
+as history.
 """
 from __future__ import annotations
 
-THINK_END = "</think>"
-ANSWER_TAGS = ("<answer>", "</answer>")
+# THINK_END is imported from here by the server and the chat as well.
+from r1lab.tasks.format import THINK_END, StreamSplitter, held_suffix, parse_completion  # noqa: F401
+
 WAIT = "Wait"  # what s1 appends when it suppresses the end of thinking
-
-
-def held_suffix(text: str, patterns) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of some pattern (could still grow into it).
-
-    >>> held_suffix("2+2</thi", ["</think>"])
-    5
-    """
-    best = 0
-    for p in patterns:
-        for n in range(min(len(p) - 1, len(text)), best, -1):
-            if text.endswith(p[:n]):
-                best = n
-                break
-    return best
 
 
 class TextStream:
@@ -67,49 +55,6 @@ class TextStream:
         return delta
 
 
-class ReasoningSplitter:
-    """Splits streamed completion text at the first </think> into (reasoning, content) deltas.
-
-    Reasoning is the exact text before </think>. Content is the text after it with <answer> and </answer> removed
-    and outer whitespace stripped; pieces that a later delta could still change (a partial tag, trailing
-    whitespace) are held back, so streamed deltas always add up to what split_reasoning() gives for the whole text.
-    """
-
-    def __init__(self):
-        self.thinking = True
-        self.buf = ""
-        self.started = False  # some content has been emitted (leading whitespace is stripped until then)
-
-    def push(self, text: str) -> tuple[str, str]:
-        self.buf += text
-        reasoning = ""
-        if self.thinking:
-            i = self.buf.find(THINK_END)
-            if i < 0:
-                n = len(self.buf) - held_suffix(self.buf, [THINK_END])
-                reasoning, self.buf = self.buf[:n], self.buf[n:]
-                return reasoning, ""
-            reasoning, self.buf, self.thinking = self.buf[:i], self.buf[i + len(THINK_END):], False
-        return reasoning, self._content(final=False)
-
-    def finish(self) -> tuple[str, str]:
-        if self.thinking:  # never closed its thinking (length, a stop string): everything was reasoning
-            reasoning, self.buf = self.buf, ""
-            return reasoning, ""
-        return "", self._content(final=True)
-
-    def _content(self, final: bool) -> str:
-        for tag in ANSWER_TAGS:
-            self.buf = self.buf.replace(tag, "")
-        if not self.started:
-            self.buf = self.buf.lstrip()
-        n = len(self.buf) if final else len(self.buf) - held_suffix(self.buf, ANSWER_TAGS)
-        out = self.buf[:n].rstrip()  # subtle: trailing whitespace waits; it may be the end of the content
-        self.buf = self.buf[len(out):]
-        self.started = self.started or bool(out)
-        return out
-
-
 class CompletionText:
     """One completion's engine events turned into text: (reasoning, content) deltas, or ("", text) with split=False
     (/v1/completions); the totals accumulate in .reasoning and .content.
@@ -119,7 +64,7 @@ class CompletionText:
 
     def __init__(self, tokenizer, stop: list[str], split: bool = True):
         self.text = TextStream(tokenizer, stop)
-        self.splitter = ReasoningSplitter() if split else None
+        self.splitter = StreamSplitter() if split else None
         self.reasoning = self.content = ""
         self.completion = None  # the engine's Completion once finished
 
@@ -139,15 +84,13 @@ class CompletionText:
 
 
 def split_reasoning(text: str) -> tuple[str, str]:
-    """(reasoning_content, content) of a whole completion.
+    """(reasoning_content, content) of a whole completion; CompletionText's streamed deltas add up to it.
 
     >>> split_reasoning("3+4 is 7</think> <answer>7</answer>")
     ('3+4 is 7', '7')
     """
-    splitter = ReasoningSplitter()
-    r1, c1 = splitter.push(text)
-    r2, c2 = splitter.finish()
-    return r1 + r2, c1 + c2
+    parsed = parse_completion(text, limit=None)
+    return parsed.reasoning, parsed.content
 
 
 def reasoning_tokens(token_ids: list[int], think_end_id: int | None) -> int:

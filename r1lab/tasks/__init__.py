@@ -12,7 +12,8 @@
     load(source, split="test", limit=None)      JSONL / Parquet path, or a Hugging Face dataset id when online
 
 `completion` is the model's text after the prompt. The plain prompt ends with "<think>", so a completion
-normally reads "reasoning</think> <answer>...</answer>"; a leading "<think>" is accepted too.
+normally reads "reasoning</think> <answer>...</answer>"; a leading "<think>" is accepted too. Every task reads it
+with r1lab.tasks.format.parse_completion, the one rule the server and the chat use as well.
 """
 from __future__ import annotations
 

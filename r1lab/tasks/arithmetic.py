@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 import re
 
-from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
-                                 split_of)
+from r1lab.tasks.common import Score, combine, generate_distinct, load_rows, render_messages, render_prompt
+from r1lab.tasks.format import parse_completion
 
 NAME = "arithmetic"
 FIELDS = ("a", "op", "b")
@@ -25,7 +25,6 @@ SHORT_QUESTION = "Calculate {a} {op} {b}."
 OPS = {"+": "addition", "-": "subtraction", "*": "multiplication"}
 MAX_DIGITS = 30  # per operand, for the generator and for examples scored
 MAX_ANSWER_CHARS = 100
-MAX_MISSES = 50_000  # generate() gives up after this many rejected draws in a row
 _INTEGER = re.compile(r"\s*(-?)([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)\s*")  # ASCII digits: int() takes '٣' too
 
 
@@ -54,7 +53,8 @@ def _result(example) -> int | None:
 
 def score(completion, example, accuracy_weight: float = 1.0, format_weight: float = 0.1) -> Score:
     """Correct iff the <answer> block states a op b. Never raises; a malformed example scores zero."""
-    _, answer, format_ok = split_format(completion)
+    parsed = parse_completion(completion)
+    answer, format_ok = parsed.answer, parsed.format_ok
     result = _result(example)
     if result is None:
         return Score(0.0, False, False, answer)
@@ -64,8 +64,7 @@ def score(completion, example, accuracy_weight: float = 1.0, format_weight: floa
 
 def answer_key(completion, example) -> str | None:
     """The stated integer as a plain string ("-1234"), None when there is none."""
-    _, answer, _ = split_format(completion)
-    value = parse_integer(answer)
+    value = parse_integer(parse_completion(completion).answer)
     return None if value is None else str(value)
 
 
@@ -98,8 +97,6 @@ def generate(n: int, seed: int, split: str = "train", min_digits: int = 1, max_d
              ops: str = "+-*") -> list[dict]:
     """n distinct instances of `split`: op uniform in `ops`, each operand's digit count uniform in
     [min_digits, max_digits], then the operand uniform among numbers of that many digits (0-9 for one digit)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     if not 1 <= min_digits <= max_digits <= MAX_DIGITS:
         raise ValueError(f"need 1 <= min_digits <= max_digits <= {MAX_DIGITS}, got {min_digits}, {max_digits}")
     if not ops or any(op not in OPS for op in ops):
@@ -110,20 +107,15 @@ def generate(n: int, seed: int, split: str = "train", min_digits: int = 1, max_d
         d = rng.randint(min_digits, max_digits)
         return rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1)
 
-    rows, seen, misses = [], set(), 0
-    while len(rows) < n:
+    def draw():
         a, op, b = operand(), rng.choice(ops), operand()
-        key = _identity(a, op, b)
-        eid = example_id(key, FIELDS)
-        if split_of(key, FIELDS) != split or eid in seen:
-            misses += 1
-            if misses > MAX_MISSES:
-                raise ValueError(f"found only {len(rows)} of {n} distinct {split} instances; widen the knobs")
-            continue
-        misses = 0
-        seen.add(eid)
-        rows.append({"a": a, "op": op, "b": b, "answer": _result({"a": a, "op": op, "b": b})})
-    return rows
+        return _identity(a, op, b), (a, op, b)
+
+    def build(candidate) -> dict:
+        a, op, b = candidate
+        return {"a": a, "op": op, "b": b, "answer": _result({"a": a, "op": op, "b": b})}
+
+    return generate_distinct(n, split, FIELDS, draw, build)
 
 
 def load(source, split: str = "test", limit: int | None = None) -> list[dict]:

@@ -1,30 +1,24 @@
-"""What every task shares: prompt templates, the <think>/<answer> format check, the reward, data files.
+"""What every task shares: prompt templates, the reward, the generators' rejection loop, data files.
 
-Model output is hostile input: nothing here evaluates it, every regex is linear-time, and long strings are cut
-before parsing (MAX_COMPLETION_CHARS).
+The <think>/<answer> format and its parser live in r1lab.tasks.format.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_COMPLETION_CHARS = 20_000  # longer completions are cut to this before any parsing
+from r1lab.jsonl import read_jsonl, write_jsonl
+from r1lab.tasks.format import R1_SYSTEM, THINK_START
 
-R1_SYSTEM = (
-    "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
-    "The Assistant first thinks about the reasoning process in the mind and then provides the User with the "
-    "answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
-    "respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>."
-)
+MAX_MISSES = 50_000  # generate() gives up after this many rejected draws in a row
 
 # Plain-text templates for base models. "r1" is the R1-Zero paper's template (Table 1); "short" keeps only the
 # turn structure, for tiny character-level models where every prompt character costs compute.
 TEMPLATES = {
-    "r1": R1_SYSTEM + " User: {question} Assistant: <think>",
-    "short": "User: {question}\nAssistant: <think>",
+    "r1": R1_SYSTEM + " User: {question} Assistant: " + THINK_START,
+    "short": "User: {question}\nAssistant: " + THINK_START,
 }
 
 
@@ -52,48 +46,6 @@ def combine(correct: bool, format_ok: bool, accuracy_weight: float = 1.0, format
     return accuracy_weight * float(correct) + format_weight * float(format_ok)
 
 
-# subtle: both the regex and the tag scan must stay linear in len(text). The regex runs only once the tag counts
-# are right (one </think>, one <answer>) and on lstrip()ed text: a leading `\s*` that backtracks over 20k spaces
-# made one call take 1.6 s, and re.findall over "<answer>" repeated without "</answer>" was quadratic too.
-_FORMAT_RE = re.compile(r"(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*\Z", re.S)
-
-
-def clip(completion) -> str:
-    """Untrusted input to a bounded str: non-str becomes "", long strings are cut."""
-    if not isinstance(completion, str):
-        return ""
-    return completion[:MAX_COMPLETION_CHARS]
-
-
-def split_format(completion: str) -> tuple[str | None, str | None, bool]:
-    """(think, answer, format_ok) for "reasoning</think> <answer>X</answer>".
-
-    format_ok needs exactly one </think>, then exactly one <answer>...</answer> block, nothing after it.
-    When the format is broken, the answer is still taken from the last <answer> block if there is one.
-
-    >>> split_format("3+4=7</think> <answer>7</answer>")
-    ('3+4=7', '7', True)
-    """
-    text = clip(completion)
-    if text.count("</think>") == 1 and text.count("<answer>") == 1 and text.count("<think>") <= 1:
-        m = _FORMAT_RE.match(text.lstrip())
-        if m:
-            return m.group("think"), m.group("answer").strip(), True
-    think = text.split("</think>", 1)[0] if "</think>" in text else None
-    return think, _last_answer(text), False
-
-
-def _last_answer(text: str) -> str | None:
-    """The last of the non-overlapping <answer>...</answer> blocks, read left to right (what re.findall gives)."""
-    answer, pos = None, 0
-    while (start := text.find("<answer>", pos)) >= 0:
-        end = text.find("</answer>", start + len("<answer>"))
-        if end < 0:  # no later <answer> can close either
-            break
-        answer, pos = text[start + len("<answer>"):end].strip(), end + len("</answer>")
-    return answer
-
-
 def example_id(example: dict, keys: tuple[str, ...]) -> str:
     """A stable content hash of an example's fields, used for dedup and for train/test splits."""
     payload = json.dumps({k: example[k] for k in keys}, sort_keys=True, ensure_ascii=True)
@@ -106,22 +58,39 @@ def split_of(example: dict, keys: tuple[str, ...], test_fraction: float = 0.1) -
     return "test" if h < test_fraction else "train"
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def generate_distinct(n: int, split: str, keys: tuple[str, ...], draw, build, what: str = "{split} instances",
+                      max_misses: int = MAX_MISSES) -> list[dict]:
+    """The rejection loop of every synthetic generator: n rows whose identities are distinct and hash into `split`.
+
+    draw() -> (identity, candidate): a random candidate and the fields that define it (`keys` name them);
+    build(candidate) -> row | None: called only for a new identity of `split`; None rejects it (say, unsolvable).
+    A rejected draw is a miss; after `max_misses` misses in a row it gives up with a ValueError saying how many
+    rows it found (`what` names them). subtle: build runs only for identities that passed, and may draw from the
+    generator's RNG itself, so this order of calls is what keeps a generator's output for a seed unchanged.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    rows, seen, misses = [], set(), 0
+    while len(rows) < n:
+        identity, candidate = draw()
+        eid = example_id(identity, keys)
+        row = build(candidate) if split_of(identity, keys) == split and eid not in seen else None
+        if row is None:
+            misses += 1
+            if misses > max_misses:
+                raise ValueError(f"found only {len(rows)} of {n} distinct {what.format(split=split)}; widen the knobs")
+            continue
+        misses = 0
+        seen.add(eid)
+        rows.append(row)
+    return rows
 
 
-def write_jsonl(path: str | Path, rows) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def load_rows(source: str | Path, fields: tuple[str, ...], split: str = "test", limit: int | None = None) -> list[dict]:
+def load_rows(source: str | Path, fields: tuple[str, ...], split: str = "test", limit: int | None = None,
+              hub_config: str | None = None) -> list[dict]:
     """Rows of a JSONL or Parquet file, or of a folder holding `{split}.jsonl` / `{split}*.parquet` (the Hugging
-    Face layout), each checked to have `fields`. A Hugging Face dataset id works when `datasets` is installed."""
+    Face layout), each checked to have `fields`. Anything else that reads as a hub id ("org/name") is loaded from
+    the Hugging Face hub (load_hub; `hub_config` names its configuration)."""
     path = Path(source)
     if path.is_dir():
         found = sorted(path.glob(f"{split}.jsonl")) + sorted(path.glob(f"**/{split}*.parquet"))
@@ -130,14 +99,22 @@ def load_rows(source: str | Path, fields: tuple[str, ...], split: str = "test", 
         rows = [row for p in found for row in _read_file(p)]
     elif path.is_file():
         rows = _read_file(path)
+    elif _looks_local(str(source)):
+        raise FileNotFoundError(f"{source}: no such file or folder")
     else:
-        rows = _read_hub(str(source), split)
+        rows = load_hub(str(source), split, limit, hub_config)
     rows = rows[:limit] if limit is not None else rows
     for i, row in enumerate(rows):
         missing = [f for f in fields if f not in row]
         if missing:
             raise ValueError(f"{source}: row {i} lacks field(s) {missing}; this task needs {list(fields)}")
     return rows
+
+
+def _looks_local(source: str) -> bool:
+    """Whether a missing `source` was meant as a file or folder rather than a hub id ("name" or "org/name")."""
+    return (source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+            or Path(source).suffix in (".jsonl", ".json", ".parquet"))
 
 
 def _read_file(path: Path) -> list[dict]:
@@ -154,21 +131,34 @@ def _read_file(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def _read_hub(name: str, split: str) -> list[dict]:
+def load_hub(name: str, split: str, limit: int | None = None, config: str | None = None) -> list[dict]:
+    """The first `limit` rows (all when None) of a Hugging Face dataset's split; clear errors when the `datasets`
+    library is missing and when the hub cannot serve it (offline, an unknown id, config or split)."""
     try:
         import datasets
     except ImportError:
-        raise FileNotFoundError(f"{name}: no such file or folder (install `datasets` to load a Hugging Face "
-                                "dataset id)") from None
-    return [dict(row) for row in datasets.load_dataset(name, split=split)]
+        raise ImportError(f"{name!r} is neither a file nor a folder; loading it as a Hugging Face dataset needs "
+                          "`pip install datasets` and network access (or pass a JSONL/Parquet path)") from None
+    try:
+        dataset = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # offline, unknown id, unknown split: all say the same to the user
+        raise RuntimeError(f"could not load {name!r} (config {config}, split {split!r}) from the Hugging Face "
+                           f"hub: {type(e).__name__}: {e}") from e
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    return [dict(dataset[i]) for i in range(n)]
 
 
 def cached_generate(task, n: int, seed: int, split: str, cache_dir, **knobs) -> list[dict]:
-    """task.generate(n, seed, split, **knobs), cached as JSONL in cache_dir (some solvers make generation slow)."""
+    """task.generate(n, seed, split, **knobs), cached as JSONL in cache_dir (some solvers make generation slow).
+
+    The cache is written atomically; a cache that does not hold n rows (a torn line from an older, non-atomic
+    writer) is generated again."""
     key = "-".join(f"{k}{v}" for k, v in sorted(knobs.items()))
     path = Path(cache_dir) / f"{task.NAME}-{split}-n{n}-s{seed}{'-' + key if key else ''}.jsonl"
     if path.exists():
-        return read_jsonl(path)
+        rows = read_jsonl(path, bad="torn")
+        if len(rows) == n:
+            return rows
     rows = task.generate(n, seed=seed, split=split, **knobs)
     write_jsonl(path, rows)
     return rows

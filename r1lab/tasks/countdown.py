@@ -16,8 +16,8 @@ from fractions import Fraction
 from itertools import combinations
 
 from r1lab.evaluation.behaviour import parse_steps, rejected_steps
-from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
-                                 split_of)
+from r1lab.tasks.common import Score, combine, generate_distinct, load_rows, render_messages, render_prompt
+from r1lab.tasks.format import parse_completion
 
 NAME = "countdown"
 FIELDS = ("nums", "target")
@@ -34,7 +34,6 @@ MAX_EXPR_CHARS = 200
 MAX_NODES = 64  # a 6-number answer has 11 nodes
 MAX_MAGNITUDE = 10**18  # bound on |numerator| and denominator of every value; 1000**6 still fits
 MAX_NUMBERS = 6
-MAX_MISSES = 50_000  # generate() gives up after this many rejected draws in a row (3 numbers: ~3% are solvable)
 _EXPR_CHARS = re.compile(r"[0-9+\-*/() \t\n]+")  # ASCII only: int() would also take '٣' or '３'
 _TARGET = re.compile(r"\s*[0-9]{1,19}\s*")
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -144,24 +143,24 @@ def score(completion, example, accuracy_weight: float = 1.0, format_weight: floa
     must be true too. Without it, RL on a small model
     learns to keep the answers and let the arithmetic in its reasoning decay (dev/LOG.md).
     """
-    think, answer, format_ok = split_format(completion)
+    parsed = parse_completion(completion)
+    answer, format_ok = parsed.answer, parsed.format_ok
     instance = _instance(example)
     if instance is None:
         return Score(0.0, False, False, answer)
     nums, target = instance
     correct = _read_answer(answer, nums, use_all) == target
     if correct and strict:
-        steps = parse_steps(think or "")
+        steps = parse_steps(parsed.reasoning)
         correct = (bool(steps) and all(ok for ok, _ in steps) and steps[-1][1] == target
-                   and all(rejected_steps(think or "")))
+                   and all(rejected_steps(parsed.reasoning)))
     return Score(combine(correct, format_ok, accuracy_weight, format_weight), correct, format_ok, answer)
 
 
 def answer_key(completion, example) -> str | None:
     """The value of a well-formed answer ("22", "7/3"), so correct answers share the key str(target); an answer
     with the wrong numbers keys as "invalid:<expr>"; None when nothing was extracted."""
-    _, answer, _ = split_format(completion)
-    instance = _instance(example)
+    answer, instance = parse_completion(completion).answer, _instance(example)
     if answer is None or instance is None:
         return None
     value = _read_answer(answer, instance[0], use_all=True)
@@ -303,29 +302,31 @@ def generate(n: int, seed: int, split: str = "train", min_numbers: int = 3, max_
     The size is drawn first and kept until an instance of that size is accepted, so sizes are equally likely.
     (Drawing it afresh with every try lets the solvability filter pick it: 3 numbers reach far fewer targets
     than 4, and 80% of the instances had 4 numbers.)"""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     if not 3 <= min_numbers <= max_numbers <= MAX_NUMBERS:
         raise ValueError(f"need 3 <= min_numbers <= max_numbers <= {MAX_NUMBERS}, got {min_numbers}, {max_numbers}")
     if not 1 <= max_number <= 1000 or not min_target <= max_target:
         raise ValueError(f"need 1 <= max_number <= 1000 and min_target <= max_target, got {max_number}, "
                          f"{min_target}, {max_target}")
     rng = random.Random(seed)
-    rows, seen, misses, size = [], set(), 0, None
-    while len(rows) < n:
+    size = None  # the size being drawn; kept until an instance of that size is accepted
+
+    def draw():
+        nonlocal size
         size = size or rng.randint(min_numbers, max_numbers)
         nums = [rng.randint(1, max_number) for _ in range(size)]
         target = rng.randint(min_target, max_target)
-        key = _identity(nums, target)
-        if split_of(key, FIELDS) != split or example_id(key, FIELDS) in seen or solve(nums, target) is None:
-            misses += 1
-            if misses > MAX_MISSES:
-                raise ValueError(f"found only {len(rows)} of {n} distinct solvable {split} instances; widen the knobs")
-            continue
-        misses, size = 0, None
-        seen.add(example_id(key, FIELDS))
-        rows.append({"nums": nums, "target": target})
-    return rows
+        return _identity(nums, target), (nums, target)
+
+    def build(candidate) -> dict | None:
+        nonlocal size
+        nums, target = candidate
+        if solve(nums, target) is None:
+            return None
+        size = None
+        return {"nums": nums, "target": target}
+
+    # With 3 numbers about 3% of the draws are solvable, well within generate_distinct's budget of misses.
+    return generate_distinct(n, split, FIELDS, draw, build, what="solvable {split} instances")
 
 
 def load(source, split: str = "test", limit: int | None = None) -> list[dict]:

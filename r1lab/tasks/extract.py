@@ -1,16 +1,20 @@
 r"""Final answers out of free-form math completions (gsm8k, math): pure, linear-time, nothing is ever evaluated.
 
-A completion is graded even without the R1 tags; its answer is the first of these that is present:
+The completion is read by r1lab.tasks.format.parse_completion, the rule every verifier and the server share. Its
+answer is the first of these that is present:
 
-    1. <answer>X</answer>      common.split_format (when the format is broken, its last block)
+    1. <answer>X</answer>      the parser's answer: the last block after the first </think>
     2. the last \boxed{X}      balanced braces, at most MAX_ANSWER_CHARS inside (\fbox{} too)
     3. #### X                  the last one: GSM8K's own solutions end this way
     4. "the answer is X"       the last one, X up to the end of its sentence or line
     5. the last number
 
-format_ok is split_format's verdict alone, so an answer found by 2-5 never earns the format reward. A tag, box or
-marker with nothing usable after it falls through to the next rule, except <answer></answer>: an empty answer is
-still the model's answer. Numbers are ASCII only: '١٨' or '１８' is not 18.
+Rules 2-5 read the reply, the text after the first </think> (answer tags removed), so a number or box inside the
+reasoning is never the answer of a completion that ended its thinking; a completion without </think> (an
+instruct model that does not use the tags, or one cut off) is read whole. format_ok is the parser's verdict
+alone, so an answer found by 2-5 never earns the format reward. A tag, box or marker with nothing usable after
+it falls through to the next rule, except <answer></answer>: an empty answer is still the model's answer.
+Numbers are ASCII only: '١٨' or '１８' is not 18.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import re
 from fractions import Fraction
 from typing import NamedTuple
 
-from r1lab.tasks.common import clip, split_format
+from r1lab.tasks.format import parse_completion
 
 MAX_ANSWER_CHARS = 1000  # a \boxed{} body or answer longer than this is no answer (real MATH answers are < 200)
 MAX_NUMBER_CHARS = 50  # longer digit strings are not numbers (and int() refuses > 4300 digits anyway)
@@ -52,10 +56,10 @@ def extract_answer(completion) -> Extracted:
     >>> extract_answer("16 - 3 - 4 = 9, and 9 * 2 = 18")
     Extracted(answer='18', format_ok=False, source='last_number')
     """
-    text = clip(completion)
-    _, tagged, format_ok = split_format(text)
-    if tagged is not None:
-        return Extracted(clean(tagged), format_ok, "answer_tag")
+    parsed = parse_completion(completion)
+    if parsed.answer is not None:
+        return Extracted(clean(parsed.answer), parsed.format_ok, "answer_tag")
+    text = parsed.content if parsed.closed else parsed.reasoning
     boxed = last_boxed(text)
     if boxed:
         return Extracted(clean(boxed), False, "boxed")

@@ -8,7 +8,6 @@ no math-verify: pure string work bounded by MAX_COMPLETION_CHARS, so no timeout 
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
 from r1lab.tasks.common import Score, combine, load_rows, render_messages, render_prompt
 from r1lab.tasks.extract import MAX_ANSWER_CHARS, extract_answer, parse_number, to_number
@@ -81,28 +80,10 @@ def difficulty(example: dict) -> str:
 def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
     """GSM8K rows from a JSONL or Parquet file (split is then ignored), a folder of them, or a Hugging Face id
     (openai/gsm8k, config "main"; needs the `datasets` library and network access)."""
-    if Path(source).exists():
-        rows = load_rows(source, FIELDS, split, limit)
-    else:
-        rows = _load_hub(str(source), split, limit)
+    config = HF_CONFIG if str(source).rstrip("/").endswith("gsm8k") else None
+    rows = load_rows(source, FIELDS, split, limit, hub_config=config)
     for i, row in enumerate(rows):
         problem = check(row)
         if problem:
             raise ValueError(f"{source}: row {i}: {problem}")
     return rows
-
-
-def _load_hub(name: str, split: str, limit: int | None) -> list[dict]:
-    try:
-        import datasets
-    except ImportError:
-        raise ImportError(f"{name!r} is neither a file nor a folder; loading it as a Hugging Face dataset needs "
-                          "`pip install datasets` and network access (or pass a JSONL/Parquet path)") from None
-    config = HF_CONFIG if name.rstrip("/").endswith("gsm8k") else None
-    try:
-        dataset = datasets.load_dataset(name, config, split=split)
-    except Exception as e:  # offline, unknown id, unknown split: all say the same to the user
-        raise RuntimeError(f"could not load {name!r} (config {config}, split {split!r}) from the Hugging Face "
-                           f"hub: {type(e).__name__}: {e}") from e
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    return [dict(dataset[i]) for i in range(n)]

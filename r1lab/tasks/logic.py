@@ -17,8 +17,8 @@ import random
 import re
 from functools import lru_cache
 
-from r1lab.tasks.common import (Score, combine, example_id, load_rows, render_messages, render_prompt, split_format,
-                                 split_of)
+from r1lab.tasks.common import Score, combine, generate_distinct, load_rows, render_messages, render_prompt
+from r1lab.tasks.format import parse_completion
 
 NAME = "logic"
 FIELDS = ("quiz", "names", "solution", "solution_text_format")
@@ -36,7 +36,6 @@ NAMES = (
 VERBS = ("says", "said", "claimed", "stated", "remarked", "exclaimed")
 MAX_PEOPLE = 8
 MAX_ANSWER_CHARS = 2_000
-MAX_MISSES = 50_000  # generate() gives up after this many rejected draws in a row
 _SPLIT = re.compile(r"[\n;,]|\band\b", re.I)
 _CLAUSE = re.compile(r"(?:\(?[0-9]{1,2}[).:]|[-*])?\s*([A-Za-z]+)\s+is\s+an?\s+(knight|knave)\s*\.?", re.I | re.A)
 _KEY = ("statements",)  # what defines a puzzle, for ids and the train/test split
@@ -129,7 +128,8 @@ def _labels(example) -> tuple[list[str], list[bool]] | None:
 def score(completion, example, accuracy_weight: float = 1.0, format_weight: float = 0.1) -> Score:
     """Correct iff the <answer> block gives every person their role in `solution`. Never raises; a malformed
     example scores zero."""
-    _, answer, format_ok = split_format(completion)
+    parsed = parse_completion(completion)
+    answer, format_ok = parsed.answer, parsed.format_ok
     labels = _labels(example)
     if labels is None:
         return Score(0.0, False, False, answer)
@@ -141,9 +141,8 @@ def score(completion, example, accuracy_weight: float = 1.0, format_weight: floa
 
 def answer_key(completion, example) -> str | None:
     """The stated roles in the puzzle's name order ("knight,knave"), None unless everyone is named once."""
-    _, answer, _ = split_format(completion)
     labels = _labels(example)
-    roles = parse_roles(answer, labels[0]) if labels else None
+    roles = parse_roles(parse_completion(completion).answer, labels[0]) if labels else None
     return None if roles is None else ",".join("knight" if roles[name] else "knave" for name in labels[0])
 
 
@@ -197,31 +196,26 @@ def generate(n: int, seed: int, split: str = "train", min_people: int = 2, max_p
 
     subtle: with leaves alone ("i says j is a knight") every constraint reads role_i == role_j or role_i != role_j,
     so flipping everyone is a second solution; uniqueness needs a connective, hence max_depth >= 2."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     if not 2 <= min_people <= max_people <= MAX_PEOPLE:
         raise ValueError(f"need 2 <= min_people <= max_people <= {MAX_PEOPLE}, got {min_people}, {max_people}")
     if not 2 <= max_depth <= 3 or not 2 <= max_width <= 4:  # depth 1 never has a unique solution, see below
         raise ValueError(f"need 2 <= max_depth <= 3 and 2 <= max_width <= 4, got {max_depth}, {max_width}")
     rng = random.Random(seed)
-    rows, seen, misses = [], set(), 0
-    while len(rows) < n:
+
+    def draw():
         k = rng.randint(min_people, max_people)
         statements = [_random_statement(rng, k, max_depth, max_width, speaker=i) for i in range(k)]
-        key = {"statements": statements}
-        eid = example_id(key, _KEY)
-        solutions = solve(statements) if split_of(key, _KEY) == split and eid not in seen else []
+        return {"statements": statements}, statements
+
+    def build(statements) -> dict | None:
+        solutions = solve(statements)
         if len(solutions) != 1:
-            misses += 1
-            if misses > MAX_MISSES:
-                raise ValueError(f"found only {len(rows)} of {n} distinct {split} puzzles; widen the knobs")
-            continue
-        misses = 0
-        seen.add(eid)
-        names = rng.sample(NAMES, k)
-        rows.append({"quiz": render_quiz(statements, names, rng), "names": names, "solution": solutions[0],
-                     "solution_text_format": solution_text(names, solutions[0]), "statements": statements})
-    return rows
+            return None
+        names = rng.sample(NAMES, len(statements))  # subtle: drawn for accepted puzzles only
+        return {"quiz": render_quiz(statements, names, rng), "names": names, "solution": solutions[0],
+                "solution_text_format": solution_text(names, solutions[0]), "statements": statements}
+
+    return generate_distinct(n, split, _KEY, draw, build, what="{split} puzzles")
 
 
 # --- the task interface ----------------------------------------------------------------------------------------
