@@ -99,31 +99,33 @@ def summarize(ends: list[float], warmup: int, extra: dict) -> dict:
 # --- r1lab -------------------------------------------------------------------------------------------------------
 
 def run_r1lab(preset: str, dtype: str, steps: int, warmup: int, threads: int) -> dict:
-    from r1lab.engine import Engine
-    from r1lab.rl.train import RLConfig, algorithm, collect_rollouts, rollout_metrics, train_on
+    from r1lab.engine import make_backend
+    from r1lab.rl.rollouts import collect_rollouts, rollout_metrics
+    from r1lab.rl.train import RLConfig, algorithm, train_on
 
     model, tok, task, examples = setup(preset, threads)
     cfg = RLConfig(task="countdown", template="short", seed=SEED, preset="grpo", kl_coef=0.0, steps=warmup + steps,
                    prompts_per_step=P, samples_per_prompt=G, mu=1, device_batch_size=P * G, lr=LR,
                    weight_decay=0.0, grad_clip=1.0, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS)
     algo = algorithm(cfg)
-    assert algo["kl_coef"] == 0.0 and algo["loss_agg"] == "seq_mean_token_mean", algo
+    assert algo.kl_coef == 0.0 and algo.loss_agg == "seq_mean_token_mean", algo
     device = torch.device("cpu")
     amp = torch.bfloat16 if dtype == "bf16" else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    engine = Engine(model, tok, autocast_dtype=None)  # as `r1lab rl`: sampling in fp32 even when training in bf16
+    backend = make_backend("engine", model, tok, autocast_dtype=None)  # as `r1lab rl`: fp32 sampling, even in bf16
     gen_s: list[float] = []
-    engine.generate = timed(engine.generate, gen_s)  # instance attribute: collect_rollouts calls it
+    backend.generate = timed(backend.generate, gen_s)  # instance attribute: collect_rollouts calls it
     # pool = exactly the P examples: every step samples all of them (in a step-dependent order), as TRL does below
     ends, parts, flops = [time.perf_counter()], [], []
     for step in range(cfg.steps):
         t0 = time.perf_counter()
         model.eval()
-        roll, _ = collect_rollouts(step, engine, task, examples, cfg, algo)
+        roll, _ = collect_rollouts(step, backend, task, examples, cfg, algo)
         t1 = time.perf_counter()
         rollout_metrics(roll)
         t2 = time.perf_counter()
-        _, processed, L = train_on(model, None, opt, roll, cfg, algo, amp, tok.pad_token_id, device)
+        _, processed = train_on(model, None, opt, roll, cfg, algo, amp, tok.pad_token_id, device)
+        processed, L = processed["train"]  # mu = 1 and no KL: the one forward + backward pass
         ends.append(time.perf_counter())
         lengths = [len(c.token_ids) for c in roll.completions]
         assert len(lengths) == P * G and set(lengths) == {NEW_TOKENS}, f"not all samples are {NEW_TOKENS} tokens"

@@ -1,16 +1,30 @@
-"""r1lab.rl.algos: hand-computed cases, loop-vs-vectorised parity and invariants (hypothesis)."""
+"""r1lab.rl.algos: hand-computed cases, loop-vs-vectorised parity and invariants (hypothesis).
+
+Tolerances (tests/tolerances.py): float32 results are compared with rounding_atol(magnitude, n), where magnitude is
+the size of the numbers the rounding happens at (the inputs, when the result cancels) and n the longest sum.
+"""
+import dataclasses
 import math
+from fractions import Fraction
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tolerances import float64_rtol, rounding_atol
 
 from r1lab.rl import algos as A
 
 T = torch.tensor
-close = lambda x, y, atol=1e-4: torch.testing.assert_close(torch.as_tensor(x).float(), torch.as_tensor(y).float(),
-                                                           atol=atol, rtol=0)
+
+
+def close(actual, expected, magnitude=None, n=4, atol=None):
+    """actual == expected up to float32 rounding of numbers of size `magnitude` (default max|expected|) in sums of
+    at most n terms; exact where the magnitude is 0."""
+    actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()
+    if atol is None:
+        atol = rounding_atol(float(expected.abs().max()) if magnitude is None else magnitude, n)
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
 
 # ---------------------------------------------------------------------------------------------- advantages, by hand
 
@@ -21,7 +35,7 @@ def test_grpo_by_hand():
     adv, m = A.grpo_advantages(T([1., 0, 0, 0, 1, 1, 1, 1]), mask, G=4, eps=0.0)
     close(adv[:, 0], [1.5, -0.5, -0.5, -0.5, 0, 0, 0, 0])
     assert (adv[:, 2] == 0).all() and (adv[:, 1] == adv[:, 0]).all()
-    close(m["adv/zero_std_frac"], 0.5)
+    close(m["zero_std_frac"], 0.5)
 
 
 def test_dr_grpo_and_rloo_by_hand():
@@ -37,8 +51,34 @@ def test_dr_grpo_and_rloo_by_hand():
 def test_reinforce_pp_by_hand():
     # centered (0.5, -0.5); returns over valid tokens (0.5, 0.5, -0.5): mean 1/6, std sqrt(2)/3
     mask = T([[1., 1.], [1., 0.]])
-    adv, _ = A.reinforce_pp_advantages(T([1., 0.]), mask, G=2, eps=0.0)
+    adv, m = A.reinforce_pp_advantages(T([1., 0.]), mask, G=2, eps=0.0)
     close(adv, [[math.sqrt(0.5), math.sqrt(0.5)], [-math.sqrt(2), 0.0]])
+    close(m["return_std"], math.sqrt(2) / 3)
+
+
+def test_reinforce_pp_flat_returns_give_zero_advantage():
+    """Every valid token has the same return, so whitening has nothing to scale: the advantage is 0.
+
+    The case that found the bug: G = 3, rewards (0.5, 0, 0.5), lengths (2, 0, 4). Both valid rows centre to 1/6,
+    the float32 std came out ~1.5e-8 instead of 0, and (ret - mean) / (std + 1e-6) gave advantages of 0.0147.
+    """
+    mask = T([[1., 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+    adv, m = A.reinforce_pp_advantages(T([0.5, 0.0, 0.5]), mask, G=3)
+    assert (adv == 0).all() and m["return_std"] == 0
+    # The returns carry the rounding of the rewards, not only their own: two groups at different offsets, last row of
+    # each empty (an overlong-filtered response), centre to 0.0125 each, apart by a rounding of 1.1.
+    rewards = T([1.1] * 7 + [1.0] + [0.1] * 7 + [0.0])
+    mask = torch.ones(16, 3).index_fill(0, T([7, 15]), 0.0)
+    adv, m = A.reinforce_pp_advantages(rewards, mask, G=8)
+    assert (adv == 0).all() and m["return_std"] == 0
+    # With KL folded in (zero here, so the returns stay flat) the reverse cumsum's rounding counts too.
+    adv, _ = A.reinforce_pp_advantages(rewards, mask, G=8, kl=torch.zeros(16, 3), kl_coef=0.1)
+    assert (adv == 0).all()
+    # A real spread is still whitened: the valid returns then have std 1 (eps aside).
+    adv, m = A.reinforce_pp_advantages(T([1.1] * 7 + [1.0] + [0.1] * 6 + [0.0, 0.0]), torch.ones(16, 3), G=8)
+    assert m["return_std"] > 0
+    std = float(m["return_std"])
+    close(adv.std(unbiased=False), std / (std + 1e-6), magnitude=1.0, n=48)
 
 
 def test_fold_kl_into_rewards_by_hand():
@@ -54,41 +94,51 @@ def test_fold_kl_into_rewards_by_hand():
 
 
 def loop_advantages(name, rewards, mask, G, eps):
-    """Reference implementations written the slow, obvious way."""
+    """Reference implementations written the slow, obvious way, in exact arithmetic on the float32 inputs (fractions;
+    only a square root is rounded, to float64), so that equal returns are exactly equal.
+
+    Returns the advantages (B, T) and the smallest divisor used (1 where none): rounding in the float32 version
+    happens at the rewards' magnitude and is then divided by it.
+    """
     B, T_ = mask.shape
-    out = torch.zeros(B, T_)
-    seq = []
+    out = torch.zeros(B, T_, dtype=torch.float64)
+    r = [Fraction(float(x)) for x in rewards]
+    seq, divisor = [], 1.0
     for i in range(B):
-        g = [float(x) for x in rewards[(i // G) * G:(i // G) * G + G]]
-        r, mean = float(rewards[i]), sum(g) / G
+        g = r[(i // G) * G:(i // G) * G + G]
+        mean = sum(g) / G
         if max(g) == min(g):
-            seq.append(0.0)
+            seq.append(Fraction(0))
         elif name == "grpo":
             std = math.sqrt(sum((x - mean) ** 2 for x in g) / (G - 1))
-            seq.append((r - mean) / (std + eps))
+            seq.append(Fraction(float(r[i] - mean) / (std + eps)))
+            divisor = min(divisor, std + eps)
         elif name in ("dr_grpo", "reinforce_pp"):
-            seq.append(r - mean)
+            seq.append(r[i] - mean)
         elif name == "rloo":
-            seq.append(r - (sum(g) - r) / (G - 1))
+            seq.append(r[i] - (sum(g) - r[i]) / (G - 1))
     if name != "reinforce_pp":
         for i in range(B):
             for t in range(T_):
-                out[i, t] = seq[i] * float(mask[i, t])
-        return out
+                out[i, t] = float(seq[i] * Fraction(float(mask[i, t])))
+        return out, divisor
     vals = []
     for i in range(B):  # with gamma = 1 and reward only at the end, the return is the reward at every valid token
         for t in range(T_):
             if mask[i, t]:
                 vals.append(seq[i])
     if not vals:
-        return out
+        return out, divisor
     mean = sum(vals) / len(vals)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+    var = sum((v - mean) ** 2 for v in vals) / len(vals)
+    if var == 0:
+        return out, divisor
+    std = math.sqrt(var)
     for i in range(B):
         for t in range(T_):
-            if mask[i, t] and std > 0:
-                out[i, t] = (seq[i] - mean) / (std + eps)
-    return out
+            if mask[i, t]:
+                out[i, t] = float(seq[i] - mean) / (std + eps)
+    return out, std + eps
 
 
 @settings(max_examples=40, deadline=None)
@@ -101,7 +151,11 @@ def test_loop_matches_vectorised(data):
     mask = T([[1.0 if t < L else 0.0 for t in range(4)] for L in lengths])
     for name, fn in A.ADVANTAGES.items():
         adv, _ = fn(rewards, mask, G=G, eps=1e-6)
-        close(adv, loop_advantages(name, rewards, mask, G, 1e-6), atol=1e-4)
+        ref, divisor = loop_advantages(name, rewards, mask, G, 1e-6)
+        # float32 rounds the group means (G terms), and for reinforce_pp the batch mean and std (n * G * 4 tokens),
+        # at the rewards' magnitude; dividing by the divisor scales that error, and so does its own error (1 + |A|).
+        magnitude = float(rewards.abs().max()) * (1 + float(ref.abs().max())) / divisor
+        close(adv, ref, magnitude=magnitude, n=n * G * 4)
 
 
 @settings(max_examples=40, deadline=None)
@@ -127,13 +181,13 @@ def test_ppo_clip_by_hand():
     mask = torch.ones(1, 4)
     loss, m = A.ppo_clip(logp, old, adv, mask, clip_low=0.2, clip_high=0.2)
     close(loss, [[-1.2, 0.8, 5.0, -2.0]])  # clip high, clip low, unbounded (no dual clip), ratio 1
-    close(m["actor/clip_frac_high"], 0.25)
-    close(m["actor/clip_frac_low"], 0.25)
-    close(m["actor/ratio_mean"], (1.5 + 0.5 + 5 + 1) / 4)
+    assert m["clip_frac_high"] == 0.25 and m["clip_frac_low"] == 0.25
+    close(m["ratio_mean"], (1.5 + 0.5 + 5 + 1) / 4)
     loss, m = A.ppo_clip(logp, old, adv, mask, clip_low=0.2, clip_high=0.28, clip_c=3.0)
     close(loss, [[-1.28, 0.8, 3.0, -2.0]])  # clip-higher; dual clip caps the negative-advantage token at 3 * |A|
-    close(m["actor/dual_clip_frac"], 0.25)
-    close(m["actor/approx_kl"], sum(r - 1 - math.log(r) for r in (1.5, 0.5, 5.0, 1.0)) / 4)
+    assert m["dual_clip_frac"] == 0.25
+    # r - 1 - log r cancels: its rounding is at the size of r (5), not of the result
+    close(m["approx_kl"], sum(r - 1 - math.log(r) for r in (1.5, 0.5, 5.0, 1.0)) / 4, magnitude=5.0)
 
 
 def test_on_policy_gradient_is_minus_advantage():
@@ -192,21 +246,27 @@ def test_accumulation_invariance(mode):
     mask = (torch.arange(6)[None] < T([6, 1, 3, 0, 5, 2, 6, 4])[:, None]).float()  # ragged, one empty row
     head = torch.nn.Linear(5, 1)
 
-    def loss_fn(rows, **counts):
-        logp = torch.nn.functional.logsigmoid(head(x[rows]).squeeze(-1))  # (b, T)
-        loss_mat, _ = A.ppo_clip(logp, logp.detach() - 0.1, adv[rows], mask[rows], clip_high=0.28)
-        return A.aggregate(loss_mat, mask[rows], mode, max_tokens_const=6, **counts)
+    def loss_mat_fn(rows):
+        z = head(x[rows]).squeeze(-1)  # (b, T)
+        logp = torch.nn.functional.logsigmoid(z)
+        return A.ppo_clip(logp, logp.detach() - 0.1, adv[rows], mask[rows], clip_high=0.28)[0], z
 
-    full = loss_fn(slice(0, 8))
+    full_mat, z = loss_mat_fn(slice(0, 8))
+    full = A.aggregate(full_mat, mask, mode, max_tokens_const=6)
+    dz = torch.autograd.grad(full, z, retain_graph=True)[0]  # (8, 6) each token's term of the gradients
     full.backward()
     grads_full = [p.grad.clone() for p in head.parameters()]
     head.zero_grad()
     counts = dict(global_tokens=mask.sum(), global_seqs=(mask.sum(-1) > 0).sum())
-    micro = sum(loss_fn(slice(i, i + 1), **counts) for i in range(8))  # each microbatch's own .backward() alike
+    micro = sum(A.aggregate(loss_mat_fn(slice(i, i + 1))[0], mask[i:i + 1], mode, max_tokens_const=6, **counts)
+                for i in range(8))  # each microbatch's own .backward() alike
     micro.backward()
-    close(micro, full, atol=1e-6)
-    for g, p in zip(grads_full, head.parameters()):
-        close(p.grad, g, atol=1e-6)
+    # The sums cancel (advantages of both signs): their rounding is at the size of the summed terms' magnitudes.
+    n = int(mask.sum())
+    close(micro, full, magnitude=float(A.aggregate(full_mat.detach().abs(), mask, mode, max_tokens_const=6)), n=n)
+    weight_terms = (dz.abs()[..., None] * x.abs()).sum((0, 1))  # (5,) sum over tokens of |dL/dz * x|
+    close(head.weight.grad[0], grads_full[0][0], magnitude=float(weight_terms.max()), n=n)
+    close(head.bias.grad, grads_full[1], magnitude=float(dz.abs().sum()), n=n)
 
 
 # ---------------------------------------------------------------------------------------------- KL, logits helpers
@@ -218,10 +278,10 @@ def test_kl_estimators_by_hand_and_unbiased():
     close(A.kl_k2(logp, ref), 0.5)
     close(A.kl_k3(logp, ref), math.exp(-1))
     # k1 and k3 are unbiased: their expectation under pi equals KL(pi || ref) exactly
-    pi, rf = T([0.5, 0.3, 0.2]).double(), T([0.2, 0.2, 0.6]).double()
+    pi, rf = T([0.5, 0.3, 0.2], dtype=torch.float64), T([0.2, 0.2, 0.6], dtype=torch.float64)  # sum to 1 exactly
     kl = (pi * (pi / rf).log()).sum()
-    for est in (A.kl_k1, A.kl_k3):
-        close((pi * est(pi.log(), rf.log())).sum(), kl, atol=1e-9)
+    for est in (A.kl_k1, A.kl_k3):  # float64: a few operations per term, three terms of size <= 1
+        close((pi * est(pi.log(), rf.log())).sum(), kl, atol=float64_rtol(3 * 6))
     assert A.needs_reference(0.001) and not A.needs_reference(0.0)
 
 
@@ -229,10 +289,11 @@ def test_logprobs_and_entropy_from_logits_chunked():
     torch.manual_seed(0)
     logits, ids = torch.randn(3, 5, 11), torch.randint(0, 11, (3, 5))
     ref = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0]
+    magnitude = float(logits.abs().max()) + math.log(11)  # the logits and their logsumexp, summed over V = 11
     for chunk in (1, 4, 1024):
-        close(A.logprobs_from_logits(logits, ids, chunk_size=chunk), ref, atol=1e-5)
+        close(A.logprobs_from_logits(logits, ids, chunk_size=chunk), ref, magnitude=magnitude, n=11)
         close(A.entropy_from_logits(logits, chunk_size=chunk), torch.distributions.Categorical(logits=logits)
-              .entropy(), atol=1e-5)
+              .entropy(), magnitude=magnitude, n=11)
     lp = A.logprobs_from_logits(logits.bfloat16(), ids)  # bf16 in, fp32 out
     assert lp.dtype == torch.float32
     close(A.entropy_from_logits(torch.zeros(1, 1, 8)), [[math.log(8)]])
@@ -250,14 +311,28 @@ def test_dapo_filters_by_hand():
 
 def test_presets():
     g, d, dr = A.PRESETS["grpo"], A.PRESETS["dapo"], A.PRESETS["dr_grpo"]
-    assert (g["advantage"], g["loss_agg"], g["kl_coef"], g["kl_estimator"], g["clip_low"]) == \
+    assert (g.advantage, g.loss_agg, g.kl_coef, g.kl_estimator, g.clip_low) == \
         ("grpo", "seq_mean_token_mean", 0.001, "k3", 0.2)
-    assert (dr["advantage"], dr["loss_agg"], dr["kl_coef"]) == ("dr_grpo", "seq_mean_token_sum_norm", 0.0)
-    assert (d["clip_low"], d["clip_high"], d["loss_agg"], d["kl_coef"], d["dynamic_sampling"], d["soft_overlong"]) \
+    assert (dr.advantage, dr.loss_agg, dr.kl_coef) == ("dr_grpo", "seq_mean_token_sum_norm", 0.0)
+    assert (d.clip_low, d.clip_high, d.loss_agg, d.kl_coef, d.dynamic_sampling, d.soft_overlong) \
         == (0.2, 0.28, "token_mean", 0.0, True, True)
     for p in A.PRESETS.values():  # every name resolves in its registry
-        assert p["advantage"] in A.ADVANTAGES and p["loss_agg"] in A.AGGREGATIONS
-        assert p["kl_estimator"] in A.KL_ESTIMATORS and p["policy_loss"] in A.POLICY_LOSSES
-    assert A.preset("dapo", clip_high=0.3)["clip_high"] == 0.3 and A.PRESETS["dapo"]["clip_high"] == 0.28
-    with pytest.raises(ValueError, match="valid"):
-        A.preset("dapo", clip_hi=0.3)
+        assert p.advantage in A.ADVANTAGES and p.loss_agg in A.AGGREGATIONS
+        assert p.kl_estimator in A.KL_ESTIMATORS and p.policy_loss in A.POLICY_LOSSES
+    assert A.preset("dapo", clip_high=0.3).clip_high == 0.3 and A.PRESETS["dapo"].clip_high == 0.28
+    assert A.preset("grpo") == A.PRESETS["grpo"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        A.PRESETS["grpo"].kl_coef = 0.0
+
+
+@pytest.mark.parametrize("name, overrides, listed", [
+    ("ppo", {}, "valid: grpo, dr_grpo, dapo"),
+    ("dapo", {"clip_hi": 0.3}, "valid: advantage, policy_loss"),
+    ("grpo", {"advantage": "ppo"}, "unknown advantage 'ppo'; valid: grpo, dr_grpo, rloo, reinforce_pp"),
+    ("grpo", {"policy_loss": "clip"}, "unknown policy_loss 'clip'; valid: ppo_clip"),
+    ("grpo", {"loss_agg": "mean"}, "unknown loss_agg 'mean'; valid: token_mean"),
+    ("grpo", {"kl_estimator": "k4"}, "unknown kl_estimator 'k4'; valid: k1, k2, k3"),
+])
+def test_preset_errors_list_the_valid_names(name, overrides, listed):
+    with pytest.raises(ValueError, match=listed):
+        A.preset(name, **overrides)

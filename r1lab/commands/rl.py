@@ -12,7 +12,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from r1lab.commands.stage import run_stage
-    from r1lab.rl.train import RLConfig, algorithm, main
+    from r1lab.rl.train import RLConfig, check, main
 
-    # algorithm(cfg): an unknown preset or setting fails before anything loads
-    return run_stage(args, "rl", RLConfig, main, check=algorithm)
+    return run_stage(args, "rl", RLConfig, main, check=check)

@@ -2,7 +2,8 @@
 
 Every function takes tensors and scalars (never a config object) and is looked up by name in a plain dict:
 ADVANTAGES, POLICY_LOSSES, KL_ESTIMATORS, AGGREGATIONS. Functions that have something to log return
-`(value, metrics)`; metrics are 0-dim detached tensors (no GPU sync here; the loop calls .item() when it logs).
+`(value, metrics)`; metrics are 0-dim detached tensors under the names the loop logs ("clip_frac_high"), no GPU sync
+here (the loop calls float() when it logs). An Algorithm (bottom) is the frozen set of names and scalars one run uses.
 
 Shapes, once for the whole module:
     B  sequences in the batch = prompts x G, grouped contiguously (rows g*G .. g*G+G-1 share one prompt)
@@ -16,6 +17,8 @@ How the three presets differ (PRESETS at the bottom) is only: which advantage, w
 the KL term and DAPO's sampling filters. Nothing else in the RL loop should know which preset is running.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -54,7 +57,7 @@ def grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: 
     centered, r, flat = _group_centered(rewards, G)
     std = r.std(-1, keepdim=True) if G > 1 else torch.zeros_like(centered[:, :1])
     adv = torch.where(flat, 0.0, centered / (std + eps))  # where(): G=1 has std NaN, masked off here
-    metrics = {"adv/zero_std_frac": flat.float().mean(), "reward/group_std": std.mean()}
+    metrics = {"zero_std_frac": flat.float().mean(), "reward/group_std": std.mean()}
     return _broadcast(adv, mask), metrics
 
 
@@ -62,7 +65,7 @@ def dr_grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coe
     """Dr. GRPO (Liu et al. 2025): A_i = r_i - mean(r_group); no std division, which biases toward easy/hard groups."""
     _no_kl("dr_grpo", kl, kl_coef)
     centered, _, flat = _group_centered(rewards, G)
-    return _broadcast(centered, mask), {"adv/zero_std_frac": flat.float().mean()}
+    return _broadcast(centered, mask), {"zero_std_frac": flat.float().mean()}
 
 
 def rloo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
@@ -76,7 +79,7 @@ def rloo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: 
     if G < 2:
         raise ValueError("rloo needs G >= 2 samples per prompt")
     centered, _, flat = _group_centered(rewards, G)
-    return _broadcast(centered * (G / (G - 1)), mask), {"adv/zero_std_frac": flat.float().mean()}
+    return _broadcast(centered * (G / (G - 1)), mask), {"zero_std_frac": flat.float().mean()}
 
 
 def fold_kl_into_rewards(rewards, mask, kl=None, kl_coef: float = 0.0):
@@ -102,19 +105,46 @@ def reinforce_pp_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, k
     1. subtract the group mean from each sequence reward (no std division);
     2. fold the optional KL penalty into token-level rewards (fold_kl_into_rewards);
     3. returns = reverse cumulative sum over tokens (gamma = 1);
-    4. whiten across the whole batch: (ret - mean) / (std + eps) with mean and std over all valid tokens.
+    4. whiten across the whole batch: (ret - mean) / (std + eps) with mean and std over all valid tokens; a std within
+       float rounding of zero is zero (every valid token has the same return), and so is every advantage then.
     subtle: step 4 shifts every token by the batch mean, so a zero-variance group gets a small nonzero advantage here
     (longer sequences weigh more in a token mean); the other estimators give it exactly zero.
     """
-    centered, _, flat = _group_centered(rewards, G)
+    centered, r, flat = _group_centered(rewards, G)
     mask = mask.float()
     token_rewards = fold_kl_into_rewards(centered.reshape(-1), mask, kl, kl_coef)  # (B,T)
     returns = token_rewards.flip(-1).cumsum(-1).flip(-1) * mask  # (B,T) sum of rewards from t to the end
     n = mask.sum().clamp(min=1)
     mean = returns.sum() / n
     std = (((returns - mean) * mask) ** 2).sum().div(n).sqrt()
+    kl_folded = kl is not None and bool(kl_coef)
+    std = std.masked_fill(std <= _whitening_rounding(r, flat, token_rewards, returns, n, kl_folded), 0.0)
     adv = torch.where(std > 0, (returns - mean) / (std + eps), 0.0) * mask
-    return adv, {"adv/zero_std_frac": flat.float().mean(), "adv/return_std": std}
+    return adv, {"zero_std_frac": flat.float().mean(), "return_std": std}
+
+
+def _absmax(x: torch.Tensor) -> torch.Tensor:
+    return x.abs().amax() if x.numel() else x.new_zeros(())
+
+
+def _whitening_rounding(r, flat, token_rewards, returns, n, kl_folded: bool) -> torch.Tensor:
+    """The largest std that float rounding alone leaves in reinforce_pp's step 4 when all valid returns are equal.
+
+    subtle: such a batch (say the only valid rows of each group share one centered reward, the others being empty or
+    overlong-filtered) computes a float std of a few ulps, not 0, and (ret - mean) / (std + eps) turns that noise into
+    advantages of 0.01 or more. Each rounding is at most ulp x (terms summed) x (their magnitude), ulp = finfo.eps:
+      group means     G terms of at most max|r| (flat groups are exact zeros and leave none);
+      reverse cumsum  T terms of the row's |token rewards|, only with KL folded in (else it adds zeros, exactly);
+      batch mean      a tree sum, as torch's reductions are: log2(n) + 1 roundings of at most max|returns|.
+    The magnitude is the rewards', not only the returns': groups (1.1 x 7, 1.0) and (0.1 x 7, 0.0), G = 8, with the
+    last row of each empty, both centre to returns of 0.0125, each carrying a rounding of the order of ulp x 1.1.
+    """
+    ulp = torch.finfo(returns.dtype).eps
+    G, T = r.shape[-1], returns.shape[-1]
+    floor = G * _absmax(r.masked_fill(flat, 0.0)) + (torch.log2(n) + 1) * _absmax(returns)
+    if kl_folded:
+        floor = floor + T * _absmax(token_rewards.abs().sum(-1))
+    return ulp * floor
 
 
 ADVANTAGES = {
@@ -148,16 +178,16 @@ def ppo_clip(logp, old_logp, advantages, mask, clip_low: float = 0.2, clip_high:
     ratio = torch.exp(log_ratio)  # (B,T)
     loss = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high))
     metrics = {
-        "actor/clip_frac_low": _masked_mean(((ratio < 1.0 - clip_low) & (advantages < 0)).float(), mask),
-        "actor/clip_frac_high": _masked_mean(((ratio > 1.0 + clip_high) & (advantages > 0)).float(), mask),
-        "actor/approx_kl": _masked_mean(ratio - 1.0 - log_ratio, mask),  # k3 estimate of KL(old || new)
-        "actor/ratio_mean": _masked_mean(ratio, mask),
+        "clip_frac_low": _masked_mean(((ratio < 1.0 - clip_low) & (advantages < 0)).float(), mask),
+        "clip_frac_high": _masked_mean(((ratio > 1.0 + clip_high) & (advantages > 0)).float(), mask),
+        "approx_kl": _masked_mean(ratio - 1.0 - log_ratio, mask),  # k3 estimate of KL(old || new)
+        "ratio_mean": _masked_mean(ratio, mask),
     }
     if clip_c is not None:
         if clip_c <= 1.0:
             raise ValueError(f"dual clip constant clip_c must be > 1, got {clip_c}")
         dual = advantages < 0
-        metrics["actor/dual_clip_frac"] = _masked_mean((dual & (loss > -clip_c * advantages)).float(), mask)
+        metrics["dual_clip_frac"] = _masked_mean((dual & (loss > -clip_c * advantages)).float(), mask)
         loss = torch.where(dual, torch.minimum(loss, -clip_c * advantages), loss)
     return loss, metrics
 
@@ -299,32 +329,60 @@ def soft_overlong_penalty(lengths, max_len: int, cache_len: int):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Presets: flat settings, each a name into the registries above or a scalar.
+# The algorithm's settings and the presets: flat, each a name into the registries above or a scalar.
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One run's algorithm: names into the registries above and the scalars their functions take.
+
+    Frozen: a run reads it, nothing changes it. Build one with preset(name, **overrides); a name that is not in its
+    registry is a ValueError listing the valid ones.
+    """
+    advantage: str                # ADVANTAGES
+    policy_loss: str              # POLICY_LOSSES
+    loss_agg: str                 # AGGREGATIONS
+    clip_low: float               # ratio clipped to [1 - clip_low, 1 + clip_high]
+    clip_high: float
+    clip_c: float | None          # dual clip constant (> 1), None: off
+    kl_coef: float                # 0: no KL term and no reference model
+    kl_estimator: str             # KL_ESTIMATORS
+    kl_as_reward: bool            # the KL penalty folded into the rewards (reinforce_pp) instead of a loss term
+    dynamic_sampling: bool        # DAPO: replace groups of equal rewards
+    overlong_filter: bool         # DAPO: no loss on truncated responses
+    soft_overlong: bool           # DAPO: the soft overlong penalty on the reward
+    overlong_cache_frac: float    # its ramp, as a fraction of max_new_tokens
+
+    def __post_init__(self):
+        for field, registry in (("advantage", ADVANTAGES), ("policy_loss", POLICY_LOSSES),
+                                ("loss_agg", AGGREGATIONS), ("kl_estimator", KL_ESTIMATORS)):
+            if getattr(self, field) not in registry:
+                raise ValueError(f"unknown {field} {getattr(self, field)!r}; valid: {', '.join(registry)}")
+
 
 PRESETS = {
     # DeepSeekMath / R1: group-std advantages, per-sequence mean, k3 KL as a loss at 0.001, symmetric clip 0.2.
-    "grpo": dict(advantage="grpo", policy_loss="ppo_clip", loss_agg="seq_mean_token_mean", clip_low=0.2,
-                 clip_high=0.2, clip_c=None, kl_coef=0.001, kl_estimator="k3", kl_as_reward=False,
-                 dynamic_sampling=False, overlong_filter=False, soft_overlong=False, overlong_cache_frac=0.0),
+    "grpo": Algorithm(advantage="grpo", policy_loss="ppo_clip", loss_agg="seq_mean_token_mean", clip_low=0.2,
+                      clip_high=0.2, clip_c=None, kl_coef=0.001, kl_estimator="k3", kl_as_reward=False,
+                      dynamic_sampling=False, overlong_filter=False, soft_overlong=False, overlong_cache_frac=0.0),
     # Dr. GRPO: mean-only advantages, token sum / max_new_tokens, no KL (no reference model loaded).
-    "dr_grpo": dict(advantage="dr_grpo", policy_loss="ppo_clip", loss_agg="seq_mean_token_sum_norm", clip_low=0.2,
-                    clip_high=0.2, clip_c=None, kl_coef=0.0, kl_estimator="k3", kl_as_reward=False,
-                    dynamic_sampling=False, overlong_filter=False, soft_overlong=False, overlong_cache_frac=0.0),
+    "dr_grpo": Algorithm(advantage="dr_grpo", policy_loss="ppo_clip", loss_agg="seq_mean_token_sum_norm",
+                         clip_low=0.2, clip_high=0.2, clip_c=None, kl_coef=0.0, kl_estimator="k3", kl_as_reward=False,
+                         dynamic_sampling=False, overlong_filter=False, soft_overlong=False, overlong_cache_frac=0.0),
     # DAPO: clip-higher, token mean, no KL, dynamic sampling, soft overlong penalty over the last 20% of the budget
     # (4096 of 20480 in the paper). Overlong filtering is off: it would mask the very responses the penalty scores.
-    "dapo": dict(advantage="grpo", policy_loss="ppo_clip", loss_agg="token_mean", clip_low=0.2, clip_high=0.28,
-                 clip_c=None, kl_coef=0.0, kl_estimator="k3", kl_as_reward=False, dynamic_sampling=True,
-                 overlong_filter=False, soft_overlong=True, overlong_cache_frac=0.2),
+    "dapo": Algorithm(advantage="grpo", policy_loss="ppo_clip", loss_agg="token_mean", clip_low=0.2, clip_high=0.28,
+                      clip_c=None, kl_coef=0.0, kl_estimator="k3", kl_as_reward=False, dynamic_sampling=True,
+                      overlong_filter=False, soft_overlong=True, overlong_cache_frac=0.2),
 }
 
 
-def preset(name: str, **overrides) -> dict:
-    """A copy of PRESETS[name] with overrides; unknown names or keys are an error that lists the valid ones."""
+def preset(name: str, **overrides) -> Algorithm:
+    """PRESETS[name] with overrides: preset("dapo", clip_high=0.3). Unknown presets, settings or registry names are
+    ValueErrors that list the valid ones."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    settings = dict(PRESETS[name])
-    unknown = set(overrides) - set(settings)
+    valid = [f.name for f in fields(Algorithm)]
+    unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)}; valid: {', '.join(settings)}")
-    settings.update(overrides)
-    return settings
+        raise ValueError(f"unknown settings {unknown}; valid: {', '.join(valid)}")
+    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,198 @@
+"""Rollouts for `r1lab rl`: sample and score them, pack them into tensors, and the log-prob forward over them.
+
+Shapes: B = P x G sequences (rows g*G .. g*G+G-1 share a prompt), T response tokens (right-padded), U distinct
+prompts in a micro-batch, Lp their (left-padded) length.
+"""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from r1lab.rl import algos
+from r1lab.runtime import all_gather_objects, autocast, rank_and_world
+
+if TYPE_CHECKING:
+    from r1lab.rl.train import RLConfig
+
+
+@dataclass
+class Rollouts:
+    examples: list            # (B,) the problem of each row
+    completions: list         # (B,) engine Completions
+    scores: list              # (B,) task Scores
+    rewards: torch.Tensor     # (B,) after penalties
+
+
+def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algorithm):
+    """(task Scores, rewards (B,)): the verifier's reward, plus DAPO's soft overlong penalty when the algorithm asks."""
+    kwargs = {"strict": True} if cfg.strict_reward else {}
+    scores = [task.score(c.text, ex, cfg.accuracy_weight, cfg.format_weight, **kwargs)
+              for c, ex in zip(completions, examples)]
+    rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+    if algo.soft_overlong:
+        lengths = torch.tensor([len(c.token_ids) for c in completions])
+        cache = max(1, int(algo.overlong_cache_frac * cfg.max_new_tokens))
+        rewards = rewards + algos.soft_overlong_penalty(lengths, cfg.max_new_tokens, cache)
+    return scores, rewards
+
+
+def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.Algorithm) -> tuple[Rollouts, dict]:
+    """This rank's share of P prompts x G samples; with dynamic sampling, groups of equal rewards are replaced."""
+    from r1lab.engine import GOLDEN, SamplingParams
+
+    rank, world = rank_and_world()
+    G = cfg.samples_per_prompt
+    per_rank = cfg.prompts_per_step // world
+    kept = Rollouts([], [], [], torch.zeros(0))
+    stats = {"groups_sampled": 0, "groups_dropped": 0}
+    rounds = cfg.max_sampling_rounds if algo.dynamic_sampling else 1
+    for rnd in range(rounds):
+        rng = random.Random(f"{cfg.seed}/rl/{step}/{rnd}")
+        batch = rng.sample(pool, cfg.prompts_per_step)[rank * per_rank:(rank + 1) * per_rank]
+        examples = [ex for ex in batch for _ in range(G)]
+        # subtle: the engine seeds row i of a call with seed + i * GOLDEN; offsetting each rank's seed by its first
+        # global row gives every row the seed it would have in one process, so sharding never changes rollouts.
+        base = (cfg.seed * 1_000_003 + step * 1009 + rnd) % 2**63
+        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                seed=(base + rank * per_rank * G * GOLDEN) % 2**63)
+        completions = backend.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
+        scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
+        stats["groups_sampled"] += len(batch)
+        keep = algos.filter_groups(rewards, G) if algo.dynamic_sampling else torch.ones(len(batch), dtype=torch.bool)
+        stats["groups_dropped"] += int((~keep).sum())
+        rows = [i for i in range(len(examples)) if keep[i // G]]
+        kept.examples += [examples[i] for i in rows]
+        kept.completions += [completions[i] for i in rows]
+        kept.scores += [scores[i] for i in rows]
+        kept.rewards = torch.cat([kept.rewards, rewards[rows]])
+        if len(kept.examples) >= per_rank * G:
+            break
+    n = per_rank * G
+    if algo.dynamic_sampling and len(kept.examples) == 0:  # every group was flat: train on the last round
+        kept = Rollouts(examples, completions, scores, rewards)
+    kept.examples, kept.completions, kept.scores = kept.examples[:n], kept.completions[:n], kept.scores[:n]
+    kept.rewards = kept.rewards[:n]
+    return kept, stats
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Rollout figures for the log.
+
+@dataclass
+class RolloutFigures:
+    """What the log reports of one rollout; gathered from every rank."""
+    length: int                  # response tokens
+    correct: bool
+    format_ok: bool
+    reward: float                # the task's reward, before penalties
+    steps: tuple[int, int]       # arithmetic steps (correct, total) in the reasoning
+    attempts: int                # countdown search attempts
+    marker: bool                 # a reflection marker ("wait", ...)
+    truncated: bool              # stopped at max_new_tokens
+
+
+def rollout_metrics(roll: Rollouts) -> dict:
+    """Rollout figures over all ranks: reward, accuracy, format, lengths (right vs wrong), behaviour."""
+    from r1lab.evaluation.behaviour import arithmetic_steps, count_attempts, has_marker
+
+    local = [RolloutFigures(len(c.token_ids), s.correct, s.format_ok, s.reward, arithmetic_steps(c.text),
+                            count_attempts(c.text), has_marker(c.text), c.finish_reason == "length")
+             for c, s in zip(roll.completions, roll.scores)]
+    rows = [row for part in all_gather_objects(local) for row in part]
+    lens = [r.length for r in rows]
+    right = [r.length for r in rows if r.correct]
+    wrong = [r.length for r in rows if not r.correct]
+    ok = sum(r.steps[0] for r in rows)
+    total = sum(r.steps[1] for r in rows)
+    return {
+        "reward": statistics.mean(r.reward for r in rows),
+        "acc": statistics.mean(r.correct for r in rows),
+        "format_rate": statistics.mean(r.format_ok for r in rows),
+        "response_len": statistics.mean(lens),
+        "response_len_correct": statistics.mean(right) if right else 0.0,
+        "response_len_wrong": statistics.mean(wrong) if wrong else 0.0,
+        "step_acc": ok / total if total else 1.0,
+        "attempts": statistics.mean(r.attempts for r in rows),
+        "marker_rate": statistics.mean(r.marker for r in rows),
+        "truncated_rate": statistics.mean(r.truncated for r in rows),
+        "generated_tokens": sum(lens),
+    }
+
+
+def print_samples(run_dir: Path, step: int, roll: Rollouts, task, cfg: RLConfig, n: int = 2) -> None:
+    """A few decoded rollouts on the console and in samples.jsonl: the best and the worst of the first group."""
+    group = list(range(min(cfg.samples_per_prompt, len(roll.completions))))
+    group.sort(key=lambda i: -float(roll.rewards[i]))
+    picks = group[:1] + group[-1:] if n == 2 else group[:n]
+    with open(run_dir / "samples.jsonl", "a") as f:
+        for i in picks:
+            row = {"step": step, "prompt": task.prompt(roll.examples[i], template=cfg.template),
+                   "completion": roll.completions[i].text, "reward": float(roll.rewards[i]),
+                   "correct": roll.scores[i].correct}
+            f.write(json.dumps(row) + "\n")
+            print(f"--- sample (step {step}, reward {row['reward']:.2f}) ---\n{row['prompt']}{row['completion']}")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The batch tensors and the log-prob forward.
+
+def pack(completions, pad_id: int):
+    """Responses in their own coordinates: prompts (B,) id tuples, right-padded ids (B, T), attention (B, T) and the
+    loss mask (B, T): 1 on sampled tokens, 0 on padding and forced tokens."""
+    T = max(1, max(len(c.token_ids) for c in completions))
+    ids = torch.full((len(completions), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(completions), T), dtype=torch.long)
+    mask = torch.zeros((len(completions), T), dtype=torch.float32)
+    for i, c in enumerate(completions):
+        n = len(c.token_ids)
+        ids[i, :n] = torch.tensor(c.token_ids, dtype=torch.long)
+        attn[i, :n] = 1
+        mask[i, :n] = torch.tensor(c.mask, dtype=torch.float32)
+    return [tuple(c.prompt_ids) for c in completions], ids, attn, mask
+
+
+def forward_tokens(prompts: list[tuple], T: int) -> int:
+    """Tokens response_logp runs for these rows: each distinct prompt once (left-padded), plus the padded responses."""
+    return len(set(prompts)) * max(len(p) for p in prompts) + len(prompts) * T
+
+
+def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: bool = False):
+    """(B, T) log-prob of each response token under `model`, and optionally the entropy of each prediction.
+
+    subtle: the G samples of a prompt share it, so each distinct prompt runs once (left-padded, with gradients) and
+    its key/value cache is gathered out to the rows that continue it; the responses then run on top of that cache.
+    The result equals a forward pass over prompt + response per row (tested), at a fraction of the tokens.
+    """
+    from transformers.cache_utils import DynamicCache
+
+    device = ids.device
+    distinct = {p: k for k, p in enumerate(dict.fromkeys(prompts))}
+    rows = torch.tensor([distinct[p] for p in prompts], device=device)  # (B,) which distinct prompt
+    Lp = max(len(p) for p in distinct)
+    p_ids = torch.zeros((len(distinct), Lp), dtype=torch.long, device=device)
+    p_attn = torch.zeros((len(distinct), Lp), dtype=torch.long, device=device)
+    for p, k in distinct.items():
+        p_ids[k, Lp - len(p):] = torch.tensor(p, device=device)
+        p_attn[k, Lp - len(p):] = 1
+    p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
+    with autocast(device, amp):
+        out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True,
+                    past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
+        cache = out.past_key_values
+        # (U, heads, Lp, hd) -> (B, heads, Lp, hd); gradients flow back to the prompt. index_select, not keys[rows]:
+        # the backward of advanced indexing (index_put with accumulate) is much slower (dev/LOG.md)
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+        r_pos = p_attn.sum(-1)[rows, None] + torch.arange(ids.shape[1], device=device)  # (B, T)
+        logits = model(input_ids=ids, attention_mask=torch.cat([p_attn[rows], attn], -1), position_ids=r_pos,
+                       past_key_values=cache, use_cache=True).logits  # (B, T, V): predicts tokens 1..T
+    logits = torch.cat([out.logits.index_select(0, rows)[:, -1:], logits[:, :-1]], 1)  # (B, T, V): tokens 0..T-1
+    logp = algos.logprobs_from_logits(logits, ids)
+    ent = algos.entropy_from_logits(logits.detach()) if with_entropy else None
+    return logp, ent
