@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 
@@ -42,14 +43,17 @@ def _convert(name: str, value, typ):
             return False
         raise ConfigError(f"{name}: expected a boolean, got {value!r}")
     if typ in (int, float, str):
+        given = value
         try:
-            if typ is int and isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) and typ is not str:
+                raise ValueError  # TOML's true is not a number
+            if typ is int and isinstance(value, str) and "e" in value.lower():
+                value = float(value)  # "1e3": a whole number written in scientific notation
+            if typ is int and isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
                 raise ValueError
-            if typ is int and isinstance(value, str):
-                return int(float(value)) if "e" in value.lower() else int(value)
             return typ(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected {typ.__name__}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{name}: expected {typ.__name__}, got {given!r}") from None
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()] if not value.startswith("[") else json.loads(value)
@@ -102,3 +106,33 @@ def format_config(cfg) -> str:
     """The resolved config, one `key = value` per line, as printed at the start of a run."""
     return "\n".join(f"{k} = {v!r}" for k, v in config_to_dict(cfg).items())
 
+
+# --- checks -------------------------------------------------------------------------------------------------------
+# A stage declares the allowed range of each numeric field as text, and check_config() enforces it before any work
+# starts, with one line naming the key, the value and the range:
+#     check_config(cfg, {"lr": "> 0", "steps": ">= 1", "top_p": "(0, 1]"})  ->  ConfigError("lr = -1.0: must be > 0")
+# Every float field must also be finite (None stays allowed for optional fields).
+
+def _within(value, rule: str) -> bool:
+    rule = rule.strip()
+    if rule[0] in "([":
+        lo, hi = (float(x) for x in rule[1:-1].split(","))
+        return (lo <= value if rule[0] == "[" else lo < value) and (value <= hi if rule[-1] == "]" else value < hi)
+    op, bound = rule.split()
+    bound = float(bound)
+    return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
+
+
+def check_config(cfg, ranges: dict[str, str], choices: dict[str, tuple] | None = None) -> None:
+    """ConfigError for the first field outside its range or its choices, or a float field that is not finite."""
+    for name, (field, typ) in config_fields(type(cfg)).items():
+        value = getattr(cfg, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} = {value!r}: must be a finite number")
+        if name in ranges and value is not None and not _within(value, ranges[name]):
+            raise ConfigError(f"{name} = {value!r}: must be {ranges[name]}")
+        if choices and name in choices and value not in choices[name]:
+            raise ConfigError(f"{name} = {value!r}: must be one of {', '.join(map(str, choices[name]))}")
+    unknown = set(ranges) - set(config_fields(type(cfg)))
+    if unknown:
+        raise ValueError(f"check_config: no fields {sorted(unknown)} in {type(cfg).__name__}")

@@ -173,7 +173,8 @@ def metric_rows(run_dir):
 
 
 def test_resume_after_kill_matches_an_unbroken_run(tmp_path):
-    """Exactly: the resumed run does the same float operations in the same order (one thread) from the same state."""
+    """Exactly: the resumed run does the same float operations in the same order (one thread) from the same state,
+    even when the kill tore the last line of metrics.jsonl and of the cached problem pool."""
     curriculum = "eval_task_args=min_numbers=4,max_numbers=4,max_number=12,max_target=30"  # held out: 4 numbers
     straight = run_rl(tmp_path / "straight", ["steps=4", "save_every=4", curriculum])
     assert straight.wait() == 0, straight.stderr.read().decode()[-2000:]
@@ -190,6 +191,11 @@ def test_resume_after_kill_matches_an_unbroken_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert latest.exists()
+    # a kill can land mid-append: tear the last line of the metrics and of the cached training pool
+    with open(killed_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "stage": "rl", "rew')
+    (pool,) = killed_dir.glob("countdown-train-*.jsonl")
+    pool.write_bytes(pool.read_bytes()[:-7])
     resumed = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum])
     assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:]
     ref = metric_rows(tmp_path / "straight")

@@ -12,6 +12,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from r1lab.commands.stage import run_stage
-    from r1lab.pretrain.train import PretrainConfig, main
+    from r1lab.pretrain.train import PretrainConfig, check, main
 
-    return run_stage(args, "pretrain", PretrainConfig, main)
+    return run_stage(args, "pretrain", PretrainConfig, main, check=check)

@@ -29,10 +29,12 @@ def load_stage_config(cls, args):
 
 def run_stage(args, command: str, cls, main, check=None) -> int:
     """Load the config, check it before anything heavy loads (check(cfg) raises ValueError on a bad setting), then
-    run main(cfg). A bad recipe, key, value or setting is one line on stderr and exit status 2."""
+    run main(cfg). A bad recipe, key, value or setting, and a model that cannot be loaded, are one line on stderr
+    and exit status 2."""
     import sys
 
     from r1lab.config import ConfigError
+    from r1lab.model.load import CheckpointError
 
     try:
         cfg = load_stage_config(cls, args)
@@ -41,5 +43,9 @@ def run_stage(args, command: str, cls, main, check=None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"r1lab {command}: {e}", file=sys.stderr)
         return 2
-    main(cfg)
+    try:
+        main(cfg)
+    except CheckpointError as e:
+        print(f"r1lab {command}: {e}", file=sys.stderr)
+        return 2
     return 0

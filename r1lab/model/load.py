@@ -60,15 +60,26 @@ def resolve_checkpoint(arg: str | Path) -> str:
 
 
 def load_model(path_or_id: str, dtype=None):
-    """(model, tokenizer) from a resolved model directory or hub id; the tokenizer pads on the left."""
+    """(model, tokenizer) from a resolved model directory or hub id; the tokenizer pads on the left.
+
+    Raises CheckpointError, one line naming the directory, when transformers cannot read it (a truncated, empty or
+    garbage model.safetensors, a broken config, a hub id that is neither cached nor reachable).
+    """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, SafetensorError):
+            first = f"its model.safetensors is not a readable safetensors file ({first})"
+        raise CheckpointError(f"cannot load a model from {path_or_id}: {first}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
     return model, tokenizer
 
 
@@ -78,16 +89,8 @@ def load_checkpoint(arg: str | Path, device=None, dtype=None):
     Raises CheckpointError with one line naming what failed (a missing path, a run without checkpoints, a model
     directory transformers cannot read).
     """
-    from safetensors import SafetensorError
-
     from r1lab import runtime
 
     path = resolve_checkpoint(arg)
-    try:
-        model, tokenizer = load_model(path, dtype)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if isinstance(e, SafetensorError):
-            first = f"its model.safetensors is not a readable safetensors file ({first})"
-        raise CheckpointError(f"cannot load a model from {path}: {first}") from None
+    model, tokenizer = load_model(path, dtype)
     return model.to(device if device is not None else runtime.device()), tokenizer, path

@@ -56,6 +56,34 @@ class PretrainConfig(CorpusConfig):
     tensorboard: bool = False
 
 
+RANGES = {
+    "give_up_prob": "[0, 1]", "max_attempts": ">= 1", "max_value": ">= 1", "backtrack_prob": "[0, 1]",
+    "greedy_finish_prob": "[0, 1]", "reject_prob": "[0, 1]", "guess_prob": "[0, 1]", "verify_prob": "[0, 1]",
+    "train_instances": ">= 1", "steps": ">= 1", "seq_len": ">= 2", "device_batch_size": ">= 1", "grad_accum": ">= 1",
+    "lr": "> 0", "min_lr_ratio": "[0, 1]", "warmup_steps": ">= 0", "weight_decay": ">= 0", "grad_clip": "> 0",
+    "threads": ">= 0", "eval_every": ">= 0", "eval_instances": ">= 0", "eval_max_new_tokens": ">= 1",
+    "save_every": ">= 0", "keep_last": ">= 1",
+}
+
+
+def check(cfg: PretrainConfig) -> None:
+    """Every setting is valid before any work starts or any folder is made: ranges, names (task, template, dtype),
+    the task's knobs, and the model (a preset, or a checkpoint to continue from). ValueError naming the key."""
+    from r1lab.config import ConfigError, check_config
+    from r1lab.model.load import resolve_checkpoint
+    from r1lab.model.presets import PRESETS
+    from r1lab.tasks import TASK_MODULES, get_task, parse_knobs
+    from r1lab.tasks.common import TEMPLATES
+
+    check_config(cfg, RANGES, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": runtime.DTYPES})
+    try:
+        parse_knobs(get_task(cfg.task), cfg.task_args)
+    except ValueError as e:
+        raise ConfigError(f"task_args: {e}") from None
+    if cfg.model not in PRESETS:
+        resolve_checkpoint(cfg.model)
+
+
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio at cfg.steps."""
     if step < cfg.warmup_steps:
@@ -88,7 +116,7 @@ def make_batch(step: int, micro: int, cfg: PretrainConfig, task, instances, toke
 
 def build_or_resume(cfg: PretrainConfig, resume: Path | None):
     """(model, tokenizer): the checkpoint to resume, else a fresh preset, else the model to continue from."""
-    from r1lab.model.load import load_model
+    from r1lab.model.load import load_model, resolve_checkpoint
     from r1lab.model.presets import PRESETS, build_model
     from r1lab.model.tokenizer import build_tokenizer
 
@@ -98,7 +126,7 @@ def build_or_resume(cfg: PretrainConfig, resume: Path | None):
     if cfg.model in PRESETS:
         tokenizer = build_tokenizer()
         return build_model(cfg.model, tokenizer, max_positions=max(1024, cfg.seq_len), seed=cfg.seed), tokenizer
-    return load_model(cfg.model)
+    return load_model(resolve_checkpoint(cfg.model))
 
 
 def make_optimizer(model, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:

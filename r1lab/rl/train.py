@@ -102,13 +102,39 @@ def held_out_task_args(cfg: RLConfig) -> str:
     return cfg.task_args if cfg.eval_task_args is None else cfg.eval_task_args
 
 
-def check(cfg: RLConfig) -> None:
-    """Every named setting resolves (the algorithm, the rollout backend): a ValueError before anything loads."""
-    from r1lab.engine import BACKENDS
+RANGES = {
+    "train_instances": ">= 1", "max_sampling_rounds": ">= 1", "steps": ">= 1", "prompts_per_step": ">= 1",
+    "samples_per_prompt": ">= 2", "mu": ">= 1", "device_batch_size": ">= 1", "lr": "> 0", "warmup_steps": ">= 0",
+    "weight_decay": ">= 0", "grad_clip": "> 0", "temperature": "> 0", "top_p": "(0, 1]", "max_new_tokens": ">= 1",
+    "eval_every": ">= 0", "eval_instances": ">= 0", "eval_samples": ">= 1", "eval_temperature": ">= 0",
+    "sample_every": ">= 0", "save_every": ">= 0", "keep_last": ">= 1", "threads": ">= 0",
+    "clip_low": "[0, 1)", "clip_high": ">= 0", "clip_c": "> 1", "kl_coef": ">= 0", "overlong_cache_frac": "[0, 1]",
+}
 
+
+def check(cfg: RLConfig) -> None:
+    """Every setting is valid before anything loads or any folder is made: ranges (every advantage is
+    group-relative, so a group needs two samples), names (task, template, algorithm, rollout backend, dtype), the
+    task's knobs, a training pool that holds a step's prompts, and the model argument. ValueError naming the key."""
+    from r1lab.config import ConfigError, check_config
+    from r1lab.engine import BACKENDS
+    from r1lab.model.load import resolve_checkpoint
+    from r1lab.tasks import TASK_MODULES, get_task, parse_knobs
+    from r1lab.tasks.common import TEMPLATES
+
+    check_config(cfg, RANGES, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": runtime.DTYPES,
+                               "rollout_backend": tuple(BACKENDS)})
     algorithm(cfg)
-    if cfg.rollout_backend not in BACKENDS:
-        raise ValueError(f"unknown rollout_backend {cfg.rollout_backend!r}; valid: {', '.join(BACKENDS)}")
+    task = get_task(cfg.task)
+    for key in ("task_args", "eval_task_args"):
+        try:
+            parse_knobs(task, getattr(cfg, key) or "")
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+    if cfg.prompts_per_step > cfg.train_instances:
+        raise ConfigError(f"prompts_per_step = {cfg.prompts_per_step}: more than the training pool holds "
+                          f"(train_instances = {cfg.train_instances})")
+    resolve_checkpoint(cfg.model)
 
 
 def algorithm(cfg: RLConfig) -> algos.Algorithm:
