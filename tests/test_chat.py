@@ -75,3 +75,21 @@ def test_old_turns_are_dropped_to_fit_the_context():
     assert "question 0" not in text and "question 3" in text and text.endswith("last question\nAssistant: <think>")
     with pytest.raises(ValueError):
         session.reply("z" * 200, lambda r, c: None)  # the message alone does not fit
+
+
+def test_a_reply_the_engine_failed_is_reported_and_not_kept(engine, monkeypatch):
+    """The engine ends a row whose forced-token hook raises with finish_reason "error"; the chat says so in one
+    bracketed line and the conversation stays as it was."""
+    import r1lab.serve.chat as chat_module
+
+    def broken(*args, **kwargs):
+        def hook(ids):
+            raise KeyError("hook broke")
+        return hook
+
+    monkeypatch.setattr(chat_module, "budget_forcer", broken)
+    session = ChatSession(engine, SamplingParams(temperature=0, max_new_tokens=8), max_thinking=4)
+    out = io.StringIO()
+    assert chat_loop(session, io.StringIO("2+3\n"), out, color=False) == 0
+    assert "[generation failed:" in out.getvalue() and "hook broke" in out.getvalue()
+    assert session.history == [] and session.turns == 0

@@ -263,7 +263,7 @@ def test_the_rollout_backend_is_chosen_by_name_and_synced_after_every_update(tmp
                                                "eval_instances=0", "save_every=0", "max_new_tokens=16"])
     main(cfg)
     assert len(synced) == 2 and all(isinstance(m, torch.nn.Module) for m in synced)
-    with pytest.raises(ValueError, match="unknown rollout_backend 'vlm'; valid: engine"):
+    with pytest.raises(ValueError, match="rollout_backend = 'vlm': must be one of engine"):
         check(load_config(RLConfig, None, ["rollout_backend=vlm"]))
 
 

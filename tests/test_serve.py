@@ -177,9 +177,10 @@ def test_budget_forcing_wait_extends_thinking(client):
     ({"model": MODEL, "messages": USER, "n": CONCURRENCY + 1}, 400, "n", None),
     ({"model": MODEL, "messages": USER, "temperature": 3}, 400, "temperature", None),
     ({"model": MODEL, "messages": USER, "max_tokens": 0}, 400, "max_tokens", None),
-    ({"model": MODEL, "messages": USER, "logprobs": True}, 400, None, None),
-    ({"model": MODEL, "messages": USER, "stop": ["a", "b", "c", "d", "e"]}, 400, None, None),
-    ({"model": MODEL, "messages": USER, "min_thinking_tokens": 9, "max_thinking_tokens": 3}, 400, None, None),
+    ({"model": MODEL, "messages": USER, "logprobs": True}, 400, "logprobs", None),
+    ({"model": MODEL, "messages": USER, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
+    ({"model": MODEL, "messages": USER, "min_thinking_tokens": 9, "max_thinking_tokens": 3}, 400,
+     "min_thinking_tokens", None),
     ({"model": MODEL, "prompt": [9999]}, 400, "prompt", None),
 ])
 def test_client_errors_are_openai_shaped_4xx(url, body, status, param, code):

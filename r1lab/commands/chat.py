@@ -60,7 +60,7 @@ def chat_loop(session, stdin, stdout, color: bool) -> int:
             session.reply(line, view.write)
         except KeyboardInterrupt:
             stdout.write("\n[interrupted]")
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:
             stdout.write(f"[{e}]")
         view.close()
     return 0

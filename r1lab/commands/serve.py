@@ -1,7 +1,10 @@
 """`r1lab serve`: an OpenAI-compatible HTTP server (FastAPI + uvicorn) for a checkpoint, on the shared engine.
 
-    r1lab serve --model runs/rl --port 8000
+    r1lab serve --model runs/rl --port 8000 [--api-key KEY]    # or R1LAB_API_KEY=KEY r1lab serve ...
     curl localhost:8000/v1/chat/completions -d '{"model": "...", "messages": [{"role": "user", "content": "2+3"}]}'
+
+It listens on 127.0.0.1 only unless --host says otherwise; with an API key every route but /health needs
+`Authorization: Bearer KEY` (what the openai client sends as api_key).
 
 The text inside <think>...</think> comes back as `reasoning_content` beside `content`, as in DeepSeek's API.
 See r1lab/serve/ for the endpoints, parameters and design.
@@ -9,6 +12,7 @@ See r1lab/serve/ for the endpoints, parameters and design.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = "serve a checkpoint over an OpenAI-compatible API (chat and completions, streaming, reasoning_content)"
@@ -17,7 +21,7 @@ HELP = "serve a checkpoint over an OpenAI-compatible API (chat and completions, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a shipped base name, a run dir (its latest checkpoint), a "
                                                        "model dir or a hub id")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-concurrency", type=int, default=64,
                         help="requests handled at once; more get HTTP 429 (default 64)")
@@ -25,7 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="completions decoded together in the engine batch; also the largest n (default 32)")
     parser.add_argument("--served-model-name", help="the `model` clients must send (default: --model as given)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--api-key", help="require `Authorization: Bearer KEY` on every route but /health "
+                                          "(default: $R1LAB_API_KEY; none: anyone who can connect may use it)")
+    parser.add_argument("--max-request-bytes", type=int, default=4 * 2 ** 20,
+                        help="larger request bodies get HTTP 413 (default 4 MiB)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def access(api_key: str | None, host: str, environ) -> tuple[str | None, str | None]:
+    """(the API key, from --api-key or else $R1LAB_API_KEY; a warning when listening beyond this machine without one).
+
+    >>> access(None, "0.0.0.0", {"R1LAB_API_KEY": "k"}), access("", "127.0.0.1", {})
+    (('k', None), (None, None))
+    """
+    key = api_key or environ.get("R1LAB_API_KEY") or None
+    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        return None, (f"listening on {host} without an API key: anyone who can reach this port can use the model; "
+                      f"set --api-key or R1LAB_API_KEY")
+    return key, None
 
 
 def load_engine(args: argparse.Namespace):
@@ -44,18 +65,22 @@ def run(args: argparse.Namespace) -> int:
 
     from r1lab.serve.app import create_app
 
-    if min(args.max_concurrency, args.max_batch_size) < 1:
-        print("r1lab serve: --max-concurrency and --max-batch-size must be >= 1", file=sys.stderr)
+    if min(args.max_concurrency, args.max_batch_size, args.max_request_bytes) < 1:
+        print("r1lab serve: --max-concurrency, --max-batch-size and --max-request-bytes must be >= 1", file=sys.stderr)
         return 2
+    api_key, warning = access(args.api_key, args.host, os.environ)
+    if warning:
+        print(f"r1lab serve: WARNING: {warning}", file=sys.stderr, flush=True)
     try:
         engine, path = load_engine(args)
     except (OSError, ValueError) as e:
         print(f"r1lab serve: {e}", file=sys.stderr)
         return 2
     name = args.served_model_name or args.model
-    app = create_app(engine, name, args.max_concurrency, args.threads)
+    app = create_app(engine, name, args.max_concurrency, args.threads, api_key, args.max_request_bytes)
     print(f"r1lab serve: {path} as model {name!r} on http://{args.host}:{args.port}/v1 "
-          f"(context {engine.max_positions}, batch {args.max_batch_size}, {args.max_concurrency} requests at once)",
+          f"(context {engine.max_positions}, batch {args.max_batch_size}, {args.max_concurrency} requests at once, "
+          f"API key {'required' if api_key else 'off'})",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -1,37 +1,53 @@
 """The FastAPI app: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health.
 
-    app = create_app(Engine(model, tokenizer), "my-model", max_concurrency=64)
+    app = create_app(Engine(model, tokenizer), "my-model", max_concurrency=64, api_key="sk-...")
     uvicorn.run(app, port=8000)
 
-Handlers run on the asyncio event loop; they validate a request, render and tokenize its prompt, submit one
-completion per choice to the Scheduler (the engine thread) and turn its per-step token events into OpenAI JSON or
-server-sent events. A request holds one of `max_concurrency` slots from submission until its response is finished
-or its client goes away; then Job.close() cancels what is still running in the engine batch.
+Handlers run on the asyncio event loop; they validate a request, render and tokenize its prompt (on a tokenizer
+thread, so a long prompt never stalls other requests), submit one completion per choice to the Scheduler (the engine
+thread) and turn its per-step token events into OpenAI JSON or server-sent events. A request holds one of
+`max_concurrency` slots from submission until its response is finished or its client goes away; then Job.close()
+cancels what is still running in the engine batch.
+
+Hostile input: a body over `max_request_bytes` is a 413 (from Content-Length, or counted while reading); the JSON
+parser (pydantic's) refuses invalid UTF-8, lone surrogates, nesting deeper than 200 and integers over 4300 digits;
+a prompt longer than context x max_token_chars characters is refused before it is rendered or tokenized. Every
+client mistake is a 4xx in OpenAI's shape, and even a bug answers a 500 in that shape with the keep-alive
+connection intact (Guard). With an API key, every route but /health needs `Authorization: Bearer KEY`.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from r1lab.engine import GOLDEN, SamplingParams
-from r1lab.serve.protocol import ApiError, ChatRequest, CompletionRequest, error_body, validation_error
+from r1lab.serve.protocol import (MAX_JSON_CONTAINERS, ApiError, ChatRequest, CompletionRequest, error_body,
+                                  too_many_containers, validation_error)
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
 from r1lab.engine.forcing import budget_forcer
 from r1lab.serve.text import THINK_END, WAIT, CompletionText, chat_prompt_ids, reasoning_tokens
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # engine -> OpenAI finish_reason
 DONE = "data: [DONE]\n\n"
+MAX_REQUEST_BYTES = 4 * 2 ** 20  # a 100k-token prompt is ~0.5 MB of text
+log = logging.getLogger("r1lab.serve")
 
 
-def create_app(engine, model_name: str, max_concurrency: int = 64, threads: int | None = None) -> FastAPI:
+def create_app(engine, model_name: str, max_concurrency: int = 64, threads: int | None = None,
+               api_key: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
     server = Server(engine, model_name, Scheduler(engine, max_concurrency, threads))
 
     @asynccontextmanager
@@ -39,22 +55,20 @@ def create_app(engine, model_name: str, max_concurrency: int = 64, threads: int 
         server.scheduler.start(asyncio.get_running_loop())
         yield
         server.scheduler.stop()
+        server.pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="r1lab", lifespan=lifespan)
     app.state.server = server
+    app.add_middleware(Guard, api_key=api_key)
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
         headers = {"Retry-After": "1"} if exc.status == 429 else None
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return ErrorResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):  # unknown route, wrong method
-        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def internal(request, exc: Exception):
-        return JSONResponse(error_body(f"internal error: {exc!r}", "internal_server_error"), status_code=500)
+        return ErrorResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
 
     @app.get("/v1/models")
     async def models():
@@ -64,16 +78,16 @@ def create_app(engine, model_name: str, max_concurrency: int = 64, threads: int 
     @app.get("/health")
     async def health():
         s = server.scheduler
-        return {"status": "ok", "requests": s.jobs, "rows": s.rows, "cancelled": s.cancelled, "steps": s.steps,
-                "tokens": s.tokens}
+        return {"status": "ok", "requests": s.jobs, "rows": s.rows, "cancelled": s.cancelled, "failed": s.failed,
+                "steps": s.steps, "tokens": s.tokens}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        return await server.complete(await parse(request, ChatRequest), request, chat=True)
+        return await server.complete(await parse(request, ChatRequest, max_request_bytes), request, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        return await server.complete(await parse(request, CompletionRequest), request, chat=False)
+        return await server.complete(await parse(request, CompletionRequest, max_request_bytes), request, chat=False)
 
     return app
 
@@ -82,16 +96,81 @@ def sse_line(obj) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
 
 
-async def parse(request: Request, model):
-    """The JSON body as `model`, whatever the Content-Type says (curl -d sends form-encoded)."""
+class ErrorResponse(JSONResponse):
+    """JSON with non-ASCII escaped, so that no message (an exception's repr included) can fail to encode."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+async def parse(request: Request, model, max_bytes: int):
+    """The JSON body as `model`, whatever the Content-Type says (curl -d sends form-encoded); 413 past max_bytes."""
+    too_large = ApiError(413, f"The request body is larger than this server's limit of {max_bytes} bytes.",
+                         code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and (len(declared) > 15 or int(declared) > max_bytes):
+        raise too_large  # before reading a byte; uvicorn discards the body and keeps the connection
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    if too_many_containers(body):
+        raise ApiError(400, f"The JSON body has more than {MAX_JSON_CONTAINERS} objects and arrays.")
     try:
-        data = json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise validation_error([{"type": "json_invalid"}]) from None
-    try:
-        return model.model_validate(data)
+        req = model.model_validate_json(body)
     except ValidationError as e:
         raise validation_error(e.errors()) from None
+    req.check()
+    return req
+
+
+async def send_json(send, status: int, body: dict, headers: list | None = None) -> None:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class Guard:
+    """ASGI middleware: the API key, and a 500 in OpenAI's shape for any exception a handler lets out.
+
+    subtle: not an app.exception_handler(Exception): Starlette re-raises after such a handler answers, and uvicorn
+    then closes the connection, so a keep-alive client's next request failed too."""
+
+    def __init__(self, app, api_key: str | None = None):
+        self.app = app
+        # compared as digests in constant time, so neither the key nor its length leaks through timing
+        self.key = hashlib.sha256(f"Bearer {api_key}".encode()).digest() if api_key else None
+
+    def authorized(self, scope) -> bool:
+        if self.key is None or scope["path"] == "/health":
+            return True
+        got = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        return hmac.compare_digest(hashlib.sha256(got).digest(), self.key)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if not self.authorized(scope):
+            body = error_body("Incorrect or missing API key: send the header `Authorization: Bearer KEY`.",
+                              "invalid_request_error", None, "invalid_api_key")
+            return await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:  # gone while sending its body: nobody to answer
+            pass
+        except Exception as e:
+            log.exception("request failed")
+            if not started:  # once a stream has started, closing the connection is all that is left
+                await send_json(send, 500, error_body(f"internal error: {e!r}", "internal_server_error"))
 
 
 class Server:
@@ -103,17 +182,23 @@ class Server:
         self.think_end_id = end if isinstance(end, int) and end != tok.unk_token_id else None
         self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
         self.max_n = engine.max_batch_size
+        # A token decodes to at most this many characters: a vocabulary entry is spelled with at least as many
+        # characters as its text has (byte-level BPE spells each byte as one character, SentencePiece a space as
+        # "▁", WordPiece adds "##"), +1 for a space a decoder may put between tokens. So a text longer than
+        # context x max_token_chars cannot fit, and is refused before it is rendered or tokenized. subtle: this
+        # assumes lossless tokenization; one that turned a long unknown run into one <unk> would break it.
+        self.max_token_chars = max(map(len, tok.get_vocab())) + 1
+        # prompts are rendered and tokenized here, off the event loop; two at a time bounds their memory
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="r1lab-tokenize")
 
     async def complete(self, req, request: Request, chat: bool):
         if req.model != self.model_name:
-            raise ApiError(404, f"The model `{req.model}` does not exist.", "model", "model_not_found")
-        if chat:
-            if req.max_completion_tokens is not None:
-                req.max_tokens = req.max_completion_tokens
-            prompts = [self._chat_prompt(req.messages)]
-        else:
-            prompts = self._completion_prompts(req.prompt)
-        specs = self._specs(req, prompts)
+            shown = req.model if len(req.model) <= 64 else req.model[:64] + "..."
+            raise ApiError(404, f"The model `{shown}` does not exist.", "model", "model_not_found")
+        if chat and req.max_completion_tokens is not None:
+            req.max_tokens = req.max_completion_tokens
+        prompts = await asyncio.get_running_loop().run_in_executor(self.pool, self._prompts, req, chat)
+        specs = self._specs(req, prompts, chat)
         try:
             job = self.scheduler.submit(specs)
         except Busy as e:
@@ -137,6 +222,44 @@ class Server:
 
     # -- requests to engine inputs --------------------------------------------------------------------------------
 
+    def _prompts(self, req, chat: bool) -> list[list[int]]:
+        """The request's prompts as token ids, each checked against the context; runs on the tokenizer pool."""
+        prompt = getattr(req, "prompt", None)
+        if not chat and (isinstance(prompt, str) or (prompt and isinstance(prompt[0], int))):
+            prompt = [prompt]
+        if (1 if chat else len(prompt)) * req.n > self.max_n:
+            raise ApiError(400, f"n: at most {self.max_n} completions per request (n x number of prompts)", "n")
+        if chat:
+            self._check_chars(sum(len(m.text()) + len(m.reasoning_content or "") for m in req.messages), "messages")
+            return [self._chat_prompt(req.messages)]
+        if not prompt or any(not p for p in prompt):
+            raise ApiError(400, "prompt: empty", "prompt")
+        for p in prompt:
+            if isinstance(p, str):
+                self._check_chars(len(p), "prompt")
+            else:
+                self._check_tokens(len(p), "prompt")
+        out = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompt]
+        vocab = len(self.tokenizer)
+        if any(not 0 <= t < vocab for ids in out for t in ids):
+            raise ApiError(400, f"prompt: token ids must be in [0, {vocab})", "prompt")
+        return out
+
+    def _check_chars(self, chars: int, param: str) -> None:
+        limit = self.engine.max_positions
+        if limit is not None and chars > limit * self.max_token_chars:
+            raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you sent {chars} "
+                                f"characters of {param}, more than {limit} tokens can hold (a token here is at most "
+                                f"{self.max_token_chars} characters). Please reduce the length of the {param}.",
+                           param, "context_length_exceeded")
+
+    def _check_tokens(self, tokens: int, param: str) -> None:
+        limit = self.engine.max_positions
+        if limit is not None and tokens >= limit:
+            raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you sent {tokens} "
+                                f"tokens of {param}, which leaves no room for the completion. Please reduce the "
+                                f"length of the {param}.", param, "context_length_exceeded")
+
     def _chat_prompt(self, messages) -> list[int]:
         if not self.tokenizer.chat_template:
             raise ApiError(400, "this model has no chat template; use /v1/completions", "messages")
@@ -148,22 +271,9 @@ class Server:
             rendered.append(msg)
         return chat_prompt_ids(self.tokenizer, rendered)
 
-    def _completion_prompts(self, prompt) -> list[list[int]]:
-        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
-            prompt = [prompt]
-        out = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompt]
-        vocab = len(self.tokenizer)
-        if not out or any(not ids for ids in out):
-            raise ApiError(400, "prompt: empty", "prompt")
-        if any(not 0 <= t < vocab for ids in out for t in ids):
-            raise ApiError(400, f"prompt: token ids must be in [0, {vocab})", "prompt")
-        return out
-
-    def _specs(self, req, prompts: list[list[int]]) -> list[tuple]:
+    def _specs(self, req, prompts: list[list[int]], chat: bool) -> list[tuple]:
         """(prompt_ids, SamplingParams, forced hook, seed) per completion; choice k of a request with seed s uses
         s + k * GOLDEN, as row k of Engine.generate does, so a served choice reproduces an offline one."""
-        if len(prompts) * req.n > self.max_n:
-            raise ApiError(400, f"n: at most {self.max_n} completions per request (n x number of prompts)", "n")
         limit, specs = self.engine.max_positions, []
         for ids in prompts:
             max_tokens = req.max_tokens
@@ -174,7 +284,8 @@ class Server:
                             f"{max_tokens or 1} for the completion)"
                     raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you "
                                         f"requested {asked}. Please reduce the length of the prompt or max_tokens.",
-                                   "max_tokens" if room >= 1 else "messages", "context_length_exceeded")
+                                   "max_tokens" if room >= 1 else "messages" if chat else "prompt",
+                                   "context_length_exceeded")
                 max_tokens = max_tokens or room
             params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=max(req.top_k, 0),
                                     max_new_tokens=max_tokens or 256, stop=req.stop_list())

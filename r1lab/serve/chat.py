@@ -41,7 +41,8 @@ class ChatSession:
             history = history[2:]  # one user message and its reply
 
     def reply(self, user: str, on_delta) -> tuple[str, str]:
-        """Generate the assistant's reply to `user`, calling on_delta(reasoning, content) as text arrives."""
+        """Generate the assistant's reply to `user`, calling on_delta(reasoning, content) as text arrives.
+        RuntimeError when the engine failed this reply (finish_reason "error"); the conversation is unchanged."""
         ids, room = self.prompt_ids(user)
         if room < 1:
             raise ValueError(f"the message alone fills the model's {self.engine.max_positions}-token context")
@@ -56,6 +57,8 @@ class ChatSession:
         while batch:
             for ev in batch.step():
                 on_delta(*out.push([ev]))
+        if out.completion.finish_reason == "error":  # the engine ended this row alone; the turn is not kept
+            raise RuntimeError(f"generation failed: {out.completion.error}")
         self.turns += 1
         self.history += [{"role": "user", "content": user},
                          {"role": "assistant", "content": out.content, "reasoning_content": out.reasoning}]

@@ -9,8 +9,12 @@ Threads: the asyncio event loop only puts commands ("add", "cancel") in a queue;
 EngineBatch (it is single-threaded by design). Between two decoding steps it drains the queue, so new requests join
 the running batch at the next step (continuous batching, the same code path as RL rollouts and evaluation). After
 each step it hands every job its events with one loop.call_soon_threadsafe. When the batch is empty it sleeps on the
-queue. An exception inside step() fails the jobs in flight (they answer 500) and starts a fresh batch, so the
-server stays up.
+queue.
+
+Failures: a request that breaks in the engine's per-row code (a forced-token hook, its sampling values, its stop
+check: an "error" completion) or that add() refuses fails alone: its job gets an EngineFailure and its other
+choices are cancelled; every other request goes on. Anything else that raises on this thread (step() itself, out of
+memory) fails the jobs in flight and starts a fresh batch, so the server stays up.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ class Busy(Exception):
 
 
 class EngineFailure(Exception):
-    """step() raised; the job's completions are lost."""
+    """The job's request failed in the engine (alone, or with the whole batch); its completions are lost."""
 
 
 class Job:
@@ -69,7 +73,7 @@ class Scheduler:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.jobs = 0  # open jobs; event-loop thread only
         # counters for GET /health, written by the engine thread
-        self.rows = self.cancelled = self.steps = self.tokens = 0
+        self.rows = self.cancelled = self.failed = self.steps = self.tokens = 0
         self._loop = self._thread = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -104,33 +108,44 @@ class Scheduler:
         batch = EngineBatch(self.engine)
         owner: dict[int, tuple[Job, int]] = {}  # engine request id -> (job, choice index)
         while True:
-            if not self._drain(batch, owner):
-                return
-            if not batch:
-                if batch.rows:
-                    batch.step()  # nothing left to decode: this only frees the cancelled rows' cache
-                self.rows = 0
-                continue
             try:
+                if not self._drain(batch, owner):
+                    return
+                if not batch:
+                    if batch.rows:
+                        batch.step()  # nothing left to decode: this only frees the cancelled rows' cache
+                    self.rows = 0
+                    continue
                 events = batch.step()
+                self.steps, self.tokens, self.rows = self.steps + 1, self.tokens + len(events), len(batch)
+                self._deliver(events, batch, owner)
             except Exception as e:  # a bug or out of memory: fail the jobs in flight, keep serving
                 log.exception("engine step failed; failing %d requests", len(owner))
                 for job in {job for job, _ in owner.values()}:
-                    self._loop.call_soon_threadsafe(job.queue.put_nowait, EngineFailure(f"engine error: {e!r}"))
+                    self._fail(job, f"engine error: {e!r}")
                 batch, owner = EngineBatch(self.engine), {}
-                continue
-            out: dict[Job, list] = defaultdict(list)
-            for ev in events:
-                job, index = owner[ev.request_id]
-                out[job].append((index, ev))
-                if ev.completion is not None:
-                    del owner[ev.request_id]
-            self.steps, self.tokens, self.rows = self.steps + 1, self.tokens + len(events), len(batch)
-            for job, pairs in out.items():
-                grouped: dict[int, list] = defaultdict(list)
-                for index, ev in pairs:
-                    grouped[index].append(ev)
-                self._loop.call_soon_threadsafe(job.queue.put_nowait, list(grouped.items()))
+
+    def _deliver(self, events: list, batch, owner: dict) -> None:
+        """Hand each job its events of one step; a job with an "error" completion fails alone."""
+        out: dict[Job, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+        errors: dict[Job, str] = {}
+        for ev in events:
+            job, index = owner.pop(ev.request_id) if ev.completion is not None else owner[ev.request_id]
+            if ev.completion is not None and ev.completion.finish_reason == "error":
+                errors[job] = ev.completion.error
+            out[job][index].append(ev)
+        for job, error in errors.items():
+            del out[job]
+            for rid in job.rids:  # the request fails as a whole: its other choices stop
+                if owner.pop(rid, None) is not None:
+                    batch.cancel(rid)
+            self._fail(job, f"this request failed in the engine: {error}")
+        for job, grouped in out.items():
+            self._loop.call_soon_threadsafe(job.queue.put_nowait, list(grouped.items()))
+
+    def _fail(self, job: Job, message: str) -> None:
+        self.failed += 1
+        self._loop.call_soon_threadsafe(job.queue.put_nowait, EngineFailure(message))
 
     def _drain(self, batch, owner) -> bool:
         """Apply queued commands; block for the first one only when there is nothing to step. False: stop."""
@@ -150,8 +165,8 @@ class Scheduler:
                         rid = batch.add(prompt_ids, params, forced, seed)
                         job.rids.append(rid)
                         owner[rid] = (job, index)
-                except ValueError as e:  # the server validates first; this is a second line of defence
-                    self._loop.call_soon_threadsafe(job.queue.put_nowait, EngineFailure(str(e)))
+                except Exception as e:  # the server validates first; this is a second line of defence
+                    self._fail(job, f"the engine refused this request: {e}")
                     kind = "cancel"
             if kind == "cancel":
                 for rid in job.rids:
