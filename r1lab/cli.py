@@ -19,6 +19,7 @@ COMMANDS = {
     "data": "r1lab.commands.data",
     "score": "r1lab.commands.score",
     "pretrain": "r1lab.commands.pretrain",
+    "sft": "r1lab.commands.sft",
     "rl": "r1lab.commands.rl",
     "cost": "r1lab.commands.cost",
     "eval": "r1lab.commands.eval",

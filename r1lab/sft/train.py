@@ -1,0 +1,307 @@
+"""`r1lab sft`: supervised fine-tuning on prompt/completion or chat records (R1's cold start and distillation).
+
+One step: B x grad_accum x world packed sequences of T tokens; next-token cross-entropy on completion (assistant)
+tokens only, summed and divided by the step's GLOBAL labelled-token count (all micro-batches, all ranks), so the
+update does not depend on how the step is split. AdamW (weight decay on matrices), linear warm-up then cosine decay
+to lr * min_lr_ratio, gradient clipping, bf16 autocast where the hardware has it. Packing (r1lab/sft/data.py) gives
+each record its own position ids and a block-diagonal causal mask: no attention across records.
+
+Data order: the records are packed once (a seeded shuffle, first fit), and each epoch visits the N packed sequences in
+its own seeded permutation; global sequence i of the run is perm(i // N)[i % N], so the batch of step s is a pure
+function of (seed, s) and a resumed run (kill -9 included) logs the same numbers as an unbroken one. Departure from
+per-epoch repacking: records packed together stay together in every epoch.
+
+Shapes: B = device_batch_size sequences of T = seq_len tokens.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from r1lab import runtime
+from r1lab.config import config_to_dict, format_config
+from r1lab.sft.data import IGNORE, block_causal_mask, collate, load_records, pack, shift, tokenize_record
+
+
+@dataclass
+class SFTConfig:
+    data: str = ""                       # a JSONL file of prompt/completion or messages records
+    model: str = "countdown-base"        # a shipped base, an r1lab run or checkpoint, any Hugging Face path / id
+    out_dir: str = "runs/sft"
+    seed: int = 0
+    # held-out evaluation with the task's verifier
+    task: str = "countdown"
+    task_args: str = "min_numbers=3,max_numbers=4,max_number=12,max_target=100"
+    template: str = "short"              # plain prompt template the evaluation renders (r1lab.tasks.common.TEMPLATES)
+    eval_every: int = 0                  # 0: only after the last step
+    eval_instances: int = 100            # 0: no evaluation
+    eval_max_new_tokens: int = 512
+    # optimisation
+    epochs: int = 1                      # used when steps = 0
+    steps: int = 0                       # optimizer steps; 0: epochs x packed sequences / sequences per step
+    seq_len: int = 512
+    device_batch_size: int = 8           # sequences per forward pass
+    grad_accum: int = 1
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    dtype: str = "auto"                  # auto | bf16 | fp32 (autocast)
+    threads: int = 0                     # torch threads; 0 = leave as is
+    # checkpoints and logging
+    save_every: int = 0                  # 0: only after the last step
+    keep_last: int = 2
+    wandb: bool = False
+    tensorboard: bool = False
+
+
+RANGES = {
+    "epochs": ">= 1", "steps": ">= 0", "seq_len": ">= 2", "device_batch_size": ">= 1", "grad_accum": ">= 1",
+    "lr": "> 0", "min_lr_ratio": "[0, 1]", "warmup_steps": ">= 0", "weight_decay": ">= 0", "grad_clip": "> 0",
+    "threads": ">= 0", "eval_every": ">= 0", "eval_instances": ">= 0", "eval_max_new_tokens": ">= 1",
+    "save_every": ">= 0", "keep_last": ">= 1",
+}
+
+
+def check(cfg: SFTConfig) -> None:
+    """Every setting and every record is valid before any work starts or any folder is made: ranges, names, the
+    task's knobs, the model argument, and each line of the data (SFTDataError naming FILE:LINE)."""
+    from r1lab.config import ConfigError, check_config
+    from r1lab.model.load import resolve_checkpoint
+    from r1lab.tasks import TASK_MODULES, get_task, parse_knobs
+    from r1lab.tasks.common import TEMPLATES
+
+    check_config(cfg, RANGES, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": runtime.DTYPES})
+    if not cfg.data:
+        raise ConfigError("data: no data file (use --data FILE.jsonl or --set data=FILE.jsonl)")
+    try:
+        parse_knobs(get_task(cfg.task), cfg.task_args)
+    except ValueError as e:
+        raise ConfigError(f"task_args: {e}") from None
+    resolve_checkpoint(cfg.model)
+    load_records(cfg.data)
+
+
+def lr_at(step: int, total: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
+    """Linear warm-up to lr, then cosine decay to lr * min_lr_ratio at `total`. lr_at(0, 10, 1.0, 0, 0.0) == 1.0"""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def prepare_examples(cfg: SFTConfig, tokenizer) -> list[tuple[list[int], list[int]]]:
+    """Every record as (x, y) of at most seq_len tokens. Longer records are cut and their tails are not learnt; the
+    run says how many (on rank 0), since a cut completion teaches the model to stop nowhere."""
+    examples, cut = [], 0
+    for where, row in load_records(cfg.data):
+        tokens, labelled = tokenize_record(row, tokenizer, where)
+        cut += len(tokens) - 1 > cfg.seq_len
+        examples.append(shift(tokens, labelled, cfg.seq_len))
+    if cut and runtime.is_main():
+        print(f"sft: warning: {cut} of {len(examples)} records are longer than seq_len = {cfg.seq_len} tokens; their "
+              "tails are cut and not learnt (raise seq_len to keep them)", file=sys.stderr)
+    return examples
+
+
+class Schedule:
+    """Which packed sequences each (step, rank, micro) trains on: a pure function of (seed, step)."""
+
+    def __init__(self, packs: list[list[int]], seed: int, per_step: int):
+        self.packs, self.seed, self.per_step = packs, seed, per_step
+        self._perms: dict[int, list[int]] = {}
+
+    def perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            order = list(range(len(self.packs)))
+            random.Random(f"{self.seed}/epoch{epoch}").shuffle(order)
+            self._perms[epoch] = order
+        return self._perms[epoch]
+
+    def groups(self, step: int, first: int, count: int) -> list[list[int]]:
+        """The record groups of the step's sequences first .. first+count-1."""
+        n = len(self.packs)
+        idx = [step * self.per_step + first + j for j in range(count)]
+        return [self.packs[self.perm(i // n)[i % n]] for i in idx]
+
+
+def forward_loss(model, batch: dict, amp, device) -> tuple[torch.Tensor, int]:
+    """(sum of the cross-entropy over labelled tokens, their count) for one packed batch of (B, T)."""
+    b = {k: v.to(device) for k, v in batch.items()}
+    mask = block_causal_mask(b["segment"], model.config._attn_implementation)
+    with runtime.autocast(device, amp):
+        logits = model(input_ids=b["input_ids"], attention_mask=mask, position_ids=b["position_ids"]).logits
+    loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), b["labels"].view(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+    return loss, int((b["labels"] != IGNORE).sum())
+
+
+def train_step(step: int, run) -> dict:
+    """One optimizer step over grad_accum micro-batches on each rank: {"loss", "lr", "grad_norm", "tokens", ...}."""
+    cfg, model, opt = run.cfg, run.model, run.opt
+    rank, world = runtime.rank_and_world()
+    lr = lr_at(step, run.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    B = cfg.device_batch_size
+    batches = [collate(run.schedule.groups(step, (rank * cfg.grad_accum + m) * B, B), run.examples, cfg.seq_len,
+                       run.pad_id) for m in range(cfg.grad_accum)]
+    # subtle: the divisor is the step's global count of labelled tokens, known before any forward pass.
+    n_global, n_records = runtime.all_sum([float(sum(int((b["labels"] != IGNORE).sum()) for b in batches)),
+                                           float(sum(int((b["segment"] >= 0).sum()) for b in batches))])
+    loss_sum = 0.0
+    for batch in batches:
+        loss, _ = forward_loss(model, batch, run.amp, run.device)
+        (loss / max(1.0, n_global)).backward()
+        loss_sum += float(loss.detach())
+    runtime.sum_gradients(model)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    loss_global = runtime.all_sum([loss_sum])[0]
+    return {"loss": loss_global / max(1.0, n_global), "lr": lr, "grad_norm": grad_norm,
+            "tokens": world * cfg.grad_accum * B * cfg.seq_len, "labelled_tokens": int(n_global),
+            "record_tokens": int(n_records)}  # tokens counts padding (what the FLOPs cost); record_tokens does not
+
+
+@dataclass
+class Run:
+    cfg: SFTConfig
+    rank: int
+    run_dir: Path
+    device: torch.device
+    amp: object
+    model: torch.nn.Module
+    tokenizer: object
+    examples: list
+    schedule: Schedule
+    total_steps: int
+    pad_id: int
+    task: object
+    eval_set: list
+    opt: torch.optim.Optimizer
+    account: object
+    log: object
+    start: int
+    wall_before: float
+    t_run: float = 0.0
+
+    def wall_s(self) -> float:
+        return self.wall_before + time.time() - self.t_run
+
+
+def setup(cfg: SFTConfig) -> Run:
+    """Load the model (the run's latest checkpoint on resume), tokenize and pack every record, and only then make
+    the run directory, the held-out set, the optimizer and the logger."""
+    from r1lab.checkpoint import latest_checkpoint, restore_trainer_state
+    from r1lab.cost.account import RunAccount
+    from r1lab.model.load import load_model, resolve_checkpoint
+    from r1lab.pretrain.train import make_optimizer
+    from r1lab.tasks import get_task, parse_knobs
+    from r1lab.tasks.common import cached_generate
+    from r1lab.tracking import MetricsLogger
+
+    runtime.init_distributed()
+    rank, world = runtime.rank_and_world()
+    runtime.set_threads(cfg.threads)
+    run_dir = Path(cfg.out_dir)
+    device = runtime.device()
+    amp = runtime.autocast_dtype(cfg.dtype, device)
+    resume = latest_checkpoint(run_dir)
+    model, tokenizer = load_model(str(resume or resolve_checkpoint(cfg.model)))
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos is not None and cfg.seq_len > max_pos:
+        raise ValueError(f"seq_len = {cfg.seq_len}: the model has only {max_pos} positions")
+    model.to(device)
+    examples = prepare_examples(cfg, tokenizer)
+    packs = pack([len(x) for x, _ in examples], cfg.seq_len, cfg.seed)
+    per_step = cfg.device_batch_size * cfg.grad_accum * world
+    total = cfg.steps or math.ceil(cfg.epochs * len(packs) / per_step)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if rank == 0:
+        print(format_config(cfg))
+        print(f"sft: {len(examples)} records in {len(packs)} packed sequences of {cfg.seq_len}; {total} steps of "
+              f"{per_step} sequences; world {world}; device {device}; autocast {amp}; from {resume or cfg.model}")
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a bad record or model has written nothing
+    task = get_task(cfg.task)
+    eval_set = []
+    if cfg.eval_instances and rank == 0:
+        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir,
+                                   **parse_knobs(task, cfg.task_args))
+    opt = make_optimizer(model, cfg, device)
+    account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
+    start, wall_before = 0, 0.0
+    if resume is not None:
+        state = restore_trainer_state(resume, opt)
+        start, wall_before = state["step"], state["wall_s"]
+        account.flops_by_kind = dict(state["flops_by_kind"])
+    log = MetricsLogger(run_dir, "sft", cfg.wandb, cfg.tensorboard, config_to_dict(cfg),
+                        resume_step=start if resume is not None else None) if rank == 0 else None
+    return Run(cfg, rank, run_dir, device, amp, model, tokenizer, examples, Schedule(packs, cfg.seed, per_step), total,
+               pad_id, task, eval_set, opt, account, log, start, wall_before, t_run=time.time())
+
+
+def evaluate(run: Run) -> dict:
+    """The held-out problems solved, by the task's verifier (rank 0; {} without a held-out set)."""
+    from r1lab.evaluation.evaluate import evaluate_model
+
+    if not run.eval_set:
+        return {}
+    run.model.eval()
+    out = evaluate_model(run.model, run.tokenizer, run.task, run.eval_set, template=run.cfg.template,
+                         max_new_tokens=run.cfg.eval_max_new_tokens, autocast_dtype=None, seed=run.cfg.seed + 7,
+                         account=run.account)
+    run.model.train()
+    return {f"eval/{k}": v for k, v in out.items()}
+
+
+def save(run: Run, done: int) -> None:
+    from r1lab.checkpoint import rng_state, save_checkpoint
+
+    save_checkpoint(run.run_dir, done, run.model, run.tokenizer, config_to_dict(run.cfg),
+                    {"optimizer": run.opt.state_dict(), "rng": rng_state(), "step": done, "wall_s": run.wall_s(),
+                     "flops_by_kind": run.account.flops_by_kind}, keep_last=run.cfg.keep_last)
+
+
+CONSOLE_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "eval/pass1", "eval/format_rate")
+
+
+def main(cfg: SFTConfig) -> Path:
+    """Run (or resume) SFT; returns the final checkpoint's path."""
+    from r1lab.checkpoint import latest_checkpoint
+    from r1lab.cost.account import format_account
+
+    run = setup(cfg)
+    run.model.train()
+    for step in range(run.start, run.total_steps):
+        t0 = time.time()
+        out = train_step(step, run)
+        run.account.add_tokens("train", out["tokens"], cfg.seq_len)
+        done = step + 1
+        dt = time.time() - t0
+        if run.rank == 0:
+            metrics = {**out, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
+            if cfg.eval_instances and ((cfg.eval_every and done % cfg.eval_every == 0) or done == run.total_steps):
+                metrics.update(evaluate(run))
+            summary = run.account.summary(run.wall_s())
+            metrics.update({k: summary[k] for k in ("flops", "flops_per_s", "mfu")})
+            run.log.log(done, metrics, console_keys=CONSOLE_KEYS, echo=done % 10 == 0 or done == run.total_steps)
+        if (cfg.save_every and done % cfg.save_every == 0) or done == run.total_steps:
+            if run.rank == 0:
+                save(run, done)
+            runtime.barrier()
+    if run.rank == 0:
+        summary = run.account.summary(run.wall_s())
+        (run.run_dir / "account.json").write_text(json.dumps(summary, indent=2))
+        print(f"sft: done; checkpoint {latest_checkpoint(run.run_dir)}\n{format_account(summary)}")
+        run.log.close()
+    runtime.barrier()
+    return latest_checkpoint(run.run_dir)

@@ -1,0 +1,256 @@
+"""SFT: the loss falls only on completion tokens, packing changes nothing, a tiny run learns and resumes exactly after
+kill -9, bad records name FILE:LINE and write nothing, chat records learn assistant turns only."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from tolerances import float64_rtol, logprob_atol, rounding_atol
+
+from r1lab.cli import main as cli_main
+from r1lab.config import load_config
+from r1lab.sft.data import IGNORE, block_causal_mask, collate, pack, shift, tokenize_record
+from r1lab.sft.train import SFTConfig, lr_at
+from r1lab.sft.train import main as sft_main
+
+KNOBS = {"max_number": 12, "max_target": 30}
+
+
+def traces(n, seed=0, task_name="countdown"):
+    """n prompt/completion records from the pretraining corpus (countdown: short ones, few attempts)."""
+    from r1lab.pretrain.corpus import CorpusConfig, corpus_document
+    from r1lab.tasks import get_task
+
+    task, rng = get_task(task_name), random.Random(seed)
+    cfg = CorpusConfig(max_attempts=3)
+    out = []
+    for ex in task.generate(4 * n, seed, "train", **(KNOBS if task_name == "countdown" else {})):
+        doc = corpus_document(task, ex, rng, cfg, "short")
+        if doc is not None:
+            out.append({"prompt": doc[0], "completion": doc[1]})
+    return out[:n]
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base():
+    from r1lab.model.load import load_model, resolve_checkpoint
+
+    torch.manual_seed(0)
+    return load_model(resolve_checkpoint("countdown-base"))
+
+
+def test_lr_schedule():
+    rel = float64_rtol(8)
+    assert lr_at(0, 110, 1.0, 10, 0.1) == pytest.approx(0.1, rel=rel, abs=0)
+    assert lr_at(60, 110, 1.0, 10, 0.1) == pytest.approx(0.55, rel=rel, abs=0)
+    assert lr_at(110, 110, 1.0, 10, 0.1) == pytest.approx(0.1, rel=rel, abs=0)
+
+
+def test_prompt_tokens_get_zero_gradient(base):
+    model, tok = base
+    rec = traces(1)[0]
+    x, y = shift(*tokenize_record(rec, tok), 512)
+    assert tok.decode([t for t in y if t != IGNORE]) == rec["completion"] + tok.eos_token  # completion + EOS only
+    batch = collate([[0]], [(x, y)], len(x), tok.pad_token_id)
+    logits = model(input_ids=batch["input_ids"]).logits
+    logits.retain_grad()
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), batch["labels"].view(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+    loss.backward()
+    g = logits.grad[0].abs().sum(-1)  # (T,) the loss's gradient reaching each position's logits
+    prompt = batch["labels"][0] == IGNORE
+    assert prompt.sum() > 10 and (g[prompt] == 0).all()  # exactly zero: prompt tokens contribute nothing
+    assert (g[~prompt] > 0).all()
+    model.zero_grad(set_to_none=True)
+
+
+def grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def token_losses(logits, labels):
+    """(n,) the -logp of every labelled target, in row order."""
+    keep = labels != IGNORE
+    return torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="none")
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_equals_unpacked(base, attn):
+    model, tok = base
+    model.config._attn_implementation = attn
+    c = model.config
+    try:
+        examples = [shift(*tokenize_record(r, tok), 512) for r in traces(6, seed=1)]
+        seq_len = 2 * max(len(x) for x, _ in examples)
+        packs = pack([len(x) for x, _ in examples], seq_len, 0)
+        assert len(packs) < len(examples)  # some records really share a row
+        b = collate(packs, examples, seq_len, tok.pad_token_id)
+        model.zero_grad(set_to_none=True)
+        mask = block_causal_mask(b["segment"], attn)
+        out = model(input_ids=b["input_ids"], attention_mask=mask, position_ids=b["position_ids"]).logits
+        packed = token_losses(out, b["labels"])
+        packed.sum().backward()
+        g_packed = grads(model)
+        model.zero_grad(set_to_none=True)
+        alone, max_logit = [], out.abs().max().item()
+        for i in [i for group in packs for i in group]:  # each record by itself, in packed order: no mask
+            x, y = examples[i]
+            logits = model(input_ids=torch.tensor([x])).logits[0]
+            max_logit = max(max_logit, logits.abs().max().item())
+            alone.append(token_losses(logits, torch.tensor(y)))
+        alone = torch.cat(alone)
+        alone.sum().backward()
+        g_alone = grads(model)
+        model.zero_grad(set_to_none=True)
+        n = len(alone)
+        atol = logprob_atol(c, max_logit, context=seq_len)  # each token's -logp
+        assert packed.shape == alone.shape and (packed - alone).abs().max().item() <= atol
+        # A gradient entry: a sum over the n tokens' contributions, through 2 * layers + 1 reductions.
+        g_atol = rounding_atol(g_alone.abs().max().item(), n * max(c.hidden_size, c.intermediate_size),
+                               2 * c.num_hidden_layers + 1)
+        assert (g_packed - g_alone).abs().max().item() <= g_atol
+        # Control: the same rows with a plain causal mask (attention across records) miss the bound by far.
+        with torch.no_grad():
+            leaked = token_losses(model(input_ids=b["input_ids"]).logits, b["labels"])
+        assert (leaked - alone).abs().max().item() > 100 * atol
+    finally:
+        model.config._attn_implementation = "sdpa"
+
+
+def test_block_mask_is_block_diagonal_and_causal():
+    seg = torch.tensor([[0, 0, 1, 1, -1]])
+    m = block_causal_mask(seg, "sdpa")[0, 0].int().tolist()
+    assert m == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]]
+    add = block_causal_mask(seg, "eager")[0, 0]
+    assert ((add == 0).int().tolist() == m) and add.min() == torch.finfo(torch.float32).min
+
+
+def test_chat_records_learn_assistant_turns_only():
+    from r1lab.model.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"},
+            {"role": "assistant", "content": "five"}, {"role": "user", "content": "And 4+4?"},
+            {"role": "assistant", "content": "eight"}]
+    ids, flags = tokenize_record({"messages": msgs}, tok)
+    learnt = tok.decode([t for t, f in zip(ids, flags) if f])
+    assert learnt == f"five{tok.eos_token}\neight{tok.eos_token}\n"
+    unlearnt = tok.decode([t for t, f in zip(ids, flags) if not f])
+    assert "What is 2+3?" in unlearnt and "Be brief." in unlearnt and "five" not in unlearnt
+
+
+BAD = [
+    ('{"prompt": "a", "completion": "b"', "invalid JSON"),
+    ('{"prompt": "a"}', "needs 'prompt' and 'completion'"),
+    ('{"prompt": 3, "completion": "b"}', "'prompt' must be a string"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant turn"),
+    ('{"messages": [{"role": "bot", "content": "hi"}]}', "unknown role"),
+    ('[1, 2]', "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize("line,problem", BAD)
+def test_bad_record_names_file_line_and_writes_nothing(tmp_path, capsys, line, problem):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "x", "completion": "y"}\n\n' + line + "\n")
+    out = tmp_path / "run"
+    assert cli_main(["sft", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:3: " in err and problem in err
+    assert not out.exists()
+
+
+def test_bad_settings_exit_2(tmp_path, capsys):
+    data = write(tmp_path / "d.jsonl", traces(2))
+    assert cli_main(["sft", "--data", str(data), "--set", "lr=-1"]) == 2
+    assert "lr = -1.0: must be > 0" in capsys.readouterr().err
+    assert cli_main(["sft", "--set", "learning_rate=1"]) == 2
+    assert "valid keys for SFTConfig" in capsys.readouterr().err
+    assert cli_main(["sft", "--recipe", "sft_countdown"]) == 2  # a recipe without data
+    assert "no data file" in capsys.readouterr().err
+
+
+TINY = ["seq_len=512", "device_batch_size=2", "grad_accum=2", "lr=1e-3", "warmup_steps=2", "threads=1",
+        "eval_instances=2", "eval_max_new_tokens=16", "task_args=max_number=12,max_target=30"]
+
+
+def losses(run_dir):
+    # subtle: compared exactly; a resumed run repeats the same float32 operations with threads=1.
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    return [(r["step"], r["loss"], r["grad_norm"]) for r in rows]
+
+
+def test_sft_learns_and_resumes_exactly_after_kill(tmp_path):
+    # Arithmetic traces (column sums, partial products): a notation the countdown base has never seen, so there is
+    # something to learn; its held-out evaluation stays countdown (eval/pass1 checks the path, not the skill).
+    data = write(tmp_path / "traces.jsonl", traces(48, seed=2, task_name="arithmetic"))
+    straight = tmp_path / "straight"
+    cfg = load_config(SFTConfig, None, TINY + ["steps=8", f"data={data}", f"out_dir={straight}"])
+    sft_main(cfg)
+    ref = losses(straight)
+    assert len(ref) == 8 and ref[-1][1] < 0.8 * ref[0][1]  # the loss falls
+    rows = [json.loads(line) for line in open(straight / "metrics.jsonl")]
+    assert "eval/pass1" in rows[-1] and 0 <= rows[-1]["eval/pass1"] <= 1
+    assert (straight / "checkpoints" / "step_000008" / "model.safetensors").exists()
+    account = json.loads((straight / "account.json").read_text())
+    assert account["flops"] > 0 and account["flops_by_kind"]["train"] > 0
+
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-m", "r1lab.cli", "sft", "--data", str(data)] + sum((["--set", s] for s in TINY), []) + [
+        "--set", "steps=8", "--set", "save_every=4", "--set", "keep_last=1", "--out", str(killed)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = killed / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert latest.exists(), "the run never wrote its first checkpoint"
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert losses(killed) == ref
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_matches_one_process(tmp_path):
+    """torchrun --nproc_per_node 2 (gloo) with B=2 x accum 1 per rank trains on the same sequences as one process
+    with B=2 x accum 2, and the update is the same: the loss divides by the global token count."""
+    data = write(tmp_path / "traces.jsonl", traces(32, seed=3, task_name="arithmetic"))
+    common = ["--data", str(data), "--set", "seq_len=256", "--set", "device_batch_size=2", "--set", "steps=3",
+              "--set", "eval_instances=0", "--set", "dtype=fp32", "--set", "threads=1", "--set", "lr=1e-3"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "r1lab.cli", "sft", *common, "--set", "grad_accum=2", "--out", str(one)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                    "-m", "r1lab.cli", "sft", *common, "--set", "grad_accum=1", "--out", str(two)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    a, b = losses(one), losses(two)
+    from r1lab.model.load import load_model, resolve_checkpoint
+
+    config = load_model(resolve_checkpoint("countdown-base"))[0].config
+    # Per-token -logp agree within logprob_atol (logits of this base stay below 30); a mean of them does too.
+    # Later steps compound the first update's rounding, so only the first loss is held to the bound.
+    assert [s for s, _, _ in a] == [s for s, _, _ in b] == [1, 2, 3]
+    assert abs(a[0][1] - b[0][1]) <= logprob_atol(config, 30.0, context=256)
+    assert all(abs(x[1] - y[1]) < 1e-3 for x, y in zip(a, b))
+
+
+def test_records_longer_than_seq_len_are_counted_in_a_warning(tmp_path, capsys):
+    from r1lab.model.tokenizer import build_tokenizer
+    from r1lab.sft.train import prepare_examples
+
+    data = tmp_path / "d.jsonl"
+    write(data, [{"prompt": "User: 1+1\nAssistant: <think>", "completion": "2</think> <answer>2</answer>"},
+                 {"prompt": "User: 1+1\nAssistant: <think>", "completion": "1+1=2 " * 20 + "</think> <answer>2</answer>"}])
+    examples = prepare_examples(SFTConfig(data=str(data), seq_len=48), build_tokenizer())
+    assert [len(x) for x, _ in examples][1] == 48
+    assert "1 of 2 records are longer than seq_len = 48" in capsys.readouterr().err
