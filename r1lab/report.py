@@ -1,12 +1,18 @@
 """Run reports: PNG plots of one or more runs' metrics and one self-contained report.html.
 
     paths = write_report(["runs/pretrain", "runs/rl"], "reports/today")   # reports/today/report.html + *.png
+    write_report(["runs/demo/rl"], "runs/demo/report",
+                 evaluations=[("base", read_evaluation("runs/demo/eval_base.json")),
+                              ("after RL", read_evaluation("runs/demo/eval_rl.json"))])
 
 What a run directory may hold (each part is optional; what is missing is left out of the report):
     metrics.jsonl        one row per logged step: "step", "stage" and metrics (eval rows prefix theirs "eval/")
     checkpoints/latest   names the newest checkpoint, whose r1lab_config.json is the run's resolved config
     samples.jsonl        decoded rollouts: step, prompt, completion, reward, correct
     account.json         the cost account (RunAccount.summary)
+Evaluations (`r1lab eval --out` JSON files) come first in the page, side by side: the result before the curves.
+Per-step curves are smoothed (a centred rolling mean, see smooth()) over their raw points drawn faint; the last
+value of every metric is listed in groups (outcome, length and behaviour, optimisation, throughput and cost).
 Several runs overlay on the same axes, one colour per run. report.html embeds its images as base64 data URIs and
 loads nothing else; its Content-Security-Policy forbids scripts and outside resources. Everything read from a run
 (prompts, completions, config values, names) is HTML-escaped: completions are untrusted model output.
@@ -38,7 +44,7 @@ PLOTS = [
      [("gen_tokens_per_s", "tokens_per_s"), ("step_time_s", "gen_time_s", "train_time_s")]),
     ("behaviour", "Reasoning behaviour",
      [("step_acc", "eval/step_acc", "marker_rate", "eval/marker_rate"), ("attempts", "eval/attempts")]),
-    ("loss", "Pretraining loss and learning rate", [("loss",), ("lr",)]),
+    ("loss", "Loss and learning rate", [("loss",), ("lr",)]),
     ("optim", "Gradient norm", [("grad_norm",)]),
     ("compute", "Compute", [("flops",), ("mfu",)]),
 ]
@@ -47,6 +53,15 @@ MAX_OTHER = 16  # panels in the "other" figure
 HEADLINE = ["reward", "acc", "eval/pass1", "pass1", "eval/cons_at_k", "eval/greedy_acc", "format_rate",
             "eval/format_rate", "response_len", "eval/response_len", "loss", "kl", "entropy", "step_acc", "attempts",
             "flops", "mfu"]
+# (group, words): a metric (its "eval/" prefix dropped) goes to the first group one of whose words it contains, else
+# to "Other"; the order matters ("step_acc" is behaviour before "acc" is outcome, "gen_tokens_per_s" throughput).
+GROUPS = [
+    ("Throughput and cost", ("time", "per_s", "flops", "mfu", "tokens")),
+    ("Optimisation", ("loss", "kl", "entropy", "grad", "clip", "ratio", "lr")),
+    ("Length and behaviour", ("len", "format", "trunc", "attempt", "step_acc", "marker", "steps_per")),
+    ("Outcome", ("reward", "acc", "pass", "cons", "greedy", "std", "groups")),
+]
+GROUP_ORDER = ["Outcome", "Length and behaviour", "Optimisation", "Throughput and cost", "Other"]
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
@@ -143,7 +158,24 @@ def plot_runs(runs: list[Run], out_dir) -> list[tuple[str, Path]]:
     return out
 
 
-def _figure(runs: list[Run], title: str, panels: list[tuple[str, ...]], path: Path) -> None:
+def smooth_window(n: int) -> int:
+    """The centred window for n points: odd, growing with n, 1 (no smoothing) under 20 points.
+    smooth_window(10) == 1, smooth_window(20) == 3, smooth_window(100) == 11"""
+    return 2 * (n // 20) + 1
+
+
+def smooth(values: list[float], window: int | None = None) -> list[float]:
+    """Centred rolling mean; the window shrinks at the ends rather than padding, so no point is invented.
+    smooth([1, 2, 6, 3], window=3) == [1.5, 3.0, 11 / 3, 4.5]"""
+    w = smooth_window(len(values)) if window is None else window
+    h = w // 2
+    return [sum(values[max(0, i - h):i + h + 1]) / len(values[max(0, i - h):i + h + 1]) for i in range(len(values))]
+
+
+RAW_ALPHA = 0.25  # the raw per-step points, faint behind the smoothed line
+
+
+def _figure(runs: list[Run], title: str, panels: list[tuple[str, ...]], path: Path):
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
     from matplotlib.ticker import MaxNLocator
 
@@ -162,8 +194,14 @@ def _figure(runs: list[Run], title: str, panels: list[tuple[str, ...]], path: Pa
                 # one run: a colour per metric; several: a colour per run and a line style per metric
                 color, style = (colors[m], "-") if len(runs) == 1 else (colors[r], styles[m % len(styles)])
                 label = metric if len(runs) == 1 else f"{run.name}: {metric}"
-                ax.plot(steps, values, style, color=color, label=label, marker="o" if len(steps) <= 30 else None,
-                        markersize=3)
+                marker = "o" if len(steps) <= 30 else None
+                smoothed = smooth(values)
+                if smoothed == values:  # too few points to smooth: the raw line is the curve
+                    ax.plot(steps, values, style, color=color, label=label, marker=marker, markersize=3)
+                    continue
+                ax.plot(steps, values, "-", color=color, alpha=RAW_ALPHA, linewidth=0.8, marker=marker,
+                        markersize=2)
+                ax.plot(steps, smoothed, style, color=color, label=f"{label} (smoothed)", linewidth=1.8)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(panels) > 1:
@@ -176,6 +214,7 @@ def _figure(runs: list[Run], title: str, panels: list[tuple[str, ...]], path: Pa
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
+    return fig
 
 
 # --- HTML ---------------------------------------------------------------------------------------------------------
@@ -193,6 +232,113 @@ def final_figures(runs: list[Run]) -> list[tuple[str, list]]:
     names = metric_names(runs)
     names = [m for m in HEADLINE if m in names] + [m for m in names if m not in HEADLINE]
     return [(m, [(series(run, m)[1] or [None])[-1] for run in runs]) for m in names]
+
+
+def metric_group(metric: str) -> str:
+    """metric_group("eval/pass1") == "Outcome", metric_group("step_acc") == "Length and behaviour" """
+    base = metric.removeprefix("eval/")
+    return next((group for group, words in GROUPS if any(w in base for w in words)), "Other")
+
+
+def grouped_figures(runs: list[Run]) -> list[tuple[str, list[tuple[str, list]]]]:
+    """final_figures() split by metric_group(), in GROUP_ORDER; every metric lands in exactly one group."""
+    groups: dict[str, list] = {g: [] for g in GROUP_ORDER}
+    for metric, values in sorted(final_figures(runs), key=lambda f: f[0].startswith("eval/")):  # training first
+        groups[metric_group(metric)].append((metric, values))
+    return [(g, rows) for g, rows in groups.items() if rows]
+
+
+# --- evaluations (`r1lab eval --out` files) ------------------------------------------------------------------------
+
+def parse_eval_spec(spec: str) -> tuple[str, Path]:
+    """"LABEL=FILE" or a bare FILE, labelled by its name without an "eval_" prefix.
+    parse_eval_spec("after RL=out/eval_rl.json") == ("after RL", Path("out/eval_rl.json"));
+    parse_eval_spec("out/eval_base.json") == ("base", Path("out/eval_base.json"))"""
+    label, sep, file = spec.partition("=")
+    if sep and label and "/" not in label:
+        return label, Path(file)
+    path = Path(spec)
+    return path.stem.removeprefix("eval_") or path.stem, path
+
+
+def read_evaluation(path) -> dict:
+    """An `r1lab eval --out` file; ValueError (one line, naming the file) when it is not one."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(value, dict) or _number(value.get("pass1")) is None:
+        raise ValueError(f"{path}: not an r1lab eval file (no numeric pass1)")
+    return value
+
+
+def _get(d, *keys):
+    for k in keys:
+        d = d.get(k) if isinstance(d, dict) else None
+    return _number(d)
+
+
+def eval_rows(evals: list[dict]) -> list[tuple[str, list[float | None], str]]:
+    """(row label, [value per evaluation], format) of the before/after table; "" as the format marks a section row.
+    The length row's values are the means; its cells add (right / wrong) in render."""
+    ks = sorted({e.get("samples") for e in evals if isinstance(e.get("samples"), int)})
+    k = str(ks[0]) if len(ks) == 1 else "k"
+    pass_ks = sorted({int(x) for e in evals for x in (e.get("pass_at_k") or {}) if str(x).isdigit()} - {1})
+    rows = [(f"pass@1 (mean of {k} samples)", [_get(e, "pass1") for e in evals], "{:.3f}"),
+            (f"cons@{k} (majority vote)", [_get(e, "cons_at_k") for e in evals], "{:.3f}")]
+    rows += [(f"pass@{n}", [_get(e, "pass_at_k", str(n)) for e in evals], "{:.3f}") for n in pass_ks]
+    if any(_get(e, "greedy_acc") is not None for e in evals):
+        rows.append(("greedy accuracy", [_get(e, "greedy_acc") for e in evals], "{:.3f}"))
+    rows += [("format rate", [_get(e, "format_rate") for e in evals], "{:.3f}"),
+             ("truncation rate", [_get(e, "truncated_rate") for e in evals], "{:.3f}"),
+             ("response length, mean (right / wrong)", [_get(e, "response_len", "mean") for e in evals], "len"),
+             ("attempts per response", [_get(e, "behaviour", "attempts") for e in evals], "{:.2f}"),
+             ("arithmetic steps correct", [_get(e, "behaviour", "step_acc") for e in evals], "{:.3f}")]
+    buckets = list(dict.fromkeys(b for e in evals for b in (e.get("by_difficulty") or {})))
+    if buckets:
+        rows.append(("pass@1 by difficulty", [None] * len(evals), ""))
+        for b in buckets:
+            n = {_get(e, "by_difficulty", b, "problems") for e in evals} - {None}
+            label = f"{b} ({int(n.pop())} problems)" if len(n) == 1 else str(b)
+            rows.append((label, [_get(e, "by_difficulty", b, "pass1") for e in evals], "{:.3f}"))
+    return rows
+
+
+def _eval_cell(e: dict, value, fmt: str) -> str:
+    if value is None:
+        return "&ndash;"
+    if fmt != "len":
+        return fmt.format(value)
+    right, wrong = (_get(e, "response_len", k) for k in ("mean_correct", "mean_wrong"))
+    parts = ["&ndash;" if x is None else f"{x:.1f}" for x in (right, wrong)]
+    return f"{value:.1f} ({parts[0]} / {parts[1]})"
+
+
+def render_evaluations(evaluations: list[tuple[str, dict]]) -> str:
+    """The before/after table (with a change column for two evaluations) and one settings line per evaluation."""
+    labels, evals = [lbl for lbl, _ in evaluations], [e for _, e in evaluations]
+    delta = len(evals) == 2
+    header = [""] + [html.escape(lbl) for lbl in labels] + (["change"] if delta else [])
+    rows = []
+    for name, values, fmt in eval_rows(evals):
+        if not fmt:
+            rows.append([f"<b>{html.escape(name)}</b>"] + [""] * (len(header) - 1))
+            continue
+        row = [html.escape(name)] + [_eval_cell(e, v, fmt) for e, v in zip(evals, values)]
+        if delta:
+            a, b = values
+            row.append("&ndash;" if a is None or b is None else
+                       (f"{b - a:+.1f}" if fmt == "len" else fmt.replace("{:", "{:+").format(b - a)))
+        rows.append(row)
+    notes = []
+    for label, e in evaluations:
+        st = e.get("settings") if isinstance(e.get("settings"), dict) else {}
+        what = [f"{st.get('model', '?')} on {e.get('problems', '?')} {st.get('task', '?')} problems x "
+                f"{e.get('samples', '?')} samples"]
+        what += [f"{k} {st[k]}" for k in ("temperature", "max_new_tokens", "seed") if k in st]
+        notes.append(f"<li><b>{html.escape(label)}</b>: {html.escape(', '.join(what))}</li>")
+    return ("<h2>Result: evaluations before and after</h2><div class='result'>" + _table(header, rows) + "</div>"
+            + f"<ul class='meta'>{''.join(notes)}</ul>")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -221,30 +367,41 @@ def _sample(row: dict) -> str:
     return f"<div class='sample'><div class='meta'>{head}</div><pre>{html.escape(text)}</pre></div>"
 
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1.5em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
 pre{background:#f6f6f6;padding:0.6em;white-space:pre-wrap;word-break:break-all;max-height:24em;overflow:auto}
-.meta{color:#666;font-size:0.9em}figure{margin:1em 0}"""
+.meta{color:#666;font-size:0.9em}figure{margin:0}.row{display:flex;flex-wrap:wrap;gap:0.5em 2em;align-items:flex-start}
+.row h3{margin:0.3em 0 0}.result td,.result th{padding:4px 12px}.result{font-size:1.1em}"""
 
 
 def render_html(runs: list[Run], plots: list[tuple[str, Path]], samples_per_run: int = 6,
-                title: str = "r1lab report") -> str:
+                title: str = "r1lab report", evaluations: list[tuple[str, dict]] = ()) -> str:
+    """The page, result first: evaluations, the runs, plots, the last value of every metric by group, then each run's
+    config, cost account and samples."""
     names = [html.escape(r.name) for r in runs]
     overview = [[n, html.escape(str(r.path)), html.escape(", ".join(sorted({str(m.get("stage", "?"))
                                                                            for m in r.metrics}))),
                  str(len(r.metrics)), _fmt(max(series(r, "step")[1], default=None))] for n, r in zip(names, runs)]
-    parts = [f"<h1>{html.escape(title)}</h1>", _table(["run", "directory", "stage", "rows", "last step"], overview)]
-    figures = final_figures(runs)
-    if figures:
-        parts += ["<h2>Final figures</h2>", _table(["metric (last value)"] + names,
-                                                   [[html.escape(m)] + [_fmt(v) for v in vs] for m, vs in figures])]
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if evaluations:
+        parts.append(render_evaluations(list(evaluations)))
+    parts += ["<h2>Runs</h2>", _table(["run", "directory", "stage", "rows", "last step"], overview)]
     if plots:
-        parts.append("<h2>Plots</h2>")
-    for caption, path in plots:
-        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        parts.append(f"<figure><img alt='{html.escape(caption, quote=True)}' src='data:image/png;base64,{data}'>"
-                     "</figure>")
+        parts.append("<h2>Plots</h2><p class='meta'>Lines from 20 logged points on: centred rolling means over the "
+                     "faint per-step values.</p><div class='row'>")
+        for caption, path in plots:
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            parts.append(f"<figure><img alt='{html.escape(caption, quote=True)}' "
+                         f"src='data:image/png;base64,{data}'></figure>")
+        parts.append("</div>")
+    groups = grouped_figures(runs)
+    if groups:
+        parts.append("<h2>Last value of every metric</h2><div class='row'>")
+        for group, figures in groups:
+            rows = [[html.escape(m)] + [_fmt(v) for v in vs] for m, vs in figures]
+            parts.append(f"<div><h3>{html.escape(group)}</h3>{_table(['metric'] + names, rows)}</div>")
+        parts.append("</div>")
     for name, run in zip(names, runs):
         parts.append(f"<h2>Run {name}</h2>")
         if run.config is not None:
@@ -264,8 +421,10 @@ def render_html(runs: list[Run], plots: list[tuple[str, Path]], samples_per_run:
             + "\n".join(parts) + "\n</body></html>\n")
 
 
-def write_report(run_dirs, out_dir, samples_per_run: int = 6, title: str = "r1lab report") -> Path:
-    """Plots and report.html for the runs in `run_dirs`, written to out_dir; returns report.html's path."""
+def write_report(run_dirs, out_dir, samples_per_run: int = 6, title: str = "r1lab report",
+                 evaluations: list[tuple[str, dict]] = ()) -> Path:
+    """Plots and report.html for the runs in `run_dirs`, written to out_dir; returns report.html's path.
+    `evaluations`: (label, read_evaluation(file)) pairs, shown side by side at the top in this order."""
     runs = [load_run(d) for d in run_dirs]
     names = [r.name for r in runs]
     for r in runs:  # two runs named alike (a/rl, b/rl) go by their paths
@@ -275,5 +434,5 @@ def write_report(run_dirs, out_dir, samples_per_run: int = 6, title: str = "r1la
     out.mkdir(parents=True, exist_ok=True)
     plots = plot_runs(runs, out)
     path = out / "report.html"
-    path.write_text(render_html(runs, plots, samples_per_run, title), encoding="utf-8")
+    path.write_text(render_html(runs, plots, samples_per_run, title, evaluations), encoding="utf-8")
     return path

@@ -175,6 +175,50 @@ def test_run_account():
     assert "MFU" in CA.format_account(s) and "H800" in CA.format_account(s)
 
 
+def test_mfu_label_says_which_peak_each_kind_met():
+    # RL: training in bf16 autocast, rollouts sampled in fp32; each kind's FLOPs meet their own dtype's peak
+    account = CA.RunAccount(TINY, dtype="bf16", dtype_by_kind={"generate": "float32"},
+                            peak_flops={"bf16": 2e9, "fp32": 1e9})
+    account.add(6e9, "generate")
+    account.add(8e9, "train")
+    s = account.summary(wall_s=10.0)
+    assert s["dtype_by_kind"] == {"generate": "fp32", "train": "bf16"} and s["peak_by_dtype"] == {"bf16": 2e9,
+                                                                                                  "fp32": 1e9}
+    assert s["mfu"] == pytest.approx((6e9 / 1e9 + 8e9 / 2e9) / 10.0, rel=float64_rtol(4))  # 1.0: 6 s + 4 s of 10 s
+    assert s["peak_flops_per_s"] == 2e9 and s["peak_source"] == "cpu bf16 measured matmul"  # as before
+    line = CA.format_account(s)
+    assert "MFU 100.0% against cpu measured matmul peaks per kind: generate fp32, train bf16 |" in line
+    json.dumps(s)
+    # one dtype for every kind: the label names that peak, as before
+    same = CA.RunAccount(TINY, dtype="fp32", dtype_by_kind={"generate": "fp32"}, peak_flops=1e9)
+    same.add(5e9, "generate")
+    same.add(5e9, "train")
+    assert "MFU 100.0% of cpu fp32 measured matmul peak |" in CA.format_account(same.summary(10.0))
+    # an account that never said what generation ran in (older account.json, or no dtype_by_kind) says so
+    old = CA.RunAccount(TINY, dtype="bf16", peak_flops=1e9)
+    old.add(6e9, "generate")
+    old.add(2e9, "train")
+    s = old.summary(10.0)
+    assert "dtype_by_kind" not in s and s["mfu"] == pytest.approx(0.8, rel=float64_rtol(4))
+    assert ("MFU 80.0% of cpu bf16 measured matmul peak, assumed for every kind (generate: 75% of FLOPs) |"
+            in CA.format_account(s))
+    # evaluation: generation alone, in the account's own dtype
+    only = CA.RunAccount(TINY, dtype="fp32", peak_flops=1e9)
+    only.add(5e9, "generate")
+    assert "MFU 50.0% of cpu fp32 measured matmul peak |" in CA.format_account(only.summary(10.0))
+
+
+def test_mixed_dtype_account_measures_each_peak_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(CA, "device_peak_flops", lambda device, dtype: calls.append(dtype) or 1e9)
+    account = CA.RunAccount(TINY, device="cpu", dtype="bf16", dtype_by_kind={"generate": "fp32"})
+    account.add(1e9, "generate")
+    account.add(1e9, "train")
+    account.summary(1.0)
+    account.summary(2.0)
+    assert sorted(calls) == ["bf16", "fp32"]
+
+
 def test_run_account_measures_cpu_peak_once(monkeypatch):
     calls = []
     monkeypatch.setattr(CA, "device_peak_flops", lambda device, dtype: calls.append((device, dtype)) or 4e10)

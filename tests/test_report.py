@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import sys
 import pytest
 
 from r1lab.cli import main
-from r1lab.report import CSP
+from r1lab.report import (CSP, RAW_ALPHA, GROUP_ORDER, final_figures, grouped_figures, load_run, metric_group,
+                          parse_eval_spec, smooth, smooth_window, _figure)
 
 HOSTILE = "<script>document.title='pwned'</script><img src='x' onerror='1'> & </pre>"
 RL_KEYS = ["reward", "acc", "format_rate", "response_len", "response_len_correct", "response_len_wrong", "kl",
@@ -49,6 +51,22 @@ def make_rl_run(root, name, keys, offset=0.0):
     return run
 
 
+def make_eval(path, pass1, length, hostile_bucket=False):
+    """An `r1lab eval --out` file, the shape summarize() + eval.py write, with round numbers."""
+    bucket = HOSTILE if hostile_bucket else "4 numbers"
+    path.write_text(json.dumps({
+        "settings": {"model": "countdown-base", "task": "countdown", "temperature": 0.6, "max_new_tokens": 96},
+        "problems": 16, "samples": 4, "completions": 64, "pass1": pass1,
+        "pass_at_k": {"1": pass1, "2": pass1 + 0.1, "4": pass1 + 0.2}, "cons_at_k": pass1 + 0.05,
+        "greedy_acc": None, "format_rate": 0.25 + pass1, "mean_reward": pass1, "truncated_rate": 0.125,
+        "response_len": {"mean": length, "median": length, "mean_correct": length - 10, "mean_wrong": length + 5},
+        "behaviour": {"marker_rate": 0.2, "step_acc": 0.75 + pass1 / 10, "attempts": 1.5 + pass1},
+        "by_difficulty": {"3 numbers": {"problems": 5, "pass1": pass1 + 0.1},
+                          bucket: {"problems": 11, "pass1": pass1 / 2}},
+        "wall_s": 3.0, "account": {}}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
@@ -61,7 +79,10 @@ def report(tmp_path_factory):
     empty = root / "empty"
     empty.mkdir()
     out = tmp_path_factory.mktemp("report")
-    assert main(["report", str(grpo), str(dapo), str(pre), str(empty), "--out", str(out)]) == 0
+    base = make_eval(root / "eval_base.json", 0.25, 80.0)
+    after = make_eval(root / "eval_rl.json", 0.625, 120.5, hostile_bucket=True)
+    assert main(["report", str(grpo), str(dapo), str(pre), str(empty), "--out", str(out),
+                 "--eval", f"base={base}", "--eval", f"after RL={after}"]) == 0
     return out
 
 
@@ -90,6 +111,89 @@ def test_report_plots_and_page(report):
 def test_report_usage_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def _cells(page: str, label: str) -> list[str]:
+    row = re.search(rf"<tr><td>{re.escape(label)}</td>(.*?)</tr>", page)
+    assert row is not None, label
+    return re.findall(r"<td>(.*?)</td>", row.group(1))
+
+
+def test_result_table_comes_first_with_the_evaluations_numbers(report):
+    page = (report / "report.html").read_text()
+    first_table = page.index("<table")
+    assert page.index("Result: evaluations before and after") < first_table < page.index("<img")
+    assert first_table < page.index("Last value of every metric") < page.index("Run grpo")
+    assert re.search(r"<thead><tr><th></th><th>base</th><th>after RL</th><th>change</th></tr>", page)
+    assert _cells(page, "pass@1 (mean of 4 samples)") == ["0.250", "0.625", "+0.375"]
+    assert _cells(page, "cons@4 (majority vote)") == ["0.300", "0.675", "+0.375"]
+    assert _cells(page, "pass@2") == ["0.350", "0.725", "+0.375"]
+    assert _cells(page, "pass@4") == ["0.450", "0.825", "+0.375"]
+    assert _cells(page, "format rate") == ["0.500", "0.875", "+0.375"]
+    assert _cells(page, "truncation rate") == ["0.125", "0.125", "+0.000"]
+    assert _cells(page, "response length, mean (right / wrong)") == ["80.0 (70.0 / 85.0)", "120.5 (110.5 / 125.5)",
+                                                                     "+40.5"]
+    assert _cells(page, "attempts per response") == ["1.75", "2.12", "+0.38"]  # 2.125 rounds half to even
+    assert _cells(page, "arithmetic steps correct") == ["0.775", "0.812", "+0.037"]
+    assert _cells(page, "3 numbers (5 problems)") == ["0.350", "0.725", "+0.375"]
+    assert _cells(page, "4 numbers (11 problems)") == ["0.125", "&ndash;", "&ndash;"]  # each eval has one bucket
+    assert "greedy accuracy" not in page  # neither evaluation ran the greedy pass
+    assert "&lt;script&gt;document.title" in page.split("Runs</h2>")[0]  # a bucket name is escaped too
+
+
+def test_eval_files_that_are_missing_or_unreadable(tmp_path, capsys):
+    run = make_rl_run(tmp_path, "rl", ["reward"])
+    bad, good = tmp_path / "bad.json", make_eval(tmp_path / "eval_base.json", 0.5, 50.0)
+    bad.write_text("{not json")
+    code = main(["report", str(run), "--out", str(tmp_path / "o1"), "--eval", f"x={tmp_path / 'nope.json'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [f"r1lab report: no such eval file: {tmp_path / 'nope.json'}"]
+    (tmp_path / "list.json").write_text("[1, 2]")
+    code = main(["report", str(run), "--out", str(tmp_path / "o2"), "--eval", f"bad={bad}",
+                 "--eval", f"wrong={tmp_path / 'list.json'}", "--eval", str(good)])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err
+    assert "skipping --eval bad" in err and "skipping --eval wrong" in err and "not an r1lab eval file" in err
+    page = (tmp_path / "o2" / "report.html").read_text()
+    assert re.search(r"<th>base</th></tr>", page) and "<th>bad</th>" not in page  # the good one, labelled by name
+
+
+def test_parse_eval_spec():
+    assert parse_eval_spec("after RL=out/eval_rl.json") == ("after RL", Path("out/eval_rl.json"))
+    assert parse_eval_spec("out/eval_base.json") == ("base", Path("out/eval_base.json"))
+    assert parse_eval_spec("runs/a=b/eval.json") == ("eval", Path("runs/a=b/eval.json"))  # "=" inside a path
+
+
+def test_smoothing_keeps_the_raw_points(tmp_path):
+    assert smooth([1, 2, 6, 3], window=3) == pytest.approx([1.5, 3.0, 11 / 3, 4.5])
+    assert smooth([5.0, 1.0]) == [5.0, 1.0]  # under 20 points: left alone
+    assert [smooth_window(n) for n in (1, 19, 20, 59, 60, 100)] == [1, 1, 3, 5, 7, 11]
+    values = [float(s % 2) for s in range(60)]  # 0, 1, 0, 1: noise around 0.5
+    write_jsonl(tmp_path / "run" / "metrics.jsonl", [{"step": s, "reward": v} for s, v in enumerate(values)])
+    fig = _figure([load_run(tmp_path / "run")], "Reward", [("reward",)], tmp_path / "reward.png")
+    lines = fig.axes[0].get_lines()
+    raw = [ln for ln in lines if ln.get_alpha() == RAW_ALPHA]
+    assert len(lines) == 2 and len(raw) == 1 and list(raw[0].get_ydata()) == values
+    smoothed = next(ln for ln in lines if ln is not raw[0])
+    assert smoothed.get_label() == "reward (smoothed)" and max(abs(v - 0.5) for v in smoothed.get_ydata()[3:-3]) < 0.1
+
+
+def test_metric_groups_keep_every_metric(report):
+    assert [metric_group(m) for m in ("eval/pass1", "reward/group_std", "step_acc", "eval/response_len_wrong",
+                                      "approx_kl", "clip_frac_high", "gen_tokens_per_s", "mfu", "odd_metric")] == [
+        "Outcome", "Outcome", "Length and behaviour", "Length and behaviour", "Optimisation", "Optimisation",
+        "Throughput and cost", "Throughput and cost", "Other"]
+    root = report.parent  # the module's runs live next to the report
+    runs = [load_run(p) for p in sorted(root.glob("runs[0-9]*/*")) if p.is_dir()]
+    assert len(runs) == 4
+    groups = grouped_figures(runs)
+    flat = [m for _, figures in groups for m, _ in figures]
+    assert sorted(flat) == sorted(m for m, _ in final_figures(runs)) and len(flat) == len(set(flat))
+    assert [g for g, _ in groups] == [g for g in GROUP_ORDER if g in {g for g, _ in groups}]
+    page = (report / "report.html").read_text()
+    tables = page.split("Last value of every metric")[1].split("<h2>Run ")[0]
+    for metric in flat:
+        assert f"<td>{metric}</td>" in tables
 
 
 # Opened in a real browser: a script injected into a copy of the page counts the images that decoded. The copy's

@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if cli(["eval", "--model", str(out / "rl"), *eval_args, "--out", str(out / "eval_rl.json")]) != 0:
         return 1
     banner("writing the report")
-    if cli(["report", str(out / "rl"), "--out", str(out / "report")]) != 0:
+    evals = ["--eval", f"base={out / 'eval_base.json'}", "--eval", f"after RL={out / 'eval_rl.json'}"]
+    if cli(["report", str(out / "rl"), "--out", str(out / "report"), *evals,
+            "--title", f"R1-Zero on {rl_cfg.task}: before and after RL"]) != 0:
         return 1
 
     before = json.loads((out / "eval_base.json").read_text())

@@ -108,21 +108,30 @@ class RunAccount:
     """FLOPs one stage did, and what they cost. Counts come from the tokens actually processed (r1lab/flops.py).
 
         account = RunAccount(model.config, device="cpu", dtype="bf16")        # or peak_flops=... to skip measuring
+        # rollouts sampled in fp32 while training runs in bf16 autocast: say so, and each kind meets its own peak
+        account = RunAccount(model.config, device="cpu", dtype="bf16", dtype_by_kind={"generate": "fp32"})
         account.add_tokens("train", n_tokens=B * T, context_len=T)            # a forward + backward
         account.add_tokens("forward", n_tokens=B * T, context_len=T)          # e.g. reference log-probs
         account.add_generate(prompt_len=P, new_tokens=N, n_sequences=B * G)   # rollouts
         metrics.update(account.summary(wall_s=time.perf_counter() - t0))
         # {"flops": 3.1e12, "wall_s": 42.0, "flops_per_s": 7.4e10, "peak_flops_per_s": 1.2e11, "mfu": 0.61,
         #  "flops_by_kind": {"train": ..., "forward": ..., "generate": ...},
+        #  "dtype_by_kind": {"train": "bf16", ...}, "peak_by_dtype": {"bf16": 1.2e11, ...},
         #  "rented_cost": {"gpu": "H100", "mfu": 0.4, "gpu_hours": 2.2e-06, "dollars": 5.4e-06, ...}}
     """
 
-    def __init__(self, model=None, *, device="cpu", dtype="bf16", peak_flops: float | None = None,
-                 rent_gpu: str = "H100", rent_mfu: float = 0.4, rent_price: float | None = None):
+    def __init__(self, model=None, *, device="cpu", dtype="bf16", peak_flops: float | dict | None = None,
+                 rent_gpu: str = "H100", rent_mfu: float = 0.4, rent_price: float | None = None,
+                 dtype_by_kind: dict[str, str] | None = None):
+        """dtype: what the work runs in; dtype_by_kind: the kinds that run in another (e.g. {"generate": "fp32"}).
+        peak_flops: one FLOP/s for every dtype, or {dtype: FLOP/s}; what it lacks is measured or looked up."""
         self.shape = None if model is None else F.shape_of(model)
         self.device, self.dtype = str(device), dtype_name(dtype)
-        self.peak_flops = peak_flops
-        self._peak_known = peak_flops is not None
+        self.dtype_by_kind = None if dtype_by_kind is None else {k: dtype_name(v) for k, v in dtype_by_kind.items()}
+        self._peaks = dict(peak_flops) if isinstance(peak_flops, dict) else {}
+        if peak_flops is not None and not isinstance(peak_flops, dict):
+            self._peaks = {d: peak_flops for d in {self.dtype, *(self.dtype_by_kind or {}).values()}}
+        self._peaks = {dtype_name(d): p for d, p in self._peaks.items()}
         get_gpu(rent_gpu)  # fail at construction, not at the end of a run
         check_mfu(rent_mfu)
         self.rent = {"gpu": rent_gpu, "mfu": rent_mfu, "price": rent_price}
@@ -151,26 +160,61 @@ class RunAccount:
             raise ValueError("RunAccount(model=None) counts only add(flops); pass a config to count tokens")
         return self.shape
 
+    @property
+    def peak_flops(self) -> float | None:
+        """The peak of the main dtype (measured or looked up once, on first use)."""
+        return self._peak(self.dtype)
+
+    def _peak(self, dtype: str) -> float | None:
+        if dtype not in self._peaks:
+            self._peaks[dtype] = device_peak_flops(self.device, dtype)
+        return self._peaks[dtype]
+
     def summary(self, wall_s: float) -> dict:
-        if not self._peak_known:  # measured (CPU) or looked up (CUDA) once, on first use
-            self.peak_flops, self._peak_known = device_peak_flops(self.device, self.dtype), True
         total = self.flops
         rate = total / wall_s if wall_s > 0 else None
-        return {
-            "flops": total, "wall_s": wall_s, "flops_per_s": rate,
-            "peak_flops_per_s": self.peak_flops,
-            "mfu": rate / self.peak_flops if rate is not None and self.peak_flops else None,
-            "peak_source": f"{self.device} {self.dtype}" + (" measured matmul" if self.device == "cpu" else ""),
-            "flops_by_kind": dict(self.flops_by_kind),
-            "rented_cost": rented_cost(total, self.rent["gpu"], self.rent["mfu"], self.rent["price"]),
-        }
+        source = " measured matmul" if self.device == "cpu" else ""
+        out = {"flops": total, "wall_s": wall_s, "flops_per_s": rate, "peak_flops_per_s": self.peak_flops,
+               "mfu": rate / self.peak_flops if rate is not None and self.peak_flops else None,
+               "peak_source": f"{self.device} {self.dtype}{source}", "flops_by_kind": dict(self.flops_by_kind)}
+        if self.dtype_by_kind is not None:
+            dtypes = {k: self.dtype_by_kind.get(k, self.dtype) for k, f in self.flops_by_kind.items() if f > 0}
+            peaks = {d: self._peak(d) for d in sorted({self.dtype, *dtypes.values()})}
+            # mixed dtypes: MFU = (seconds the work takes at each kind's own peak) / wall seconds
+            ideal = [f / peaks[dtypes[k]] if peaks[dtypes[k]] else None
+                     for k, f in self.flops_by_kind.items() if f > 0]
+            out.update(dtype_by_kind=dtypes, peak_by_dtype=peaks,
+                       mfu=sum(ideal) / wall_s if wall_s > 0 and None not in ideal else None)
+        out["rented_cost"] = rented_cost(total, self.rent["gpu"], self.rent["mfu"], self.rent["price"])
+        return out
+
+
+def mfu_label(summary: dict) -> str:
+    """What the MFU figure of a RunAccount.summary() was measured against, e.g.
+    "MFU 21.0% of cpu bf16 measured matmul peak", or with kinds in different dtypes
+    "MFU 21.0% against cpu measured matmul peaks per kind: generate fp32, train/forward bf16"."""
+    mfu = "n/a" if summary["mfu"] is None else f"{summary['mfu']:.1%}"
+    kinds = {k: f for k, f in (summary.get("flops_by_kind") or {}).items() if f > 0}
+    dtypes = summary.get("dtype_by_kind")
+    if dtypes and len(set(dtypes.values())) > 1:
+        by_dtype: dict[str, list[str]] = {}
+        for kind, dtype in dtypes.items():
+            by_dtype.setdefault(dtype, []).append(kind)
+        device, _, source = summary["peak_source"].partition(" ")
+        source = source.partition(" ")[2]  # "cpu bf16 measured matmul" -> "measured matmul"
+        where = " ".join(filter(None, (device, source)))
+        per_kind = ", ".join(f"{'/'.join(ks)} {d}" for d, ks in by_dtype.items())
+        return f"MFU {mfu} against {where} peaks per kind: {per_kind}"
+    label = f"MFU {mfu} of {summary['peak_source']} peak"
+    if dtypes is None and len(kinds) > 1 and "generate" in kinds:  # an account that never said what generation ran in
+        label += f", assumed for every kind (generate: {kinds['generate'] / sum(kinds.values()):.0%} of FLOPs)"
+    return label
 
 
 def format_account(summary: dict) -> str:
     """One greppable line for logs and run reports, from RunAccount.summary()."""
     rent = summary["rented_cost"]
-    mfu = "n/a" if summary["mfu"] is None else f"{summary['mfu']:.1%}"
     rate = "n/a" if summary["flops_per_s"] is None else f"{summary['flops_per_s']:.3g}"
     return (f"flops {summary['flops']:.3g} | wall {summary['wall_s']:.1f}s | {rate} FLOP/s | "
-            f"MFU {mfu} of {summary['peak_source']} peak | on {rent['gpu']} at {rent['mfu']:.0%} MFU: "
+            f"{mfu_label(summary)} | on {rent['gpu']} at {rent['mfu']:.0%} MFU: "
             f"{rent['gpu_hours']:.3g} GPU-h, ${rent['dollars']:.3g}")

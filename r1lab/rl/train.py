@@ -283,7 +283,8 @@ def setup(cfg: RLConfig) -> Run:
         eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir,
                                    **parse_knobs(task, held_out_task_args(cfg)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
+    account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32",
+                         dtype_by_kind={"generate": "fp32"})  # rollouts and evaluation sample in fp32 (see below)
     start, wall_before = 0, 0.0
     if resume is not None:
         state = restore_trainer_state(resume, opt)
