@@ -50,7 +50,8 @@ def test_score_recomputes_and_never_trusts_answer_field():
 @pytest.mark.parametrize("text, value", [
     ("0", 0), ("-0", 0), (" 1,234,567 ", 1234567), ("-12", -12), ("007", 7), ("1234", 1234),
     ("1,23", None), ("12,3456", None), (",123", None), ("1,234,", None), ("+5", None), ("5.0", None), ("1e3", None),
-    ("0x10", None), ("1_000", None), ("12 34", None), ("--5", None), ("−5", None), ("٣", None), ("３", None),
+    ("0x10", None), ("1_000", None), ("12 34", None), ("--5", None), ("\u22125", -5), ("\u20135", -5),
+    ("\u20145", None), ("٣", None), ("３", None),
     ("", None), ("five", None), ("5 apples", None), (None, None), ("9" * 101, None),
 ])
 def test_parse_integer(text, value):
@@ -99,6 +100,24 @@ ADVERSARIAL = [
     ("bytes", b"</think> <answer>69104</answer>"),
     ("int", 69104),
 ]
+
+
+# One integer, nothing else: several candidates, negations, lists and look-alike digits are wrong.
+HEDGES = ["69104 or 69105", "69105 or 69104", "not 69104", "69104 or more", "69,103, 69,104", "69103; 69104",
+          "1, 2, 3, ..., 69104", "69104?", "69104...", "\\boxed{69104}", "69104 \\text{or more}", "x = 69104", "+69104",
+          "\u221269104", "\u201469104", "\uff16\uff19\uff11\uff10\uff14", "\u2076\u2079\u00b9\u2070\u2074",
+          "\u0666\u0669\u0661\u0660\u0664", "69\u200b104", "69,10 4"]
+
+
+@pytest.mark.parametrize("answer", HEDGES)
+def test_hedges_are_wrong(answer):
+    assert not ar.score(wrap(answer), EX).correct
+
+
+def test_unicode_minus_is_a_minus():
+    neg = {"a": 12, "op": "-", "b": 1300}
+    for minus in "\u2212\u2013\ufe63\uff0d":
+        assert ar.score(wrap(f"{minus}1,288"), neg).correct and not ar.score(wrap(f"{minus}69104"), EX).correct
 
 
 @pytest.mark.parametrize("name, completion", ADVERSARIAL, ids=[a[0] for a in ADVERSARIAL])

@@ -140,6 +140,27 @@ def test_adversarial_never_correct(name, completion):
     cd.answer_key(completion, EX)  # must not raise either
 
 
+# Several candidates, negations, look-alikes: wrong. The minus signs of common.MINUS_SIGNS, "×" and "÷" are operators.
+@pytest.mark.parametrize("answer", [
+    "3 * 5 + 7 or 3 + 5 + 7", "3 + 5 + 7 or 3 * 5 + 7", "3 * 5 + 7, 3 * 7 + 5", "3 * 5 + 7; 3 * 7 + 5", "not 3 * 5 + 7",
+    "3 * 5 + 7 = 22 = 22", "3 * 5 + 7 = 23", "3 * 5 + 7 \u2260 21", "3 * 5 + 7 + 0", "(3 * 5 + 7) * 1",
+    "\u2212(3 * 5 + 7)", "3 * 5 + \uff17", "3 * \u0665 + 7", "\u00b3 * 5 + 7", "3 * 5 \u2014 7 + 14", "3 \u00b7 5 + 7",
+])
+def test_hedges_and_lookalikes_are_wrong(answer):
+    assert not cd.score(wrap(answer), EX).correct
+
+
+@pytest.mark.parametrize("answer", ["3 \u00d7 5 + 7", "(5 \u00d7 3) + 7 = 22", "7 + 5\u00d73"])
+def test_unicode_operators(answer):
+    assert cd.score(wrap(answer), EX).correct
+
+
+def test_unicode_minus_and_division():
+    ex = {"nums": [8, 3, 3, 8], "target": 24}
+    assert cd.score(wrap("8 \u00f7 (3 \u2212 8 \u00f7 3)"), ex).correct
+    assert cd.score(wrap("8 / (3 \u2013 8 / 3)"), ex).correct
+
+
 @pytest.mark.parametrize("completion, correct, format_ok", [
     (wrap("3 * 5 + 7") + " trailing text", True, False),
     (wrap("3 + 5 + 7") + "<answer>3 * 5 + 7</answer>", True, False),  # the last answer counts, format broken

@@ -13,7 +13,6 @@ import pytest
 from r1lab.tasks import get_task
 from r1lab.tasks import gsm8k as task
 from r1lab.tasks.common import Score
-from r1lab.tasks.format import MAX_COMPLETION_CHARS
 
 REAL_DATA = Path("/work/shared/data/gsm8k_test.jsonl")  # optional: the project must pass without it
 
@@ -102,12 +101,13 @@ ADVERSARIAL = [
     ("many tags", "<answer>" * 5000, False),
     ("arabic-indic digits", "</think> <answer>١٨</answer>", False),
     ("fullwidth digits", "</think> <answer>１８</answer>", False),
-    ("code", "</think> <answer>__import__('os').system('echo 18')</answer>", True),  # its last number is 18
+    ("code", "</think> <answer>__import__('os').system('echo 18')</answer>", False),  # not one number
     ("code, no number", "</think> <answer>__import__('os').getcwd()</answer>", False),
     ("multiple answers, last wins", "</think> <answer>17</answer> <answer>18</answer>", True),
     ("two numbers, last wins", "</think> <answer>18 or 20</answer>", False),
-    ("surrogates", "</think> <answer>\ud800 18</answer>", True),
-    ("nul bytes", "</think> <answer>\x0018\x00</answer>", True),
+    ("surrogates", "</think> <answer>\ud800 18</answer>", False),
+    ("nul bytes", "</think> <answer>\x0018\x00</answer>", False),
+    ("no tags, last number", "9 * 2 = 18, so she makes 18", True),  # rule 5: the last number standing alone
 ]
 
 
@@ -119,6 +119,51 @@ def test_adversarial(name, completion, correct):
     assert isinstance(s, Score) and s.correct is correct
     key = task.answer_key(completion, EGGS)
     assert key is None or isinstance(key, str)
+
+
+# An answer is ONE number (tasks.extract): a hedge that holds the right number is wrong, in the tags and in the
+# other places an answer is read from.
+HEDGES = ["17 or 18", "18 or 17", "not 18", "no 18", "1,2,3,...,18", "17, 18", "17; 18", "18 and 17", "17 18",
+          "18 or more", "about 18", "18 is wrong", "2 * 9 = 18", "\\write18{rm -rf /}", "\\boxed{17} \\boxed{18}",
+          "$17$ or $18$", "1,8", "18/1 or 17", "\\text{not } 18", "x = 17 = 18",
+          "\u221218", "\u201318", "\u201418", "\uff11\uff18", "\u0661\u0668", "\u06f1\u06f8", "\u00b9\u2078",
+          "\u2081\u2088", "\U0001d7cf\U0001d7d6", "1\u200b8"]
+
+
+@pytest.mark.parametrize("hedge", HEDGES)
+@pytest.mark.parametrize("where", ["</think> <answer>{}</answer>", "\\boxed{{{}}}", "so\n#### {}", "The answer is {}."])
+def test_hedges_are_wrong(hedge, where):
+    if "boxed" in hedge and ("####" in where or "answer is" in where):
+        pytest.skip("two boxes in free text: the last box is the answer, as the last number is")
+    assert not task.score(where.format(hedge), EGGS).correct
+
+
+NEG18 = {"question": "q", "answer": "#### -18"}
+
+
+@pytest.mark.parametrize("example, answer", [
+    (EGGS, "18"), (EGGS, "$18"), (EGGS, "\\$18"), (EGGS, "18."), (EGGS, "18.00"), (EGGS, "+18"), (EGGS, "18%"),
+    (EGGS, "18 dollars"), (EGGS, "$18 per day"), (EGGS, "18 more eggs"), (EGGS, "18 \\text{ dollars}"),
+    (EGGS, "\\boxed{18}"), (EGGS, "$\\boxed{18}$"), (EGGS, "\\(18\\)"), (EGGS, "x = 18"), (EGGS, "Answer: 18"),
+    (EGGS, "The answer is 18"), (EGGS, " 18 \n"), (NEG18, "-18"), (NEG18, "\u221218"), (NEG18, "\u201318"),
+    (NEG18, "-$18"), (NEG18, "$-18"), (BIG, "$1,234.00"), (BIG, "1234"), (BIG, "1234."), (BIG, "1,234 dollars"),
+    (HALF, "7/2"), (HALF, "3.50"), (HALF, "3.5 dollars"),
+])
+def test_one_number_forms_are_right(example, answer):
+    assert task.score(f"</think> <answer>{answer}</answer>", example).correct
+
+
+def test_unicode_minus_is_a_minus():
+    for minus in "\u2212\u2013\ufe63\uff0d":
+        assert not task.score(f"</think> <answer>{minus}18</answer>", EGGS).correct
+        assert task.score(f"</think> <answer>{minus}18</answer>", NEG18).correct
+        assert task.score(f"so she loses {minus}18", NEG18).correct  # rule 5 reads it too
+    assert task.answer_key("</think> <answer>\u221218</answer>", NEG18) == "-18"
+
+
+def test_answer_is_runs_to_the_end_of_the_sentence():
+    assert task.score("So the answer is 18. Then 9 * 2 = 18.", EGGS).correct
+    assert not task.score("The answer is 18, 17.", EGGS).correct  # a comma does not end it: two answers
 
 
 @pytest.mark.parametrize("example", [None, {}, {"question": "q"}, {"question": "q", "answer": None},

@@ -1,5 +1,4 @@
 import json
-import time
 from itertools import product
 
 import pytest
@@ -74,6 +73,12 @@ ADVERSARIAL = [
     ("all roles listed", wrap("Zoey is a knight/knave, Oliver is a knight/knave")),
     ("unicode name", wrap("Zoеy is a knight\nOliver is a knave")),  # Cyrillic e
     ("kelvin sign", wrap("Zoey is a \u212anight\nOliver is a knave")),
+    ("cyrillic k", wrap("Zoey is a \u043anight\nOliver is a knave")),
+    ("fullwidth k", wrap("Zoey is a \uff4bnight\nOliver is a knave")),
+    ("hedge in brackets", wrap("Zoey is a knight (or a knave)\nOliver is a knave")),
+    ("hedge at the end", wrap(RIGHT + " or the other way round")),
+    ("both answers", wrap(RIGHT + "\n(1) Zoey is a knave\n(2) Oliver is a knight")),
+    ("question mark", wrap("Zoey is a knight?\nOliver is a knave")),
     ("power tower", wrap("9**9**9")),
     ("import", wrap("__import__('os').system('x')")),
     ("nested parentheses", wrap("(" * 10_000 + RIGHT + ")" * 10_000)),

@@ -187,15 +187,15 @@ def test_processes_agree_with_main_thread():
 
 
 def test_call_bounded_in_both_places():
-    assert call_bounded(pow, (2, 10), 1.0, None) == 1024  # main thread: signal.setitimer
-    assert call_bounded(pow, (2, 10), 1.0, None, isolate=True) == 1024  # worker process
-    for isolate in (None, True):
+    assert call_bounded(pow, (2, 10), 1.0, None, isolate=False) == 1024  # main thread: signal.setitimer
+    assert call_bounded(pow, (2, 10), 1.0, None) == 1024  # worker process
+    for isolate in (False, True):
         start = time.perf_counter()
         assert call_bounded(time.sleep, (30,), 0.3, "late", isolate=isolate) == "late"
         assert call_bounded(int, ("not a number",), 1.0, "error", isolate=isolate) == "error"
         assert time.perf_counter() - start < 0.3 + SLACK_S
     out = []
-    thread = threading.Thread(target=lambda: out.append(call_bounded(time.sleep, (30,), 0.3, "late")))
+    thread = threading.Thread(target=lambda: out.append(call_bounded(time.sleep, (30,), 0.3, "late", isolate=False)))
     thread.start()
     thread.join(10)
     assert out == ["late"]
@@ -216,5 +216,124 @@ def _swallows_the_first_timeout():
 def test_a_dropped_timeout_is_raised_again():
     from r1lab.tasks.verify_timeout import call_bounded
     start = time.perf_counter()
-    assert call_bounded(_swallows_the_first_timeout, (), timeout_s=0.3, default="bounded") == "bounded"
+    assert call_bounded(_swallows_the_first_timeout, (), timeout_s=0.3, default="bounded", isolate=False) == "bounded"
     assert time.perf_counter() - start < 1.0
+
+
+# --- the hard bound: a worker process, killed on time, under a memory limit ---------------------------------------
+
+def test_one_c_level_operation_is_killed_on_time():
+    """A huge integer power is one C call: no signal can stop it in-process; the worker is killed."""
+    call_bounded(pow, (2, 2), 1.0, None)  # the template's one-time start, in no bound
+    start = time.perf_counter()
+    assert call_bounded(pow, (10, 10**10), 0.5, "bounded") == "bounded"
+    tower = "e^{10^{99999999^{99^{99^{99999999}}}}}"  # the LaTeX parser evaluates it (e^x asks whether x is 0)
+    assert call_bounded(task._verify, ("1", tower), 0.5, "bounded") in (False, "bounded")  # memory limit or kill
+    assert time.perf_counter() - start < 2 * 0.5 + SLACK_S
+
+
+def test_memory_is_bounded():
+    before = verify_timeout.stats()["retired"]
+    start = time.perf_counter()
+    assert call_bounded(bytearray, (verify_timeout.WORKER_MEMORY_BYTES,), 10.0, "out of memory") == "out of memory"
+    assert time.perf_counter() - start < 2.0  # MemoryError at once, no swapping
+    stats = verify_timeout.stats()
+    assert stats["retired"] == before + 1 and stats["peak_worker_rss_kb"] < verify_timeout.WORKER_MEMORY_BYTES // 1024
+    assert call_bounded(pow, (2, 10), 1.0, None) == 1024  # a fresh worker
+
+
+def _timed_call(seconds: float, timeout_s: float):
+    start = time.perf_counter()
+    return call_bounded(time.sleep, (seconds,), timeout_s, "late"), time.perf_counter() - start
+
+
+THREAD_SLACK_S = 0.25  # over the bound, for 32 threads on a loaded 2-core machine (the kill itself takes < 1 ms)
+
+
+def test_many_threads_each_return_within_their_bound():
+    """The pool grows to meet demand: 8 hung calls hold 8 workers while 24 quick ones get workers of their own."""
+    call_bounded(time.sleep, (0,), 1.0, None)
+    with ThreadPoolExecutor(32) as pool:
+        got = list(pool.map(lambda i: _timed_call(30 if i % 4 == 0 else 0.01, 1.0), range(32)))
+    assert [r for r, _ in got] == ["late" if i % 4 == 0 else None for i in range(32)]
+    assert max(dt for _, dt in got) < 1.0 + THREAD_SLACK_S
+    assert max(dt for i, (_, dt) in enumerate(got) if i % 4) < 0.5  # nobody waited for the hung calls
+
+
+def test_the_wait_for_a_worker_counts_in_the_bound(monkeypatch):
+    """Past MAX_WORKERS a call waits for a worker, and returns `default` when its bound runs out while waiting."""
+    verify_timeout.shutdown()  # no idle workers left from other tests
+    call_bounded(time.sleep, (0,), 1.0, None)  # the template's start; leaves one idle worker
+    monkeypatch.setattr(verify_timeout, "MAX_WORKERS", 2)
+    with ThreadPoolExecutor(6) as pool:
+        hung = [pool.submit(_timed_call, 30, 1.0) for _ in range(2)]
+        time.sleep(0.2)  # both workers taken
+        quick = [pool.submit(_timed_call, 0.01, 0.5) for _ in range(4)]
+        got = [f.result() for f in hung + quick]
+    assert [r for r, _ in got] == ["late"] * 6  # the quick four found no worker in time
+    assert max(dt for _, dt in got[2:]) < 0.5 + THREAD_SLACK_S
+    verify_timeout.shutdown()
+
+
+def test_math_from_many_threads():
+    cases = [("0.5", True), ("\\frac{2}{4}", True), ("1/3", False), ("(10^{10^{10}})!", False), ("17 \\lor 18", False)]
+    task.score("</think> <answer>1</answer>", HALF)
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda i: task.score(f"</think> <answer>{cases[i % 5][0]}</answer>", HALF), range(40)))
+    assert [s.correct for s in got] == [cases[i % 5][1] for i in range(40)]
+
+
+# --- guards before the worker: hostile answers stop in microseconds ------------------------------------------------
+
+HUGE = ["(10^{10^{10}})!", "10^{10^{10}}", "9^{9^{9^{9}}}", "(10^{100})!", "100000!", "10^{10}!",
+        "\\binom{10^{10}}{5^{10}}", "\\binom{999999999999}{44444444444}", "\\sum_{k=1}^{10^{10}} k^{k}",
+        "\\prod_{k=1}^{10^{6}} k", "\\sqrt[10^{10}]{2}", "\\sqrt[99^{9}]{2}", "10^{-10^{10}}", "(x+y+z)^{1000}",
+        "(x+y+z)^{99}", "e^{10^{10}}", "e^{99^{10^{99999999}}}", "\\sin(10^{10^{10}})", "(10^{10^{10}}, 1)",
+        "[2^{10^{8}}, 3)", "10^{10^{10}} \\pm 1", "\\sqrt{2}^{10^{10}}", "99999999^{99999999}", "\\gcd(10^{100}, 5)",
+        "x^{2^{64}}", "0.5^{10^{10}}", "\\Gamma(10^{10})", "10^{10^{10}} \\cdot 0", "i^{10^{10^{10}}}",
+        "{" * 20 + "1" + "}" * 20, "\\underbrace{" * 50 + "1" + "}" * 50, "\\underbrace{1}_{x}" * 60, "9" * 999]
+
+
+@pytest.mark.parametrize("truth", ["\\sqrt{2}", "10^{10^{10}}", "42"])
+@pytest.mark.parametrize("answer", HUGE, ids=range(len(HUGE)))
+def test_huge_answers_are_wrong_well_within_the_bound(truth, answer):
+    task.is_equivalent("1", "1")
+    start = time.perf_counter()
+    assert task.is_equivalent(truth, answer) is (answer == truth)
+    assert time.perf_counter() - start < 0.5 * task.VERIFY_TIMEOUT_S
+
+
+def test_bits_and_tower_height():
+    assert task._bits(task._parse("2^{2024}")[0]) == 2 * 2024  # 2 is 2 bits wide: an upper bound
+    assert task._bits(task._parse("10^{10^{10}}")[0]) == 4 * 2.0**40  # 10^10 is bounded by 2^40
+    assert task._bits(task._parse("(x+1)^{5}")[0]) == 15 and task._bits(task._parse("1000!")[0]) < task.MAX_BITS
+    assert task._bits(task._parse("\\sum_{k=1}^{3} k")[0]) == float("inf")
+    assert [task._tower_height(t) for t in ("x", "x^2", "e^{-x^2}", "10^{10^{10}}", "{x^2}^{3}")] == [0, 1, 2, 2, 1]
+
+
+# --- hedges: math-verify reads only a part of these, so they are wrong unless the reference writes the same ---------
+
+MATH_HEDGES = ["17 \\lor 18", "17 \\vee 18", "17 \\land 18", "\\neq 18", "\\ne 18", "\\neg 18", "\\not 18",
+               "17 = 18", "x = 17 = 18", "17 \\quad 18", "17 18", "17\\;18", "17{18}", "{17}{18}", "17_18", "17 | 18",
+               "17 & 18", "17 \\to 18", "17 \\Rightarrow 18", "17 \\approx 18", "\\approx 18", "\\sim 18",
+               "17 \\cup 18", "17 \\setminus 18", "17 \\mid 18", "17\\par 18", "\\therefore 18", "\\phantom{17} 18",
+               "\\boxed{17} \\boxed{18}", "17} \\boxed{18", "\\write18{x}", "17 or 18", "17, 18", "not 18",
+               "1,2,3,\\ldots,18", "\\{17, 18\\}", "\\pm 18", "\u221218", "\u201418", "\uff11\uff18", "\u0661\u0668",
+               "\u00b9\u2078", "17 \u2228 18", "\u2260 18"]
+
+
+@pytest.mark.parametrize("answer", MATH_HEDGES)
+def test_hedges_are_wrong(answer):
+    assert not task.is_equivalent("18", answer)
+    assert not task.score(f"</think> <answer>{answer}</answer>", {"problem": "p", "answer": "18"}).correct
+
+
+@pytest.mark.parametrize("truth, answer", [
+    ("18", "x = 18"), ("18", "18.0"), ("-18", "\u221218"), ("-18", "\u201318"), ("30", "30^\\circ"),
+    ("30^\\circ", "30"), ("(-\\infty, 1) \\cup (2, \\infty)", "(-\\infty,1)\\cup(2,\\infty)"), ("1011_2", "1011_2"),
+    ("e^{-x^{2}}", "e^{-x^2}"), ("2^{2024}", "2^{2024}"), ("1, 2", "1 \\text{ or } 2"), ("1000", "1{,}000"),
+    ("\\frac{5}{2}", "\\frac{10}{4}"), ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+                                       "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"),
+])
+def test_what_the_guards_let_through(truth, answer):
+    assert task.is_equivalent(truth, answer)

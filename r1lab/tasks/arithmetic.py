@@ -1,15 +1,16 @@
 """Multi-digit arithmetic: `a op b` with op in + - *, difficulty set by the digit counts.
 
 Fields: `a`, `op`, `b` define the instance; `answer` is derived for convenience and never trusted (score
-recomputes it). The answer must be one integer: optional minus, ASCII digits, optional comma thousands separators
-("-1,234"), surrounding blanks. Anything else in the <answer> block is wrong.
+recomputes it). The answer must be one integer: optional minus (any of common.MINUS_SIGNS: "−18" is -18), ASCII
+digits, optional comma thousands separators ("-1,234"), surrounding blanks. Anything else in the <answer> block is
+wrong: several numbers, words ("not 18"), unicode digits ("１８", "١٨", "¹⁸"), "+18", "18.0".
 """
 from __future__ import annotations
 
 import random
 import re
 
-from r1lab.tasks.common import Score, combine, generate_distinct, load_rows, render_messages, render_prompt
+from r1lab.tasks.common import Score, ascii_minus, combine, generate_distinct, load_rows, render_messages, render_prompt
 from r1lab.tasks.format import parse_completion
 
 NAME = "arithmetic"
@@ -25,14 +26,14 @@ SHORT_QUESTION = "Calculate {a} {op} {b}."
 OPS = {"+": "addition", "-": "subtraction", "*": "multiplication"}
 MAX_DIGITS = 30  # per operand, for the generator and for examples scored
 MAX_ANSWER_CHARS = 100
-_INTEGER = re.compile(r"\s*(-?)([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)\s*")  # ASCII digits: int() takes '٣' too
+_INTEGER = re.compile(r"\s*(-?)([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)\s*", re.ASCII)  # int() takes '٣' too
 
 
 def parse_integer(answer) -> int | None:
     """The integer an answer states, or None. parse_integer(" -1,234 ") == -1234; parse_integer("1,23") is None"""
     if not isinstance(answer, str) or len(answer) > MAX_ANSWER_CHARS:
         return None
-    m = _INTEGER.fullmatch(answer)
+    m = _INTEGER.fullmatch(ascii_minus(answer))
     if not m:
         return None
     value = int(m.group(2).replace(",", ""))

@@ -14,6 +14,12 @@ from r1lab.tasks.format import R1_SYSTEM, THINK_START
 
 MAX_MISSES = 50_000  # generate() gives up after this many rejected draws in a row
 
+# What a model may write for a minus sign: U+2212 MINUS SIGN, the hyphens U+2010/2011, the figure and en dashes,
+# the small and fullwidth hyphen-minus. Every verifier reads them as "-" ("−18" is -18, so wrong for 18). The em
+# dash and other dashes are punctuation, not signs: a number after one is no number.
+MINUS_SIGNS = "\u2212\u2010\u2011\u2012\u2013\ufe63\uff0d"
+_ASCII_MINUS = str.maketrans(dict.fromkeys(MINUS_SIGNS, "-"))
+
 # Plain-text templates for base models. "r1" is the R1-Zero paper's template (Table 1); "short" keeps only the
 # turn structure, for tiny character-level models where every prompt character costs compute.
 TEMPLATES = {
@@ -31,6 +37,11 @@ def render_prompt(question: str, template: str = "r1") -> str:
 
 def render_messages(question: str) -> list[dict]:
     return [{"role": "system", "content": R1_SYSTEM}, {"role": "user", "content": question}]
+
+
+def ascii_minus(text: str) -> str:
+    """text with every MINUS_SIGNS character made "-". ascii_minus("\u221218") == "-18" """
+    return text.translate(_ASCII_MINUS)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Jiayi-Pan/Countdown-Tasks-3to4 dataset: fields `nums`, `target`).
 The answer is an arithmetic expression, optionally written "expr = target". It is parsed with `ast`, never
 evaluated by Python: at most MAX_EXPR_CHARS ASCII characters, integer literals, binary + - * / and parentheses.
 No unary operators: every number is positive, and `-b + a` is always `a - b`. Values are exact Fractions, every
-intermediate bounded by MAX_MAGNITUDE; division by zero or an out-of-bound value makes the answer wrong.
+intermediate bounded by MAX_MAGNITUDE; division by zero or an out-of-bound value makes the answer wrong. Before
+parsing, the minus signs of common.MINUS_SIGNS become "-", "×" "*" and "÷" "/"; any other non-ASCII character
+(unicode digits, other dashes) makes it wrong.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from fractions import Fraction
 from itertools import combinations
 
 from r1lab.evaluation.behaviour import parse_steps, rejected_steps
-from r1lab.tasks.common import Score, combine, generate_distinct, load_rows, render_messages, render_prompt
+from r1lab.tasks.common import MINUS_SIGNS, Score, combine, generate_distinct, load_rows, render_messages, render_prompt
 from r1lab.tasks.format import parse_completion
 
 NAME = "countdown"
@@ -37,6 +39,7 @@ MAX_NUMBERS = 6
 _EXPR_CHARS = re.compile(r"[0-9+\-*/() \t\n]+")  # ASCII only: int() would also take '٣' or '３'
 _TARGET = re.compile(r"\s*[0-9]{1,19}\s*")
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_ASCII_OPS = str.maketrans({**dict.fromkeys(MINUS_SIGNS, "-"), "\u00d7": "*", "\u00f7": "/"})
 
 
 # --- the verifier ----------------------------------------------------------------------------------------------
@@ -108,7 +111,7 @@ def _read_answer(answer, nums: list[int], use_all: bool) -> int | Fraction | Non
     optionally followed by "= N" where N is that value. None otherwise."""
     if not isinstance(answer, str) or len(answer) > MAX_EXPR_CHARS:
         return None
-    expr, eq, rhs = answer.partition("=")
+    expr, eq, rhs = answer.translate(_ASCII_OPS).partition("=")
     if eq and not _TARGET.fullmatch(rhs):
         return None
     parsed = _parse(expr)

@@ -2,8 +2,10 @@
 
 The dataset's `answer` is a worked solution ending in "#### N"; the ground truth is N with commas removed (a bare
 number is accepted too). The model's answer is found by tasks.extract (tags, \\boxed{}, ####, "the answer is",
-last number) and compared to N exactly as Fractions, so "$1,234.00", "1234" and "1234." all match 1234. No sympy,
-no math-verify: pure string work bounded by MAX_COMPLETION_CHARS, so no timeout is needed.
+last number) and compared to N exactly as Fractions, so "$1,234.00", "1234" and "1234." all match 1234. The answer
+must be ONE number (tasks.extract.to_number): "18 dollars" is 18, but "17 or 18", "not 18", "1,2,...,18" and
+"\\write18{}" are wrong, and "−18" (U+2212) is -18. No sympy, no math-verify: pure string work bounded by
+MAX_COMPLETION_CHARS, so no timeout is needed.
 """
 from __future__ import annotations
 
