@@ -38,7 +38,12 @@ def parse_line(raw: bytes) -> tuple[dict | None, str | None]:
 
 
 def read_jsonl(path: str | Path, bad: str = "raise") -> list[dict]:
-    """The objects of a JSONL file, in order.
+    """The objects of a JSONL file, in order (read_jsonl_numbered: with their line numbers)."""
+    return [row for _, row in read_jsonl_numbered(path, bad)]
+
+
+def read_jsonl_numbered(path: str | Path, bad: str = "raise") -> list[tuple[int, dict]]:
+    """(line number, object) for every good line of a JSONL file, in order.
 
     bad="raise": a bad line raises JsonlError("FILE:LINE: what is wrong").
     bad="torn": the same, except that a bad LAST line is dropped (what a process killed mid-append leaves behind).
@@ -55,7 +60,7 @@ def read_jsonl(path: str | Path, bad: str = "raise") -> list[dict]:
             continue
         row, problem = parse_line(raw)
         if problem is None:
-            rows.append(row)
+            rows.append((lineno, row))
         elif bad == "skip":
             print(f"{path}:{lineno}: {problem}; skipped", file=sys.stderr)
         elif bad == "torn" and lineno == len(lines):

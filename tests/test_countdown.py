@@ -293,7 +293,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="target"):
         cd.load(bad)
     bad.write_text(json.dumps({"nums": [1, "x"], "target": 3}) + "\n")
-    with pytest.raises(ValueError, match="row 0"):
+    with pytest.raises(ValueError, match=r"\.jsonl:1: "):
         cd.load(bad)
     with pytest.raises(FileNotFoundError):
         cd.load(tmp_path / "missing.jsonl")

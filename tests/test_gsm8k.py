@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import time
 from fractions import Fraction
@@ -192,7 +193,11 @@ def test_load_jsonl_fixture(tmp_path):
     assert task.load(path) == FIXTURE
     assert task.load(str(path), limit=2) == FIXTURE[:2]
     path.write_text(json.dumps({"question": "q", "answer": "no final answer"}) + "\n")
-    with pytest.raises(ValueError, match="row 0: field 'answer' must end in '#### N'"):
+    with pytest.raises(ValueError, match=r"\.jsonl:1: field 'answer' must end in '#### N'"):
+        task.load(path)
+    # the file and the line a user sees in an editor: blank lines count, rows do not
+    path.write_text(json.dumps(FIXTURE[0]) + "\n\n" + json.dumps({"question": "q", "answer": "none"}) + "\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}:3: field 'answer'"):
         task.load(path)
 
 

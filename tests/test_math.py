@@ -96,7 +96,7 @@ def test_load_fills_answer_from_solution(tmp_path):
     assert rows[0] == HALF and rows[1]["answer"] == "5"
     assert len(task.load(path, limit=1)) == 1
     path.write_text(json.dumps({"problem": "p", "solution": "no boxed answer"}) + "\n")
-    with pytest.raises(ValueError, match="row 0: missing field 'answer'"):
+    with pytest.raises(ValueError, match=r"\.jsonl:1: missing field 'answer'"):
         task.load(path)
 
 

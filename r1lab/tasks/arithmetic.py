@@ -120,12 +120,13 @@ def generate(n: int, seed: int, split: str = "train", min_digits: int = 1, max_d
 
 
 def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
-    rows = load_rows(source, FIELDS, split, limit)
-    for i, row in enumerate(rows):
-        try:
-            row["a"], row["b"] = int(row["a"]), int(row["b"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: row {i}: a and b must be integers ({e})") from None
-        if row["op"] not in OPS:
-            raise ValueError(f"{source}: row {i}: op must be one of {list(OPS)}, got {row['op']!r}")
-    return rows
+    return load_rows(source, FIELDS, split, limit, fix=_fix)
+
+
+def _fix(row: dict) -> None:
+    try:
+        row["a"], row["b"] = int(row["a"]), int(row["b"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"a and b must be integers ({e})") from None
+    if row["op"] not in OPS:
+        raise ValueError(f"op must be one of {list(OPS)}, got {row['op']!r}")

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from r1lab.jsonl import read_jsonl, write_jsonl
+from r1lab.jsonl import read_jsonl, read_jsonl_numbered, write_jsonl
 from r1lab.tasks.format import R1_SYSTEM, THINK_START
 
 MAX_MISSES = 50_000  # generate() gives up after this many rejected draws in a row
@@ -98,28 +98,36 @@ def generate_distinct(n: int, split: str, keys: tuple[str, ...], draw, build, wh
 
 
 def load_rows(source: str | Path, fields: tuple[str, ...], split: str = "test", limit: int | None = None,
-              hub_config: str | None = None) -> list[dict]:
+              hub_config: str | None = None, fix=None) -> list[dict]:
     """Rows of a JSONL or Parquet file, or of a folder holding `{split}.jsonl` / `{split}*.parquet` (the Hugging
     Face layout), each checked to have `fields`. Anything else that reads as a hub id ("org/name") is loaded from
-    the Hugging Face hub (load_hub; `hub_config` names its configuration)."""
+    the Hugging Face hub (load_hub; `hub_config` names its configuration).
+
+    fix(row) normalises a row in place (a task's types) and raises ValueError for a row it cannot use. Every error
+    names where the row came from: FILE:LINE for JSONL, FILE row N (1-based) for Parquet and hub datasets."""
     path = Path(source)
     if path.is_dir():
         found = sorted(path.glob(f"{split}.jsonl")) + sorted(path.glob(f"**/{split}*.parquet"))
         if not found:
             raise FileNotFoundError(f"{source}: no {split}.jsonl or {split}*.parquet in this folder")
-        rows = [row for p in found for row in _read_file(p)]
+        located = [item for p in found for item in _read_file(p)]
     elif path.is_file():
-        rows = _read_file(path)
+        located = _read_file(path)
     elif _looks_local(str(source)):
         raise FileNotFoundError(f"{source}: no such file or folder")
     else:
-        rows = load_hub(str(source), split, limit, hub_config)
-    rows = rows[:limit] if limit is not None else rows
-    for i, row in enumerate(rows):
+        located = [(f"{source} row {k}", row) for k, row in enumerate(load_hub(str(source), split, limit, hub_config), 1)]
+    located = located[:limit] if limit is not None else located
+    for where, row in located:
         missing = [f for f in fields if f not in row]
         if missing:
-            raise ValueError(f"{source}: row {i} lacks field(s) {missing}; this task needs {list(fields)}")
-    return rows
+            raise ValueError(f"{where}: lacks field(s) {missing}; this task needs {list(fields)}")
+        if fix is not None:
+            try:
+                fix(row)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{where}: {e}") from None
+    return [row for _, row in located]
 
 
 def _looks_local(source: str) -> bool:
@@ -128,9 +136,10 @@ def _looks_local(source: str) -> bool:
             or Path(source).suffix in (".jsonl", ".json", ".parquet"))
 
 
-def _read_file(path: Path) -> list[dict]:
+def _read_file(path: Path) -> list[tuple[str, dict]]:
+    """(where, row) for each row of a JSONL or Parquet file; where is FILE:LINE or FILE row N."""
     if path.suffix != ".parquet":
-        return read_jsonl(path)
+        return [(f"{path}:{lineno}", row) for lineno, row in read_jsonl_numbered(path)]
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -138,8 +147,10 @@ def _read_file(path: Path) -> list[dict]:
             import pandas as pd
         except ImportError:
             raise ImportError(f"{path}: reading Parquet needs pyarrow or pandas (pip install pyarrow)") from None
-        return pd.read_parquet(path).to_dict("records")  # subtle: lists come back as numpy arrays
-    return pq.read_table(path).to_pylist()
+        rows = pd.read_parquet(path).to_dict("records")  # subtle: lists come back as numpy arrays
+    else:
+        rows = pq.read_table(path).to_pylist()
+    return [(f"{path} row {k}", row) for k, row in enumerate(rows, 1)]
 
 
 def load_hub(name: str, split: str, limit: int | None = None, config: str | None = None) -> list[dict]:

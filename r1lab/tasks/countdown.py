@@ -333,10 +333,11 @@ def generate(n: int, seed: int, split: str = "train", min_numbers: int = 3, max_
 
 
 def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
-    rows = load_rows(source, FIELDS, split, limit)
-    for i, row in enumerate(rows):
-        try:
-            row["nums"], row["target"] = [int(x) for x in row["nums"]], int(row["target"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: row {i}: nums must be a list of integers, target an integer ({e})") from None
-    return rows
+    return load_rows(source, FIELDS, split, limit, fix=_fix)
+
+
+def _fix(row: dict) -> None:
+    try:
+        row["nums"], row["target"] = [int(x) for x in row["nums"]], int(row["target"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"nums must be a list of integers, target an integer ({e})") from None

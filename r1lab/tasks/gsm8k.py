@@ -83,9 +83,9 @@ def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
     """GSM8K rows from a JSONL or Parquet file (split is then ignored), a folder of them, or a Hugging Face id
     (openai/gsm8k, config "main"; needs the `datasets` library and network access)."""
     config = HF_CONFIG if str(source).rstrip("/").endswith("gsm8k") else None
-    rows = load_rows(source, FIELDS, split, limit, hub_config=config)
-    for i, row in enumerate(rows):
-        problem = check(row)
-        if problem:
-            raise ValueError(f"{source}: row {i}: {problem}")
-    return rows
+    return load_rows(source, FIELDS, split, limit, hub_config=config, fix=_fix)
+
+
+def _fix(row: dict) -> None:
+    if problem := check(row):
+        raise ValueError(problem)

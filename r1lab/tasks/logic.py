@@ -237,14 +237,15 @@ def difficulty(example: dict) -> str:
 
 
 def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
-    rows = load_rows(source, FIELDS, split, limit)
-    for i, row in enumerate(rows):
-        row["names"], row["solution"] = [str(x) for x in row["names"]], [bool(x) for x in row["solution"]]
-        if len(row["names"]) != len(row["solution"]):
-            raise ValueError(f"{source}: row {i}: {len(row['names'])} names but {len(row['solution'])} roles")
-        if isinstance(row.get("statements"), str):  # K&K: "(('lying', 1), ('telling-truth', 0))"
-            try:
-                row["statements"] = json.loads(row["statements"].replace("(", "[").replace(")", "]").replace("'", '"'))
-            except json.JSONDecodeError:
-                raise ValueError(f"{source}: row {i}: cannot read statements {row['statements'][:80]!r}") from None
-    return rows
+    return load_rows(source, FIELDS, split, limit, fix=_fix)
+
+
+def _fix(row: dict) -> None:
+    row["names"], row["solution"] = [str(x) for x in row["names"]], [bool(x) for x in row["solution"]]
+    if len(row["names"]) != len(row["solution"]):
+        raise ValueError(f"{len(row['names'])} names but {len(row['solution'])} roles")
+    if isinstance(row.get("statements"), str):  # K&K: "(('lying', 1), ('telling-truth', 0))"
+        try:
+            row["statements"] = json.loads(row["statements"].replace("(", "[").replace(")", "]").replace("'", '"'))
+        except json.JSONDecodeError:
+            raise ValueError(f"cannot read statements {row['statements'][:80]!r}") from None

@@ -365,11 +365,11 @@ def difficulty(example: dict) -> str:
 def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
     """MATH rows from a JSONL or Parquet file, a folder of them, or a Hugging Face id such as
     HuggingFaceH4/MATH-500 (needs `datasets` and network access). Rows without `answer` get it from `solution`."""
-    rows = load_rows(source, ("problem",), split, limit)
-    for i, row in enumerate(rows):
-        if "answer" not in row and gold(row) is not None:
-            row["answer"] = gold(row)
-        problem = check(row)
-        if problem:
-            raise ValueError(f"{source}: row {i}: {problem}")
-    return rows
+    return load_rows(source, ("problem",), split, limit, fix=_fix)
+
+
+def _fix(row: dict) -> None:
+    if "answer" not in row and gold(row) is not None:
+        row["answer"] = gold(row)
+    if problem := check(row):
+        raise ValueError(problem)
