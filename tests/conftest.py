@@ -47,3 +47,21 @@ def tiny_checkpoint(tmp_path_factory, name: str, max_positions: int = 1024):
     path = tmp_path_factory.mktemp(name) / "ckpt"
     save_model_dir(path, tiny_model(tok, max_positions), tok)
     return path
+
+
+def kill_after_first_checkpoint(args: list[str], run_dir, timeout_s: float = 240.0) -> None:
+    """Start a stage's command line, SIGKILL it as soon as RUN/checkpoints/latest exists (a kill at the worst
+    moment short of a torn write, which checkpoint.py's renames rule out), and wait for it to die."""
+    import os
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = Path(run_dir) / "checkpoints" / "latest"
+    deadline = time.time() + timeout_s
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert latest.exists(), "the run never wrote its first checkpoint"

@@ -2,14 +2,12 @@
 recipes load, and the corpus knobs have one home."""
 import dataclasses
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_after_first_checkpoint
 from tolerances import float64_rtol
 
 from r1lab.config import ConfigError, load_config
@@ -85,13 +83,6 @@ def test_pretrain_learns_and_resumes_exactly_after_kill(tmp_path):
     killed = tmp_path / "killed"
     args = [sys.executable, "-m", "r1lab.cli", "pretrain"] + sum((["--set", s] for s in TINY), []) + [
         "--set", "steps=8", "--set", "save_every=4", "--set", "keep_last=1", "--out", str(killed)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = killed / "checkpoints" / "latest"
-    deadline = time.time() + 240
-    while not latest.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert latest.exists(), "the run never wrote its first checkpoint"
+    kill_after_first_checkpoint(args, killed, timeout_s=240)
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert losses(killed) == ref

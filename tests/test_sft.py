@@ -1,15 +1,13 @@
 """SFT: the loss falls only on completion tokens, packing changes nothing, a tiny run learns and resumes exactly after
 kill -9, bad records name FILE:LINE and write nothing, chat records learn assistant turns only."""
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from conftest import kill_after_first_checkpoint
 from tolerances import float64_rtol, logprob_atol, rounding_atol
 
 from r1lab.cli import main as cli_main
@@ -208,14 +206,7 @@ def test_sft_learns_and_resumes_exactly_after_kill(tmp_path):
     killed = tmp_path / "killed"
     args = [sys.executable, "-m", "r1lab.cli", "sft", "--data", str(data)] + sum((["--set", s] for s in TINY), []) + [
         "--set", "steps=8", "--set", "save_every=4", "--set", "keep_last=1", "--out", str(killed)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = killed / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while not latest.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert latest.exists(), "the run never wrote its first checkpoint"
+    kill_after_first_checkpoint(args, killed, timeout_s=120)
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert losses(killed) == ref
 
