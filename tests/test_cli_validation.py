@@ -87,3 +87,17 @@ def test_score_keeps_every_good_line_when_some_lines_are_hostile(tmp_path, capsy
     scored = (tmp_path / "in.scored.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(scored) == 3 and json.loads(scored[1])["completion"].startswith("\ud800")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "in.scored.jsonl"]
+
+
+def test_serve_refuses_an_address_it_cannot_listen_on_before_loading(capsys):
+    import socket
+
+    assert main(["serve", "--model", "countdown-base", "--port", "-5"]) == 2
+    assert capsys.readouterr().err.strip() == "r1lab serve: --port -5: must be in 0..65535"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--model", "countdown-base", "--port", str(port)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"r1lab serve: cannot listen on 127.0.0.1:{port}: ") and len(err.splitlines()) == 1, err

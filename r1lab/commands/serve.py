@@ -60,6 +60,22 @@ def load_engine(args: argparse.Namespace):
     return Engine(model.eval(), tokenizer, max_batch_size=args.max_batch_size), path
 
 
+def check_address(host: str, port: int) -> None:
+    """ValueError, before the model loads, when the server could not listen on host:port (a port outside 0..65535,
+    an unknown host, an address in use). A trial bind with SO_REUSEADDR, as uvicorn binds."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port}: must be in 0..65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            trial.bind(address)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -67,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
 
     if min(args.max_concurrency, args.max_batch_size, args.max_request_bytes) < 1:
         print("r1lab serve: --max-concurrency, --max-batch-size and --max-request-bytes must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        check_address(args.host, args.port)
+    except ValueError as e:
+        print(f"r1lab serve: {e}", file=sys.stderr)
         return 2
     api_key, warning = access(args.api_key, args.host, os.environ)
     if warning:
