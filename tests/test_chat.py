@@ -5,7 +5,6 @@ import sys
 
 import pytest
 from conftest import tiny_checkpoint, tiny_model
-import torch
 
 from r1lab.cli import main
 from r1lab.commands.chat import DIM, RESET, chat_loop

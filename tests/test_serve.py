@@ -16,7 +16,8 @@ from r1lab.model.load import load_model
 from r1lab.model.tokenizer import build_tokenizer
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
 from r1lab.engine.forcing import budget_forcer
-from r1lab.serve.text import TextStream, chat_prompt_ids, held_suffix, split_reasoning
+from r1lab.serve.text import TextStream, chat_prompt_ids, split_reasoning
+from r1lab.tasks.format import held_suffix
 from r1lab.tasks.format import StreamSplitter
 
 ROOT = Path(__file__).resolve().parent.parent

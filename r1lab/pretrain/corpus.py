@@ -172,7 +172,7 @@ def column_sub(a: int, b: int) -> list[str]:
     for i in range(len(da)):
         x, y = da[i], (db[i] if i < len(db) else 0)
         if borrow:
-            steps.append(f"{x}-1={x - 1}") if x >= 1 else steps.append(f"10-1=9")
+            steps.append(f"{x}-1={x - 1}") if x >= 1 else steps.append("10-1=9")
             x -= 1
             borrow = 0
             if x < 0:

@@ -38,7 +38,8 @@ from r1lab.serve.protocol import (MAX_JSON_CONTAINERS, ApiError, ChatRequest, Co
                                   too_many_containers, validation_error)
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
 from r1lab.engine.forcing import budget_forcer
-from r1lab.serve.text import THINK_END, WAIT, CompletionText, chat_prompt_ids, reasoning_tokens
+from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids, reasoning_tokens
+from r1lab.tasks.format import THINK_END
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # engine -> OpenAI finish_reason
 DONE = "data: [DONE]\n\n"

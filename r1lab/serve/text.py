@@ -12,8 +12,7 @@ as history.
 """
 from __future__ import annotations
 
-# THINK_END is imported from here by the server and the chat as well.
-from r1lab.tasks.format import THINK_END, StreamSplitter, held_suffix, parse_completion  # noqa: F401
+from r1lab.tasks.format import StreamSplitter, held_suffix, parse_completion
 
 WAIT = "Wait"  # what s1 appends when it suppresses the end of thinking
 
