@@ -23,6 +23,7 @@ COMMANDS = {
     "rl": "r1lab.commands.rl",
     "cost": "r1lab.commands.cost",
     "eval": "r1lab.commands.eval",
+    "sample": "r1lab.commands.sample",
     "report": "r1lab.commands.report",
     "serve": "r1lab.commands.serve",
     "chat": "r1lab.commands.chat",

@@ -81,6 +81,21 @@ def dumps_line(row: dict) -> str:
     return text + "\n"
 
 
+def check_writable(path: str | Path) -> None:
+    """ValueError, before any work, when a file cannot be written at `path` (a directory there, a folder that
+    cannot be made or is not writable); the folder is made if missing. Commands call it on every output first."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{path}: a directory; give a file name")
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot create its folder ({e.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{path}: its folder is not writable")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a flushed temporary sibling and a rename: readers see the old or the new
     file, never half of one, and a failure leaves no temporary file behind."""

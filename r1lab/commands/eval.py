@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,29 +27,18 @@ HELP = "evaluate a model on a task: pass@k, cons@k, greedy, format, lengths, beh
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="shipped base name (e.g. countdown-base), run dir, model dir or hub id")
-    p.add_argument("--task", required=True, help="task name (countdown, arithmetic, gsm8k, math, logic)")
-    p.add_argument("--data", help="JSONL / Parquet file, folder or hub id of problems (required for gsm8k, math)")
-    p.add_argument("--split", default="test", help="split to generate or load (default test)")
-    p.add_argument("--n", type=int, help="problems: generated (default 500) or the first N of --data")
-    p.add_argument("--seed", type=int, default=1, help="generator seed for synthetic problems (default 1)")
-    p.add_argument("--task-arg", dest="task_args", action="append", default=[], metavar="KNOB=VALUE",
-                   help="a generator knob, repeatable: --task-arg max_numbers=5")
+    from r1lab.commands.options import add_problem_arguments, add_sampling_arguments
+
+    add_problem_arguments(p, split="test")
+    add_sampling_arguments(p)
     p.add_argument("--samples", type=int, default=4, help="K samples per problem (default 4)")
-    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (default 0.6, as R1)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95, as R1)")
     p.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0: off)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="generation budget per completion (default 512)")
-    p.add_argument("--template", default="short", choices=["short", "r1"], help="prompt template (default short)")
-    p.add_argument("--sampling-seed", type=int, default=0, help="seed of the sampled completions (default 0)")
     p.add_argument("--no-greedy", dest="greedy", action="store_false", help="skip the temperature-0 pass")
     p.add_argument("--markers", help="comma-separated self-verification / backtracking markers, matched "
                                      "case-insensitively; end one with a comma by writing it last or doubled "
                                      "(default: check,back,,wait,verify,let me re)")
-    p.add_argument("--batch-size", type=int, default=256, help="rows the engine runs at once (default 256)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
                    help="fp32 (default; faster than bf16 autocast for generation on CPUs) or bf16 autocast")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--out", metavar="FILE.json", help="write every figure and the settings as JSON")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object instead of the table")
     p.add_argument("--completions-out", metavar="FILE.jsonl", help="write one JSON line per completion")
@@ -59,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from r1lab import runtime
     from r1lab.cost.account import RunAccount, format_account
-    from r1lab.jsonl import write_jsonl, write_text_atomic
+    from r1lab.jsonl import check_writable, write_jsonl, write_text_atomic
     from r1lab.evaluation.behaviour import DEFAULT_MARKERS
     from r1lab.evaluation.evaluate import finite, format_table, parse_markers, run_eval
     from r1lab.model.load import load_checkpoint
@@ -74,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if args.samples < 1 or not markers:
             raise ValueError("--samples must be at least 1 and --markers must name at least one marker")
         for out in filter(None, (args.out, args.completions_out)):
-            _check_writable(out)
+            check_writable(out)
         model, tokenizer, path = load_checkpoint(args.model)
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab eval: {e}", file=sys.stderr)
@@ -110,17 +98,3 @@ def run(args: argparse.Namespace) -> int:
                 "difficulty", "tokens", "finish_reason")
         write_jsonl(args.completions_out, ({k: getattr(s, k) for k in keep} for s in samples))
     return 0
-
-
-def _check_writable(path: str) -> None:
-    """Fail before the evaluation, not after it, when an output cannot be written."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"{path}: a directory; give a file name")
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot create its folder ({e.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"{path}: its folder is not writable")

@@ -1,0 +1,87 @@
+"""`r1lab sample` (rejection sampling): the pure selection in r1lab.evaluation.traces, and the command end to end."""
+import pytest
+
+from r1lab.cli import main
+from r1lab.evaluation.evaluate import Sample
+from r1lab.evaluation.traces import pass_rates, select
+from r1lab.jsonl import read_jsonl
+
+EXAMPLES = [{"nums": [1, 2], "target": 3}, {"nums": [4, 5], "target": 9}]
+
+
+def s(problem, completion, correct, tokens=None, greedy=False):
+    return Sample(problem, f"P{problem}", completion, len(completion) if tokens is None else tokens, "eos",
+                  float(correct), correct, True, None, None, "easy", greedy)
+
+
+SAMPLES = [s(0, "long right", True), s(0, "wrong", False), s(0, "ok", True), s(0, "ok", True),
+           s(1, "no", False), s(1, "nope", False), s(1, "x", False), s(1, "yes", True),
+           s(0, "greedy", True, greedy=True)]  # a greedy-pass sample is never counted or kept
+
+
+def test_keep_correct_dedups_and_keeps_order():
+    recs = select(SAMPLES, EXAMPLES)
+    assert [(r["target"], r["completion"]) for r in recs] == [(3, "long right"), (3, "ok"), (9, "yes")]
+    assert [r["pass_rate"] for r in recs] == [0.75, 0.75, 0.25]
+    assert recs[0] == {"nums": [1, 2], "target": 3, "prompt": "P0", "completion": "long right", "correct": True,
+                       "pass_rate": 0.75, "tokens": 10}
+
+
+def test_shortest_first_and_per_problem_cap():
+    recs = select(SAMPLES, EXAMPLES, per_problem=1, shortest_first=True)
+    assert [r["completion"] for r in recs] == ["ok", "yes"]
+    assert [r["completion"] for r in select(SAMPLES, EXAMPLES, per_problem=1)] == ["long right", "yes"]
+
+
+def test_keep_all_puts_correct_first_when_shortest_first():
+    recs = select(SAMPLES, EXAMPLES, keep="all")
+    assert [r["completion"] for r in recs] == ["long right", "wrong", "ok", "no", "nope", "x", "yes"]
+    assert [r["correct"] for r in recs[:3]] == [True, False, True]
+    recs = select(SAMPLES, EXAMPLES, keep="all", per_problem=3, shortest_first=True)
+    assert [r["completion"] for r in recs] == ["ok", "long right", "wrong", "yes", "x", "no"]
+
+
+def test_pass_rates_and_bad_arguments():
+    assert pass_rates(SAMPLES, EXAMPLES) == [{**EXAMPLES[0], "pass_rate": 0.75, "samples": 4},
+                                             {**EXAMPLES[1], "pass_rate": 0.25, "samples": 4}]
+    with pytest.raises(ValueError):
+        select(SAMPLES, EXAMPLES, keep="some")
+    with pytest.raises(ValueError):
+        select(SAMPLES, EXAMPLES, per_problem=0)
+
+
+def test_sample_cli_end_to_end(tmp_path):
+    from r1lab.tasks import get_task
+
+    out, rates = tmp_path / "traces.jsonl", tmp_path / "rates.jsonl"
+    assert main(["sample", "--model", "countdown-base", "--task", "countdown", "--n", "4", "--samples", "4",
+                 "--max-new-tokens", "64", "--keep", "all", "--task-arg", "max_number=12", "--task-arg",
+                 "max_numbers=3", "--threads", "1", "--out", str(out), "--pass-rates", str(rates)]) == 0
+    recs, task = read_jsonl(out), get_task("countdown")
+    assert 1 <= len(recs) <= 16
+    for r in recs:
+        assert set(r) == {"nums", "target", "prompt", "completion", "correct", "pass_rate", "tokens"}
+        assert r["correct"] == task.score(r["completion"], {"nums": r["nums"], "target": r["target"]}).correct
+        assert r["prompt"] == task.prompt({"nums": r["nums"], "target": r["target"]}, template="short")
+    rows = read_jsonl(rates)
+    assert len(rows) == 4 and all(row["samples"] == 4 for row in rows)
+    for row in rows:  # each problem's pass rate is the correct fraction of its samples (all kept unless duplicates)
+        mine = [r for r in recs if r["nums"] == row["nums"] and r["target"] == row["target"]]
+        assert all(r["pass_rate"] == row["pass_rate"] for r in mine)
+        assert sum(r["correct"] for r in mine) <= round(row["pass_rate"] * 4)
+
+
+@pytest.mark.parametrize("extra", [["--samples", "0"], ["--samples", "2", "--keep-per-problem", "0"],
+                                   ["--samples", "2", "--task-arg", "nope=1"], ["--samples", "2", "--n", "0"],
+                                   ["--samples", "2", "--pass-rates", "SAME"]])
+def test_sample_cli_bad_arguments_exit_2(tmp_path, extra, capsys):
+    out = tmp_path / "t.jsonl"
+    extra = [str(out) if a == "SAME" else a for a in extra]
+    assert main(["sample", "--model", "countdown-base", "--task", "countdown", "--out", str(out)] + extra) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_sample_cli_unwritable_out_and_bad_model(tmp_path):
+    args = ["sample", "--task", "countdown", "--samples", "1", "--n", "1"]
+    assert main(args + ["--model", "countdown-base", "--out", str(tmp_path)]) == 2  # a directory
+    assert main(args + ["--model", str(tmp_path / "none"), "--out", str(tmp_path / "t.jsonl")]) == 2
