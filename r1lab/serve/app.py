@@ -34,10 +34,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from r1lab.engine import GOLDEN, SamplingParams
+from r1lab.engine.forcing import budget_forcer
 from r1lab.serve.protocol import (MAX_JSON_CONTAINERS, ApiError, ChatRequest, CompletionRequest, error_body,
                                   too_many_containers, validation_error)
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
-from r1lab.engine.forcing import budget_forcer
 from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids, reasoning_tokens
 from r1lab.tasks.format import THINK_END
 
