@@ -136,3 +136,21 @@ def check_config(cfg, ranges: dict[str, str], choices: dict[str, tuple] | None =
     unknown = set(ranges) - set(config_fields(type(cfg)))
     if unknown:
         raise ValueError(f"check_config: no fields {sorted(unknown)} in {type(cfg).__name__}")
+
+
+def check_stage(cfg, ranges: dict[str, str], choices: dict[str, tuple] | None = None,
+                knob_keys: tuple[str, ...] = ("task_args",)) -> None:
+    """check_config plus what every training stage shares: cfg.task, cfg.template and cfg.dtype name things that
+    exist, and each field in knob_keys holds valid generator knobs for the task (ConfigError naming the field)."""
+    from r1lab.runtime import DTYPES
+    from r1lab.tasks import TASK_MODULES, get_task, parse_knobs
+    from r1lab.tasks.common import TEMPLATES
+
+    check_config(cfg, ranges, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": DTYPES,
+                               **(choices or {})})
+    task = get_task(cfg.task)
+    for key in knob_keys:
+        try:
+            parse_knobs(task, getattr(cfg, key) or "")
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None

@@ -13,7 +13,8 @@ from tolerances import float64_rtol, logprob_atol, rounding_atol
 from r1lab.cli import main as cli_main
 from r1lab.config import load_config
 from r1lab.sft.data import IGNORE, block_causal_mask, collate, pack, shift, tokenize_record
-from r1lab.sft.train import SFTConfig, lr_at
+from r1lab.pretrain.train import cosine_lr as lr_at
+from r1lab.sft.train import SFTConfig
 from r1lab.sft.train import main as sft_main
 
 KNOBS = {"max_number": 12, "max_target": 30}

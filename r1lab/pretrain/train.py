@@ -69,27 +69,27 @@ RANGES = {
 def check(cfg: PretrainConfig) -> None:
     """Every setting is valid before any work starts or any folder is made: ranges, names (task, template, dtype),
     the task's knobs, and the model (a preset, or a checkpoint to continue from). ValueError naming the key."""
-    from r1lab.config import ConfigError, check_config
+    from r1lab.config import check_stage
     from r1lab.model.load import resolve_checkpoint
     from r1lab.model.presets import PRESETS
-    from r1lab.tasks import TASK_MODULES, get_task, parse_knobs
-    from r1lab.tasks.common import TEMPLATES
 
-    check_config(cfg, RANGES, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": runtime.DTYPES})
-    try:
-        parse_knobs(get_task(cfg.task), cfg.task_args)
-    except ValueError as e:
-        raise ConfigError(f"task_args: {e}") from None
+    check_stage(cfg, RANGES)
     if cfg.model not in PRESETS:
         resolve_checkpoint(cfg.model)
 
 
+def cosine_lr(step: int, total: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
+    """Linear warm-up to lr, then cosine decay to lr * min_lr_ratio at `total` (pretrain and sft share it).
+    cosine_lr(0, 10, 1.0, 0, 0.0) == 1.0"""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio at cfg.steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    """The pretraining schedule: cosine_lr over cfg.steps."""
+    return cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
 def make_batch(step: int, micro: int, cfg: PretrainConfig, task, instances, tokenizer):

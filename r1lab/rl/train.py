@@ -116,21 +116,12 @@ def check(cfg: RLConfig) -> None:
     """Every setting is valid before anything loads or any folder is made: ranges (every advantage is
     group-relative, so a group needs two samples), names (task, template, algorithm, rollout backend, dtype), the
     task's knobs, a training pool that holds a step's prompts, and the model argument. ValueError naming the key."""
-    from r1lab.config import ConfigError, check_config
+    from r1lab.config import ConfigError, check_stage
     from r1lab.engine import BACKENDS
     from r1lab.model.load import resolve_checkpoint
-    from r1lab.tasks import TASK_MODULES, get_task, parse_knobs
-    from r1lab.tasks.common import TEMPLATES
 
-    check_config(cfg, RANGES, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": runtime.DTYPES,
-                               "rollout_backend": tuple(BACKENDS)})
+    check_stage(cfg, RANGES, {"rollout_backend": tuple(BACKENDS)}, knob_keys=("task_args", "eval_task_args"))
     algorithm(cfg)
-    task = get_task(cfg.task)
-    for key in ("task_args", "eval_task_args"):
-        try:
-            parse_knobs(task, getattr(cfg, key) or "")
-        except ValueError as e:
-            raise ConfigError(f"{key}: {e}") from None
     if cfg.prompts_per_step > cfg.train_instances:
         raise ConfigError(f"prompts_per_step = {cfg.prompts_per_step}: more than the training pool holds "
                           f"(train_instances = {cfg.train_instances})")

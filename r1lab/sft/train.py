@@ -27,6 +27,7 @@ import torch
 
 from r1lab import runtime
 from r1lab.config import config_to_dict, format_config
+from r1lab.pretrain.train import cosine_lr, make_optimizer
 from r1lab.sft.data import IGNORE, block_causal_mask, collate, load_records, pack, shift, tokenize_record
 
 
@@ -74,28 +75,14 @@ RANGES = {
 def check(cfg: SFTConfig) -> None:
     """Every setting and every record is valid before any work starts or any folder is made: ranges, names, the
     task's knobs, the model argument, and each line of the data (SFTDataError naming FILE:LINE)."""
-    from r1lab.config import ConfigError, check_config
+    from r1lab.config import ConfigError, check_stage
     from r1lab.model.load import resolve_checkpoint
-    from r1lab.tasks import TASK_MODULES, get_task, parse_knobs
-    from r1lab.tasks.common import TEMPLATES
 
-    check_config(cfg, RANGES, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": runtime.DTYPES})
+    check_stage(cfg, RANGES)
     if not cfg.data:
         raise ConfigError("data: no data file (use --data FILE.jsonl or --set data=FILE.jsonl)")
-    try:
-        parse_knobs(get_task(cfg.task), cfg.task_args)
-    except ValueError as e:
-        raise ConfigError(f"task_args: {e}") from None
     resolve_checkpoint(cfg.model)
     load_records(cfg.data)
-
-
-def lr_at(step: int, total: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
-    """Linear warm-up to lr, then cosine decay to lr * min_lr_ratio at `total`. lr_at(0, 10, 1.0, 0, 0.0) == 1.0"""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def prepare_examples(cfg: SFTConfig, tokenizer) -> list[tuple[list[int], list[int]]]:
@@ -148,7 +135,7 @@ def train_step(step: int, run) -> dict:
     """One optimizer step over grad_accum micro-batches on each rank: {"loss", "lr", "grad_norm", "tokens", ...}."""
     cfg, model, opt = run.cfg, run.model, run.opt
     rank, world = runtime.rank_and_world()
-    lr = lr_at(step, run.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+    lr = cosine_lr(step, run.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
     for group in opt.param_groups:
         group["lr"] = lr
     B = cfg.device_batch_size
@@ -204,7 +191,6 @@ def setup(cfg: SFTConfig) -> Run:
     from r1lab.checkpoint import latest_checkpoint, restore_trainer_state
     from r1lab.cost.account import RunAccount
     from r1lab.model.load import load_model, resolve_checkpoint
-    from r1lab.pretrain.train import make_optimizer
     from r1lab.tasks import get_task, parse_knobs
     from r1lab.tasks.common import cached_generate
     from r1lab.tracking import MetricsLogger
