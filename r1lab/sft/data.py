@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from r1lab.jsonl import parse_line
+from r1lab.jsonl import JsonlError, read_jsonl_numbered
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant", "tool")
@@ -57,13 +57,13 @@ def load_records(path: str | Path) -> list[tuple[str, dict]]:
     path = Path(path)
     if not path.is_file():
         raise SFTDataError(f"data: no such file {path}")
+    try:
+        numbered = read_jsonl_numbered(path)
+    except JsonlError as e:  # not UTF-8, not JSON, not an object: already "FILE:LINE: what"
+        raise SFTDataError(str(e)) from None
     out = []
-    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        row, problem = parse_line(raw)
-        problem = problem or record_problem(row)
-        if problem:
+    for lineno, row in numbered:
+        if problem := record_problem(row):
             raise SFTDataError(f"{path}:{lineno}: {problem}")
         out.append((f"{path}:{lineno}", row))
     if not out:
