@@ -87,7 +87,7 @@ def _jsonl(path: Path) -> list[dict]:
 def _json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # a missing, torn or foreign file: not shown
         return None
     return value if isinstance(value, dict) else None
 
