@@ -1,13 +1,16 @@
 """Flags that the commands which sample from a model on a task's problems share (`r1lab eval`, `r1lab sample`), so
-that each one means the same thing in both (README: one vocabulary on the command line)."""
+that each one means the same thing in both (README: one vocabulary on the command line). `r1lab distill` takes them
+too, with --teacher (a local teacher) or --teacher-url/--teacher-model (an API) in place of --model."""
 from __future__ import annotations
 
 import argparse
 
 
-def add_problem_arguments(p: argparse.ArgumentParser, split: str) -> None:
-    """--model, --task, and which problems: --data, or generated --n/--seed/--split/--task-arg."""
-    p.add_argument("--model", required=True, help="shipped base name (e.g. countdown-base), run dir, model dir or hub id")
+def add_problem_arguments(p: argparse.ArgumentParser, split: str, model: bool = True) -> None:
+    """--model (unless model=False), --task, and which problems: --data, or generated --n/--seed/--split/--task-arg."""
+    if model:
+        p.add_argument("--model", required=True,
+                       help="shipped base name (e.g. countdown-base), run dir, model dir or hub id")
     p.add_argument("--task", required=True, help="task name (countdown, arithmetic, gsm8k, math, logic)")
     p.add_argument("--data", help="JSONL / Parquet file, folder or hub id of problems (required for gsm8k, math)")
     p.add_argument("--split", default=split, help=f"split to generate or load (default {split})")
@@ -26,3 +29,28 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampling-seed", type=int, default=0, help="seed of the sampled completions (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="rows the engine runs at once (default 256)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
+
+
+def add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    """K samples per problem, where the kept records go and which are kept (r1lab.evaluation.traces.select)."""
+    p.add_argument("--samples", type=int, required=True, help="K samples per problem")
+    p.add_argument("--out", required=True, metavar="FILE.jsonl", help="the kept records")
+    p.add_argument("--keep-per-problem", type=int, metavar="M", help="at most M records per problem (default: all)")
+    p.add_argument("--shortest-first", action="store_true", help="keep the shortest correct completions first")
+    p.add_argument("--keep", default="correct", choices=["correct", "all"],
+                   help="correct (default) or all: wrong ones too, with correct false")
+    p.add_argument("--pass-rates", metavar="FILE.jsonl", help="write one line per problem: its fields + pass_rate")
+
+
+def check_selection_arguments(args: argparse.Namespace) -> None:
+    """ValueError naming the flag for a bad value of the sampling and selection flags, before any work."""
+    from pathlib import Path
+
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    if args.keep_per_problem is not None and args.keep_per_problem < 1:
+        raise ValueError(f"--keep-per-problem must be at least 1, got {args.keep_per_problem}")
+    if args.max_new_tokens < 1 or args.batch_size < 1:
+        raise ValueError("--max-new-tokens and --batch-size must be at least 1")
+    if args.pass_rates and Path(args.pass_rates).resolve() == Path(args.out).resolve():
+        raise ValueError("--out and --pass-rates name the same file")

@@ -159,20 +159,26 @@ def summarize(samples: list[Sample], greedy: list[Sample] | None = None, markers
 
 # --- sampling -----------------------------------------------------------------------------------------------------
 
+def score_sample(task, example: dict, problem: int, prompt: str, text: str, tokens: int, finish_reason: str,
+                 greedy: bool = False) -> Sample:
+    """One completion scored by the task's own verifier; what every sampled completion goes through (here, and in
+    `r1lab distill` for a teacher's replies)."""
+    score = task.score(text, example)
+    answer_key = getattr(task, "answer_key", None)
+    key = answer_key(text, example) if answer_key is not None else score.answer
+    return Sample(problem, prompt, text, tokens, finish_reason, float(score.reward), bool(score.correct),
+                  bool(score.format_ok), score.answer, key, task.difficulty(example), greedy)
+
+
 def _complete(backend, task, examples, prompts, k: int, params, account, greedy: bool = False) -> list[Sample]:
     """k completions of every prompt in one backend call, scored."""
     outs = backend.generate([p for p in prompts for _ in range(k)], params)  # row p*k + j
-    difficulty = [task.difficulty(ex) for ex in examples]
-    answer_key = getattr(task, "answer_key", None)
     rows = []
     for i, o in enumerate(outs):
         p = i // k
         if account is not None:
             account.add_generate(len(o.prompt_ids), len(o.token_ids))
-        score = task.score(o.text, examples[p])
-        key = answer_key(o.text, examples[p]) if answer_key is not None else score.answer
-        rows.append(Sample(p, prompts[p], o.text, len(o.token_ids), o.finish_reason, float(score.reward),
-                           bool(score.correct), bool(score.format_ok), score.answer, key, difficulty[p], greedy))
+        rows.append(score_sample(task, examples[p], p, prompts[p], o.text, len(o.token_ids), o.finish_reason, greedy))
     return rows
 
 

@@ -34,13 +34,15 @@ def pass_rates(samples, examples: list[dict]) -> list[dict]:
 
 
 def select(samples, examples: list[dict], keep: str = "correct", per_problem: int | None = None,
-           shortest_first: bool = False) -> list[dict]:
+           shortest_first: bool = False, extra=None) -> list[dict]:
     """The kept records, grouped by problem in problem order.
 
     keep="correct" keeps only verified-correct samples; keep="all" keeps wrong ones too (with correct false).
     Within a problem, completions are deduplicated by their text (the first kept), then at most `per_problem`
     are kept (None: all). Sample order is kept, unless shortest_first, which puts correct ones first, shortest
     (fewest generated tokens) first, then wrong ones the same way.
+
+    extra(sample) -> dict, when given, adds fields to each sample's record (`r1lab distill`: usage, teacher).
 
     Completions ["a", "a", "bb"] of one problem, all correct, per_problem=None: records for "a" and "bb".
     """
@@ -64,5 +66,5 @@ def select(samples, examples: list[dict], keep: str = "correct", per_problem: in
             if per_problem is not None and len(kept) == per_problem:
                 break
         records += [{**examples[p], "prompt": s.prompt, "completion": s.completion, "correct": bool(s.correct),
-                     "pass_rate": rate, "tokens": s.tokens} for s in kept]
+                     "pass_rate": rate, "tokens": s.tokens, **(extra(s) if extra else {})} for s in kept]
     return records
