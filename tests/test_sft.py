@@ -246,3 +246,27 @@ def test_records_longer_than_seq_len_are_counted_in_a_warning(tmp_path, capsys):
     examples = prepare_examples(SFTConfig(data=str(data), seq_len=48), build_tokenizer())
     assert [len(x) for x, _ in examples][1] == 48
     assert "1 of 2 records are longer than seq_len = 48" in capsys.readouterr().err
+
+
+def test_input_errors_found_after_the_model_loads_exit_2_without_a_traceback(tmp_path, capsys):
+    """A chat template that does not render turns as prefixes of the conversation, and a seq_len beyond the model's
+    positions, are found only once the model loads: still one line on stderr, exit 2, and no run folder."""
+    import shutil
+    from r1lab.model.load import resolve_checkpoint
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_checkpoint("countdown-base"), model)
+    # the number of turns up front: every longer conversation renders a different first line
+    (model / "chat_template.jinja").write_text("{{ messages|length }}\n{% for m in messages %}{{ m['content'] }}\n"
+                                               "{% endfor %}{% if add_generation_prompt %}A: {% endif %}")
+    data = write(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "1+1"},
+                                                         {"role": "assistant", "content": "2"}]}])
+    out = tmp_path / "run"
+    assert cli_main(["sft", "--data", str(data), "--model", str(model), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:1: the chat template does not render turn 1 as a prefix" in err and "Traceback" not in err
+    assert not out.exists()
+    plain = write(tmp_path / "plain.jsonl", traces(2))
+    assert cli_main(["sft", "--data", str(plain), "--set", "seq_len=5000", "--out", str(out)]) == 2
+    assert "the model has only 1024 positions" in capsys.readouterr().err
+    assert not out.exists()

@@ -14,8 +14,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from r1lab.commands.stage import run_stage
+    from r1lab.sft.data import SFTDataError
     from r1lab.sft.train import SFTConfig, check, main
 
     if args.data:
         args.overrides = list(args.overrides) + [f"data={args.data}"]
-    return run_stage(args, "sft", SFTConfig, main, check=check)
+    return run_stage(args, "sft", SFTConfig, main, check=check, input_errors=(SFTDataError,))

@@ -27,10 +27,11 @@ def load_stage_config(cls, args):
     return load_config(cls, resolve_recipe(args.recipe), overrides)
 
 
-def run_stage(args, command: str, cls, main, check=None) -> int:
+def run_stage(args, command: str, cls, main, check=None, input_errors: tuple = ()) -> int:
     """Load the config, check it before anything heavy loads (check(cfg) raises ValueError on a bad setting), then
-    run main(cfg). A bad recipe, key, value or setting, and a model that cannot be loaded, are one line on stderr
-    and exit status 2."""
+    run main(cfg). A bad recipe, key, value or setting, a model that cannot be loaded, and what main finds wrong with
+    its input once the model is loaded (ConfigError, or the stage's own `input_errors`), are one line on stderr and
+    exit status 2."""
     import sys
 
     from r1lab.config import ConfigError
@@ -45,7 +46,7 @@ def run_stage(args, command: str, cls, main, check=None) -> int:
         return 2
     try:
         main(cfg)
-    except CheckpointError as e:
+    except (CheckpointError, ConfigError, *input_errors) as e:
         print(f"r1lab {command}: {e}", file=sys.stderr)
         return 2
     return 0

@@ -189,6 +189,7 @@ def setup(cfg: SFTConfig) -> Run:
     """Load the model (the run's latest checkpoint on resume), tokenize and pack every record, and only then make
     the run directory, the held-out set, the optimizer and the logger."""
     from r1lab.checkpoint import latest_checkpoint, restore_trainer_state
+    from r1lab.config import ConfigError
     from r1lab.cost.account import RunAccount
     from r1lab.model.load import load_model, resolve_checkpoint
     from r1lab.tasks import get_task, parse_knobs
@@ -205,7 +206,7 @@ def setup(cfg: SFTConfig) -> Run:
     model, tokenizer = load_model(str(resume or resolve_checkpoint(cfg.model)))
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and cfg.seq_len > max_pos:
-        raise ValueError(f"seq_len = {cfg.seq_len}: the model has only {max_pos} positions")
+        raise ConfigError(f"seq_len = {cfg.seq_len}: the model has only {max_pos} positions")
     model.to(device)
     examples = prepare_examples(cfg, tokenizer)
     packs = pack([len(x) for x, _ in examples], cfg.seq_len, cfg.seed)
