@@ -24,6 +24,7 @@ COMMANDS = {
     "cost": "r1lab.commands.cost",
     "eval": "r1lab.commands.eval",
     "sample": "r1lab.commands.sample",
+    "distill": "r1lab.commands.distill",
     "report": "r1lab.commands.report",
     "serve": "r1lab.commands.serve",
     "chat": "r1lab.commands.chat",

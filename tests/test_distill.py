@@ -1,0 +1,462 @@
+"""`r1lab distill`: the pure rules of r1lab.evaluation.teacher, then the command end to end against real servers on
+localhost, no mock of the HTTP layer: `r1lab serve` on the shipped base, and a scripted stdlib server (ScriptedTeacher)
+whose answers are a function of the problem and the sample (right when (p + j) % 3 != 0), in DeepSeek's, vLLM's or
+the inline shape, with 429s, 500s, slow replies, dropped connections and malformed bodies on chosen attempts."""
+import collections
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from r1lab.cli import main
+from r1lab.evaluation import teacher as T
+from r1lab.jsonl import read_jsonl
+from r1lab.tasks import get_task
+from r1lab.tasks.format import parse_completion, render_completion
+from r1lab.tasks.problems import load_problems
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = get_task("countdown")
+KNOBS = ["--task-arg", "max_numbers=3", "--task-arg", "max_number=12"]
+FAST = ["--backoff", "0.01", "--max-retries", "3", "--timeout", "5"]
+
+
+# --- pure rules ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reasoning, content, expected", [
+    ("3+4=7", "7", ("3+4=7", "7")),                                                  # DeepSeek, r1lab serve
+    ("3+4=7", "\n\n<answer> 7 </answer>\n", ("3+4=7", "7")),                         # vLLM keeps the tags
+    ("r", "<answer>1</answer> then <answer>2</answer>", ("r", "2")),                 # the last answer block
+    ("r", "so <answer>7", ("r", "so 7")),                                            # no complete block: tags gone
+    (None, "<think>3+4=7</think> <answer>7</answer>", ("3+4=7", "7")),               # inline
+    (None, "\n<think>\nthinking\n</think>\n\n7", ("\nthinking\n", "7")),
+    (None, "3+4=7</think> <answer>7</answer>", ("3+4=7", "7")),                       # the prompt opened <think>
+    ("", "<think>cut off while thinking", ("cut off while thinking", "")),
+    (None, "7", ("", "7")),                                                          # no reasoning at all
+    ("thinking", "", ("thinking", "")),                                              # ran out of tokens
+    ("r", "</think> <answer>7</answer>", ("r", "7")),
+])
+def test_split_reply(reasoning, content, expected):
+    assert T.split_reply(reasoning, content) == expected
+
+
+def test_rebuild_is_the_format_the_verifier_reads():
+    ex = {"nums": [3, 5, 7], "target": 22}
+    done = T.rebuild(T.Reply("5*3=15, 15+7=22", "(5*3)+7", "stop", {}))
+    assert done == "5*3=15, 15+7=22</think> <answer>(5*3)+7</answer>"
+    assert parse_completion(done).format_ok and TASK.score(done, ex).correct
+    cut = T.rebuild(T.Reply("5*3=15, 15+7=22 so (5*3)+7", "", "length", {}))  # no answer: the reasoning alone
+    assert cut == "5*3=15, 15+7=22 so (5*3)+7" and not TASK.score(cut, ex).correct
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"not json", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000, b'{"n": ' + b"9" * 5000 + b"}", b"\xff\xfe",
+    b'{"choices": []}', b'{"choices": [1]}', b'{"choices": [{"text": "x"}]}', b'{"choices": "x"}',
+    b'{"choices": [{"message": {"content": 5}}]}', b'{"choices": [{"message": {"content": "a", "reasoning": [1]}}]}',
+    b'{"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": -1}}',
+    b'{"choices": [{"message": {"content": "a"}}], "usage": {"completion_tokens": "7"}}',
+    b'{"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": true}}',
+    b'{"choices": [{"message": {"content": "a"}}], "usage": {"completion_tokens_details": {"reasoning_tokens": 1.5}}}',
+    b'{"error": {"message": "overloaded"}}',
+])
+def test_a_malformed_reply_is_bad_reply_and_nothing_else(body):
+    with pytest.raises(T.BadReply):
+        T.parse_reply(body)
+
+
+def test_parse_reply_reads_every_shape():
+    deepseek = {"choices": [{"message": {"content": "7", "reasoning_content": "r"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14,
+                          "completion_tokens_details": {"reasoning_tokens": 3}}}
+    assert T.parse_reply(json.dumps(deepseek).encode()) == T.Reply("r", "7", "stop",
+                                                                   {"prompt": 9, "completion": 5, "reasoning": 3})
+    vllm = {"choices": [{"message": {"content": None, "reasoning": "r"}, "finish_reason": "length"}]}
+    assert T.parse_reply(json.dumps(vllm).encode()) == T.Reply("r", "", "length",
+                                                               {"prompt": 0, "completion": 0, "reasoning": 0})
+    assert "overloaded" in T.error_text(b'{"error": {"message": "overloaded"}}')
+
+
+def test_backoff_schedule_and_retry_after():
+    assert [T.backoff_delay(a, 1.0, jitter=0.5) for a in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert T.backoff_delay(2, 0.01, jitter=0.0) == 0.02 and T.backoff_delay(2, 0.01, jitter=0.999) < 0.06
+    assert T.backoff_delay(0, 0.01, retry_after=3.0) == 3.0  # Retry-After is a floor...
+    assert T.backoff_delay(0, 0.01, retry_after=1e9) == T.MAX_BACKOFF  # ...up to the cap
+    assert T.backoff_delay(10**6, 1.0) == T.MAX_BACKOFF  # no overflow
+    assert [T.parse_retry_after(v) for v in ("0", "1.5", "-3", "", None, "nan", "soon")] == [0.0, 1.5, 0.0, None,
+                                                                                           None, None, None]
+
+
+def test_endpoint_fingerprint_and_seeds():
+    from r1lab.engine.engine import GOLDEN
+
+    assert T.endpoint("http://127.0.0.1:8000/v1") == T.endpoint("http://127.0.0.1:8000/v1/") == \
+        "http://127.0.0.1:8000/v1/chat/completions"
+    assert T.endpoint("https://api.deepseek.com") == "https://api.deepseek.com/chat/completions"
+    for bad in ("127.0.0.1:8000/v1", "ftp://host/v1", "http:///v1", "http://user:key@host/v1",
+                "http://host/v1?api_key=k", "http://host:99999/v1"):
+        with pytest.raises(ValueError):
+            T.endpoint(bad)
+    settings = {"url": "u", "temperature": 0.6, "samples": 2}
+    assert T.fingerprint(settings) == T.fingerprint(dict(reversed(settings.items())))
+    assert T.fingerprint(settings) != T.fingerprint({**settings, "temperature": 0.7})
+    assert T.GOLDEN == GOLDEN and T.request_seed(3, 5) == (3 + 5 * GOLDEN) % 2 ** 63  # the engine's row seeds
+    assert T.cost({"prompt": 2_000_000, "completion": 1_000_000, "reasoning": 900_000}, 0.55, 2.19) == 1.1 + 2.19
+
+
+# --- a scripted teacher -------------------------------------------------------------------------------------------
+
+def problems(n, seed=1):
+    return load_problems(TASK, None, n, seed, "train", KNOBS[1::2])[0]
+
+
+def answer(p, j, ex):
+    """(reasoning, answer) of sample j of problem p: right when (p + j) % 3 != 0."""
+    right = (p + j) % 3 != 0
+    expr = TASK.solve(ex["nums"], ex["target"]) if right else str(ex["nums"][0])
+    return f"sample {p}.{j}: try {expr}\n", expr
+
+
+def expected_correct(p, j):
+    return (p + j) % 3 != 0
+
+
+class ScriptedTeacher(ThreadingHTTPServer):
+    """A chat-completions server for `examples` x K samples: a request's seed says which (problem, sample) it is.
+
+    fault(p, j, attempt) -> None | "429" | "429:SECONDS" | "500" | "slow" | "drop" | "garbage" picks a failure;
+    `key`, when set, is required as a Bearer token (401 otherwise, echoing what it got, as some APIs do)."""
+
+    daemon_threads = True
+
+    def __init__(self, examples, K, seed=0, shape="deepseek", fault=None, delay=0.0, slow=1.0, key=None):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.examples, self.shape, self.fault, self.key = examples, shape, fault, key
+        self.delay, self.slow = delay, slow
+        self.rows = {T.request_seed(seed, p * K + j): (p, j) for p in range(len(examples)) for j in range(K)}
+        self.lock = threading.Lock()
+        self.attempts = collections.Counter()  # (p, j) -> requests received
+        self.ok = collections.Counter()  # (p, j) -> chat completions sent
+        self.times = collections.defaultdict(list)
+        self.auth = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def send(self, status, obj, headers=()):
+        data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        self.send_response(status)
+        for k, v in [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers]:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        s = self.server
+        assert self.path == "/v1/chat/completions"
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        p, j = s.rows[body["seed"]]
+        assert body["messages"] == TASK.messages(s.examples[p]) and body["n"] == 1 and body["model"] == "teacher"
+        with s.lock:
+            attempt = s.attempts[p, j]
+            s.attempts[p, j] += 1
+            s.times[p, j].append(time.monotonic())
+            s.auth.append(self.headers.get("Authorization"))
+        if s.key is not None and self.headers.get("Authorization") != f"Bearer {s.key}":
+            got = self.headers.get("Authorization")
+            return self.send(401, {"error": {"message": f"Incorrect API key provided: {got}"}})
+        fault = s.fault(p, j, attempt) if s.fault else None
+        if fault and fault.startswith("429"):
+            return self.send(429, {"error": {"message": "rate limited"}}, [("Retry-After", fault[4:] or "0")])
+        if fault == "500":
+            return self.send(500, b"Internal Server Error")
+        if fault == "garbage":
+            return self.send(200, b'{"choices": [{"message": {"content": ')
+        if fault in ("slow", "drop"):
+            if fault == "slow":
+                time.sleep(s.slow)
+            self.close_connection = True  # no reply at all: the socket closes
+            return
+        time.sleep(s.delay)
+        reasoning, expr = answer(p, j, s.examples[p])
+        message = {"deepseek": {"content": expr, "reasoning_content": reasoning},
+                   "vllm": {"content": f"\n\n<answer>{expr}</answer>", "reasoning": reasoning},
+                   "inline": {"content": f"<think>{reasoning}</think>\n\n<answer> {expr} </answer>"}}[s.shape]
+        usage = {"prompt_tokens": 100 + p, "completion_tokens": len(reasoning) + len(expr) + 10,
+                 "completion_tokens_details": {"reasoning_tokens": len(reasoning)}}
+        with s.lock:
+            s.ok[p, j] += 1
+        choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}
+        self.send(200, {"id": "x", "object": "chat.completion", "choices": [choice], "usage": usage})
+
+
+def distill_args(url, out, n, K, *extra):
+    return ["distill", "--teacher-url", url, "--teacher-model", "teacher", "--task", "countdown", *KNOBS, "--n",
+            str(n), "--samples", str(K), "--out", str(out), *FAST, *extra]
+
+
+def sample_lines(journal):
+    return [r for r in read_jsonl(journal) if "settings" not in r]
+
+
+def check_records(records, examples, K, keep_all=True):
+    """Every record is exactly what the scripted teacher said for its (problem, sample), scored by the verifier."""
+    by_problem = collections.defaultdict(list)
+    for r in records:
+        p = next(i for i, ex in enumerate(examples) if ex["nums"] == r["nums"] and ex["target"] == r["target"])
+        by_problem[p].append(r)
+    for p, ex in enumerate(examples):
+        want = [render_completion(*answer(p, j, ex)) for j in range(K)]
+        got = by_problem[p]
+        assert [r["completion"] for r in got] == (want if keep_all else
+                                                  [w for j, w in enumerate(want) if expected_correct(p, j)])
+        rate = sum(expected_correct(p, j) for j in range(K)) / K
+        for r in got:
+            j = want.index(r["completion"])
+            reasoning, expr = answer(p, j, ex)
+            assert r["correct"] == expected_correct(p, j) == TASK.score(r["completion"], ex).correct
+            assert r["pass_rate"] == rate and r["teacher"] == "teacher"
+            assert r["prompt"] == TASK.prompt(ex, template="short")
+            assert r["usage"] == {"prompt": 100 + p, "completion": len(reasoning) + len(expr) + 10,
+                                  "reasoning": len(reasoning)}
+            assert r["tokens"] == r["usage"]["completion"]
+
+
+# --- the command against the scripted teacher ---------------------------------------------------------------------
+
+def faults(p, j, attempt):
+    """Rows p*3 + j of 4 problems x 3 samples: every one but 0 and 6 fails its first attempt, 5 and 11 twice."""
+    row = p * 3 + j
+    plan = {1: ["429"], 2: ["500"], 3: ["slow"], 4: ["drop"], 5: ["garbage", "500"], 7: ["429:1"], 8: ["500"],
+            9: ["slow"], 10: ["drop"], 11: ["garbage", "500"]}.get(row, [])
+    return plan[attempt] if attempt < len(plan) else None
+
+
+def test_faults_are_retried_and_nothing_is_lost_or_duplicated(tmp_path, capsys):
+    examples = problems(4)
+    server = ScriptedTeacher(examples, K=3, fault=faults, slow=1.0)
+    try:
+        out, rates = tmp_path / "t.jsonl", tmp_path / "rates.jsonl"
+        argv = distill_args(server.url, out, 4, 3, "--keep", "all", "--pass-rates", str(rates), "--concurrency", "4",
+                            "--timeout", "0.4", "--price-in", "1", "--price-out", "2")
+        assert main(argv) == 0
+    finally:
+        server.close()
+    pairs = [(p, j) for p in range(4) for j in range(3)]
+    assert server.ok == dict.fromkeys(pairs, 1)  # one reply per pair, none twice
+    assert [server.attempts[p, j] - 1 for p, j in pairs] == [len([a for a in range(3) if faults(p, j, a)])
+                                                             for p, j in pairs]
+    t = server.times[2, 1]  # row 7: a 429 with Retry-After 1, honoured though --backoff is 0.01
+    assert t[1] - t[0] >= 0.95
+    lines = sample_lines(f"{out}.journal")
+    assert sorted((r["problem"], r["sample"]) for r in lines) == pairs
+    records = read_jsonl(out)
+    assert len(records) == 12
+    check_records(records, examples, 3)
+    assert read_jsonl(rates) == [{**ex, "pass_rate": sum(expected_correct(p, j) for j in range(3)) / 3, "samples": 3}
+                                 for p, ex in enumerate(examples)]
+    total = T.add_usage(r["usage"] for r in records)
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert (f"tokens in {total['prompt']}, out {total['completion']} (reasoning {total['reasoning']}); "
+            f"${(total['prompt'] + 2 * total['completion']) / 1e6:.4f}") in summary
+    assert "12 samples (0 from the journal), kept 12" in summary and "4/4 problems solved" in summary
+
+
+@pytest.mark.parametrize("shape", ["vllm", "inline"])
+def test_every_reply_shape_gives_the_same_records(tmp_path, shape):
+    examples = problems(2)
+    outs = {}
+    for name in ("deepseek", shape):
+        server = ScriptedTeacher(examples, K=2, shape=name)
+        try:
+            outs[name] = tmp_path / f"{name}.jsonl"
+            assert main(distill_args(server.url, outs[name], 2, 2, "--shortest-first")) == 0
+        finally:
+            server.close()
+    records = read_jsonl(outs["deepseek"])
+    assert records == read_jsonl(outs[shape]) and len(records) == 3  # (p + j) % 3 != 0 for 3 of the 4 pairs
+    check_records(records, examples, 2, keep_all=False)
+
+
+def test_a_killed_run_resumes_without_redoing_or_losing_a_sample(tmp_path, capsys):
+    examples, K = problems(3), 4
+    server = ScriptedTeacher(examples, K, delay=0.25)
+    out = tmp_path / "t.jsonl"
+    journal = Path(f"{out}.journal")
+    argv = distill_args(server.url, out, 3, K, "--concurrency", "2", "--keep", "all")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "r1lab.cli", *argv], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        deadline = time.monotonic() + 60
+        while (not journal.exists() or len(journal.read_bytes().splitlines()) < 4) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished = {(r["problem"], r["sample"]) for r in sample_lines(journal)}
+        assert 3 <= len(finished) < 3 * K and not out.exists()
+        with open(journal, "ab") as f:  # and a torn write of the next line
+            f.write(b'{"fingerprint": "0123", "problem": 2, "sam')
+        before = server.attempts.copy()
+        server.delay = 0.0
+        assert main(argv) == 0
+        assert "torn last line" in capsys.readouterr().err
+        for pair in finished:  # nothing that was journaled is requested again
+            assert server.attempts[pair] == before[pair] == 1
+        lines = sample_lines(journal)
+        assert sorted((r["problem"], r["sample"]) for r in lines) == [(p, j) for p in range(3) for j in range(K)]
+        fresh = tmp_path / "fresh.jsonl"
+        assert main(distill_args(server.url, fresh, 3, K, "--keep", "all")) == 0
+        assert read_jsonl(out) == read_jsonl(fresh)  # the same records as an uninterrupted run
+        check_records(read_jsonl(out), examples, K)
+
+        # a rerun with other selection flags sends no request; one with other sampling settings is refused
+        attempts = sum(server.attempts.values())
+        assert main(argv[:-2] + ["--keep-per-problem", "1"]) == 0 and len(read_jsonl(out)) == 3
+        capsys.readouterr()
+        assert main(argv + ["--temperature", "0.7"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "temperature 0.6 there, 0.7 now" in err and len(err.splitlines()) == 1, err
+        lock = T.Journal(journal, read_jsonl(journal)[0]["settings"], 3, K)
+        lock.open()
+        try:  # a second run on a journal in use
+            assert main(argv) == 2 and "another r1lab distill" in capsys.readouterr().err
+        finally:
+            lock.close()
+        assert sum(server.attempts.values()) == attempts
+    finally:
+        server.close()
+
+
+def test_spent_retries_exit_1_and_keep_what_finished(tmp_path, capsys):
+    examples = problems(2)
+    broken = {"on": True}
+    server = ScriptedTeacher(examples, K=2, fault=lambda p, j, a: "500" if (p, j) == (1, 0) and broken["on"] else None)
+    out = tmp_path / "t.jsonl"
+    try:
+        argv = distill_args(server.url, out, 2, 2, "--concurrency", "1", "--max-retries", "2")
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "problem 1, sample 0: gave up after 3 attempts; the last: HTTP 500" in err and "rerun" in err
+        assert server.attempts[1, 0] == 3 and not out.exists()
+        kept = {(r["problem"], r["sample"]) for r in sample_lines(f"{out}.journal")}
+        assert (0, 0) in kept and (1, 0) not in kept
+        broken["on"] = False
+        assert main(argv) == 0
+        assert all(server.ok[pair] == 1 for pair in kept) and sum(server.ok.values()) == 4
+    finally:
+        server.close()
+
+
+def test_the_api_key_is_sent_and_written_nowhere(tmp_path, capsys, monkeypatch):
+    secret = "sk-test-SECRET-d1st1ll"
+    examples = problems(2)
+    server = ScriptedTeacher(examples, K=2, key=secret)
+    try:
+        monkeypatch.setenv("R1LAB_TEST_TEACHER_KEY", secret)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        assert main(distill_args(server.url, tmp_path / "a.jsonl", 2, 2, "--api-key-env", "R1LAB_TEST_TEACHER_KEY",
+                                 "--pass-rates", str(tmp_path / "r.jsonl"))) == 0
+        monkeypatch.setenv("OPENAI_API_KEY", secret)  # the default variable
+        assert main(distill_args(server.url, tmp_path / "b.jsonl", 2, 2)) == 0
+        assert server.auth == [f"Bearer {secret}"] * 8
+        monkeypatch.delenv("OPENAI_API_KEY")  # no key for a localhost server: no header
+        server.key = None
+        assert main(distill_args(server.url, tmp_path / "c.jsonl", 2, 2)) == 0
+        assert server.auth[8:] == [None] * 4
+
+        server.key = "the-right-key"  # a wrong key: 401, not retried, and the echoed key is scrubbed
+        monkeypatch.setenv("OPENAI_API_KEY", secret)
+        before = sum(server.attempts.values())
+        assert main(distill_args(server.url, tmp_path / "d.jsonl", 2, 2, "--concurrency", "1")) == 1
+        captured = capsys.readouterr()
+        assert "HTTP 401" in captured.err and "Incorrect API key provided: Bearer ***" in captured.err
+        assert "$OPENAI_API_KEY" in captured.err
+        assert 1 <= sum(server.attempts.values()) - before <= 2 and max(server.attempts.values()) == 4
+        assert not (tmp_path / "d.jsonl").exists()
+    finally:
+        server.close()
+    assert secret not in captured.out + captured.err
+    files = list(tmp_path.iterdir())
+    assert len(files) == 8  # a, b, c and their journals, r.jsonl, d's journal
+    assert all(secret.encode() not in f.read_bytes() for f in files)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--teacher", "countdown-base", "--teacher-url", "http://127.0.0.1:9/v1"], "not both"),
+    ([], "give --teacher CHECKPOINT, or --teacher-url URL and --teacher-model NAME"),
+    (["--teacher-url", "http://127.0.0.1:9/v1"], "--teacher-url URL and --teacher-model NAME"),
+    (["--teacher-url", "127.0.0.1:9/v1", "--teacher-model", "m"], "the API's base URL"),
+    (["--teacher-url", "http://127.0.0.1:9/v1?key=k", "--teacher-model", "m"], "no credentials"),
+    (["--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m", "--concurrency", "0"], "--concurrency"),
+    (["--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m", "--timeout", "0"], "--timeout"),
+    (["--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m", "--price-out", "nan"], "--price-out"),
+    (["--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m", "--samples", "0"], "--samples"),
+])
+def test_usage_errors_exit_2_in_one_line_and_write_nothing(tmp_path, capsys, extra, message):
+    out = tmp_path / "t.jsonl"
+    argv = ["distill", "--task", "countdown", "--n", "2", "--samples", "2", "--out", str(out), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- real servers -------------------------------------------------------------------------------------------------
+
+def test_distill_from_r1lab_serve(tmp_path, capsys):
+    import httpx
+
+    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
+    serve_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_load)
+    proc, url = serve_load.start_server("countdown-base", "--threads", "1", "--served-model-name", "teacher",
+                                        "--log-level", "warning")
+    try:
+        out = tmp_path / "t.jsonl"
+        tokens_before = httpx.get(url + "/health").json()["tokens"]
+        assert main(distill_args(url + "/v1", out, 3, 2, "--max-new-tokens", "160", "--keep", "all")) == 0
+        served = httpx.get(url + "/health").json()["tokens"] - tokens_before
+    finally:
+        serve_load.stop_server(proc)
+    examples = problems(3)
+    lines = sample_lines(f"{out}.journal")
+    assert len(lines) == 6
+    total = T.add_usage(r["usage"] for r in lines)
+    assert total["completion"] == served  # what the server decoded, exactly
+    assert f"tokens in {total['prompt']}, out {total['completion']} (reasoning {total['reasoning']})" in \
+        capsys.readouterr().out
+    records = read_jsonl(out)
+    assert 1 <= len(records) <= 6
+    for r in records:
+        ex = {"nums": r["nums"], "target": r["target"]}
+        assert set(r) == {"nums", "target", "prompt", "completion", "correct", "pass_rate", "tokens", "usage",
+                          "teacher"} and r["teacher"] == "teacher" and ex in examples
+        assert r["correct"] == TASK.score(r["completion"], ex).correct
+        assert r["prompt"] == TASK.prompt(ex, template="short")
+        assert r["tokens"] == r["usage"]["completion"] >= r["usage"]["reasoning"] and 1 <= r["tokens"] <= 160
+    for p in range(3):  # one prompt per problem: the same prompt tokens for each of its samples
+        assert len({r["usage"]["prompt"] for r in lines if r["problem"] == p}) == 1
+
+
+def test_the_local_form_is_sample_plus_teacher(tmp_path):
+    common = ["--task", "countdown", *KNOBS, "--n", "2", "--samples", "2", "--max-new-tokens", "48", "--keep", "all",
+              "--threads", "1"]
+    assert main(["sample", "--model", "countdown-base", *common, "--out", str(tmp_path / "s.jsonl")]) == 0
+    assert main(["distill", "--teacher", "countdown-base", *common, "--out", str(tmp_path / "d.jsonl")]) == 0
+    sampled = read_jsonl(tmp_path / "s.jsonl")
+    assert sampled and read_jsonl(tmp_path / "d.jsonl") == [{**r, "teacher": "countdown-base"} for r in sampled]
