@@ -31,6 +31,12 @@ FAST = ["--backoff", "0.01", "--max-retries", "3", "--timeout", "5"]
 
 # --- pure rules ---------------------------------------------------------------------------------------------------
 
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(T).failed == 0
+
+
 @pytest.mark.parametrize("reasoning, content, expected", [
     ("3+4=7", "7", ("3+4=7", "7")),                                                  # DeepSeek, r1lab serve
     ("3+4=7", "\n\n<answer> 7 </answer>\n", ("3+4=7", "7")),                         # vLLM keeps the tags
