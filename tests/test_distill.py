@@ -259,7 +259,8 @@ def test_faults_are_retried_and_nothing_is_lost_or_duplicated(tmp_path, capsys):
     try:
         out, rates = tmp_path / "t.jsonl", tmp_path / "rates.jsonl"
         argv = distill_args(server.url, out, 4, 3, "--keep", "all", "--pass-rates", str(rates), "--concurrency", "4",
-                            "--timeout", "0.4", "--price-in", "1", "--price-out", "2")
+                            "--timeout", "0.4", "--price-in", "1", "--price-out", "2",
+                            "--account", str(tmp_path / "account.json"))
         assert main(argv) == 0
     finally:
         server.close()
@@ -281,6 +282,9 @@ def test_faults_are_retried_and_nothing_is_lost_or_duplicated(tmp_path, capsys):
     assert (f"tokens in {total['prompt']}, out {total['completion']} (reasoning {total['reasoning']}); "
             f"${(total['prompt'] + 2 * total['completion']) / 1e6:.4f}") in summary
     assert "12 samples (0 from the journal), kept 12" in summary and "4/4 problems solved" in summary
+    account = json.loads((tmp_path / "account.json").read_text())  # an API's account: its tokens and their price
+    assert account["usage"] == total and account["samples"] == 12
+    assert account["dollars"] == pytest.approx((total["prompt"] + 2 * total["completion"]) / 1e6, rel=1e-12)
 
 
 @pytest.mark.parametrize("shape", ["vllm", "inline"])

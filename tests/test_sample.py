@@ -1,4 +1,6 @@
 """`r1lab sample` (rejection sampling): the pure selection in r1lab.evaluation.traces, and the command end to end."""
+import json
+
 import pytest
 
 from r1lab.cli import main
@@ -56,8 +58,11 @@ def test_sample_cli_end_to_end(tmp_path):
     out, rates = tmp_path / "traces.jsonl", tmp_path / "rates.jsonl"
     assert main(["sample", "--model", "countdown-base", "--task", "countdown", "--n", "4", "--samples", "4",
                  "--max-new-tokens", "64", "--keep", "all", "--task-arg", "max_number=12", "--task-arg",
-                 "max_numbers=3", "--threads", "1", "--out", str(out), "--pass-rates", str(rates)]) == 0
+                 "max_numbers=3", "--threads", "1", "--out", str(out), "--pass-rates", str(rates),
+                 "--account", str(tmp_path / "account.json")]) == 0
     recs, task = read_jsonl(out), get_task("countdown")
+    account = json.loads((tmp_path / "account.json").read_text())  # the generation's FLOPs, for what runs cost
+    assert account["flops"] == account["flops_by_kind"]["generate"] > 0
     assert 1 <= len(recs) <= 16
     for r in recs:
         assert set(r) == {"nums", "target", "prompt", "completion", "correct", "pass_rate", "tokens"}
@@ -73,7 +78,8 @@ def test_sample_cli_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("extra", [["--samples", "0"], ["--samples", "2", "--keep-per-problem", "0"],
                                    ["--samples", "2", "--task-arg", "nope=1"], ["--samples", "2", "--n", "0"],
-                                   ["--samples", "2", "--pass-rates", "SAME"]])
+                                   ["--samples", "2", "--pass-rates", "SAME"],
+                                   ["--samples", "2", "--account", "SAME"]])
 def test_sample_cli_bad_arguments_exit_2(tmp_path, extra, capsys):
     out = tmp_path / "t.jsonl"
     extra = [str(out) if a == "SAME" else a for a in extra]

@@ -23,6 +23,7 @@ journal); 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -99,7 +100,7 @@ def _run_api(args: argparse.Namespace) -> int:
         _check_api_arguments(args)
         task = get_task(args.task)
         examples, source = load_problems(task, args.data, args.n, args.seed, args.split, args.task_args)
-        for out in filter(None, (args.out, args.pass_rates, journal_path)):
+        for out in filter(None, (args.out, args.pass_rates, args.account, journal_path)):
             check_writable(out)
         key = os.environ.get(args.api_key_env) or None
         teacher = T.Teacher(args.teacher_url, args.teacher_model, api_key=key, timeout=args.timeout,
@@ -148,4 +149,12 @@ def _run_api(args: argparse.Namespace) -> int:
           f"{sum(r['pass_rate'] for r in rates) / len(rates):.4f}; tokens in {total['prompt']}, out "
           f"{total['completion']} (reasoning {total['reasoning']}); "
           f"${T.cost(total, args.price_in, args.price_out):.4f}; {time.perf_counter() - t0:.1f} s")
+    if args.account:  # an API's FLOPs are unknown: what it counted and billed
+        from pathlib import Path
+
+        from r1lab.jsonl import write_text_atomic
+
+        account = {"teacher": args.teacher_model, "usage": total, "samples": len(samples),
+                   "dollars": T.cost(total, args.price_in, args.price_out), "wall_s": time.perf_counter() - t0}
+        write_text_atomic(Path(args.account), json.dumps(account, indent=2) + "\n")
     return 0

@@ -40,6 +40,9 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", default="correct", choices=["correct", "all"],
                    help="correct (default) or all: wrong ones too, with correct false")
     p.add_argument("--pass-rates", metavar="FILE.jsonl", help="write one line per problem: its fields + pass_rate")
+    p.add_argument("--account", metavar="FILE.json",
+                   help="write the run's cost account as JSON: a local model's generation FLOPs and tokens (from an "
+                        "API: the tokens the server counted and their price)")
 
 
 def check_selection_arguments(args: argparse.Namespace) -> None:
@@ -52,5 +55,6 @@ def check_selection_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--keep-per-problem must be at least 1, got {args.keep_per_problem}")
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise ValueError("--max-new-tokens and --batch-size must be at least 1")
-    if args.pass_rates and Path(args.pass_rates).resolve() == Path(args.out).resolve():
-        raise ValueError("--out and --pass-rates name the same file")
+    outs = [Path(f).resolve() for f in (args.out, args.pass_rates, args.account) if f]
+    if len(set(outs)) < len(outs):
+        raise ValueError("--out, --pass-rates and --account must name different files")

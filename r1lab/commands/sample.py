@@ -13,8 +13,10 @@ Exit code: 0, or 2 for a usage error (unknown task or knob, no data, a model tha
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 HELP = "rejection sampling: K samples per problem, keep the verified-correct ones as SFT traces"
 
@@ -32,9 +34,10 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     {"teacher": ...} (README: a local teacher is rejection sampling from a teacher checkpoint)."""
     from r1lab import runtime
     from r1lab.commands.options import check_selection_arguments
+    from r1lab.cost.account import RunAccount, format_account
     from r1lab.evaluation.evaluate import run_eval
     from r1lab.evaluation.traces import pass_rates, select
-    from r1lab.jsonl import check_writable, write_jsonl
+    from r1lab.jsonl import check_writable, write_jsonl, write_text_atomic
     from r1lab.model.load import load_checkpoint
     from r1lab.tasks import get_task
     from r1lab.tasks.problems import load_problems
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
         check_selection_arguments(args)
         task = get_task(args.task)
         examples, source = load_problems(task, args.data, args.n, args.seed, args.split, args.task_args)
-        for out in filter(None, (args.out, args.pass_rates)):
+        for out in filter(None, (args.out, args.pass_rates, args.account)):
             check_writable(out)
         model, tokenizer, path = load_checkpoint(args.model)
     except (ValueError, TypeError, OSError) as e:
@@ -53,9 +56,11 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     print(f"r1lab {name}: {path} on {len(examples)} {task.NAME} problems ({source}) x {args.samples} samples",
           flush=True)
     t0 = time.perf_counter()
+    account = RunAccount(model.config, device=model.device.type, dtype="fp32")  # the engine samples in fp32
     _, samples = run_eval(model, tokenizer, task, examples, template=args.template, samples=args.samples,
                           temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                          seed=args.sampling_seed, greedy=False, batch_size=args.batch_size)
+                          seed=args.sampling_seed, greedy=False, batch_size=args.batch_size, account=account)
+    wall = time.perf_counter() - t0
     records = select(samples, examples, keep=args.keep, per_problem=args.keep_per_problem,
                      shortest_first=args.shortest_first, extra=(lambda s: fields) if fields else None)
     write_jsonl(args.out, records)
@@ -65,5 +70,9 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     solved = sum(r["pass_rate"] > 0 for r in rates)
     print(f"r1lab {name}: kept {len(records)} of {len(samples)} completions -> {args.out}; {solved}/{len(rates)} "
           f"problems solved at least once, mean pass rate {sum(r['pass_rate'] for r in rates) / len(rates):.4f}, "
-          f"{time.perf_counter() - t0:.1f} s")
+          f"{wall:.1f} s")
+    summary = account.summary(wall)
+    print(format_account(summary))
+    if args.account:
+        write_text_atomic(Path(args.account), json.dumps(summary, indent=2) + "\n")
     return 0
