@@ -197,6 +197,27 @@ def test_on_policy_gradient_is_minus_advantage():
     close(logp.grad, [[-2.0, 1.0]])
 
 
+def test_truncated_is_by_hand():
+    old = T([[0.0, -1.0, -2.0, 5.0]])
+    rollout = T([[-1.0, -1.0, -1.0, float("nan")]])  # the last token is padding, with garbage in it
+    w, m = A.truncated_is(old, rollout, T([[1, 1, 1, 0]]), cap=2.0)
+    close(w, [[2.0, 1.0, math.exp(-1.0), 0.0]])  # e^1 = 2.718 capped at 2; e^0; e^-1 below the cap; masked
+    close(m["tis_ratio_mean"], (math.e + 1.0 + math.exp(-1.0)) / 3, magnitude=math.e)
+    assert m["tis_capped_frac"] == pytest.approx(1 / 3) and m["tis_logp_diff_max"] == 1.0
+    w, m = A.truncated_is(old, rollout, T([[1, 1, 1, 0]]), cap=3.0)
+    close(w[0, :3], [math.e, 1.0, math.exp(-1.0)])  # nothing over 3
+    assert m["tis_capped_frac"] == 0.0
+
+
+def test_truncated_is_scales_the_gradient_and_is_not_differentiated():
+    """On-policy PPO-clip with TIS weights w: the gradient is -A * w * grad logp; w is a constant."""
+    logp = torch.log(T([[0.3, 0.6]])).requires_grad_()
+    w, _ = A.truncated_is(logp, T([[math.log(0.15), math.log(0.6)]]), torch.ones(1, 2), cap=5.0)
+    loss, _ = A.ppo_clip(logp, logp.detach(), T([[2.0, -1.0]]), torch.ones(1, 2))
+    (loss * w).sum().backward()
+    close(logp.grad, [[-2.0 * 2.0, 1.0 * 1.0]])  # ratios 0.3 / 0.15 = 2 and 1
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.data())
 def test_masked_tokens_get_zero_gradient(data):

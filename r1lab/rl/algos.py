@@ -194,6 +194,31 @@ def ppo_clip(logp, old_logp, advantages, mask, clip_low: float = 0.2, clip_high:
 
 POLICY_LOSSES = {"ppo_clip": ppo_clip}
 
+
+def truncated_is(old_logp, rollout_logp, mask, cap: float):
+    """Truncated importance sampling (TIS; Yao et al. 2025, verl PR #2953) for a rollout engine that is not the
+    trainer: per-token weights (B,T) for the policy-loss matrix, detached, 0 on masked tokens.
+
+    w = min(exp(old_logp - rollout_logp), cap)
+    The rollouts were sampled by another engine (vLLM) whose numerics differ from the trainer's, so they come from
+    pi_rollout, not from the pi_old the loss assumes; w reweights each token towards pi_old, and the cap bounds the
+    variance that a token the rollout engine found much less likely than the trainer does would bring.
+    old_logp is the trainer's log-prob of each sampled token under the weights that sampled it, rollout_logp the
+    rollout engine's. Metrics: tis_ratio_mean (exp(old_logp - rollout_logp) before the cap), tis_capped_frac,
+    tis_logp_diff_max (max |old_logp - rollout_logp|; the masked means are the loop's to average over batches).
+    truncated_is(T([[0., -1., -2.]]), T([[-1., -1., -1.]]), T([[1, 1, 1]]), 2.0)[0] == [[2.0, 1.0, 0.3679]]
+    """
+    valid = mask.bool()
+    diff = torch.where(valid, old_logp.detach() - rollout_logp.detach(), 0.0)
+    ratio = torch.exp(diff.clamp(-20.0, 20.0))  # (B,T); clamp: a garbage log-prob must not overflow to inf
+    weights = torch.where(valid, ratio.clamp(max=cap), 0.0)
+    metrics = {
+        "tis_ratio_mean": _masked_mean(ratio, mask),
+        "tis_capped_frac": _masked_mean((ratio > cap).float(), mask),
+        "tis_logp_diff_max": diff.abs().amax() if diff.numel() else diff.new_zeros(()),
+    }
+    return weights, metrics
+
 # ----------------------------------------------------------------------------------------------------------------
 # KL to a reference policy, per token, for samples drawn from the current policy (Schulman 2020, "Approximating KL").
 # All three estimate KL(pi || ref); with log_r = ref_logp - logp: k1 = -log_r (unbiased, high variance, can be
