@@ -28,6 +28,7 @@ COMMANDS = {
     "report": "r1lab.commands.report",
     "serve": "r1lab.commands.serve",
     "chat": "r1lab.commands.chat",
+    "pipeline": "r1lab.commands.pipeline",
 }
 
 

@@ -3,6 +3,9 @@
     r1lab demo                      shipped base -> eval -> GRPO -> eval -> report   (~15 minutes on 2 cores)
     r1lab demo --from-scratch       builds the tokenizer and base model first, with the short pretraining recipe
     r1lab demo --quick              a shortened run (CI); exits 1 unless accuracy rises
+    r1lab demo --r1                 the R1 pipeline instead (`r1lab pipeline --recipe r1_countdown_demo`, ~15 minutes):
+                                    R1-Zero teacher -> cold start -> GRPO -> rejection sampling -> SFT, every model
+                                    evaluated on the same held-out problems
 
 Each stage is the ordinary command (`r1lab pretrain`, `r1lab eval`, `r1lab rl`, `r1lab report`) run in-process on
 shipped recipes, so what the demo shows is what those commands do.
@@ -10,6 +13,7 @@ shipped recipes, so what the demo shows is what those commands do.
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "the one-command demo: base model -> eval -> R1-Zero GRPO -> eval -> report, with a before/after table"
 
@@ -25,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-scratch", action="store_true",
                    help="pretrain the base model first (short recipe, ~6 minutes) instead of the shipped one")
     p.add_argument("--quick", action="store_true", help="a shortened run for CI; fails unless accuracy rises")
+    p.add_argument("--r1", action="store_true",
+                   help="the R1 pipeline (cold start, GRPO, rejection sampling, SFT) in ~15 minutes, in OUT/r1")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
 
 
@@ -41,6 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from r1lab.tasks import get_task, parse_knobs
 
     runtime.set_threads(args.threads)
+    if args.r1:
+        if args.quick or args.from_scratch:
+            print("r1lab demo: --r1 runs from the shipped base; it takes neither --quick nor --from-scratch",
+                  file=sys.stderr)
+            return 2
+        return cli(["pipeline", "--recipe", "r1_countdown_demo", "--out", str(Path(args.out) / "r1"),
+                    "--set", f"threads={args.threads}"])
     plan = PLANS["quick" if args.quick else "full"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
