@@ -8,6 +8,7 @@ sequence per backward), over the batch's tokens (the longest reduction) through 
 import copy
 import dataclasses
 import json
+import math
 import os
 import signal
 import socket
@@ -265,6 +266,52 @@ def test_the_rollout_backend_is_chosen_by_name_and_synced_after_every_update(tmp
     assert len(synced) == 2 and all(isinstance(m, torch.nn.Module) for m in synced)
     with pytest.raises(ValueError, match="rollout_backend = 'vlm': must be one of engine"):
         check(load_config(RLConfig, None, ["rollout_backend=vlm"]))
+
+
+def test_vllm_rollouts_need_the_extra_and_a_sane_tis_cap(monkeypatch):
+    """Checked before anything loads, with one line naming the key (CI has no vLLM; simulated where it is)."""
+    import sys
+
+    from r1lab.config import ConfigError
+    from r1lab.rl.rollouts import tis_cap
+    from r1lab.rl.train import check
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(ConfigError, match=r"rollout_backend = 'vllm': .*not installed: pip install 'r1lab\[vllm\]'"):
+        check(load_config(RLConfig, None, ["rollout_backend=vllm"]))
+    for value, message in (("0.5", "must be 0 \\(off\\) or at least 1"), ("-1", "must be >= 0")):
+        with pytest.raises(ConfigError, match=f"tis_cap = {float(value)!r}: {message}"):
+            check(load_config(RLConfig, None, [f"tis_cap={value}"]))
+    assert [tis_cap(load_config(RLConfig, None, o)) for o in ([], ["rollout_backend=vllm"], ["tis_cap=0"],
+                                                               ["rollout_backend=vllm", "tis_cap=0"],
+                                                               ["tis_cap=3"])] == [0.0, 2.0, 0.0, 0.0, 3.0]
+
+
+def test_tis_weights_scale_the_update_by_the_capped_ratio(rollouts):
+    """Rollout log-probs log(1.5) below the trainer's: every token's ratio is 1.5, capped at 1.2, so the gradient
+    (and an SGD step without clipping, no KL) is exactly 1.2 times the one without TIS; with the cap at 2, 1.5 times."""
+    from r1lab.rl.rollouts import pack
+
+    model, tok, cfg, roll = rollouts
+    prompts, ids, attn, mask = pack(roll.completions, 0)
+    with torch.no_grad():
+        logp = response_logp(model, prompts, ids, attn, None)[0]
+    shifted = [dataclasses.replace(c, logprobs=(logp[i, :len(c.token_ids)] - math.log(1.5)).tolist())
+               for i, c in enumerate(roll.completions)]
+    shifted = Rollouts(roll.examples, shifted, roll.scores, roll.rewards)
+    plain, _, _, mags = step_params(model, roll, cfg, magnitudes=True, kl_coef=0.0, grad_clip=1e9, tis_cap=0.0)
+    n = len(roll.completions) * ids.shape[1]
+    depth = 2 * model.config.num_hidden_layers + 1
+    for cap, scale in ((1.2, 1.2), (2.0, 1.5)):
+        tis, metrics, _ = step_params(model, shifted, cfg, kl_coef=0.0, grad_clip=1e9, tis_cap=cap)
+        assert metrics["tis_ratio_mean"] == pytest.approx(1.5, rel=1e-5)
+        assert metrics["tis_capped_frac"] == (1.0 if cap < 1.5 else 0.0)
+        assert metrics["tis_logp_diff_max"] == pytest.approx(math.log(1.5), rel=1e-5)
+        for (name, p0), p1, p2, mag in zip(model.named_parameters(), plain.parameters(), tis.parameters(), mags):
+            atol = rounding_atol(scale * float(mag.norm()), n, depth) + rounding_atol(float(p0.detach().norm()), 1)
+            assert float(((p2 - p0) - scale * (p1 - p0)).detach().norm()) <= atol, name
+    with pytest.raises(ValueError, match="a rollout has no log-probs"):
+        step_params(model, roll, cfg, tis_cap=2.0)
 
 
 def test_shared_prompt_logp_equals_a_full_forward(rollouts):

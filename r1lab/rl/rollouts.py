@@ -42,8 +42,10 @@ def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algor
     return scores, rewards
 
 
-def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.Algorithm) -> tuple[Rollouts, dict]:
-    """This rank's share of P prompts x G samples; with dynamic sampling, groups of equal rewards are replaced."""
+def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.Algorithm,
+                     logprobs: bool = False) -> tuple[Rollouts, dict]:
+    """This rank's share of P prompts x G samples; with dynamic sampling, groups of equal rewards are replaced.
+    logprobs: the backend's log-prob of every sampled token in each Completion (what TIS compares with)."""
     from r1lab.engine import GOLDEN, SamplingParams
 
     rank, world = rank_and_world()
@@ -56,11 +58,12 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
         rng = random.Random(f"{cfg.seed}/rl/{step}/{rnd}")
         batch = rng.sample(pool, cfg.prompts_per_step)[rank * per_rank:(rank + 1) * per_rank]
         examples = [ex for ex in batch for _ in range(G)]
-        # subtle: the engine seeds row i of a call with seed + i * GOLDEN; offsetting each rank's seed by its first
-        # global row gives every row the seed it would have in one process, so sharding never changes rollouts.
+        # subtle: the engine seeds row i of a call with seed + i * GOLDEN (the vLLM backend gives its row i the same
+        # request seed); offsetting each rank's seed by its first global row gives every row the seed it would have in
+        # one process, so sharding never changes rollouts.
         base = (cfg.seed * 1_000_003 + step * 1009 + rnd) % 2**63
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                seed=(base + rank * per_rank * G * GOLDEN) % 2**63)
+                                seed=(base + rank * per_rank * G * GOLDEN) % 2**63, logprobs=logprobs)
         completions = backend.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
@@ -155,6 +158,27 @@ def pack(completions, pad_id: int):
         attn[i, :n] = 1
         mask[i, :n] = torch.tensor(c.mask, dtype=torch.float32)
     return [tuple(c.prompt_ids) for c in completions], ids, attn, mask
+
+
+def pack_logprobs(completions, T: int) -> torch.Tensor:
+    """(B, T) the rollout backend's log-prob of each response token (Completion.logprobs), 0 on padding."""
+    out = torch.zeros((len(completions), T), dtype=torch.float32)
+    for i, c in enumerate(completions):
+        if c.logprobs is None:
+            raise ValueError("a rollout has no log-probs: sample with SamplingParams(logprobs=True)")
+        out[i, :len(c.logprobs)] = torch.tensor(c.logprobs, dtype=torch.float32)
+    return out
+
+
+# The default truncated-IS cap of each rollout backend: r1lab's engine samples from the trainer's own model in the
+# same process (off); vLLM's kernels differ from the trainer's (2, verl's and the TIS paper's choice).
+TIS_CAPS = {"engine": 0.0, "vllm": 2.0}
+
+
+def tis_cap(cfg: RLConfig) -> float:
+    """The truncated-IS cap in force, 0 for off: cfg.tis_cap when set, else the backend's default (TIS_CAPS; 2 for
+    a backend registered elsewhere, which is not the trainer either)."""
+    return cfg.tis_cap if cfg.tis_cap is not None else TIS_CAPS.get(cfg.rollout_backend, 2.0)
 
 
 def forward_tokens(prompts: list[tuple], T: int) -> int:

@@ -10,6 +10,8 @@ What one step really is (the "grpo" preset; the others change only the names loo
      rollout policy's log-probs, plus kl_coef * KL(pi || ref) by KL_ESTIMATORS[kl_estimator] (as a loss term, or
      folded into the rewards with kl_as_reward), reduced by ONE aggregate(loss, mask, loss_agg) with the step's
      global token and sequence counts, so micro-batching and data parallelism never change the update.
+     With rollouts from another engine than the trainer (vLLM), each token's loss term is weighted by truncated
+     importance sampling, min(exp(old_logp - rollout_logp), tis_cap) (algos.truncated_is; off with r1lab's engine).
 Departures from the R1 paper, on purpose: with mu = 1 (the default) the run is on-policy, old_logp is the policy's
 own detached log-prob and the ratio is exactly 1 (no clipping happens; the gradient is -A * grad logp, as in
 nanochat and Dr. GRPO's analysis); one optimizer step per rollout batch; no reward model, no value model.
@@ -34,9 +36,9 @@ import torch
 from r1lab import runtime
 from r1lab.config import config_to_dict, format_config
 from r1lab.rl import algos
-from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, pack, print_samples, response_logp,
-                               rollout_metrics)
-from r1lab.runtime import all_sum, barrier, rank_and_world, sum_gradients
+from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, pack, pack_logprobs, print_samples,
+                               response_logp, rollout_metrics, tis_cap)
+from r1lab.runtime import all_gather_objects, all_sum, barrier, rank_and_world, sum_gradients
 
 
 @dataclass
@@ -47,7 +49,9 @@ class RLConfig:
     model: str = "countdown-base"        # a shipped base name, an r1lab checkpoint or any Hugging Face path / id
     out_dir: str = "runs/rl"
     template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
-    rollout_backend: str = "engine"      # who samples the rollouts: r1lab.engine.BACKENDS
+    rollout_backend: str = "engine"      # who samples the rollouts: r1lab.engine.BACKENDS ("engine", "vllm")
+    tis_cap: float | None = None         # truncated IS cap against the rollout log-probs; None: 2 with vllm, 0 (off)
+                                         # with the engine (rollouts.tis_cap); 0 turns it off
     seed: int = 0
     train_instances: int = 2000          # countdown 3-4 numbers <= 12 has only ~2,400 3-number train problems
     # algorithm: a preset from r1lab.rl.algos.PRESETS; any field below left unset takes the preset's value
@@ -109,18 +113,27 @@ RANGES = {
     "eval_every": ">= 0", "eval_instances": ">= 0", "eval_samples": ">= 1", "eval_temperature": ">= 0",
     "sample_every": ">= 0", "save_every": ">= 0", "keep_last": ">= 1", "threads": ">= 0",
     "clip_low": "[0, 1)", "clip_high": ">= 0", "clip_c": "> 1", "kl_coef": ">= 0", "overlong_cache_frac": "[0, 1]",
+    "tis_cap": ">= 0",
 }
 
 
 def check(cfg: RLConfig) -> None:
     """Every setting is valid before anything loads or any folder is made: ranges (every advantage is
-    group-relative, so a group needs two samples), names (task, template, algorithm, rollout backend, dtype), the
-    task's knobs, a training pool that holds a step's prompts, and the model argument. ValueError naming the key."""
+    group-relative, so a group needs two samples), names (task, template, algorithm, rollout backend and that its
+    library is installed, dtype), the task's knobs, a training pool that holds a step's prompts, and the model
+    argument. ValueError naming the key."""
     from r1lab.config import ConfigError, check_stage
-    from r1lab.engine import BACKENDS
+    from r1lab.engine import BACKENDS, check_backend
     from r1lab.model.load import resolve_checkpoint
 
     check_stage(cfg, RANGES, {"rollout_backend": tuple(BACKENDS)}, knob_keys=("task_args", "eval_task_args"))
+    try:
+        check_backend(cfg.rollout_backend)
+    except ValueError as e:
+        raise ConfigError(f"rollout_backend = {cfg.rollout_backend!r}: {e}") from None
+    if cfg.tis_cap is not None and 0 < cfg.tis_cap < 1:
+        raise ConfigError(f"tis_cap = {cfg.tis_cap!r}: must be 0 (off) or at least 1 (a cap below 1 would shrink "
+                          f"every token's weight)")
     algorithm(cfg)
     if cfg.prompts_per_step > cfg.train_instances:
         raise ConfigError(f"prompts_per_step = {cfg.prompts_per_step}: more than the training pool holds "
@@ -149,6 +162,8 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     if algo.overlong_filter:
         truncated = torch.tensor([c.finish_reason == "length" for c in roll.completions], device=device)
         mask = algos.overlong_filter(mask, truncated)
+    cap = tis_cap(cfg)
+    rollout_logp = pack_logprobs(roll.completions, ids.shape[1]).to(device) if cap else None  # (B, T)
     B = ids.shape[0]
     chunks = [slice(i, min(B, i + cfg.device_batch_size)) for i in range(0, B, cfg.device_batch_size)]
     need_ref = algos.needs_reference(algo.kl_coef)
@@ -168,12 +183,18 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     tokens, seqs = all_sum([float(mask.sum()), float((mask.sum(-1) > 0).sum())])
     tokens, seqs = torch.tensor(max(tokens, 1.0), device=device), torch.tensor(max(seqs, 1.0), device=device)
     sums: dict[str, float] = {}
+    tis_max = 0.0  # max |old_logp - rollout_logp| over the step's tokens
     model.train()
     for _ in range(cfg.mu):
         for c in chunks:
             logp, ent = response_logp(model, prompts[c], ids[c], attn[c], amp, with_entropy=True)
             old = old_logp[c] if old_logp is not None else logp.detach()
             loss_mat, pl_metrics = policy_loss(logp, old, adv[c], mask[c], algo.clip_low, algo.clip_high, algo.clip_c)
+            if rollout_logp is not None:  # old is the trainer's log-prob under the weights that sampled the rollouts
+                weights, tis_metrics = algos.truncated_is(old, rollout_logp[c], mask[c], cap)
+                loss_mat = loss_mat * weights
+                tis_max = max(tis_max, float(tis_metrics.pop("tis_logp_diff_max")))
+                pl_metrics = {**pl_metrics, **tis_metrics}
             loss = algos.aggregate(loss_mat, mask[c], algo.loss_agg, tokens, seqs, cfg.max_new_tokens)
             if need_ref and not algo.kl_as_reward:
                 kl_mat = algos.KL_ESTIMATORS[algo.kl_estimator](logp, ref_logp[c])
@@ -195,6 +216,8 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     keys = sorted(sums)
     metrics = {k: v / float(tokens) for k, v in zip(keys, all_sum([sums[k] for k in keys]))}
     metrics["grad_norm"] = grad_norm
+    if rollout_logp is not None:
+        metrics["tis_logp_diff_max"] = max(all_gather_objects(tis_max))
     metrics.update({k: float(v) for k, v in adv_metrics.items()})
     n = sum(forward_tokens(prompts[c], ids.shape[1]) for c in chunks)  # one pass over the batch
     L = max(len(p) for p in prompts) + ids.shape[1]
@@ -283,9 +306,12 @@ def setup(cfg: RLConfig) -> Run:
         account.flops_by_kind = dict(state["flops_by_kind"])
     log = MetricsLogger(run_dir, "rl", cfg.wandb and rank == 0, cfg.tensorboard and rank == 0, config_to_dict(cfg),
                         resume_step=start if resume is not None else None) if rank == 0 else None
-    # subtle: generation runs in fp32; bf16 autocast made sampling slower on CPU (benchmarks/engine_speed.py), and the
-    # log-probs that train the policy come from the training forward pass anyway.
-    backend = make_backend(cfg.rollout_backend, model, tokenizer, autocast_dtype=None)
+    # subtle: r1lab's engine generates in fp32; bf16 autocast made sampling slower on CPU (benchmarks/engine_speed.py),
+    # and the log-probs that train the policy come from the training forward pass anyway. vLLM runs in the training
+    # dtype (bf16 on GPUs, as everyone runs it), and TIS corrects for the difference.
+    rows = cfg.prompts_per_step // world * cfg.samples_per_prompt  # one rollout call; the engine admits them all
+    backend = make_backend(cfg.rollout_backend, model, tokenizer, max_batch_size=rows,
+                           autocast_dtype=None if cfg.rollout_backend == "engine" else amp)
     return Run(cfg, algo, rank, run_dir, device, amp, task, model, tokenizer, ref_model, pool, eval_set, opt, account,
                log, backend, start, wall_before, t_run=time.time())
 
@@ -314,7 +340,7 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
     for group in run.opt.param_groups:
         group["lr"] = lr
     model.eval()
-    roll, stats = collect_rollouts(step, run.backend, run.task, run.pool, cfg, run.algo)
+    roll, stats = collect_rollouts(step, run.backend, run.task, run.pool, cfg, run.algo, logprobs=tis_cap(cfg) > 0)
     t_gen = time.time() - t0
     for c in roll.completions:
         run.account.add_generate(len(c.prompt_ids), len(c.token_ids))
@@ -335,7 +361,7 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
 
 CONSOLE_KEYS = ("reward", "acc", "format_rate", "response_len", "response_len_correct", "response_len_wrong",
                 "attempts", "step_acc", "kl", "entropy", "clip_frac_low", "clip_frac_high", "grad_norm",
-                "gen_tokens_per_s", "step_time_s")
+                "gen_tokens_per_s", "step_time_s", "tis_ratio_mean", "tis_logp_diff_max")
 
 
 def save(run: Run, done: int) -> None:
