@@ -210,3 +210,21 @@ def test_eval_json_prints_one_object_on_stdout(tiny_checkpoint, capsys):
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["problems"] == 2 and r["settings"]["model"] == str(tiny_checkpoint)
+
+
+def test_eval_backend_vllm_without_vllm_is_a_usage_error_naming_the_extra(tmp_path, capsys, monkeypatch):
+    """Refused before the model loads (the model path does not even exist), with how to install the backend."""
+    import sys
+
+    from r1lab.engine import BACKENDS
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without vLLM (CI)
+    argv = ["eval", "--model", "countdown-base", "--task", "countdown", "--n", "2", "--backend", "vllm"]
+    assert main(argv) == 2
+    assert "rollout backend 'vllm' needs vllm, which is not installed: pip install 'r1lab[vllm]'" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(argv[:-1] + ["vlm"])
+    err = capsys.readouterr().err
+    assert "argument --backend: invalid choice: 'vlm'" in err and "engine" in err and "vllm" in err
+    assert list(BACKENDS) == ["engine", "vllm"]  # --backend's choices are the registry's

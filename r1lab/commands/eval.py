@@ -3,6 +3,7 @@
     r1lab eval --model runs/rl --task countdown --samples 8                 500 test instances (seed 1) of countdown
     r1lab eval --model countdown-base --task countdown --n 200 --task-arg max_numbers=5 --out eval.json
     r1lab eval --model Qwen/Qwen2.5-0.5B --task gsm8k --data data/gsm8k_test.jsonl --template r1 --max-new-tokens 1024
+    r1lab eval --model runs/rl --task countdown --backend vllm             sampled by vLLM (pip install 'r1lab[vllm]')
 
 --model is a shipped base name, a run directory (its latest checkpoint), a model directory or a hub id.
 Synthetic tasks generate --n instances (default 500) of the test split with --seed (default 1) and --task-arg knobs;
@@ -27,10 +28,11 @@ HELP = "evaluate a model on a task: pass@k, cons@k, greedy, format, lengths, beh
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from r1lab.commands.options import add_problem_arguments, add_sampling_arguments
+    from r1lab.commands.options import add_backend_argument, add_problem_arguments, add_sampling_arguments
 
     add_problem_arguments(p, split="test")
     add_sampling_arguments(p)
+    add_backend_argument(p)
     p.add_argument("--samples", type=int, default=4, help="K samples per problem (default 4)")
     p.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0: off)")
     p.add_argument("--no-greedy", dest="greedy", action="store_false", help="skip the temperature-0 pass")
@@ -47,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from r1lab import runtime
     from r1lab.cost.account import RunAccount, format_account
+    from r1lab.engine import check_backend
     from r1lab.jsonl import check_writable, write_jsonl, write_text_atomic
     from r1lab.evaluation.behaviour import DEFAULT_MARKERS
     from r1lab.evaluation.evaluate import finite, format_table, parse_markers, run_eval
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--samples must be at least 1 and --markers must name at least one marker")
         for out in filter(None, (args.out, args.completions_out)):
             check_writable(out)
+        check_backend(args.backend)
         model, tokenizer, path = load_checkpoint(args.model)
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab eval: {e}", file=sys.stderr)
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         "samples": args.samples, "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
         "max_new_tokens": args.max_new_tokens, "template": args.template, "sampling_seed": args.sampling_seed,
         "greedy": args.greedy, "markers": list(markers), "batch_size": args.batch_size, "dtype": args.dtype,
-        "device": str(model.device),
+        "device": str(model.device), "backend": args.backend,
     }
     print(f"r1lab eval: {path} on {len(examples)} {task.NAME} problems x {args.samples} samples", flush=True,
           file=sys.stderr if args.json else sys.stdout)
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     summary, samples = run_eval(model, tokenizer, task, examples, template=args.template, samples=args.samples,
                                 temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                 max_new_tokens=args.max_new_tokens, seed=args.sampling_seed, greedy=args.greedy,
-                                markers=markers, autocast_dtype=amp, batch_size=args.batch_size, account=account)
+                                markers=markers, autocast_dtype=amp, batch_size=args.batch_size, account=account,
+                                backend=args.backend)
     wall = time.perf_counter() - t0
     result = finite({"settings": settings, **summary, "wall_s": wall, "account": account.summary(wall)})
     if args.json:

@@ -31,6 +31,12 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
 
 
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    """--backend: who samples, r1lab's engine or vLLM (r1lab.engine.BACKENDS); run_eval(backend=args.backend)."""
+    p.add_argument("--backend", default="engine", choices=["engine", "vllm"],
+                   help="who samples: r1lab's engine (default) or vllm (pip install 'r1lab[vllm]')")
+
+
 def add_selection_arguments(p: argparse.ArgumentParser) -> None:
     """K samples per problem, where the kept records go and which are kept (r1lab.evaluation.traces.select)."""
     p.add_argument("--samples", type=int, required=True, help="K samples per problem")
