@@ -1,0 +1,171 @@
+"""vLLM as r1lab's rollout backend (r1lab/engine/vllm_backend.py), against r1lab's engine: the weight sync after an
+optimizer step (and what goes wrong without it, or without the prefix-cache reset), greedy parity with EOS and stop
+strings on the shipped base, per-row seeds, RL end to end and `r1lab eval --backend vllm`. Skipped where vllm is not
+importable (CI); run with the venv of tests/test_vllm.py:
+
+    /work/vllm-venv/bin/python -m pytest tests/test_vllm_rollouts.py
+"""
+import json
+
+import pytest
+import torch
+from tolerances import logprob_atol
+
+vllm = pytest.importorskip("vllm")
+
+from r1lab.config import load_config  # noqa: E402
+from r1lab.engine import GOLDEN, Engine, SamplingParams, make_backend  # noqa: E402
+from r1lab.model.load import load_model, resolve_checkpoint  # noqa: E402
+from r1lab.model.presets import build_model  # noqa: E402
+from r1lab.model.tokenizer import build_tokenizer  # noqa: E402
+from r1lab.rl.rollouts import pack, response_logp  # noqa: E402
+
+torch.set_num_threads(1)  # before any vLLM engine is built (it pins the count); spinning threads on a shared machine
+PROMPTS = ["User: 12+7\nAssistant: <think>", "hi", "a much longer prompt, with commas, here?", "4*4="]
+GREEDY = SamplingParams(temperature=0, max_new_tokens=24, logprobs=True)
+
+
+def policy(max_positions: int = 256):
+    """A tiny random Llama with varied greedy text (the default init repeats one token), as in test_vllm."""
+    tok = build_tokenizer()
+    model = build_model("tiny-1m", tok, max_positions=max_positions)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15, generator=g)
+    return model, tok
+
+
+def tokens(completions):
+    return [c.token_ids for c in completions]
+
+
+def optimizer_step(model, completions):
+    """One Adam step that makes these completions less likely (so that the greedy text must change)."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    prompts, ids, attn, mask = pack(completions, 0)
+    logp = response_logp(model, prompts, ids, attn, None)[0]
+    ((logp * mask).sum() / mask.sum()).backward()
+    opt.step()
+
+
+def test_after_an_update_vllm_samples_the_new_weights_and_only_after_the_sync():
+    model, tok = policy()
+    backend = make_backend("vllm", model, tok, max_batch_size=8)
+    engine = Engine(model, tok)  # reads the live weights at every step
+    before = engine.generate(PROMPTS, GREEDY)
+    assert tokens(backend.generate(PROMPTS, GREEDY)) == tokens(before)
+    optimizer_step(model, before)
+    after = engine.generate(PROMPTS, GREEDY)
+    assert all(a != b for a, b in zip(tokens(after), tokens(before)))  # the update changed every greedy text
+    assert tokens(backend.generate(PROMPTS, GREEDY)) == tokens(before)  # no sync: vLLM still has the old weights
+    backend.sync_weights(model)
+    synced = backend.generate(PROMPTS, GREEDY)
+    assert tokens(synced) == tokens(after)
+    assert [c.text for c in synced] == [c.text for c in after]
+    # the sampled tokens' log-probs are the raw model distribution's, as the trainer computes them
+    max_logit = 30.0  # |logits| of this model stay below it (checked: about 12)
+    atol = logprob_atol(model.config, max_logit, context=256)
+    for v, e in zip(synced, after):
+        assert max(abs(a - b) for a, b in zip(v.logprobs, e.logprobs)) <= atol
+
+
+def test_without_the_prefix_cache_reset_a_seen_prompt_reuses_stale_blocks():
+    """vLLM caches full KV blocks (128 tokens on CPU) by token ids; a prompt of 300 tokens seen before the update
+    would reuse two blocks computed with the old weights."""
+    model, tok = policy(max_positions=512)
+    long = ["User: " + "1+2+3, 4*5-6, 7/8. " * 16 + "\nAssistant: <think>",
+            "".join(chr(33 + (i * 7919) % 90) for i in range(299))]  # varied text: a repeated one hid the change
+    backend = make_backend("vllm", model, tok, max_batch_size=8)
+    engine = Engine(model, tok)
+    before = backend.generate(long, GREEDY)  # fills the prefix cache
+    assert tokens(before) == tokens(engine.generate(long, GREEDY))
+    optimizer_step(model, before)
+    after = engine.generate(long, GREEDY)
+    backend.load_weights(model)  # the copy without the reset
+    stale = backend.generate(long, GREEDY)
+    assert all(s != a for s, a in zip(tokens(stale), tokens(after)))
+    backend.push_weights(model)  # the copy and the reset, as sync_weights does
+    assert tokens(backend.generate(long, GREEDY)) == tokens(after)
+
+
+@pytest.fixture(scope="module")
+def base():
+    """The shipped base on countdown prompts: greedy, it ends three answers with EOS within 400 tokens and repeats
+    itself to the budget in the other; it writes </think> in all four."""
+    from r1lab.tasks import get_task
+
+    model, tok = load_model(resolve_checkpoint("countdown-base"))
+    task = get_task("countdown")
+    examples = task.generate(12, seed=3, split="test", max_numbers=3)
+    prompts = [task.prompt(examples[i], template="short") for i in (0, 4, 5, 8)]  # 1 loops to the budget, 3 end
+    return model, tok, prompts, make_backend("vllm", model, tok, max_batch_size=8)
+
+
+def test_greedy_parity_on_the_shipped_base_with_eos_and_stop_strings(base):
+    model, tok, prompts, backend = base
+    engine = Engine(model, tok)
+    for params in (SamplingParams(temperature=0, max_new_tokens=400),
+                   SamplingParams(temperature=0, max_new_tokens=400, stop=["</think>"])):
+        ours, theirs = engine.generate(prompts, params), backend.generate(prompts, params)
+        for o, t in zip(ours, theirs):
+            assert (t.prompt_ids, t.token_ids, t.text, t.finish_reason) == (o.prompt_ids, o.token_ids, o.text,
+                                                                           o.finish_reason)
+        assert ("stop" if params.stop else "eos") in {o.finish_reason for o in ours}  # each case happens
+        for t in theirs:  # the EOS is kept in token_ids (RL trains on it), not in the text
+            assert (t.token_ids[-1] == tok.eos_token_id) == (t.finish_reason == "eos")
+
+
+def test_a_rows_sample_depends_on_its_seed_only(base):
+    """Row i of a call with seed s is the request with seed s + i * GOLDEN: the same tokens alone, in another
+    batch, or again; collect_rollouts' per-rank seed offsets rely on it."""
+    _, _, prompts, backend = base
+    params = SamplingParams(temperature=1.0, max_new_tokens=60, seed=7)
+    batch = backend.generate(prompts, params)
+    assert tokens(backend.generate(prompts, params)) == tokens(batch)
+    alone = backend.generate(prompts[3:4], SamplingParams(temperature=1.0, max_new_tokens=60,
+                                                          seed=(7 + 3 * GOLDEN) % 2 ** 63))
+    assert alone[0].token_ids == batch[3].token_ids
+    other = backend.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=60, seed=8))
+    assert tokens(other) != tokens(batch)
+
+
+def test_rl_with_vllm_rollouts_logs_the_engines_metrics_and_tis(tmp_path):
+    from r1lab.rl.train import RLConfig, main
+
+    small = ["task_args=min_numbers=3,max_numbers=3,max_number=12,max_target=30", "prompts_per_step=4",
+             "samples_per_prompt=4", "max_new_tokens=24", "train_instances=40", "eval_instances=0", "threads=1",
+             "sample_every=0", "dtype=fp32", "lr=1e-4", "steps=3", "save_every=0"]
+    keys = {}
+    for name in ("engine", "vllm"):
+        main(load_config(RLConfig, None, small + [f"rollout_backend={name}", f"out_dir={tmp_path / name}"]))
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [1, 2, 3]
+        keys[name] = set(rows[-1])
+        if name == "vllm":
+            tis = rows
+    assert keys["vllm"] - keys["engine"] == {"tis_ratio_mean", "tis_capped_frac", "tis_logp_diff_max"}
+    assert keys["engine"] <= keys["vllm"]
+    for r in tis:  # fp32 on both sides: vLLM's log-probs are the trainer's up to rounding, nothing is capped
+        assert r["tis_logp_diff_max"] < 1e-3 and abs(r["tis_ratio_mean"] - 1) < 1e-4 and r["tis_capped_frac"] == 0
+
+
+def test_eval_through_vllm_gives_the_engines_greedy_figures(base, capsys):
+    from r1lab.cli import main
+    from r1lab.evaluation.evaluate import run_eval
+    from r1lab.tasks import get_task
+
+    model, tok, _, _ = base
+    task = get_task("countdown")
+    examples = task.generate(8, seed=1, split="test", max_numbers=3)
+    kwargs = dict(samples=1, temperature=0.0, max_new_tokens=300, batch_size=8)
+    (ours, s_ours), (theirs, s_theirs) = (run_eval(model, tok, task, examples, backend=b, **kwargs)
+                                          for b in ("engine", "vllm"))
+    assert [s.completion for s in s_theirs] == [s.completion for s in s_ours]
+    assert theirs["pass1"] == ours["pass1"] and theirs["format_rate"] == ours["format_rate"]
+    argv = ["eval", "--model", "countdown-base", "--task", "countdown", "--n", "4", "--samples", "2",
+            "--max-new-tokens", "40", "--backend", "vllm", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["settings"]["backend"] == "vllm" and r["completions"] == 8
