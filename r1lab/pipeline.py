@@ -51,6 +51,7 @@ class PipelineConfig:
     cold_samples: int = 4
     cold_keep: int = 1
     cold_max_new_tokens: int = 768
+    cold_shortest_first: bool = True     # the shortest correct traces (false: the first correct, in sampling order)
     cold_recipe: str = "sft_countdown"
     cold_set: tuple[str, ...] = ("seq_len=1024",)
     # reasoning RL
@@ -136,7 +137,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
         teacher = ["--teacher", str(out / "zero")]
     stages.append(Stage("cold_data", ["distill", *teacher, *cfg.teacher_args, *problems, "--n", str(cfg.cold_n),
                                       "--seed", str(cfg.seed + 11), "--samples", str(cfg.cold_samples),
-                                      "--keep-per-problem", str(cfg.cold_keep), "--shortest-first",
+                                      "--keep-per-problem", str(cfg.cold_keep),
+                                      *(["--shortest-first"] if cfg.cold_shortest_first else []),
                                       "--max-new-tokens", str(cfg.cold_max_new_tokens),
                                       "--sampling-seed", str(cfg.seed),
                                       "--out", str(out / "cold_data" / "traces.jsonl"),

@@ -46,6 +46,8 @@ def test_plan_follows_the_r1_paper_and_every_stage_is_a_valid_command(tmp_path):
     api = plan(cfg_of(teacher_url="http://127.0.0.1:9/v1", teacher_model="m"))[0].argv
     assert api[:5] == ["distill", "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m"]
     assert names(cfg_of(rl2_steps=5))[-1] == "rl2"
+    assert "--shortest-first" in by["cold_data"].argv
+    assert "--shortest-first" not in plan(cfg_of(cold_shortest_first="false"))[1].argv
 
 
 @pytest.mark.parametrize("over, message", [
