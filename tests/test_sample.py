@@ -91,3 +91,39 @@ def test_sample_cli_unwritable_out_and_bad_model(tmp_path):
     args = ["sample", "--task", "countdown", "--samples", "1", "--n", "1"]
     assert main(args + ["--model", "countdown-base", "--out", str(tmp_path)]) == 2  # a directory
     assert main(args + ["--model", str(tmp_path / "none"), "--out", str(tmp_path / "t.jsonl")]) == 2
+
+
+@pytest.mark.parametrize("command", [["sample", "--model", "countdown-base"], ["distill", "--teacher", "countdown-base"]])
+def test_backend_vllm_without_vllm_is_a_usage_error_naming_the_extra(tmp_path, capsys, monkeypatch, command):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without vLLM (CI)
+    out = tmp_path / "t.jsonl"
+    assert main([*command, "--task", "countdown", "--n", "2", "--samples", "2", "--backend", "vllm",
+                 "--out", str(out)]) == 2
+    assert "needs vllm, which is not installed: pip install 'r1lab[vllm]'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_distill_api_form_refuses_a_local_backend(tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    assert main(["distill", "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m", "--task", "countdown",
+                 "--n", "2", "--samples", "2", "--backend", "vllm", "--out", str(out)]) == 2
+    assert "an API teacher samples on its own server" in capsys.readouterr().err and not out.exists()
+
+
+def test_sample_through_vllm_keeps_verified_records(tmp_path):
+    """Rejection sampling with vLLM as the sampler (runs where vllm is installed; CI skips it): the kept records
+    re-score as correct with the task's verifier, and the pass rates count K samples each."""
+    pytest.importorskip("vllm")
+    from r1lab.tasks import get_task
+
+    out, rates = tmp_path / "traces.jsonl", tmp_path / "rates.jsonl"
+    assert main(["sample", "--model", "countdown-base", "--task", "countdown", "--n", "6", "--samples", "4",
+                 "--max-new-tokens", "128", "--task-arg", "max_number=12", "--task-arg", "max_numbers=3",
+                 "--threads", "1", "--backend", "vllm", "--out", str(out), "--pass-rates", str(rates)]) == 0
+    task = get_task("countdown")
+    for r in read_jsonl(out):
+        assert r["correct"] and task.score(r["completion"], {"nums": r["nums"], "target": r["target"]}).correct
+    rows = read_jsonl(rates)
+    assert len(rows) == 6 and all(row["samples"] == 4 for row in rows)

@@ -35,7 +35,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from r1lab.commands.options import add_problem_arguments, add_sampling_arguments, add_selection_arguments
+    from r1lab.commands.options import (add_backend_argument, add_problem_arguments, add_sampling_arguments,
+                                        add_selection_arguments)
 
     p.add_argument("--teacher", metavar="CHECKPOINT", help="a local teacher: shipped base, run dir or model dir")
     p.add_argument("--teacher-url", metavar="URL", help="an API teacher: the base URL, as the openai client's "
@@ -43,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-model", metavar="NAME", help="the model the API serves (e.g. deepseek-reasoner)")
     add_problem_arguments(p, split="train", model=False)
     add_sampling_arguments(p)
+    add_backend_argument(p)  # the local form's sampler; an API teacher samples on its own server
     add_selection_arguments(p)
     api = p.add_argument_group("API teacher")
     api.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage("give --teacher (a checkpoint) or --teacher-url and --teacher-model (an API), not both")
     if not args.teacher and not (args.teacher_url and args.teacher_model):
         return _usage("give --teacher CHECKPOINT, or --teacher-url URL and --teacher-model NAME")
+    if args.teacher_url and args.backend != "engine":
+        return _usage("--backend chooses the local form's sampler; an API teacher samples on its own server")
     if args.teacher:
         from r1lab.commands import sample
 

@@ -22,10 +22,12 @@ HELP = "rejection sampling: K samples per problem, keep the verified-correct one
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from r1lab.commands.options import add_problem_arguments, add_sampling_arguments, add_selection_arguments
+    from r1lab.commands.options import (add_backend_argument, add_problem_arguments, add_sampling_arguments,
+                                        add_selection_arguments)
 
     add_problem_arguments(p, split="train")  # traces train a model: the train split by default
     add_sampling_arguments(p)
+    add_backend_argument(p)
     add_selection_arguments(p)
 
 
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     from r1lab import runtime
     from r1lab.commands.options import check_selection_arguments
     from r1lab.cost.account import RunAccount, format_account
+    from r1lab.engine import check_backend
     from r1lab.evaluation.evaluate import run_eval
     from r1lab.evaluation.traces import pass_rates, select
     from r1lab.jsonl import check_writable, write_jsonl, write_text_atomic
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
         examples, source = load_problems(task, args.data, args.n, args.seed, args.split, args.task_args)
         for out in filter(None, (args.out, args.pass_rates, args.account)):
             check_writable(out)
+        check_backend(args.backend)
         model, tokenizer, path = load_checkpoint(args.model)
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     account = RunAccount(model.config, device=model.device.type, dtype="fp32")  # the engine samples in fp32
     _, samples = run_eval(model, tokenizer, task, examples, template=args.template, samples=args.samples,
                           temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                          seed=args.sampling_seed, greedy=False, batch_size=args.batch_size, account=account)
+                          seed=args.sampling_seed, greedy=False, batch_size=args.batch_size, account=account,
+                          backend=args.backend)
     wall = time.perf_counter() - t0
     records = select(samples, examples, keep=args.keep, per_problem=args.keep_per_problem,
                      shortest_first=args.shortest_first, extra=(lambda s: fields) if fields else None)
