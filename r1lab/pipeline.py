@@ -124,50 +124,47 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     """The stages in order, each with the exact command it runs (a pure function of the config)."""
     out = Path(cfg.out_dir)
     common = ["--set", f"seed={cfg.seed}", "--set", f"threads={cfg.threads}"]
-    problems = ["--task", cfg.task, "--split", "train", *_knobs(cfg.task_args), "--threads", str(cfg.threads)]
+
+    def rl(name, model, recipe, sets, label):
+        return Stage(name, ["rl", "--recipe", recipe, "--model", model, "--out", str(out / name), *_sets(sets),
+                            *common], str(out / name), label)
+
+    def sft(name, data_stage, recipe, sets, label):
+        return Stage(name, ["sft", "--recipe", recipe, "--model", cfg.base, "--data",
+                            str(out / data_stage / "traces.jsonl"), "--out", str(out / name), *_sets(sets), *common],
+                     str(out / name), label)
+
+    def traces(name, command, n, seed, samples, keep, max_new_tokens, label, shortest_first=False):
+        """A data stage: K samples of N train problems, the verified-correct kept (distill or sample)."""
+        return Stage(name, [*command, "--task", cfg.task, "--split", "train", *_knobs(cfg.task_args),
+                            "--threads", str(cfg.threads), "--n", str(n), "--seed", str(seed),
+                            "--samples", str(samples), "--keep-per-problem", str(keep),
+                            *(["--shortest-first"] if shortest_first else []),
+                            "--max-new-tokens", str(max_new_tokens), "--sampling-seed", str(cfg.seed),
+                            "--out", str(out / name / "traces.jsonl"),
+                            "--pass-rates", str(out / name / "pass_rates.jsonl")], None, label)
+
     stages = []
     if cfg.teacher_url:
         teacher = ["--teacher-url", cfg.teacher_url, "--teacher-model", cfg.teacher_model]
     elif cfg.teacher:
         teacher = ["--teacher", cfg.teacher]
     else:
-        stages.append(Stage("zero", ["rl", "--recipe", cfg.zero_recipe, "--model", cfg.base,
-                                     "--out", str(out / "zero"), *_sets(cfg.zero_set), *common],
-                            str(out / "zero"), "R1-Zero: GRPO from the base (the cold-start teacher)"))
+        stages.append(rl("zero", cfg.base, cfg.zero_recipe, cfg.zero_set,
+                         "R1-Zero: GRPO from the base (the cold-start teacher)"))
         teacher = ["--teacher", str(out / "zero")]
-    stages.append(Stage("cold_data", ["distill", *teacher, *cfg.teacher_args, *problems, "--n", str(cfg.cold_n),
-                                      "--seed", str(cfg.seed + 11), "--samples", str(cfg.cold_samples),
-                                      "--keep-per-problem", str(cfg.cold_keep),
-                                      *(["--shortest-first"] if cfg.cold_shortest_first else []),
-                                      "--max-new-tokens", str(cfg.cold_max_new_tokens),
-                                      "--sampling-seed", str(cfg.seed),
-                                      "--out", str(out / "cold_data" / "traces.jsonl"),
-                                      "--pass-rates", str(out / "cold_data" / "pass_rates.jsonl")],
-                        None, "cold-start traces from the teacher"))
-    stages.append(Stage("cold", ["sft", "--recipe", cfg.cold_recipe, "--model", cfg.base,
-                                 "--data", str(out / "cold_data" / "traces.jsonl"), "--out", str(out / "cold"),
-                                 *_sets(cfg.cold_set), *common],
-                        str(out / "cold"), "cold start: SFT of the base on the teacher's traces"))
-    stages.append(Stage("rl", ["rl", "--recipe", cfg.rl_recipe, "--model", str(out / "cold"),
-                               "--out", str(out / "rl"), *_sets(cfg.rl_set), *common],
-                        str(out / "rl"), "reasoning RL (GRPO) from the cold start"))
-    stages.append(Stage("rejection", ["sample", "--model", str(out / "rl"), *problems, "--n", str(cfg.rs_n),
-                                      "--seed", str(cfg.seed + 12), "--samples", str(cfg.rs_samples),
-                                      "--keep-per-problem", str(cfg.rs_keep),
-                                      "--max-new-tokens", str(cfg.rs_max_new_tokens),
-                                      "--sampling-seed", str(cfg.seed),
-                                      "--out", str(out / "rejection" / "traces.jsonl"),
-                                      "--pass-rates", str(out / "rejection" / "pass_rates.jsonl")],
-                        None, "rejection sampling from the RL model"))
-    stages.append(Stage("sft", ["sft", "--recipe", cfg.sft_recipe, "--model", cfg.base,
-                                "--data", str(out / "rejection" / "traces.jsonl"), "--out", str(out / "sft"),
-                                *_sets(cfg.sft_set), *common],
-                        str(out / "sft"), "SFT of the base on the rejection samples"))
+    stages += [
+        traces("cold_data", ["distill", *teacher, *cfg.teacher_args], cfg.cold_n, cfg.seed + 11, cfg.cold_samples,
+               cfg.cold_keep, cfg.cold_max_new_tokens, "cold-start traces from the teacher", cfg.cold_shortest_first),
+        sft("cold", "cold_data", cfg.cold_recipe, cfg.cold_set, "cold start: SFT of the base on the teacher's traces"),
+        rl("rl", str(out / "cold"), cfg.rl_recipe, cfg.rl_set, "reasoning RL (GRPO) from the cold start"),
+        traces("rejection", ["sample", "--model", str(out / "rl")], cfg.rs_n, cfg.seed + 12, cfg.rs_samples,
+               cfg.rs_keep, cfg.rs_max_new_tokens, "rejection sampling from the RL model"),
+        sft("sft", "rejection", cfg.sft_recipe, cfg.sft_set, "SFT of the base on the rejection samples"),
+    ]
     if cfg.rl2_steps:
-        stages.append(Stage("rl2", ["rl", "--recipe", cfg.rl_recipe, "--model", str(out / "sft"),
-                                    "--out", str(out / "rl2"), *_sets(cfg.rl_set), "--set", f"steps={cfg.rl2_steps}",
-                                    *_sets(cfg.rl2_set), *common],
-                            str(out / "rl2"), "RL again, from the SFT model"))
+        stages.append(rl("rl2", str(out / "sft"), cfg.rl_recipe,
+                         (*cfg.rl_set, f"steps={cfg.rl2_steps}", *cfg.rl2_set), "RL again, from the SFT model"))
     return stages
 
 
