@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_model
 from tolerances import logprob_atol
 
 vllm = pytest.importorskip("vllm")
@@ -16,7 +17,6 @@ vllm = pytest.importorskip("vllm")
 from r1lab.config import load_config  # noqa: E402
 from r1lab.engine import GOLDEN, Engine, SamplingParams, make_backend  # noqa: E402
 from r1lab.model.load import load_model, resolve_checkpoint  # noqa: E402
-from r1lab.model.presets import build_model  # noqa: E402
 from r1lab.model.tokenizer import build_tokenizer  # noqa: E402
 from r1lab.rl.rollouts import pack, response_logp  # noqa: E402
 
@@ -26,15 +26,9 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=24, logprobs=True)
 
 
 def policy(max_positions: int = 256):
-    """A tiny random Llama with varied greedy text (the default init repeats one token), as in test_vllm."""
+    """A tiny random Llama with varied greedy text (the default init repeats one token): conftest's tiny_model."""
     tok = build_tokenizer()
-    model = build_model("tiny-1m", tok, max_positions=max_positions)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.15, generator=g)
-    return model, tok
+    return tiny_model(tok, max_positions=max_positions).train(), tok
 
 
 def tokens(completions):
