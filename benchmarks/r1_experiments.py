@@ -37,7 +37,7 @@ MIX = ["--task-arg", "min_numbers=3", "--task-arg", "max_numbers=4", "--task-arg
 COLD_STEPS = 12  # half of RL alone's 25: the target is to be there by then
 
 
-def runs(out: Path, threads: int) -> list[list[tuple[str, list[str], Path]]]:
+def runs(out: Path, threads: int, student_steps: int = 150) -> list[list[tuple[str, list[str], Path]]]:
     """Phases of (name, r1lab argv, the file that exists once it finished); runs within a phase are independent."""
     t = str(threads)
     rl_set = ["--set", f"threads={t}", "--set", "eval_every=5"]
@@ -62,6 +62,7 @@ def runs(out: Path, threads: int) -> list[list[tuple[str, list[str], Path]]]:
         [(f"rl_s{s}", ["rl", "--recipe", "countdown_rl", "--set", f"seed={s}", *rl_set, "--out", str(out / f"rl_s{s}")],
           out / f"rl_s{s}" / "account.json") for s in SEEDS]
         + [("student_base", ["pretrain", "--recipe", "countdown_base_short", "--model", "tiny-1m",
+                             "--set", f"steps={student_steps}", "--set", f"eval_every={student_steps}",
                              "--set", f"threads={t}", "--out", str(out / "student_base")],
             out / "student_base" / "account.json")],
         [distill("cold_data", 300, 1, 21), distill("distill_data", 1000, 2, 22)]
@@ -89,9 +90,9 @@ def runs(out: Path, threads: int) -> list[list[tuple[str, list[str], Path]]]:
     ]
 
 
-def execute(out: Path, jobs: int) -> None:
+def execute(out: Path, jobs: int, student_steps: int) -> None:
     threads = 2 // jobs if jobs <= 2 else 1
-    for phase in runs(out, threads):
+    for phase in runs(out, threads, student_steps):
         todo = [r for r in phase if not r[2].is_file()]
 
         def one(run):
@@ -182,10 +183,12 @@ def main() -> int:
     p.add_argument("--out", default="runs/r1exp")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (2 cores: 1 or 2)")
     p.add_argument("--table", action="store_true", help="only print the tables from the runs that exist")
+    p.add_argument("--student-steps", type=int, default=150,
+                   help="pretraining steps of the tiny-1m student (default 150: countdown_base_short's)")
     args = p.parse_args()
     out = Path(args.out)
     if not args.table:
-        execute(out, args.jobs)
+        execute(out, args.jobs, args.student_steps)
         from r1lab.cli import main as cli
 
         runs_ = [str(out / n) for n in ("rl_s0", "cold_rl_s0", "studA_s0", "studB_s0") if (out / n).is_dir()]
