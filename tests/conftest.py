@@ -49,6 +49,11 @@ def tiny_checkpoint(tmp_path_factory, name: str, max_positions: int = 1024):
     return path
 
 
+async def drain_events(job) -> list:
+    """Every token event of a serve Scheduler job, in order, once the job has finished."""
+    return [ev for batch in [b async for b in job.events()] for _, evs in batch for ev in evs]
+
+
 def kill_after_first_checkpoint(args: list[str], run_dir, timeout_s: float = 240.0) -> None:
     """Start a stage's command line, SIGKILL it as soon as RUN/checkpoints/latest exists (a kill at the worst
     moment short of a torn write, which checkpoint.py's renames rule out), and wait for it to die."""

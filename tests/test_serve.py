@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import tiny_checkpoint, tiny_model
+from conftest import drain_events, tiny_checkpoint, tiny_model
 import torch
 
 from r1lab.engine import Engine, EngineBatch, SamplingParams
@@ -330,9 +330,6 @@ def test_scheduler_survives_an_engine_error_and_limits_jobs(monkeypatch):
             raise RuntimeError("boom")
         return real_step(self)
 
-    async def drain(job):
-        return [ev for batch in [b async for b in job.events()] for _, evs in batch for ev in evs]
-
     async def scenario():
         scheduler = Scheduler(engine, max_jobs=2)
         scheduler.start(asyncio.get_running_loop())
@@ -340,15 +337,15 @@ def test_scheduler_survives_an_engine_error_and_limits_jobs(monkeypatch):
             monkeypatch.setattr(EngineBatch, "step", flaky_step)
             job = scheduler.submit([spec, spec])
             with pytest.raises(EngineFailure, match="boom"):
-                await drain(job)
+                await drain_events(job)
             job.close()
             ok = scheduler.submit([spec])
             other = scheduler.submit([spec])
             with pytest.raises(Busy):
                 scheduler.submit([spec])
-            events = await drain(ok)
+            events = await drain_events(ok)
             assert len(events) == 6 and events[-1].completion.finish_reason == "length"
-            assert len(await drain(other)) == 6
+            assert len(await drain_events(other)) == 6
             ok.close(), other.close()
             assert scheduler.jobs == 0
         finally:

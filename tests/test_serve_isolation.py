@@ -4,7 +4,7 @@ it has without it; the server's Scheduler turns that into an error for that requ
 import asyncio
 
 import pytest
-from conftest import tiny_model
+from conftest import drain_events, tiny_model
 
 from r1lab.engine import Engine, EngineBatch, Force, SamplingParams
 from r1lab.model.tokenizer import build_tokenizer
@@ -118,9 +118,6 @@ def test_scheduler_fails_only_the_request_whose_row_broke(engine):
     bad = (ids(engine, PROMPTS[1]), SamplingParams(max_new_tokens=6), raises_at(2), 1)
     refused = ([10 ** 6], SamplingParams(max_new_tokens=6), None, 2)  # add() raises
 
-    async def drain(job):
-        return [ev for batch in [b async for b in job.events()] for _, evs in batch for ev in evs]
-
     async def scenario():
         scheduler = Scheduler(engine, max_jobs=8)
         scheduler.start(asyncio.get_running_loop())
@@ -128,10 +125,10 @@ def test_scheduler_fails_only_the_request_whose_row_broke(engine):
             ok, failing, both, no = (scheduler.submit(s) for s in ([good], [bad], [good, bad], [refused]))
             for job in (failing, both):
                 with pytest.raises(EngineFailure, match="hook broke"):
-                    await drain(job)
+                    await drain_events(job)
             with pytest.raises(EngineFailure, match="refused"):
-                await drain(no)
-            events = await drain(ok)
+                await drain_events(no)
+            events = await drain_events(ok)
             assert len(events) == 6 and events[-1].completion.finish_reason == "length"
             for job in (ok, failing, both, no):
                 job.close()
@@ -141,7 +138,7 @@ def test_scheduler_fails_only_the_request_whose_row_broke(engine):
                 await asyncio.sleep(0.01)
             assert (scheduler.jobs, scheduler.rows, scheduler.failed) == (0, 0, 3)
             again = scheduler.submit([good])
-            assert [e.token_id for e in await drain(again)] == [e.token_id for e in events]
+            assert [e.token_id for e in await drain_events(again)] == [e.token_id for e in events]
             again.close()
         finally:
             scheduler.stop()
