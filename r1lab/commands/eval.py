@@ -49,25 +49,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from r1lab import runtime
     from r1lab.cost.account import RunAccount, format_account
-    from r1lab.engine import check_backend
-    from r1lab.jsonl import check_writable, write_jsonl, write_text_atomic
+    from r1lab.commands.options import load_task_problems_model
+    from r1lab.jsonl import write_jsonl, write_text_atomic
     from r1lab.evaluation.behaviour import DEFAULT_MARKERS
     from r1lab.evaluation.evaluate import finite, format_table, parse_markers, run_eval
-    from r1lab.model.load import load_checkpoint
-    from r1lab.tasks import get_task, parse_knobs
-    from r1lab.tasks.problems import load_problems
+    from r1lab.tasks import parse_knobs
 
     runtime.set_threads(args.threads)
     try:
-        task = get_task(args.task)
-        examples, source = load_problems(task, args.data, args.n, args.seed, args.split, args.task_args)
         markers = parse_markers(args.markers) if args.markers is not None else DEFAULT_MARKERS
         if args.samples < 1 or not markers:
             raise ValueError("--samples must be at least 1 and --markers must name at least one marker")
-        for out in filter(None, (args.out, args.completions_out)):
-            check_writable(out)
-        check_backend(args.backend)
-        model, tokenizer, path = load_checkpoint(args.model)
+        task, examples, source, model, tokenizer, path = load_task_problems_model(
+            args, (args.out, args.completions_out))
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab eval: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
-"""Flags that the commands which sample from a model on a task's problems share (`r1lab eval`, `r1lab sample`), so
-that each one means the same thing in both (README: one vocabulary on the command line). `r1lab distill` takes them
-too, with --teacher (a local teacher) or --teacher-url/--teacher-model (an API) in place of --model."""
+"""Flags (and the loading of task, problems and model) that the commands which sample from a model on a task's
+problems share (`r1lab eval`, `r1lab sample`), so that each one means the same thing in both (README: one
+vocabulary on the command line). `r1lab distill` takes them too, with --teacher (a local teacher) or --teacher-url/--teacher-model (an API) in place of --model."""
 from __future__ import annotations
 
 import argparse
@@ -64,3 +64,21 @@ def check_selection_arguments(args: argparse.Namespace) -> None:
     outs = [Path(f).resolve() for f in (args.out, args.pass_rates, args.account) if f]
     if len(set(outs)) < len(outs):
         raise ValueError("--out, --pass-rates and --account must name different files")
+
+
+def load_task_problems_model(args: argparse.Namespace, outputs=()) -> tuple:
+    """(task, examples, source, model, tokenizer, path) for a command that samples from --model on a task's
+    problems, in the order a user's mistakes are cheapest to report: the task, its problems, every output file
+    writable, the --backend installed, then the model. ValueError / OSError name the bad input; nothing is written."""
+    from r1lab.engine import check_backend
+    from r1lab.jsonl import check_writable
+    from r1lab.model.load import load_checkpoint
+    from r1lab.tasks import get_task
+    from r1lab.tasks.problems import load_problems
+
+    task = get_task(args.task)
+    examples, source = load_problems(task, args.data, args.n, args.seed, args.split, args.task_args)
+    for out in filter(None, outputs):
+        check_writable(out)
+    check_backend(args.backend)
+    return (task, examples, source, *load_checkpoint(args.model))

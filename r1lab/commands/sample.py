@@ -35,25 +35,17 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     """`fields` are added to every kept record; `r1lab distill --teacher` runs this as `name` "distill" with
     {"teacher": ...} (README: a local teacher is rejection sampling from a teacher checkpoint)."""
     from r1lab import runtime
-    from r1lab.commands.options import check_selection_arguments
+    from r1lab.commands.options import check_selection_arguments, load_task_problems_model
     from r1lab.cost.account import RunAccount, format_account
-    from r1lab.engine import check_backend
     from r1lab.evaluation.evaluate import run_eval
     from r1lab.evaluation.traces import pass_rates, select
-    from r1lab.jsonl import check_writable, write_jsonl, write_text_atomic
-    from r1lab.model.load import load_checkpoint
-    from r1lab.tasks import get_task
-    from r1lab.tasks.problems import load_problems
+    from r1lab.jsonl import write_jsonl, write_text_atomic
 
     runtime.set_threads(args.threads)
     try:
         check_selection_arguments(args)
-        task = get_task(args.task)
-        examples, source = load_problems(task, args.data, args.n, args.seed, args.split, args.task_args)
-        for out in filter(None, (args.out, args.pass_rates, args.account)):
-            check_writable(out)
-        check_backend(args.backend)
-        model, tokenizer, path = load_checkpoint(args.model)
+        task, examples, source, model, tokenizer, path = load_task_problems_model(
+            args, (args.out, args.pass_rates, args.account))
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
