@@ -1,6 +1,7 @@
 """Flags (and the loading of task, problems and model) that the commands which sample from a model on a task's
 problems share (`r1lab eval`, `r1lab sample`), so that each one means the same thing in both (README: one
-vocabulary on the command line). `r1lab distill` takes them too, with --teacher (a local teacher) or --teacher-url/--teacher-model (an API) in place of --model."""
+vocabulary on the command line). `r1lab distill` takes them too, with --teacher (a local teacher) or
+--teacher-url/--teacher-model (an API) in place of --model."""
 from __future__ import annotations
 
 import argparse
