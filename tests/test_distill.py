@@ -18,6 +18,7 @@ import pytest
 
 from r1lab.cli import main
 from r1lab.evaluation import teacher as T
+from r1lab.evaluation.journal import Journal
 from r1lab.jsonl import read_jsonl
 from r1lab.tasks import get_task
 from r1lab.tasks.format import parse_completion, render_completion
@@ -341,7 +342,7 @@ def test_a_killed_run_resumes_without_redoing_or_losing_a_sample(tmp_path, capsy
         assert main(argv + ["--temperature", "0.7"]) == 2
         err = capsys.readouterr().err.strip()
         assert "temperature 0.6 there, 0.7 now" in err and len(err.splitlines()) == 1, err
-        lock = T.Journal(journal, read_jsonl(journal)[0]["settings"], 3, K)
+        lock = Journal(journal, read_jsonl(journal)[0]["settings"], 3, K)
         lock.open()
         try:  # a second run on a journal in use
             assert main(argv) == 2 and "another r1lab distill" in capsys.readouterr().err

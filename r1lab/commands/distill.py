@@ -93,6 +93,7 @@ def _check_api_arguments(args: argparse.Namespace) -> None:
 def _run_api(args: argparse.Namespace) -> int:
     from r1lab.commands.options import check_selection_arguments
     from r1lab.evaluation import teacher as T
+    from r1lab.evaluation.journal import Journal
     from r1lab.evaluation.traces import pass_rates, select
     from r1lab.jsonl import check_writable, write_jsonl
     from r1lab.tasks import get_task
@@ -114,7 +115,7 @@ def _run_api(args: argparse.Namespace) -> int:
         params = {"temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_new_tokens}
         settings = T.run_settings(args.teacher_url, args.teacher_model, task.NAME, examples, messages, K, params,
                                   args.sampling_seed)
-        journal = T.Journal(journal_path, settings, len(examples), K)
+        journal = Journal(journal_path, settings, len(examples), K)
         done = journal.open()
     except (ValueError, TypeError, OSError) as e:
         return _usage(str(e).splitlines()[0] if str(e) else type(e).__name__)
