@@ -35,6 +35,7 @@ import torch
 
 from r1lab import runtime
 from r1lab.config import config_to_dict, format_config
+from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.rl import algos
 from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, pack, pack_logprobs, print_samples,
                                response_logp, rollout_metrics, tis_cap)
@@ -42,7 +43,8 @@ from r1lab.runtime import all_gather_objects, all_sum, barrier, rank_and_world, 
 
 
 @dataclass
-class RLConfig:
+class RLConfig(ScaleConfig):
+    """Inherits fsdp, grad_checkpointing and the lora_* knobs from r1lab.parallel.ScaleConfig."""
     task: str = "countdown"
     task_args: str = ""                  # knobs for the task's generator, "key=value,key=value"
     eval_task_args: str | None = None    # the held-out set's knobs when they differ (a curriculum); None: task_args
@@ -126,7 +128,9 @@ def check(cfg: RLConfig) -> None:
     from r1lab.engine import BACKENDS, check_backend
     from r1lab.model.load import resolve_checkpoint
 
-    check_stage(cfg, RANGES, {"rollout_backend": tuple(BACKENDS)}, knob_keys=("task_args", "eval_task_args"))
+    check_stage(cfg, {**RANGES, **SCALE_RANGES}, {"rollout_backend": tuple(BACKENDS)},
+                knob_keys=("task_args", "eval_task_args"))
+    check_scale(cfg)
     try:
         check_backend(cfg.rollout_backend)
     except ValueError as e:

@@ -27,12 +27,14 @@ import torch
 
 from r1lab import runtime
 from r1lab.config import config_to_dict, format_config
+from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.pretrain.train import cosine_lr, make_optimizer
 from r1lab.sft.data import IGNORE, block_causal_mask, collate, load_records, pack, shift, tokenize_record
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(ScaleConfig):
+    """Inherits fsdp, grad_checkpointing and the lora_* knobs from r1lab.parallel.ScaleConfig."""
     data: str = ""                       # a JSONL file of prompt/completion or messages records
     model: str = "countdown-base"        # a shipped base, an r1lab run or checkpoint, any Hugging Face path / id
     out_dir: str = "runs/sft"
@@ -78,7 +80,8 @@ def check(cfg: SFTConfig) -> None:
     from r1lab.config import ConfigError, check_stage
     from r1lab.model.load import resolve_checkpoint
 
-    check_stage(cfg, RANGES)
+    check_stage(cfg, {**RANGES, **SCALE_RANGES})
+    check_scale(cfg)
     if not cfg.data:
         raise ConfigError("data: no data file (use --data FILE.jsonl or --set data=FILE.jsonl)")
     resolve_checkpoint(cfg.model)

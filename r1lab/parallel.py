@@ -1,0 +1,232 @@
+"""Training past one plain model: FSDP2 sharding, LoRA adapters through peft, and the weights rollouts see.
+
+    model = load_policy(path_or_resume, cfg)            # the Hugging Face model, LoRA-wrapped when cfg.lora_r > 0
+    policy = shard(model, cfg, amp)                      # fully_shard per decoder layer and at the root when cfg.fsdp
+    weights = inference_weights(policy)                  # [(Hugging Face name, full tensor)], LoRA merged in
+    with reference(policy): ref_logp = ...               # LoRA: the base itself, adapters disabled (no second copy)
+
+Every stage that trains (rl, sft) inherits ScaleConfig, so a recipe or `--set` turns these on by name:
+    fsdp = true               FSDP2 over the ranks torchrun / accelerate launch started (one works too)
+    grad_checkpointing = true recompute each layer's activations in backward
+    lora_r = 16               LoRA adapters of rank 16 (lora_alpha, lora_dropout, lora_targets), only they train
+
+Data parallel without fsdp (small models) keeps r1lab's own all-reduce (runtime.sum_gradients), not torch's
+DistributedDataParallel: a step accumulates many micro-batches and reduces once, after the last (DDP would need
+no_sync() on all but one and hides the one reduction that matters inside backward hooks); the loss is already divided
+by the step's GLOBAL token count, so the reduction is a plain sum, exact and visible in train_on. DDP's overlap of
+communication with backward pays off when gradients are large and the network slow, which is FSDP's ground here.
+
+FSDP2 (torch.distributed.fsdp.fully_shard): parameters, gradients and Adam state are sharded over the ranks (a
+DTensor per parameter), each decoder layer all-gathered for its forward and backward and resharded after. Mixed
+precision: bf16 parameters and compute where the config's dtype gives bf16, fp32 gradient reduction, fp32 master
+weights and optimizer state. subtle: fully_shard divides the reduced gradients by the world size (a mean); r1lab's
+losses are already divided by the global counts, so the divide factor is set to 1 (a sum), as runtime.sum_gradients
+does, and a 2-rank run equals a 1-rank run (tests/test_parallel.py).
+
+Checkpoints stay Hugging Face directories written by rank 0 (checkpoint.save_checkpoint); under FSDP every rank also
+writes its own shard of the optimizer state with torch.distributed.checkpoint into CKPT/optim/ (a folder every rank
+can reach: one node, or a shared file system), read back on resume with any number of ranks. With LoRA a checkpoint
+holds the adapter (adapter_model.safetensors, adapter_config.json naming the base), and with lora_save_merged the
+merged model as well; model.load.load_model reads either, merging an adapter for inference.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class ScaleConfig:
+    """Knobs of sharding and adapters, inherited by the training stages' configs (flat keys like any other)."""
+    fsdp: bool = False                   # FSDP2 (fully_shard) of the policy and reference model over the ranks
+    grad_checkpointing: bool = False     # recompute activations in backward (less memory, ~1/3 more compute)
+    lora_r: int = 0                      # LoRA rank (peft); 0: every weight trains
+    lora_alpha: float = 32.0             # LoRA scale alpha / r
+    lora_dropout: float = 0.0
+    lora_targets: str = "all-linear"     # peft target_modules: "all-linear", or names such as "q_proj,k_proj,v_proj"
+    lora_save_merged: bool = False       # LoRA checkpoints also hold the merged model (config.json, model.safetensors)
+
+
+SCALE_RANGES = {"lora_r": ">= 0", "lora_alpha": "> 0", "lora_dropout": "[0, 1)"}
+
+
+def check_scale(cfg: ScaleConfig) -> None:
+    """ConfigError, one line, when a knob asks for what this install cannot do (peft missing, torch without FSDP2)."""
+    from r1lab.config import ConfigError
+
+    if cfg.lora_r and importlib.util.find_spec("peft") is None:
+        raise ConfigError(f"lora_r = {cfg.lora_r}: LoRA needs peft, which is not installed: pip install 'r1lab[lora]'")
+    if cfg.fsdp and not _has_fully_shard():
+        raise ConfigError("fsdp = true needs torch.distributed.fsdp.fully_shard (torch >= 2.6)")
+    if not cfg.lora_r and cfg.lora_save_merged:
+        raise ConfigError("lora_save_merged = true needs LoRA (lora_r > 0)")
+
+
+def _has_fully_shard() -> bool:
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# LoRA
+
+def is_lora(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def is_adapter_dir(path) -> bool:
+    """A LoRA checkpoint: peft's adapter files, the base named inside."""
+    return (Path(path) / "adapter_config.json").exists()
+
+
+def adapter_base(path) -> str:
+    """The base model an adapter directory was trained on (its adapter_config.json's base_model_name_or_path)."""
+    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def add_lora(model, cfg: ScaleConfig, base_name: str):
+    """`model` wrapped by peft with fresh adapters (B = 0, so the wrapped model computes what the base does); only
+    the adapters require grad."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    model.name_or_path = base_name  # what adapter_config.json records as the base
+    try:
+        return get_peft_model(model, lcfg)
+    except ValueError as e:  # a target that names no module
+        from r1lab.config import ConfigError
+        raise ConfigError(f"lora_targets = {cfg.lora_targets!r}: {str(e).splitlines()[0]}") from None
+
+
+def load_policy(path: str, cfg: ScaleConfig, base: str):
+    """(model, tokenizer) to train: `path` is the base to start from, or the run's latest checkpoint on resume.
+
+    With LoRA, a checkpoint holding an adapter is loaded onto `base` with its adapter trainable; a base gets fresh
+    adapters. Without LoRA, an adapter directory is loaded merged (training every weight from there)."""
+    from r1lab.model.load import load_model
+
+    if cfg.lora_r and is_adapter_dir(path):
+        from peft import PeftModel
+
+        model, tokenizer = load_model(adapter_base(path), merge_adapter=False)
+        model = PeftModel.from_pretrained(model, path, is_trainable=True)
+    else:
+        model, tokenizer = load_model(path)
+        if cfg.lora_r:
+            model = add_lora(model, cfg, base)
+    if cfg.grad_checkpointing:
+        # subtle: non-reentrant checkpointing; the reentrant kind needs an input that requires grad, which frozen
+        # embeddings under LoRA do not give
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def reference(model):
+    """The reference policy inside: with LoRA, the same model with its adapters disabled (the base)."""
+    if is_lora(model):
+        with model.disable_adapter():
+            yield model
+    else:
+        yield model
+
+
+def merged_weights(state: dict, scalings: dict[str, float], fan_in_fan_out: dict[str, bool]) -> dict:
+    """A peft model's state dict -> the base architecture's, each LoRA-wrapped weight merged: W + B @ A * scale.
+
+    Names lose peft's "base_model.model." prefix and ".base_layer"; lora_A / lora_B entries disappear.
+    merged_weights({"base_model.model.l.base_layer.weight": W, "base_model.model.l.lora_A.default.weight": A,
+                    "base_model.model.l.lora_B.default.weight": B}, {"base_model.model.l": 2.0}, {})
+        == {"l.weight": W + 2.0 * B @ A}
+    """
+    out = {}
+    for name, tensor in state.items():
+        if ".lora_" in name:
+            continue
+        if name.endswith(".base_layer.weight"):
+            module = name[: -len(".base_layer.weight")]
+            a, b = state[f"{module}.lora_A.default.weight"], state[f"{module}.lora_B.default.weight"]
+            delta = (b.float() @ a.float()) * scalings[module]
+            if fan_in_fan_out.get(module):
+                delta = delta.T
+            tensor = (tensor.float() + delta).to(tensor.dtype)
+        name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        out[name] = tensor
+    return out
+
+
+def _lora_scalings(model) -> tuple[dict, dict]:
+    from peft.tuners.lora import LoraLayer
+
+    scalings, fifo = {}, {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and "default" in module.scaling:
+            scalings[name] = module.scaling["default"]
+            fifo[name] = bool(getattr(module, "fan_in_fan_out", False))
+    return scalings, fifo
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# FSDP2
+
+def is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def shard(model, cfg: ScaleConfig, amp):
+    """fully_shard each decoder layer (the model's _no_split_modules) and then the root, when cfg.fsdp; else the model
+    as given. amp: the stage's autocast dtype, the parameters' compute dtype (fp32 master weights stay sharded)."""
+    if not cfg.fsdp:
+        return model
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32)
+    inner = model.get_base_model() if is_lora(model) else model
+    blocks = set(getattr(inner, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in blocks]
+    if not layers:
+        raise ValueError(f"fsdp: {type(inner).__name__} names no decoder layer class (_no_split_modules) to shard by")
+    for layer in layers:
+        fully_shard(layer, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    for m in [*layers, model]:
+        m.set_gradient_divide_factor(1.0)  # a sum over ranks: the losses are divided by the global counts
+    return model
+
+
+def full_state(model, rank0_only: bool = False) -> dict:
+    """The model's full state dict: gathered from every rank under FSDP (a collective: every rank calls it), on the
+    CPU and only on rank 0 when rank0_only (for saving; the other ranks get {}); the plain state dict otherwise."""
+    if not is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=rank0_only))
+
+
+def inference_weights(model, rank0_only: bool = False) -> dict:
+    """{Hugging Face name: tensor} of the base architecture, what an inference engine loads: LoRA merged, FSDP
+    gathered (collective). Plain models give their state dict as is."""
+    state = full_state(model, rank0_only)
+    if not is_lora(model) or not state:
+        return state
+    scalings, fifo = _lora_scalings(model)
+    return merged_weights(state, scalings, fifo)
+
+
+def grad_norm_value(norm) -> float:
+    """clip_grad_norm_'s total norm as a float (a DTensor under FSDP)."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
