@@ -44,7 +44,7 @@ def resolve_checkpoint(arg: str | Path) -> str:
         return str(ASSETS / text)
     path = Path(text).expanduser()
     if path.is_dir():
-        if (path / "config.json").exists():
+        if (path / "config.json").exists() or (path / "adapter_config.json").exists():
             return str(path)
         latest = latest_checkpoint(path)
         if latest is not None:
@@ -59,15 +59,20 @@ def resolve_checkpoint(arg: str | Path) -> str:
     return text
 
 
-def load_model(path_or_id: str, dtype=None):
+def load_model(path_or_id: str, dtype=None, merge_adapter: bool = True):
     """(model, tokenizer) from a resolved model directory or hub id; the tokenizer pads on the left.
 
-    Raises CheckpointError, one line naming the directory, when transformers cannot read it (a truncated, empty or
-    garbage model.safetensors, a broken config, a hub id that is neither cached nor reachable).
+    A LoRA checkpoint (adapter_config.json, no config.json: r1lab.parallel) loads its base and the adapter, merged
+    into the base's weights unless merge_adapter is False (then the peft model). Raises CheckpointError, one line
+    naming the directory, when transformers cannot read it (a truncated, empty or garbage model.safetensors, a broken
+    config, a hub id that is neither cached nor reachable).
     """
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    path = Path(path_or_id)
+    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        return _load_adapter(path, dtype, merge_adapter)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
         kwargs = {"dtype": dtype} if dtype is not None else {}
@@ -81,6 +86,31 @@ def load_model(path_or_id: str, dtype=None):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer
+
+
+def _load_adapter(path: Path, dtype, merge: bool):
+    """A peft adapter directory on its base: merged (a plain model) or the peft model; the adapter's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from r1lab.parallel import adapter_base
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise CheckpointError(f"{path} holds a LoRA adapter, and loading it needs peft: pip install "
+                              f"'r1lab[lora]'") from None
+    base = adapter_base(path)
+    model, _ = load_model(resolve_checkpoint(base), dtype)
+    try:
+        model = PeftModel.from_pretrained(model, str(path))
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot load the LoRA adapter in {path} onto {base}: {first}") from None
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return (model.merge_and_unload() if merge else model), tokenizer
 
 
 def load_checkpoint(arg: str | Path, device=None, dtype=None):
