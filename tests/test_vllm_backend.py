@@ -113,3 +113,31 @@ def test_without_sleep_mode_the_engine_never_sleeps():
         llm.calls.append("generate")
     backend.sync_weights(model)
     assert llm.calls == ["generate", "reload_weights", "reset_prefix_cache"]
+
+
+def test_a_lora_policys_pushed_weights_are_peft_merge():
+    """What the backend pushes for a LoRA policy (r1lab.parallel.inference_weights -> merged_weights) is peft's own
+    merge_and_unload: the same names, the same values up to fp32 rounding, the tied lm_head included."""
+    pytest.importorskip("peft")
+    import copy
+
+    from r1lab.parallel import ScaleConfig, add_lora
+    from tolerances import rounding_atol
+
+    plain = tiny()
+    base = {name: w.clone() for name, w in plain.state_dict().items()}
+    model = add_lora(plain, ScaleConfig(lora_r=4), "tiny")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:  # peft starts B at 0 (a no-op adapter)
+                p.normal_(0, 0.05, generator=g)
+    reference = copy.deepcopy(model).merge_and_unload().state_dict()
+    pushed = dict(untied_weights(model))
+    assert list(pushed) == list(reference) == list(base)
+    for name, w in pushed.items():
+        # W + s * (B @ A): one reduction of r = 4 terms, one scaling, one addition, each rounded in fp32
+        atol = rounding_atol(reference[name].abs().max().item(), n=4, depth=3)
+        assert (w - reference[name]).abs().max().item() <= atol, name
+    merged = [name for name in pushed if not torch.equal(pushed[name], base[name])]
+    assert len(merged) == 4 * 7  # q, k, v, o, gate, up and down of each of the 4 layers; nothing else

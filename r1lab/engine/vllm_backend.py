@@ -165,12 +165,33 @@ class VLLMBackend:
 
 
 def untied_weights(model) -> list[tuple[str, torch.Tensor]]:
-    """(Hugging Face name, detached tensor) for every weight of `model`, with lm_head.weight listed even when it is
-    the input embedding (tied): vLLM's copy holds it as a weight of its own (see the module docstring)."""
-    weights = [(name, p.detach()) for name, p in model.named_parameters()]
-    if getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" not in dict(weights):
-        weights.append(("lm_head.weight", model.get_output_embeddings().weight.detach()))
-    return weights
+    """(Hugging Face name, tensor) for every weight of `model`'s base architecture, what vLLM's copy holds: a LoRA
+    policy's adapters merged in, an FSDP policy's shards gathered (r1lab.parallel.inference_weights: a collective
+    under FSDP, every rank calls it), and lm_head.weight listed even when it is the input embedding (tied): vLLM's
+    copy holds it as a weight of its own (see the module docstring)."""
+    from r1lab.parallel import inference_weights
+
+    weights = dict(inference_weights(model))
+    if getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" not in weights:
+        weights["lm_head.weight"] = weights[input_embedding_name(model)]
+    return [(name, t.detach()) for name, t in weights.items()]
+
+
+def input_embedding_name(model) -> str:
+    """The Hugging Face name of the input embedding's weight ("model.embed_tokens.weight" in Llama and Qwen2), for a
+    plain, LoRA-wrapped or FSDP-sharded model alike."""
+    from r1lab.parallel import is_lora
+
+    base = model.get_base_model() if is_lora(model) else model
+    embedding = base.get_input_embeddings().weight
+    return next(name for name, p in base.named_parameters() if p is embedding)
+
+
+def device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
+    """Where the policy's weights live and their dtype; under FSDP a parameter is a DTensor, whose shard on this rank
+    (to_local()) tells the device."""
+    p = next(model.parameters())
+    return (p.to_local() if hasattr(p, "to_local") else p).device, p.dtype
 
 
 def write_shape(path: Path, model, tokenizer) -> None:
@@ -202,8 +223,8 @@ def make_vllm_backend(model, tokenizer, autocast_dtype=None, max_batch_size: int
     if rank_and_world()[1] > 1:
         raise ValueError("rollout_backend 'vllm' runs in one process; data parallel training with a colocated vLLM "
                          "per rank is not supported yet")
-    device = next(model.parameters()).device
-    dtype = autocast_dtype or next(model.parameters()).dtype
+    device, dtype = device_and_dtype(model)
+    dtype = autocast_dtype or dtype
     max_model_len = model.config.max_position_embeddings
     folder = tempfile.TemporaryDirectory(prefix="r1lab-vllm-")
     write_shape(Path(folder.name), model, tokenizer)
