@@ -49,6 +49,22 @@ def tiny_checkpoint(tmp_path_factory, name: str, max_positions: int = 1024):
     return path
 
 
+def hub_snapshot(cache, repo_id: str, files: dict[str, str], commit: str = "0" * 40):
+    """Write `files` ({name: text}) as the main-branch snapshot of hub model `repo_id` in the Hugging Face cache
+    folder `cache` (HF_HUB_CACHE's layout: models--ORG--NAME/refs/main names snapshots/COMMIT/), as a download
+    would; returns the snapshot folder."""
+    from pathlib import Path
+
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name, text in files.items():
+        (snapshot / name).write_text(text)
+    return snapshot
+
+
 async def drain_events(job) -> list:
     """Every token event of a serve Scheduler job, in order, once the job has finished."""
     return [ev for batch in [b async for b in job.events()] for _, evs in batch for ev in evs]

@@ -5,7 +5,7 @@ import argparse
 import pytest
 import torch
 
-from conftest import tiny_checkpoint
+from conftest import hub_snapshot, tiny_checkpoint
 from r1lab import runtime
 from r1lab.checkpoint import save_checkpoint
 from r1lab.model.load import ASSETS, CheckpointError, load_checkpoint, resolve_checkpoint
@@ -28,11 +28,16 @@ def run_dir(tmp_path_factory):
     return run
 
 
-def test_every_form_of_a_model_argument(ckpt, run_dir):
+def test_every_form_of_a_model_argument(ckpt, run_dir, tmp_path, monkeypatch):
     assert resolve_checkpoint("countdown-base") == str(ASSETS / "countdown-base")
     assert resolve_checkpoint(str(ckpt)) == str(ckpt)
     assert resolve_checkpoint(str(run_dir)) == str(run_dir / "checkpoints" / "step_000002")  # its newest
-    assert resolve_checkpoint("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"  # a hub id passes through
+    # a hub id passes through once it is known to be loadable: here, in the local Hugging Face cache (offline tests;
+    # tests/test_gpu_recipes.py has the uncached cases)
+    hub_snapshot(tmp_path / "hub", "Qwen/Qwen2.5-0.5B", {"config.json": "{}"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_checkpoint("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
 
 
 @pytest.mark.parametrize("make, message", [

@@ -7,10 +7,12 @@ A model argument is any of:
     Qwen/Qwen2.5-0.5B               a hub id (needs the model in the local Hugging Face cache, or network access)
 
     path = resolve_checkpoint("runs/rl")            # "runs/rl/checkpoints/step_000025"
+    resolve_checkpoint("Qwen/Qwen2.5-3B")           # "Qwen/Qwen2.5-3B" when cached or on the hub, else CheckpointError
     model, tokenizer, path = load_checkpoint("runs/rl", device=torch.device("cpu"))
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -33,7 +35,8 @@ def resolve_checkpoint(arg: str | Path) -> str:
     """The directory (or hub id) a model argument stands for; see the module docstring for the forms.
 
     A run directory resolves to its newest finished checkpoint; one without any is an error, as is a local path
-    that does not exist. Anything else that is not a local directory is taken as a hub id and returned unchanged.
+    that does not exist. Anything else that is not a local directory is taken as a hub id and returned unchanged,
+    once check_hub_model finds it in the local Hugging Face cache or on the hub (else a one-line CheckpointError).
     """
     from r1lab.checkpoint import latest_checkpoint
 
@@ -56,7 +59,87 @@ def resolve_checkpoint(arg: str | Path) -> str:
         raise CheckpointError(f"{text}: a file, not a model directory")
     if _looks_local(text):
         raise CheckpointError(f"{text}: no such file or directory")
+    check_hub_model(text)
     return text
+
+
+HUB_TIMEOUT_S = 5.0  # how long the availability check waits for the hub before calling the model unreachable
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once, at import):
+    HF_HUB_CACHE, else HF_HOME/hub, else huggingface_hub's default."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or the older TRANSFORMERS_OFFLINE) set to 1 / true / yes / on, read now."""
+    return any(os.environ.get(k, "").upper() in ("1", "ON", "TRUE", "YES") for k in ("HF_HUB_OFFLINE",
+                                                                                    "TRANSFORMERS_OFFLINE"))
+
+
+def check_hub_model(repo_id: str, timeout: float = HUB_TIMEOUT_S) -> None:
+    """Nothing when the hub model `repo_id` can be loaded: its config.json is in the local Hugging Face cache (no
+    network touched), or the hub answers for it within `timeout` seconds. Otherwise a one-line CheckpointError saying
+    why and how to get the model; with HF_HUB_OFFLINE=1 the hub is never asked.
+
+        check_hub_model("Qwen/Qwen2.5-3B")   # offline and not cached: CheckpointError("Qwen/Qwen2.5-3B: not
+                                             # available offline: ...; download it with `hf download ...`")
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    cache = hub_cache_dir()
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+    except HFValidationError as e:
+        raise CheckpointError(f"{repo_id}: not a local path, and not a Hugging Face hub id "
+                              f"({_first_line(e)})") from None
+    if isinstance(cached, str):  # a path; None or a "known missing" sentinel otherwise
+        return
+    get = (f"download it with `hf download {repo_id}` (`huggingface-cli download` before huggingface_hub 1.0), "
+           f"or give a local model directory: --model PATH or --set model=PATH")
+    shipped = f"; shipped bases: {', '.join(shipped_models())}" if "/" not in repo_id and shipped_models() else ""
+    if hub_offline():
+        raise CheckpointError(f"{repo_id}: not available offline: not in the Hugging Face cache ({cache}) and "
+                              f"HF_HUB_OFFLINE is set; {get}{shipped}")
+    unreachable, reason = _ask_hub(repo_id, timeout)
+    if reason is not None:
+        raise CheckpointError(f"{repo_id}: not available{' offline' if unreachable else ''}: not in the Hugging Face "
+                              f"cache ({cache}) and {reason}; {get}{shipped}")
+
+
+def _ask_hub(repo_id: str, timeout: float) -> tuple[bool, str | None]:
+    """(unreachable, why not): (False, None) when the hub serves repo_id's config.json (one HEAD request, `timeout`
+    seconds at most); else whether the hub could not be reached at all, and what went wrong in words."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=timeout)
+    except GatedRepoError:
+        return False, "it is gated on the hub: accept its terms on huggingface.co and log in (`hf auth login`)"
+    except RepositoryNotFoundError:
+        return False, "the hub has no such model (or a private one: log in with `hf auth login`)"
+    except EntryNotFoundError:
+        return False, "its hub repository has no config.json (not a transformers model)"
+    except HfHubHTTPError as e:
+        return False, f"the hub answered with an error ({_first_line(e)})"
+    except Exception as e:
+        # subtle: the transport's errors differ by huggingface_hub release (requests, httpx, httpx2) and share no
+        # base class but Exception; whichever it is, the hub did not answer, and that is what the caller must know
+        return True, f"the hub could not be reached ({_first_line(e)})"
+    return False, None
+
+
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
 
 
 def load_model(path_or_id: str, dtype=None, merge_adapter: bool = True):
