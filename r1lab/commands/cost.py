@@ -5,6 +5,7 @@
     r1lab cost --known deepseek-r1               the R1 RL-stage cost from the Nature paper
     r1lab cost --active-params 37B --tokens 14.8T --gpu H800 --mfu 0.35 --price 2
     r1lab cost --active-params 37B --tokens 14.8T --gpu H800 --gpu-hours 2664K    (the implied MFU)
+    r1lab cost --recipe tinyzero_countdown_qwen3b [--gpu H100] [--mfu 0.3] [--price P]   an RL recipe's run, ahead
 
 Every mode takes --json. Bad input exits 2 with the valid options.
 """
@@ -39,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from r1lab.cost.published import KNOWN_RUNS  # no torch behind it: `r1lab --help` stays fast
 
     parser.add_argument("--known", choices=list(KNOWN_RUNS), help="rebuild a published cost table")
+    parser.add_argument("--recipe", help="an RL recipe (shipped name or path): its run's tokens, FLOPs, GPU-hours "
+                                         "and dollars, beside its source's published figures (MFU default 0.3)")
+    parser.add_argument("--prompt-tokens", type=_count, help="--recipe: prompt tokens a sequence (default: the "
+                                                             "task's prompt, measured or estimated)")
+    parser.add_argument("--response-tokens", type=_count, help="--recipe: response tokens a sequence (default: "
+                                                               "max_new_tokens / 2)")
     parser.add_argument("--params", type=_count, help="total parameters, e.g. 671B (default: --active-params)")
     parser.add_argument("--active-params", type=_count, help="parameters used per token, e.g. 37B (MoE: active)")
     parser.add_argument("--tokens", type=_count, help="training tokens, e.g. 14.8T")
@@ -54,12 +61,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 WHAT_IF_FLAGS = ["params", "active_params", "tokens", "gpu", "mfu", "gpu_hours", "layers", "attn_dim", "context_len"]
+RECIPE_FLAGS = ["gpu", "mfu", "prompt_tokens", "response_tokens"]  # what --recipe takes besides --price, --precision
 
 
 def run(args) -> int:
     what_if = [name for name in WHAT_IF_FLAGS if getattr(args, name) is not None]
     try:
-        if args.known:
+        recipe_only = [n for n in ("prompt_tokens", "response_tokens") if getattr(args, n) is not None]
+        if recipe_only and not args.recipe:
+            raise ValueError(f"--{recipe_only[0].replace('_', '-')} goes with --recipe")
+        if args.recipe:
+            others = [n for n in what_if if n not in RECIPE_FLAGS] + (["known"] if args.known else [])
+            if others:
+                raise ValueError(f"--recipe takes --gpu, --mfu, --price, --precision, --prompt-tokens, "
+                                 f"--response-tokens and --json, not --{others[0].replace('_', '-')}")
+            result = _recipe(args)
+        elif args.known:
             if what_if:
                 raise ValueError(f"--known takes only --price and --json, not --{what_if[0].replace('_', '-')}")
             result = _known(args)
@@ -184,3 +201,156 @@ def _what_if(args) -> dict:
             "formula": formula, "flops": flops, "gpu": gpu.name, "precision": args.precision, "peak_flops": peak,
             "mfu": mfu, "mfu_implied": args.gpu_hours is not None, "gpu_hours": hours,
             "price_per_hour": price, "dollars": cost, "_text": "What if\n" + _table(rows)}
+
+
+def _recipe(args) -> dict:
+    """An RL recipe's run, before it runs: tokens and FLOPs (r1lab/cost/recipes.py), GPU-hours and dollars at an MFU,
+    and what the recipe's source published."""
+    from r1lab.config import load_config
+    from r1lab.cost.published import dollars, format_si, get_gpu, gpu_hours
+    from r1lab.cost.recipes import PUBLISHED, RLWork, evaluations, matmul_params, recompute_flops, rl_flops
+    from r1lab.recipes import resolve_recipe
+    from r1lab.rl.train import RLConfig, algorithm
+
+    path = resolve_recipe(args.recipe)
+    cfg = load_config(RLConfig, path)
+    algo = algorithm(cfg)
+    config, card_params, shape_from = _model_shape(cfg.model)
+    prompt_tokens, prompt_from = ((args.prompt_tokens, "--prompt-tokens") if args.prompt_tokens is not None
+                                  else _prompt_tokens(cfg))
+    response_tokens, response_from = ((args.response_tokens, "--response-tokens") if args.response_tokens is not None
+                                      else (cfg.max_new_tokens / 2, "max_new_tokens / 2"))
+    n_evals = evaluations(cfg.steps, cfg.eval_every) if cfg.eval_instances else 0
+    work = RLWork(steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, samples_per_prompt=cfg.samples_per_prompt,
+                  prompt_tokens=prompt_tokens, response_tokens=response_tokens, mu=cfg.mu,
+                  reference=algo.kl_coef != 0, old_logp=cfg.mu > 1 or (algo.kl_coef != 0 and algo.kl_as_reward),
+                  lora=cfg.lora_r > 0, eval_sequences=cfg.eval_instances * cfg.eval_samples * n_evals)
+    by_kind = rl_flops(config, work)
+    total = sum(by_kind.values())
+    gpu = get_gpu(args.gpu or "H100")
+    price = gpu.price if args.price is None else args.price
+    if price < 0:
+        raise ValueError(f"--price must be >= 0, got {price}")
+    mfu = 0.3 if args.mfu is None else args.mfu
+    peak = gpu.peak(args.precision)
+    hours = gpu_hours(total, peak, mfu)
+    cost = dollars(hours, price)
+    n = matmul_params(config)
+    published = PUBLISHED.get(path.stem)
+    card = f"; model card {card_params / 1e9:.2f}B" if card_params else ""
+    lines = [f"{path.stem}: {cfg.model} on {cfg.task} ({path})",
+             f"model     {format_si(n)} matmul parameters (N){card}; shape from {shape_from}",
+             f"run       {cfg.steps:,} steps x {cfg.prompts_per_step} prompts x {cfg.samples_per_prompt} samples = "
+             f"{work.sequences:,} sequences of {prompt_tokens:,.0f} prompt tokens ({prompt_from}) + "
+             f"{response_tokens:,.0f} response tokens ({response_from})",
+             f"tokens    {format_si(work.tokens)} trained (prompt + response), "
+             f"{format_si(work.sequences * response_tokens)} sampled; {work.eval_sequences:,} held-out samples over "
+             f"{n_evals} evaluations", ""]
+    rows = [["work", "model FLOPs", "share"]]
+    for kind, f in by_kind.items():
+        rows.append([kind, f"{f:.3e}", _pct(f / total)])
+    rows.append(["total", f"{total:.3e}", "100.0%"])
+    lines += [_table(rows, right={1, 2}), "",
+              f"GPU       {gpu.name}, dense {args.precision.upper()} peak {peak / 1e12:g} TFLOP/s, MFU {_pct(mfu)} "
+              f"for all of it (decoding usually runs far below; a floor, not a forecast)",
+              f"GPU-hours {_hours(hours)}",
+              f"cost      {_dollars(cost)} at ${price:.2f} per GPU-hour"]
+    recompute = recompute_flops(config, work) if cfg.grad_checkpointing else 0.0
+    if recompute:
+        lines.append(f"note      gradient checkpointing recomputes {recompute:.3e} FLOPs more "
+                     f"({_pct(recompute / total)} of the above): not model FLOPs, they show as a lower MFU")
+    comparison = None
+    if published is not None:
+        lines += ["", f"source    {published.source}", f"published {published.result}",
+                  f"compute   {published.compute}"]
+        if published.gpu_hours:
+            comparison = hours / published.gpu_hours
+            lines.append(f"vs        this estimate is {comparison:.2g}x the published {published.gpu} GPU-hours "
+                         f"(at MFU {_pct(mfu)} on {gpu.name})")
+        elif published.dollars:
+            comparison = cost / published.dollars
+            lines.append(f"vs        this estimate is {comparison:.2g}x the published ${published.dollars:g} bound")
+        else:
+            lines.append("vs        no published GPU-hours for this model to compare with")
+    result = {"mode": "recipe", "recipe": path.stem, "path": str(path), "model": cfg.model, "task": cfg.task,
+              "matmul_params": n, "card_params": card_params, "steps": cfg.steps,
+              "prompts_per_step": cfg.prompts_per_step, "samples_per_prompt": cfg.samples_per_prompt,
+              "sequences": work.sequences, "prompt_tokens": prompt_tokens, "response_tokens": response_tokens,
+              "tokens": work.tokens, "eval_sequences": work.eval_sequences, "flops_by_kind": by_kind, "flops": total,
+              "recompute_flops": recompute,
+              "gpu": gpu.name, "precision": args.precision, "peak_flops": peak, "mfu": mfu, "gpu_hours": hours,
+              "price_per_hour": price, "dollars": cost,
+              "published": None if published is None else dict(vars(published)),
+              "vs_published": comparison, "_text": "\n".join(lines)}
+    return result
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 100 else f"{h:.3g}"
+
+
+def _dollars(d: float) -> str:
+    return f"${d:,.0f}" if d >= 100 else f"${d:.3g}"
+
+
+def _model_shape(model: str):
+    """(config for flops.shape_of, the model card's parameter count or None, where the shape came from) for a hub id
+    in cost.recipes.HUB_MODELS, a local model (a shipped base, a run or model directory: its config.json), or a hub
+    model in the local Hugging Face cache. Never touches the network."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from r1lab.cost.flops import shape_of
+    from r1lab.cost.recipes import HUB_MODELS
+    from r1lab.model.load import ASSETS, hub_cache_dir, resolve_checkpoint
+
+    if model in HUB_MODELS:
+        config, card = HUB_MODELS[model]
+        return config, card, f"{model}'s config.json (r1lab/cost/recipes.py)"
+    if (ASSETS / model / "config.json").exists() or Path(model).expanduser().exists():
+        config_path = Path(resolve_checkpoint(model)) / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json", cache_dir=hub_cache_dir())
+        if not isinstance(cached, str):
+            raise ValueError(f"{model}: no shape known: r1lab cost knows {', '.join(HUB_MODELS)}, and reads the "
+                             f"config.json of a local model directory or of a hub model in the Hugging Face cache")
+        config_path = Path(cached)
+    if not config_path.exists():
+        raise ValueError(f"{model}: no config.json in {config_path.parent}")
+    config = SimpleNamespace(**json.loads(config_path.read_text()))
+    try:
+        shape_of(config)
+    except (AttributeError, NotImplementedError) as e:
+        raise ValueError(f"{model}: cannot count its FLOPs from {config_path}: {e}") from None
+    return config, None, str(config_path)
+
+
+def _prompt_tokens(cfg) -> tuple[float, str]:
+    """(prompt tokens a sequence, how they were found): one training prompt rendered with the recipe's template
+    (drawn from the task's generator; for a dataset task, a typical question's length), then tokenized by the
+    model's own tokenizer when it is a local directory, else estimated at 4 characters a token."""
+    from pathlib import Path
+
+    from r1lab.cost.recipes import QUESTION_CHARS, estimate_tokens
+    from r1lab.model.load import ASSETS
+    from r1lab.tasks import get_task, parse_knobs
+    from r1lab.tasks.common import render_prompt
+
+    task = get_task(cfg.task)
+    if hasattr(task, "generate"):
+        example = task.generate(1, seed=cfg.seed, split="train", **parse_knobs(task, cfg.task_args))[0]
+        prompt, what = task.prompt(example, template=cfg.template), f"one {cfg.task} prompt"
+    else:
+        n = QUESTION_CHARS.get(cfg.task, 200)
+        prompt, what = render_prompt("x" * n, cfg.template), f"the {cfg.template} template + a {n}-character question"
+    local = ASSETS / cfg.model if (ASSETS / cfg.model / "config.json").exists() else Path(cfg.model).expanduser()
+    if local.is_dir():
+        from r1lab.model.load import resolve_checkpoint
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(str(local)))
+        return float(len(tokenizer(prompt)["input_ids"])), f"{what}, the model's tokenizer"
+    return float(estimate_tokens(len(prompt))), f"{what}: {len(prompt)} characters / 4"
