@@ -183,12 +183,3 @@ def test_eval_through_vllm_gives_the_engines_greedy_figures(base, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["settings"]["backend"] == "vllm" and r["completions"] == 8
 
-
-def test_data_parallel_with_a_vllm_per_rank_is_refused(monkeypatch):
-    """Not built or tested yet: refused before any engine starts, not left to fail inside vLLM."""
-    import r1lab.runtime
-
-    model, tok = policy()
-    monkeypatch.setattr(r1lab.runtime, "rank_and_world", lambda: (0, 2))
-    with pytest.raises(ValueError, match="runs in one process; data parallel training with a colocated vLLM"):
-        make_backend("vllm", model, tok)

