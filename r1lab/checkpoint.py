@@ -32,12 +32,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_model_dir(path: Path, model, tokenizer, config: dict | None = None, dtype=None) -> None:
-    """A Hugging Face model directory at `path` (not atomic by itself; see save_checkpoint)."""
+def save_model_dir(path: Path, model, tokenizer, config: dict | None = None, dtype=None, state_dict=None) -> None:
+    """A Hugging Face model directory at `path` (not atomic by itself; see save_checkpoint). state_dict: the weights
+    to write instead of the model's own (gathered from FSDP shards, or LoRA merged: r1lab/parallel.py)."""
     path.mkdir(parents=True, exist_ok=True)
-    state = None
+    state = state_dict
     if dtype is not None:
-        state = {k: v.to(dtype) for k, v in model.state_dict().items()}
+        state = {k: v.to(dtype) for k, v in (state_dict or model.state_dict()).items()}
     model.save_pretrained(path, safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(path)
     if getattr(model, "generation_config", None) is not None:
@@ -59,17 +60,34 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(run_dir, step: int, model, tokenizer, config: dict, trainer_state: dict | None = None,
                     keep_last: int = 2) -> Path:
     """Write RUN/checkpoints/step_NNNNNN atomically, point `latest` at it, and prune old ones."""
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:06d}"
-    tmp = root / f".tmp-step_{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = begin_checkpoint(run_dir, step)
     save_model_dir(tmp, model, tokenizer, config)
     if trainer_state is not None:
         torch.save(trainer_state, tmp / "trainer_state.pt")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    return commit_checkpoint(run_dir, step, tmp, keep_last)
+
+
+def begin_checkpoint(run_dir, step: int) -> Path:
+    """An empty temporary directory beside the checkpoint of `step`, for its files (named without a pid, so that the
+    ranks of a sharded save can all write into it; one writer per run directory at a time)."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def commit_checkpoint(run_dir, step: int, tmp: Path, keep_last: int) -> Path:
+    """Flush every file under `tmp`, rename it to step_NNNNNN, point `latest` at it, prune old checkpoints."""
+    root = Path(run_dir) / "checkpoints"
+    final = root / f"step_{step:06d}"
+    for f in sorted(tmp.rglob("*"), key=lambda f: -len(f.parts)):  # files first, each folder after its contents
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        else:
+            _fsync_dir(f)
     _fsync_dir(tmp)
     if final.exists():  # re-saving the same step after a resume
         shutil.rmtree(final)
@@ -104,9 +122,11 @@ def load_trainer_state(ckpt: Path) -> dict:
     return torch.load(Path(ckpt) / "trainer_state.pt", weights_only=False)
 
 
-def restore_trainer_state(ckpt: Path, optimizer) -> dict:
-    """Load a checkpoint's trainer state into `optimizer` and the global RNGs; returns the state for the rest."""
+def restore_trainer_state(ckpt: Path, optimizer=None) -> dict:
+    """Load a checkpoint's trainer state into the global RNGs and, when given, `optimizer` (rl and sft restore theirs
+    by parallel.restore_optimizer, which reads a sharded one too); returns the state for the rest."""
     state = load_trainer_state(ckpt)
-    optimizer.load_state_dict(state["optimizer"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     return state

@@ -27,7 +27,8 @@ Checkpoints stay Hugging Face directories written by rank 0 (checkpoint.save_che
 writes its own shard of the optimizer state with torch.distributed.checkpoint into CKPT/optim/ (a folder every rank
 can reach: one node, or a shared file system), read back on resume with any number of ranks. With LoRA a checkpoint
 holds the adapter (adapter_model.safetensors, adapter_config.json naming the base), and with lora_save_merged the
-merged model as well; model.load.load_model reads either, merging an adapter for inference.
+merged model as well, in CKPT/merged/ (a plain Hugging Face directory, for vLLM or any other tool);
+model.load.load_model reads either, merging an adapter for inference.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class ScaleConfig:
     lora_alpha: float = 32.0             # LoRA scale alpha / r
     lora_dropout: float = 0.0
     lora_targets: str = "all-linear"     # peft target_modules: "all-linear", or names such as "q_proj,k_proj,v_proj"
-    lora_save_merged: bool = False       # LoRA checkpoints also hold the merged model (config.json, model.safetensors)
+    lora_save_merged: bool = False       # LoRA checkpoints also hold the merged model, in CKPT/merged/
 
 
 SCALE_RANGES = {"lora_r": ">= 0", "lora_alpha": "> 0", "lora_dropout": "[0, 1)"}
@@ -92,9 +93,9 @@ def adapter_base(path) -> str:
     return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
-def add_lora(model, cfg: ScaleConfig, base_name: str):
-    """`model` wrapped by peft with fresh adapters (B = 0, so the wrapped model computes what the base does); only
-    the adapters require grad."""
+def add_lora(model, cfg: ScaleConfig, base_name: str, seed: int = 0):
+    """`model` wrapped by peft with fresh adapters (A random from `seed`, B = 0, so the wrapped model computes what the
+    base does); only the adapters require grad."""
     from peft import LoraConfig, get_peft_model
 
     targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
@@ -102,7 +103,9 @@ def add_lora(model, cfg: ScaleConfig, base_name: str):
                       target_modules=targets, task_type="CAUSAL_LM")
     model.name_or_path = base_name  # what adapter_config.json records as the base
     try:
-        return get_peft_model(model, lcfg)
+        with torch.random.fork_rng(devices=[]):  # lora_A's random init: the same in every run and on every rank
+            torch.manual_seed(seed)
+            return get_peft_model(model, lcfg)
     except ValueError as e:  # a target that names no module
         from r1lab.config import ConfigError
         raise ConfigError(f"lora_targets = {cfg.lora_targets!r}: {str(e).splitlines()[0]}") from None
@@ -123,7 +126,7 @@ def load_policy(path: str, cfg: ScaleConfig, base: str):
     else:
         model, tokenizer = load_model(path)
         if cfg.lora_r:
-            model = add_lora(model, cfg, base)
+            model = add_lora(model, cfg, base, seed=getattr(cfg, "seed", 0))
     if cfg.grad_checkpointing:
         # subtle: non-reentrant checkpointing; the reentrant kind needs an input that requires grad, which frozen
         # embeddings under LoRA do not give
@@ -191,8 +194,12 @@ def shard(model, cfg: ScaleConfig, amp):
     as given. amp: the stage's autocast dtype, the parameters' compute dtype (fp32 master weights stay sharded)."""
     if not cfg.fsdp:
         return model
+    import torch.distributed as dist
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    if not dist.is_initialized():  # one process, not started by torchrun: a world of one
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", store=dist.HashStore(), rank=0,
+                                world_size=1)
     mp = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32)
     inner = model.get_base_model() if is_lora(model) else model
     blocks = set(getattr(inner, "_no_split_modules", None) or ())
@@ -204,6 +211,7 @@ def shard(model, cfg: ScaleConfig, amp):
     fully_shard(model, mp_policy=mp)
     for m in [*layers, model]:
         m.set_gradient_divide_factor(1.0)  # a sum over ranks: the losses are divided by the global counts
+        m.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no PREMUL_SUM, NCCL's default here)
     return model
 
 
@@ -230,3 +238,99 @@ def inference_weights(model, rank0_only: bool = False) -> dict:
 def grad_norm_value(norm) -> float:
     """clip_grad_norm_'s total norm as a float (a DTensor under FSDP)."""
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The plain model rollouts and evaluation run on
+
+def plain_copy(model, device=None):
+    """A plain Hugging Face model of the policy's base architecture holding its inference_weights (a collective
+    under FSDP), in fp32, frozen: what r1lab's engine samples from when the policy is wrapped (its decoding reads
+    plain nn.Linear weights, and a sharded forward cannot run on one rank alone). sync_copy() refreshes it."""
+    from transformers import AutoModelForCausalLM
+
+    base = model.get_base_model() if is_lora(model) else model
+    copy = AutoModelForCausalLM.from_config(base.config, dtype=torch.float32)
+    copy.generation_config = base.generation_config
+    copy.to(device if device is not None else _device_of(model)).eval().requires_grad_(False)
+    sync_copy(copy, model)
+    return copy
+
+
+def sync_copy(copy, model) -> None:
+    """Copy `model`'s inference_weights into `copy` in place (every rank calls it under FSDP)."""
+    weights = inference_weights(model)
+    params = dict(copy.named_parameters())
+    missing = [n for n in params if n not in weights]
+    if missing:
+        raise RuntimeError(f"the policy's weights lack {missing[:3]} of its plain copy")
+    with torch.no_grad():
+        for name, p in params.items():
+            w = weights[name]
+            p.copy_(w.full_tensor() if hasattr(w, "full_tensor") else w)
+
+
+def _device_of(model) -> torch.device:
+    p = next(model.parameters())
+    return p.to_local().device if hasattr(p, "to_local") else p.device
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Checkpoints: every rank calls save_policy; rank 0 writes the model, each rank its optimizer shard under FSDP
+
+def save_policy(run_dir, step: int, model, tokenizer, config: dict, trainer_state: dict, optimizer, cfg: ScaleConfig,
+                keep_last: int):
+    """RUN/checkpoints/step_NNNNNN, atomically (checkpoint.begin_checkpoint / commit_checkpoint): a Hugging Face model
+    directory (or a LoRA adapter, and with lora_save_merged the merged model too), trainer_state.pt, and the optimizer
+    state: in trainer_state.pt, or under FSDP sharded in optim/ (torch.distributed.checkpoint, one file per rank)."""
+    from r1lab import runtime
+    from r1lab.checkpoint import begin_checkpoint, commit_checkpoint, save_model_dir
+
+    rank = runtime.rank_and_world()[0]
+    tmp = begin_checkpoint(run_dir, step) if rank == 0 else None
+    tmp = Path(runtime.all_gather_objects(str(tmp))[0])
+    state = dict(trainer_state)
+    if is_sharded(model):
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=str(tmp / "optim"))
+    else:
+        state["optimizer"] = optimizer.state_dict()
+    state["fsdp"] = is_sharded(model)
+    full = full_state(model, rank0_only=True)  # collective under FSDP
+    if rank == 0:
+        if is_lora(model):
+            model.save_pretrained(tmp, state_dict=full)  # peft keeps the adapter's entries
+            tokenizer.save_pretrained(tmp)
+            if cfg.lora_save_merged:
+                scalings, fifo = _lora_scalings(model)
+                # subtle: in a folder of its own; transformers' from_pretrained on a folder holding adapter_config.json
+                # loads the adapter onto whatever model it finds there
+                save_model_dir(tmp / "merged", model.get_base_model(), tokenizer,
+                               state_dict=merged_weights(full, scalings, fifo))
+            (tmp / "r1lab_config.json").write_text(json.dumps(config, indent=2, default=str))
+        else:
+            save_model_dir(tmp, model, tokenizer, config, state_dict=full)
+        torch.save(state, tmp / "trainer_state.pt")
+    runtime.barrier()
+    final = commit_checkpoint(run_dir, step, tmp, keep_last) if rank == 0 else None
+    runtime.barrier()
+    return final
+
+
+def restore_optimizer(ckpt: Path, model, optimizer, state: dict) -> None:
+    """The optimizer state a checkpoint holds, into `optimizer`: from optim/ (sharded, any number of ranks) or from
+    trainer_state.pt. A checkpoint written with fsdp on resumes with fsdp on, and off with off (ValueError)."""
+    if state.get("fsdp", False) != is_sharded(model):
+        raise ValueError(f"{ckpt} was written with fsdp = {str(state.get('fsdp', False)).lower()}; resume the run "
+                         f"with the same setting")
+    if is_sharded(model):
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+        osd = get_optimizer_state_dict(model, optimizer)  # the layout to fill (initialises Adam's state)
+        dcp.load({"optimizer": osd}, checkpoint_id=str(Path(ckpt) / "optim"))
+        set_optimizer_state_dict(model, optimizer, osd)
+    else:
+        optimizer.load_state_dict(state["optimizer"])

@@ -337,3 +337,25 @@ def test_shared_prompt_logp_equals_a_full_forward(rollouts):
     depth = 2 * model.config.num_hidden_layers + 1
     for (name, p1), p2, mag in zip(m1.named_parameters(), m2.parameters(), mags):
         assert float((p1.grad - p2.grad).norm()) <= rounding_atol(float(mag.norm()), n, depth), name
+
+
+def test_dataset_tasks_train_on_problem_files(tmp_path):
+    """gsm8k has no generator: rl reads its training problems from `data` and the held-out ones from `eval_data`,
+    and says which key is missing, before any work, when they are not given."""
+    rows = [{"question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
+             "answer": f"{a} + {b} = {a + b}\n#### {a + b}"} for a, b in [(3, 4), (5, 9), (2, 2), (7, 1), (6, 3)]]
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    test.write_text(json.dumps(rows[4]) + "\n")
+    dataset = ["task=gsm8k", "task_args=", "prompts_per_step=2", "train_instances=4", "eval_instances=1",
+               "max_new_tokens=24", "steps=1"]
+    proc = run_rl(tmp_path / "run", dataset + [f"data={train}", f"eval_data={test}"])
+    assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
+    logged = metric_rows(tmp_path / "run")
+    assert logged[-1]["step"] == 1 and "eval/pass1" in logged[0] and logged[1]["generated_tokens"] > 0
+    for extra, message in [([], b"is a dataset: set data ="), ([f"data={train}"], b"set eval_data ="),
+                           ([f"data={tmp_path / 'nope.jsonl'}", "eval_instances=0"], b"no such file or folder"),
+                           ([f"data={train}", f"eval_data={train}"], b"the held-out set would be trained on")]:
+        proc = run_rl(tmp_path / "bad", dataset + extra)
+        assert proc.wait() == 2 and message in proc.stderr.read(), extra
+        assert not (tmp_path / "bad").exists()

@@ -146,8 +146,12 @@ class RunAccount:
         self.flops_by_kind[kind] = self.flops_by_kind.get(kind, 0.0) + flops
 
     def add_tokens(self, kind: str, n_tokens: int, context_len: int) -> None:
-        """kind "train" (forward + backward) or "forward", for n_tokens in sequences of context_len."""
-        count = {"train": F.train_flops, "forward": F.forward_flops}
+        """kind "train" (forward + backward), "train_frozen" (forward + backward through frozen weights: LoRA, whose
+        backward computes no weight gradients of the base, 2x forward; the adapters' own FLOPs are r/hidden of it
+        and left out) or "forward", for n_tokens in sequences of context_len. Model FLOPs: a recomputed forward
+        (gradient checkpointing) is not counted, as MFU is defined."""
+        count = {"train": F.train_flops, "forward": F.forward_flops,
+                 "train_frozen": lambda *a: 2 * F.forward_flops(*a)}
         if kind not in count:
             raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(count)} (or add(flops, kind))")
         self.add(count[kind](self._shape(), n_tokens, context_len), kind)

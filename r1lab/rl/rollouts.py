@@ -205,6 +205,16 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
         p_ids[k, Lp - len(p):] = torch.tensor(p, device=device)
         p_attn[k, Lp - len(p):] = 1
     p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
+    if getattr(model, "is_gradient_checkpointing", False) and model.training and torch.is_grad_enabled():
+        # subtle: a checkpointed layer is run again in backward, and would append its keys to the shared prompt's
+        # cache a second time; so one plain pass over prompt + response per row (the tokens the cache saves)
+        full_attn = torch.cat([p_attn[rows], attn], -1)
+        with autocast(device, amp):
+            logits = model(input_ids=torch.cat([p_ids[rows], ids], -1), attention_mask=full_attn,
+                           position_ids=(full_attn.cumsum(-1) - 1).clamp(min=0),
+                           logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # (B, T, V): tokens 0..T-1
+        logp = algos.logprobs_from_logits(logits, ids)
+        return logp, algos.entropy_from_logits(logits.detach()) if with_entropy else None
     with autocast(device, amp):
         out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True,
                     past_key_values=DynamicCache(config=model.config), logits_to_keep=1)

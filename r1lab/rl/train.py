@@ -21,6 +21,9 @@ Rollouts (sampling, scoring, packing, the log-prob forward) live in r1lab/rl/rol
 here: the config, train_on (one update), and main = setup, then rl_step / evaluate / save per step, then finish.
 Exact resume: the prompts and sampling seeds of step s are pure functions of (seed, s), and the checkpoint holds
 the optimizer and every RNG, so a run killed with -9 and resumed logs the same metrics as an unbroken one.
+Scale (r1lab/parallel.py, keys inherited from ScaleConfig): fsdp shards the policy and the reference model with
+FSDP2; lora_r trains LoRA adapters only, the reference being the policy with its adapters disabled. A wrapped policy
+samples through a plain copy that gets its merged / gathered weights after every update (vLLM gets them directly).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from r1lab import runtime
+from r1lab import parallel, runtime
 from r1lab.config import config_to_dict, format_config
 from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.rl import algos
@@ -48,6 +51,9 @@ class RLConfig(ScaleConfig):
     task: str = "countdown"
     task_args: str = ""                  # knobs for the task's generator, "key=value,key=value"
     eval_task_args: str | None = None    # the held-out set's knobs when they differ (a curriculum); None: task_args
+    data: str = ""                       # a dataset task's training problems (gsm8k, math): a JSONL / Parquet file,
+                                         # a folder or a hub id (its train split); empty: the task's generator
+    eval_data: str = ""                  # held-out problems from a file, folder or hub id (its test split)
     model: str = "countdown-base"        # a shipped base name, an r1lab checkpoint or any Hugging Face path / id
     out_dir: str = "runs/rl"
     template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
@@ -139,10 +145,33 @@ def check(cfg: RLConfig) -> None:
         raise ConfigError(f"tis_cap = {cfg.tis_cap!r}: must be 0 (off) or at least 1 (a cap below 1 would shrink "
                           f"every token's weight)")
     algorithm(cfg)
+    check_problem_sources(cfg)
     if cfg.prompts_per_step > cfg.train_instances:
         raise ConfigError(f"prompts_per_step = {cfg.prompts_per_step}: more than the training pool holds "
                           f"(train_instances = {cfg.train_instances})")
     resolve_checkpoint(cfg.model)
+
+
+def check_problem_sources(cfg: RLConfig) -> None:
+    """A dataset task (no generator) needs `data`, and `eval_data` unless eval_instances = 0; a local path given for
+    either must exist. Hub ids are loaded (and so checked) in setup."""
+    from r1lab.config import ConfigError
+    from r1lab.tasks import get_task
+    from r1lab.tasks.common import _looks_local
+
+    generated = hasattr(get_task(cfg.task), "generate")
+    if not generated and not cfg.data:
+        raise ConfigError(f"task = {cfg.task!r} is a dataset: set data = FILE, FOLDER or HUB_ID (its train split), e.g. "
+                          f"--set data=openai/gsm8k")
+    if not generated and cfg.eval_instances and not cfg.eval_data:
+        raise ConfigError(f"task = {cfg.task!r} is a dataset: set eval_data = FILE, FOLDER or HUB_ID for the held-out "
+                          f"evaluation, or eval_instances = 0")
+    for key in ("data", "eval_data"):
+        value = getattr(cfg, key)
+        if value and not Path(value).exists() and _looks_local(value):
+            raise ConfigError(f"{key} = {value!r}: no such file or folder")
+    if cfg.data and cfg.data == cfg.eval_data and Path(cfg.data).is_file():
+        raise ConfigError(f"data and eval_data are the same file ({cfg.data}): the held-out set would be trained on")
 
 
 def algorithm(cfg: RLConfig) -> algos.Algorithm:
@@ -179,7 +208,8 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
             model.eval()
             old_logp = torch.cat([response_logp(model, prompts[c], ids[c], attn[c], amp)[0] for c in chunks])
         if need_ref:
-            ref_logp = torch.cat([response_logp(ref_model, prompts[c], ids[c], attn[c], amp)[0] for c in chunks])
+            with parallel.reference(ref_model):  # with LoRA: the policy itself, adapters disabled
+                ref_logp = torch.cat([response_logp(ref_model, prompts[c], ids[c], attn[c], amp)[0] for c in chunks])
     kl_reward = algos.KL_ESTIMATORS[algo.kl_estimator](old_logp, ref_logp) * mask if kl_in_reward else None
     adv, adv_metrics = algos.ADVANTAGES[algo.advantage](roll.rewards.to(device), mask, G, kl=kl_reward,
                                                         kl_coef=algo.kl_coef if kl_in_reward else 0.0)
@@ -213,8 +243,10 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
             m["loss"] = float(loss.detach()) * float(tokens) / max(w, 1.0)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * w / cfg.mu
-        sum_gradients(model)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        if not parallel.is_sharded(model):  # FSDP has reduce-scattered them in backward
+            sum_gradients(model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        grad_norm = parallel.grad_norm_value(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))
         opt.step()
         opt.zero_grad(set_to_none=True)
     keys = sorted(sums)
@@ -244,9 +276,10 @@ class Run:
     device: torch.device
     amp: torch.dtype | None       # training autocast dtype; None: fp32
     task: object
-    model: torch.nn.Module
+    model: torch.nn.Module        # the policy: a Hugging Face model, LoRA-wrapped and / or FSDP-sharded (parallel.py)
     tokenizer: object
-    ref_model: torch.nn.Module | None
+    ref_model: torch.nn.Module | None  # with LoRA, the policy itself (parallel.reference disables its adapters)
+    gen_model: torch.nn.Module    # what r1lab's engine samples from: the policy, or its plain copy when wrapped
     pool: list                    # training problems
     eval_set: list                # held-out problems ([] with eval_instances = 0)
     opt: torch.optim.Optimizer
@@ -285,27 +318,41 @@ def setup(cfg: RLConfig) -> Run:
     knobs = parse_knobs(task, cfg.task_args)
     base_path = resolve_checkpoint(cfg.model)  # a run directory resolves to its latest checkpoint
     resume = latest_checkpoint(run_dir)
-    model, tokenizer = load_model(str(resume or base_path))
+    model, tokenizer = parallel.load_policy(str(resume or base_path), cfg, base=base_path)
     model.to(device)
     ref_model = None
     if algos.needs_reference(algo.kl_coef):
-        ref_model = model if resume is None else load_model(str(base_path))[0].to(device)
-        ref_model = copy.deepcopy(ref_model).eval().requires_grad_(False)
+        if cfg.lora_r:
+            ref_model = model  # the base is the policy with its adapters disabled: no second copy
+        else:
+            ref_model = model if resume is None else load_model(str(base_path))[0].to(device)
+            ref_model = parallel.shard(copy.deepcopy(ref_model).eval().requires_grad_(False), cfg, amp)
+    model = parallel.shard(model, cfg, amp)
     if rank == 0:
         print(format_config(cfg))
         print(f"rl: algorithm {json.dumps(dataclasses.asdict(algo))}; world {world}; device {device}; autocast {amp}; "
               f"from {resume or base_path}")
-    pool = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
+    if cfg.data:
+        pool = task.load(cfg.data, split="train", limit=cfg.train_instances)
+        if len(pool) < cfg.prompts_per_step:
+            raise ValueError(f"data = {cfg.data}: {len(pool)} problems, fewer than prompts_per_step = "
+                             f"{cfg.prompts_per_step}")
+    else:
+        pool = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
     eval_set = []
-    if cfg.eval_instances:
+    if cfg.eval_instances and cfg.eval_data:
+        eval_set = task.load(cfg.eval_data, split="test", limit=cfg.eval_instances)
+    elif cfg.eval_instances:
         eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir,
                                    **parse_knobs(task, held_out_task_args(cfg)))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=cfg.weight_decay)
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32",
                          dtype_by_kind={"generate": "fp32"})  # rollouts and evaluation sample in fp32 (see below)
     start, wall_before = 0, 0.0
     if resume is not None:
-        state = restore_trainer_state(resume, opt)
+        state = restore_trainer_state(resume)
+        parallel.restore_optimizer(resume, model, opt, state)
         start, wall_before = state["step"], state["wall_s"]
         account.flops_by_kind = dict(state["flops_by_kind"])
     log = MetricsLogger(run_dir, "rl", cfg.wandb and rank == 0, cfg.tensorboard and rank == 0, config_to_dict(cfg),
@@ -314,10 +361,13 @@ def setup(cfg: RLConfig) -> Run:
     # and the log-probs that train the policy come from the training forward pass anyway. vLLM runs in the training
     # dtype (bf16 on GPUs, as everyone runs it), and TIS corrects for the difference.
     rows = cfg.prompts_per_step // world * cfg.samples_per_prompt  # one rollout call; the engine admits them all
-    backend = make_backend(cfg.rollout_backend, model, tokenizer, max_batch_size=rows,
+    wrapped = cfg.lora_r or cfg.fsdp
+    gen_model = parallel.plain_copy(model, device) if wrapped and cfg.rollout_backend == "engine" else model
+    # vLLM takes the policy itself: it loads parallel.inference_weights (LoRA merged, FSDP gathered) at each sync
+    backend = make_backend(cfg.rollout_backend, gen_model, tokenizer, max_batch_size=rows,
                            autocast_dtype=None if cfg.rollout_backend == "engine" else amp)
-    return Run(cfg, algo, rank, run_dir, device, amp, task, model, tokenizer, ref_model, pool, eval_set, opt, account,
-               log, backend, start, wall_before, t_run=time.time())
+    return Run(cfg, algo, rank, run_dir, device, amp, task, model, tokenizer, ref_model, gen_model, pool, eval_set,
+               opt, account, log, backend, start, wall_before, t_run=time.time())
 
 
 def evaluate(run: Run, step: int) -> dict:
@@ -327,8 +377,8 @@ def evaluate(run: Run, step: int) -> dict:
     if not run.eval_set:
         return {}
     cfg = run.cfg
-    run.model.eval()
-    result = evaluate_model(run.model, run.tokenizer, run.task, run.eval_set, template=cfg.template,
+    run.gen_model.eval()
+    result = evaluate_model(run.gen_model, run.tokenizer, run.task, run.eval_set, template=cfg.template,
                             max_new_tokens=cfg.max_new_tokens, autocast_dtype=None, samples=cfg.eval_samples,
                             temperature=cfg.eval_temperature, seed=cfg.seed + 7, account=run.account)
     run.log.log(step, {f"eval/{k}": v for k, v in result.items()},
@@ -351,9 +401,11 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
     metrics = rollout_metrics(roll)
     train_metrics, processed = train_on(model, run.ref_model, run.opt, roll, cfg, run.algo, run.amp,
                                         run.tokenizer.pad_token_id, run.device)
-    run.backend.sync_weights(model)  # the next rollouts sample from the updated policy
+    if run.gen_model is not model:
+        parallel.sync_copy(run.gen_model, model)  # a collective under FSDP
+    run.backend.sync_weights(run.gen_model)  # the next rollouts sample from the updated policy
     for kind, (n_tokens, context_len) in processed.items():
-        run.account.add_tokens(kind, n_tokens, context_len)
+        run.account.add_tokens("train_frozen" if kind == "train" and cfg.lora_r else kind, n_tokens, context_len)
     dt = time.time() - t0
     metrics.update(train_metrics)
     metrics.update({"lr": lr, "step_time_s": dt, "gen_time_s": t_gen, "train_time_s": dt - t_gen,
@@ -369,12 +421,13 @@ CONSOLE_KEYS = ("reward", "acc", "format_rate", "response_len", "response_len_co
 
 
 def save(run: Run, done: int) -> None:
-    """A checkpoint after `done` steps with the optimizer, every RNG and the FLOP account (exact resume)."""
-    from r1lab.checkpoint import rng_state, save_checkpoint
+    """A checkpoint after `done` steps with the optimizer, every RNG and the FLOP account (exact resume); every rank
+    calls it."""
+    from r1lab.checkpoint import rng_state
 
-    save_checkpoint(run.run_dir, done, run.model, run.tokenizer, config_to_dict(run.cfg),
-                    {"optimizer": run.opt.state_dict(), "rng": rng_state(), "step": done, "wall_s": run.wall_s(),
-                     "flops_by_kind": run.account.flops_by_kind}, keep_last=run.cfg.keep_last)
+    parallel.save_policy(run.run_dir, done, run.model, run.tokenizer, config_to_dict(run.cfg),
+                         {"rng": rng_state(), "step": done, "wall_s": run.wall_s(),
+                          "flops_by_kind": run.account.flops_by_kind}, run.opt, run.cfg, keep_last=run.cfg.keep_last)
 
 
 def finish(run: Run) -> None:
@@ -405,9 +458,7 @@ def main(cfg: RLConfig) -> Path:
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps and run.rank == 0:
             evaluate(run, done)
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
-            if run.rank == 0:
-                save(run, done)
-            barrier()
+            save(run, done)  # every rank: each writes its optimizer shard under FSDP
     if run.rank == 0:
         finish(run)
     barrier()

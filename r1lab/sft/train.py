@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from r1lab import runtime
+from r1lab import parallel, runtime
 from r1lab.config import config_to_dict, format_config
 from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.pretrain.train import cosine_lr, make_optimizer
@@ -152,8 +152,10 @@ def train_step(step: int, run) -> dict:
         loss, _ = forward_loss(model, batch, run.amp, run.device)
         (loss / max(1.0, n_global)).backward()
         loss_sum += float(loss.detach())
-    runtime.sum_gradients(model)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    if not parallel.is_sharded(model):  # FSDP has reduce-scattered them in backward
+        runtime.sum_gradients(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = parallel.grad_norm_value(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))
     opt.step()
     opt.zero_grad(set_to_none=True)
     loss_global = runtime.all_sum([loss_sum])[0]
@@ -206,11 +208,12 @@ def setup(cfg: SFTConfig) -> Run:
     device = runtime.device()
     amp = runtime.autocast_dtype(cfg.dtype, device)
     resume = latest_checkpoint(run_dir)
-    model, tokenizer = load_model(str(resume or resolve_checkpoint(cfg.model)))
+    base = resolve_checkpoint(cfg.model)
+    model, tokenizer = parallel.load_policy(str(resume or base), cfg, base=base)
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and cfg.seq_len > max_pos:
         raise ConfigError(f"seq_len = {cfg.seq_len}: the model has only {max_pos} positions")
-    model.to(device)
+    model = parallel.shard(model.to(device), cfg, amp)
     examples = prepare_examples(cfg, tokenizer)
     packs = pack([len(x) for x, _ in examples], cfg.seq_len, cfg.seed)
     per_step = cfg.device_batch_size * cfg.grad_accum * world
@@ -231,7 +234,8 @@ def setup(cfg: SFTConfig) -> Run:
                          dtype_by_kind={"generate": "fp32"})  # its held-out evaluation samples in fp32
     start, wall_before = 0, 0.0
     if resume is not None:
-        state = restore_trainer_state(resume, opt)
+        state = restore_trainer_state(resume)
+        parallel.restore_optimizer(resume, model, opt, state)
         start, wall_before = state["step"], state["wall_s"]
         account.flops_by_kind = dict(state["flops_by_kind"])
     log = MetricsLogger(run_dir, "sft", cfg.wandb, cfg.tensorboard, config_to_dict(cfg),
@@ -241,25 +245,29 @@ def setup(cfg: SFTConfig) -> Run:
 
 
 def evaluate(run: Run) -> dict:
-    """The held-out problems solved, by the task's verifier (rank 0; {} without a held-out set)."""
+    """The held-out problems solved, by the task's verifier; every rank calls it (a wrapped policy is copied into a
+    plain model first, a collective under FSDP), rank 0 evaluates; {} elsewhere and without a held-out set."""
     from r1lab.evaluation.evaluate import evaluate_model
 
+    if not run.cfg.eval_instances:
+        return {}
+    wrapped = run.cfg.lora_r or run.cfg.fsdp
+    model = parallel.plain_copy(run.model, run.device) if wrapped else run.model
     if not run.eval_set:
         return {}
-    run.model.eval()
-    out = evaluate_model(run.model, run.tokenizer, run.task, run.eval_set, template=run.cfg.template,
+    model.eval()
+    out = evaluate_model(model, run.tokenizer, run.task, run.eval_set, template=run.cfg.template,
                          max_new_tokens=run.cfg.eval_max_new_tokens, autocast_dtype=None, seed=run.cfg.seed + 7,
                          account=run.account)
-    run.model.train()
     return {f"eval/{k}": v for k, v in out.items()}
 
 
 def save(run: Run, done: int) -> None:
-    from r1lab.checkpoint import rng_state, save_checkpoint
+    from r1lab.checkpoint import rng_state
 
-    save_checkpoint(run.run_dir, done, run.model, run.tokenizer, config_to_dict(run.cfg),
-                    {"optimizer": run.opt.state_dict(), "rng": rng_state(), "step": done, "wall_s": run.wall_s(),
-                     "flops_by_kind": run.account.flops_by_kind}, keep_last=run.cfg.keep_last)
+    parallel.save_policy(run.run_dir, done, run.model, run.tokenizer, config_to_dict(run.cfg),
+                         {"rng": rng_state(), "step": done, "wall_s": run.wall_s(),
+                          "flops_by_kind": run.account.flops_by_kind}, run.opt, run.cfg, keep_last=run.cfg.keep_last)
 
 
 CONSOLE_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "eval/pass1", "eval/format_rate")
@@ -275,20 +283,19 @@ def main(cfg: SFTConfig) -> Path:
     for step in range(run.start, run.total_steps):
         t0 = time.time()
         out = train_step(step, run)
-        run.account.add_tokens("train", out["tokens"], cfg.seq_len)
+        run.account.add_tokens("train_frozen" if cfg.lora_r else "train", out["tokens"], cfg.seq_len)
         done = step + 1
         dt = time.time() - t0
+        metrics = {**out, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
+        if cfg.eval_instances and ((cfg.eval_every and done % cfg.eval_every == 0) or done == run.total_steps):
+            metrics.update(evaluate(run))  # every rank: a sharded policy is gathered for it
+            run.model.train()
         if run.rank == 0:
-            metrics = {**out, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
-            if cfg.eval_instances and ((cfg.eval_every and done % cfg.eval_every == 0) or done == run.total_steps):
-                metrics.update(evaluate(run))
             summary = run.account.summary(run.wall_s())
             metrics.update({k: summary[k] for k in ("flops", "flops_per_s", "mfu")})
             run.log.log(done, metrics, console_keys=CONSOLE_KEYS, echo=done % 10 == 0 or done == run.total_steps)
         if (cfg.save_every and done % cfg.save_every == 0) or done == run.total_steps:
-            if run.rank == 0:
-                save(run, done)
-            runtime.barrier()
+            save(run, done)  # every rank: each writes its optimizer shard under FSDP
     if run.rank == 0:
         summary = run.account.summary(run.wall_s())
         (run.run_dir / "account.json").write_text(json.dumps(summary, indent=2))
