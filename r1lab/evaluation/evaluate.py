@@ -185,14 +185,17 @@ def _complete(backend, task, examples, prompts, k: int, params, account, greedy:
 def run_eval(model, tokenizer, task, examples, *, template: str = "short", samples: int = 1,
              temperature: float = 0.6, top_p: float = 0.95, top_k: int = 0, max_new_tokens: int = 512,
              seed: int = 0, greedy: bool = True, markers=DEFAULT_MARKERS, autocast_dtype=None,
-             batch_size: int = 256, account=None, backend: str = "engine") -> tuple[dict, list[Sample]]:
+             batch_size: int = 256, account=None, backend="engine") -> tuple[dict, list[Sample]]:
     """K samples per problem and, with greedy=True, one temperature-0 pass; returns (summarize()'s figures, every
-    scored sample with the greedy pass's last). `backend` names the rollout backend (r1lab.engine.BACKENDS)."""
+    scored sample with the greedy pass's last). `backend` names the rollout backend (r1lab.engine.BACKENDS), or is
+    one already built (RL's, holding the policy's current weights)."""
     from r1lab.engine import SamplingParams, make_backend
 
     if not examples or samples < 1:
         raise ValueError(f"need at least one example and one sample, got {len(examples)} and {samples}")
-    sampler = make_backend(backend, model, tokenizer, autocast_dtype=autocast_dtype, max_batch_size=batch_size)
+    sampler = backend if not isinstance(backend, str) else make_backend(backend, model, tokenizer,
+                                                                         autocast_dtype=autocast_dtype,
+                                                                         max_batch_size=batch_size)
     prompts = [task.prompt(ex, template=template) for ex in examples]
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                             seed=seed)
@@ -209,12 +212,13 @@ def run_eval(model, tokenizer, task, examples, *, template: str = "short", sampl
 def evaluate_model(model, tokenizer, task, examples, template: str = "short", max_new_tokens: int = 512,
                    autocast_dtype=None, samples: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                    seed: int = 0, account=None, top_k: int = 0, greedy: bool = False, markers=DEFAULT_MARKERS,
-                   batch_size: int = 256) -> dict:
+                   batch_size: int = 256, backend="engine") -> dict:
     """Scalar metrics for training logs: run_eval's figures, flattened (pass1, format_rate, step_acc, response_len,
     and more; pass@k and cons_at_k with samples > 1, greedy_acc with greedy=True)."""
     s, _ = run_eval(model, tokenizer, task, examples, template=template, samples=samples, temperature=temperature,
                     top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, greedy=greedy,
-                    markers=markers, autocast_dtype=autocast_dtype, batch_size=batch_size, account=account)
+                    markers=markers, autocast_dtype=autocast_dtype, batch_size=batch_size, account=account,
+                    backend=backend)
     out = {
         "pass1": s["pass1"], "format_rate": s["format_rate"], "step_acc": s["behaviour"]["step_acc"],
         "response_len": s["response_len"]["mean"], "response_len_correct": s["response_len"]["mean_correct"],

@@ -378,9 +378,13 @@ def evaluate(run: Run, step: int) -> dict:
         return {}
     cfg = run.cfg
     run.gen_model.eval()
+    # the rollout backend itself when it is not r1lab's engine: vLLM holds the current weights, and a sharded policy
+    # cannot run a forward pass on rank 0 alone
+    backend = "engine" if cfg.rollout_backend == "engine" else run.backend
     result = evaluate_model(run.gen_model, run.tokenizer, run.task, run.eval_set, template=cfg.template,
                             max_new_tokens=cfg.max_new_tokens, autocast_dtype=None, samples=cfg.eval_samples,
-                            temperature=cfg.eval_temperature, seed=cfg.seed + 7, account=run.account)
+                            temperature=cfg.eval_temperature, seed=cfg.seed + 7, account=run.account,
+                            backend=backend)
     run.log.log(step, {f"eval/{k}": v for k, v in result.items()},
                 console_keys=tuple(f"eval/{k}" for k in ("pass1", "format_rate", "step_acc", "response_len")))
     return result
