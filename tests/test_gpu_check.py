@@ -1,0 +1,195 @@
+"""benchmarks/gpu_check.py and scripts/gpu_check.sh (issue 16's GPU check) in smoke mode on the CPU: the shapes are
+Qwen2.5's, a failing part becomes its row and the others run, the verdicts follow the targets, and the whole script
+runs end to end (the FSDP part on 2 gloo processes under torchrun). The vLLM parts skip where vllm is not importable;
+with it (/work/vllm-venv/bin/python -m pytest tests/test_gpu_check.py) they run too, and the weight sync must pass.
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from r1lab.runtime import cpu_has_bf16
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+gpu_check = sys.modules["gpu_check"] = importlib.util.module_from_spec(spec)  # its dataclass looks itself up there
+spec.loader.exec_module(gpu_check)
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def count_params(name: str) -> int:
+    """Parameters of gpu_check.QWEN[name] (the tied embedding once), counted on the meta device."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(gpu_check.qwen2_config(name))
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_the_configs_have_qwen25s_published_parameter_counts():
+    """Model cards: Qwen2.5-0.5B has 0.49B parameters (0.36B without embeddings), -1.5B 1.54B (1.31B)."""
+    for name, total, body in (("0.5B", 0.49, 0.36), ("1.5B", 1.54, 1.31)):
+        n = count_params(name)
+        embedding = gpu_check.VOCAB * gpu_check.QWEN[name]["hidden_size"]
+        assert (round(n / 1e9, 2), round((n - embedding) / 1e9, 2)) == (total, body)
+    assert count_params("0.5B") == 494_032_768
+
+
+def test_the_tokenizer_has_qwens_151936_ids_and_r1labs_characters():
+    from r1lab.model.tokenizer import build_tokenizer
+
+    tok, chars = gpu_check.build_tokenizer(), build_tokenizer()
+    assert len(tok) == gpu_check.VOCAB == 151936
+    assert (tok.pad_token_id, tok.eos_token_id) == (gpu_check.PAD_ID, gpu_check.EOS_ID)
+    text = "User: 12+3\nAssistant: <think>"
+    assert tok(text)["input_ids"] == chars(text)["input_ids"]
+    assert tok.decode([8, 151935]) == "1<|t151935|>"
+
+
+def test_a_part_that_raises_or_outruns_its_time_box_is_an_error_row_and_the_next_part_runs(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+
+    def broken():
+        raise RuntimeError("CUDA out of memory\nmore lines")
+
+    t = time.perf_counter()
+    gpu_check.guarded(["engine"], broken, 10, rows)
+    gpu_check.guarded(["vllm"], lambda: time.sleep(30), 0.5, rows)
+    gpu_check.guarded(["sync"], lambda: [{"key": "sync", "verdict": "PASS", "after": 0.0, "tol": 1e-5}], 10, rows)
+    assert time.perf_counter() - t < 10
+    got = {r["key"]: r for r in map(json.loads, rows.read_text().splitlines())}
+    assert got["engine"]["verdict"] == "ERROR" and got["engine"]["note"] == "RuntimeError: CUDA out of memory"
+    assert got["vllm"]["verdict"] == "ERROR" and got["vllm"]["note"].startswith("TimeoutError: over its time box")
+    assert got["sync"]["verdict"] == "PASS"
+    # the train part left no rows (its process was killed): ERROR rows say so; any ERROR makes the exit status 1
+    table = gpu_check.finish_rows(list(got.values()), smoke=False)
+    assert [(r["key"], r["verdict"]) for r in table] == [
+        ("engine", "ERROR"), ("vllm", "ERROR"), ("ratio", "ERROR"), ("train", "ERROR"), ("train_gc", "ERROR"),
+        ("sync", "PASS")]
+    assert "died or was killed" in table[3]["note"]
+    assert gpu_check.report(rows, tmp_path / "t.json", smoke=False) == 1
+
+
+def test_verdicts_follow_the_targets_and_smoke_mode_has_none():
+    rows = [{"key": "engine", "tokens_per_s": 1000.0}, {"key": "vllm", "tokens_per_s": 4990.0},
+            {"key": "train", "tokens_per_s": 5e4, "mfu": 0.40}, {"key": "train_gc", "tokens_per_s": 4e4, "mfu": 0.3},
+            {"key": "sync", "verdict": "PASS", "after": 0.01, "tol": 0.5}]
+    verdicts = {r["key"]: r["verdict"] for r in gpu_check.finish_rows(rows, smoke=False)}
+    assert verdicts == {"engine": "ok", "vllm": "ok", "ratio": "FAIL", "train": "PASS", "train_gc": "ok",
+                        "sync": "PASS"}
+    rows[1]["tokens_per_s"] = 5000.0
+    assert {r["key"]: r["verdict"] for r in gpu_check.finish_rows(rows, smoke=False)}["ratio"] == "PASS"
+    assert {r["verdict"] for r in gpu_check.finish_rows(rows, smoke=True)} == {"ok", "PASS"}
+    text = gpu_check.table(gpu_check.finish_rows(rows, smoke=False))
+    assert "5.00x" in text and "40.0% (50,000 tok/s)" in text and "0.01 <= 0.5" in text
+
+
+def test_the_shell_script_in_smoke_mode_runs_every_part_and_prints_one_table(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--smoke", "--json", "table.json"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "train (torchrun, 2 processes) done" in out.stdout
+    result = json.loads((tmp_path / "table.json").read_text())  # --json FILE is relative to the caller's directory
+    rows = {r["key"]: r for r in result["rows"]}
+    assert result["smoke"] and list(rows) == ["engine", "vllm", "ratio", "train", "train_gc", "sync"]
+    assert rows["engine"]["verdict"] == "ok" and rows["engine"]["tokens_per_s"] > 0
+    for key in ("train", "train_gc"):
+        assert rows[key]["verdict"] == "ok" and rows[key]["mfu"] > 0
+        assert rows[key]["note"].startswith("2 rank(s) on cpu")
+        assert abs(rows[key]["loss"] - math.log(gpu_check.VOCAB)) < 0.1  # a random model's cross-entropy
+    assert rows["train"]["loss"] == rows["train_gc"]["loss"]  # checkpointing recomputes, it changes nothing
+    if HAS_VLLM:
+        assert rows["vllm"]["verdict"] == "ok" and rows["sync"]["verdict"] == "PASS", rows["sync"]["note"]
+    else:
+        assert rows["vllm"]["verdict"] == rows["sync"]["verdict"] == rows["ratio"]["verdict"] == "SKIP"
+    assert out.stdout.rstrip().splitlines()[-6].startswith("a     rollout tok/s, r1lab engine")
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable (run with /work/vllm-venv/bin/python -m pytest)")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (avx512_bf16 / AMX)")
+def test_in_bf16_the_weight_sync_passes_within_the_bf16_tolerance(tmp_path):
+    """The GPU's dtypes on the CPU (avx512_bf16): vLLM in bf16, the policy under bf16 autocast."""
+    rows = tmp_path / "rows.jsonl"
+    assert gpu_check.main(["--smoke", "--bf16", "--part", "sync", "--rows", str(rows)]) == 0
+    (row,) = [json.loads(x) for x in rows.read_text().splitlines()]
+    assert row["verdict"] == "PASS" and row["after"] <= row["tol"] < row["moved"], row["note"]
+
+
+class CopyBackend:
+    """A stand-in for the vLLM backend: r1lab's engine on its own copy of the policy, refreshed by sync_weights, and
+    at every generate() when it sleeps (the GPU backend pushes the policy's weights at wake-up); broken: never."""
+
+    def __init__(self, model, tok, sleeps: bool, broken: bool = False):
+        import copy
+
+        from r1lab.engine import Engine
+
+        self.model, self.sleeps, self.broken = model, sleeps, broken
+        self.copy = copy.deepcopy(model)
+        self.engine = Engine(self.copy, tok)
+
+    def push(self):
+        if not self.broken:
+            self.copy.load_state_dict(self.model.state_dict())
+
+    def generate(self, prompts, params):
+        if self.sleeps:
+            self.push()
+        return self.engine.generate(prompts, params)
+
+    def sync_weights(self, model):
+        self.model = model
+        self.push()
+
+
+@pytest.mark.parametrize("sleeps, broken, verdict", [(False, False, "PASS"), (True, False, "PASS"),
+                                                     (False, True, "FAIL"), (True, True, "FAIL")])
+def test_the_sync_check_passes_a_working_sync_and_fails_a_broken_one(sleeps, broken, verdict):
+    import torch
+
+    r = gpu_check.Rollouts(gpu_check.SMOKE, torch.device("cpu"), None, vllm_eager=False).ensure()
+    r.vllm = CopyBackend(r.policy, r.tok, sleeps, broken)
+    (row,) = r.sync()
+    assert row["verdict"] == verdict, row["note"]
+    assert row["matched"] <= row["tol"] < row["moved"]  # the step moved the log-probs past the tolerance
+    if not broken:  # unsynced: the old weights, unless the engine took the new ones when it woke
+        assert (row["unsynced"] <= row["tol"]) == sleeps
+
+
+def test_a_sleeping_vllm_is_also_timed_awake(monkeypatch):
+    """On a GPU the backend sleeps between generate() calls; the vLLM row then also times a call without the
+    wake-up, push and sleep around it, and leaves the backend sleeping as it found it."""
+    import torch
+
+    r = gpu_check.Rollouts(gpu_check.SMOKE, torch.device("cpu"), None, vllm_eager=False).ensure()
+
+    def build(eager):
+        r.vllm = CopyBackend(r.policy, r.tok, sleeps=True)
+        return r.vllm
+
+    monkeypatch.setattr(r, "build_vllm", build)
+    (row,) = r.vllm_rollout()
+    assert row["tokens_per_s"] > 0 and row["tokens_per_s_awake"] > 0 and "without the sleep" in row["note"]
+    assert r.vllm.sleeps
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (avx512_bf16 / AMX)")
+def test_fsdp_with_the_gpus_mixed_precision_on_two_gloo_processes(tmp_path):
+    """--bf16: shard()'s bf16 parameters and fp32 reductions, as on the GPU, under torchrun with 2 processes."""
+    rows = tmp_path / "rows.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--bf16", "--part", "train", "--rows", str(rows)]
+    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = {r["key"]: r for r in map(json.loads, rows.read_text().splitlines())}
+    assert set(got) == {"train", "train_gc"}
+    for r in got.values():
+        assert "verdict" not in r and r["mfu"] > 0 and abs(r["loss"] - math.log(gpu_check.VOCAB)) < 0.1, r
