@@ -179,6 +179,9 @@ def test_a_sleeping_vllm_is_also_timed_awake(monkeypatch):
     (row,) = r.vllm_rollout()
     assert row["tokens_per_s"] > 0 and row["tokens_per_s_awake"] > 0 and "without the sleep" in row["note"]
     assert r.vllm.sleeps
+    from r1lab.engine.vllm_backend import VLLMBackend  # the attribute gpu_check toggles is the real backend's
+
+    assert VLLMBackend(llm=None, model=None, tokenizer=None, sleeps=True).sleeps
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (avx512_bf16 / AMX)")
