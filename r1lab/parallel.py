@@ -225,14 +225,32 @@ def full_state(model, rank0_only: bool = False) -> dict:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=rank0_only))
 
 
-def inference_weights(model, rank0_only: bool = False) -> dict:
+def inference_weights(model) -> dict:
     """{Hugging Face name: tensor} of the base architecture, what an inference engine loads: LoRA merged, FSDP
-    gathered (collective). Plain models give their state dict as is."""
-    state = full_state(model, rank0_only)
-    if not is_lora(model) or not state:
-        return state
-    scalings, fifo = _lora_scalings(model)
-    return merged_weights(state, scalings, fifo)
+    gathered (collective). The whole model at once; iter_inference_weights() holds one weight at a time."""
+    return dict(iter_inference_weights(model))
+
+
+def iter_inference_weights(model):
+    """(Hugging Face name, full tensor) of each weight of the base architecture, in state-dict order (a tied
+    embedding under both names, as a state dict lists it): LoRA merged, FSDP gathered one parameter at a time
+    (a collective per parameter: every rank iterates, in the same order), so a sync never holds more than one
+    gathered weight beside what it is copied into. Plain tensors are the model's own (detached, no copy)."""
+    state = model.state_dict(keep_vars=True)  # under FSDP the sharded DTensors themselves: nothing gathered yet
+    scalings, fifo = _lora_scalings(model) if is_lora(model) else ({}, {})
+
+    def full(t):
+        return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach()
+
+    for name, tensor in state.items():
+        if ".lora_" in name:
+            continue
+        if name.endswith(".base_layer.weight"):
+            module = name[: -len(".base_layer.weight")]
+            part = {k: full(state[k]) for k in (name, f"{module}.lora_A.default.weight", f"{module}.lora_B.default.weight")}
+            yield from merged_weights(part, {module: scalings[module]}, {module: fifo[module]}).items()
+        else:
+            yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), full(tensor)
 
 
 def grad_norm_value(norm) -> float:
@@ -259,15 +277,15 @@ def plain_copy(model, device=None):
 
 def sync_copy(copy, model) -> None:
     """Copy `model`'s inference_weights into `copy` in place (every rank calls it under FSDP)."""
-    weights = inference_weights(model)
-    params = dict(copy.named_parameters())
-    missing = [n for n in params if n not in weights]
-    if missing:
-        raise RuntimeError(f"the policy's weights lack {missing[:3]} of its plain copy")
+    params = dict(copy.named_parameters())  # a tied embedding once
+    seen = set()
     with torch.no_grad():
-        for name, p in params.items():
-            w = weights[name]
-            p.copy_(w.full_tensor() if hasattr(w, "full_tensor") else w)
+        for name, w in iter_inference_weights(model):
+            if name in params:
+                params[name].copy_(w)
+                seen.add(name)
+    if missing := sorted(set(params) - seen):
+        raise RuntimeError(f"the policy's weights lack {missing[:3]} of its plain copy")
 
 
 def _device_of(model) -> torch.device:

@@ -84,7 +84,7 @@ def test_the_pushed_weights_hold_a_tied_lm_head_as_its_own():
     assert model.config.tie_word_embeddings
     names = [name for name, _ in untied_weights(model)]
     assert names == [name for name, _ in model.named_parameters()] + ["lm_head.weight"]
-    assert untied_weights(model)[-1][1].data_ptr() == model.model.embed_tokens.weight.data_ptr()  # no copy
+    assert list(untied_weights(model))[-1][1].data_ptr() == model.model.embed_tokens.weight.data_ptr()  # no copy
 
 
 def test_a_sleeping_engine_gets_the_weights_after_it_wakes():

