@@ -286,3 +286,18 @@ def test_lora_sft_and_fsdp_sft(tmp_path):
                            "--threads", "1"], capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert b"pass@1" in proc.stdout
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["lora_r=4", "lora_targets=nope_proj"], "lora_targets = 'nope_proj': Target modules {'nope_proj'} not found"),
+    (["lora_save_merged=true"], "lora_save_merged = true needs LoRA (lora_r > 0)"),
+    (["lora_r=4", "lora_dropout=1"], "lora_dropout = 1.0: must be [0, 1)"),
+    (["lora_r=-1"], "lora_r = -1: must be >= 0"),
+])
+def test_bad_scale_settings_exit_2_and_write_nothing(tmp_path, capsys, settings, message):
+    from r1lab.cli import main
+
+    out = tmp_path / "run"
+    assert main(["rl", "--model", BASE, "--out", str(out), "--set", "steps=1"] +
+                sum((["--set", s] for s in settings), [])) == 2
+    assert message in capsys.readouterr().err and not out.exists()
