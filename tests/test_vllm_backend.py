@@ -87,7 +87,9 @@ def test_the_pushed_weights_hold_a_tied_lm_head_as_its_own():
     assert list(untied_weights(model))[-1][1].data_ptr() == model.model.embed_tokens.weight.data_ptr()  # no copy
 
 
-def test_a_sleeping_engine_gets_the_weights_after_it_wakes():
+def test_a_sleeping_engine_is_woken_by_the_sync_and_gets_the_weights_after_it_wakes():
+    """The push happens in sync_weights (a collective under FSDP, so never inside a generate() that rank 0 may run
+    alone), after wake_up (which would restore the pre-update weights over a push made while asleep: trl #5312)."""
     model = tiny()
     llm = RecordingLLM()
     backend = VLLMBackend(llm, model, tokenizer=None, sleeps=True)
@@ -98,12 +100,18 @@ def test_a_sleeping_engine_gets_the_weights_after_it_wakes():
     assert llm.calls[2:] == ["generate", "sleep(1)"] and backend.asleep
     with torch.no_grad():
         model.model.embed_tokens.weight.add_(1.0)  # the optimizer step
-    backend.sync_weights(model)  # asleep: only recorded; a push now would be undone by wake_up
-    assert llm.calls[4:] == []
-    with backend.awake():
-        assert torch.equal(llm.weights[0], model.model.embed_tokens.weight)  # generate() samples the updated ones
+    backend.sync_weights(model)  # asleep: woken first, then pushed
+    assert llm.calls[4:] == ["wake_up", "reload_weights", "reset_prefix_cache"] and not backend.asleep
+    assert torch.equal(llm.weights[0], model.model.embed_tokens.weight)
+    with backend.awake():  # generate() samples the updated weights and pushes nothing
+        assert torch.equal(llm.weights[0], model.model.embed_tokens.weight)
         llm.calls.append("generate")
-    assert llm.calls[4:] == ["wake_up", "reload_weights", "reset_prefix_cache", "generate", "sleep(1)"]
+    assert llm.calls[7:] == ["generate", "sleep(1)"]
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(1.0)  # a step without a sync: the engine keeps the synced weights
+    with backend.awake():
+        assert not torch.equal(llm.weights[0], model.model.embed_tokens.weight)
+    assert llm.calls[9:] == ["wake_up", "sleep(1)"]
 
 
 def test_without_sleep_mode_the_engine_never_sleeps():

@@ -13,8 +13,8 @@ sync as after every update, so a sync that does not work shows from the first ge
 The policy may be a plain Hugging Face model, a LoRA policy (a peft PeftModel) or FSDP2-sharded: what is pushed is
 r1lab.parallel.iter_inference_weights(model), the base architecture's weights by Hugging Face name with the adapters
 merged in (W + B @ A * alpha / r) and the shards gathered. vLLM's copy is always the plain base model; it never sees
-an adapter or a shard. Under FSDP the gather is a collective: every rank calls sync_weights() (and generate() on a
-sleeping engine, which pushes on waking) at the same point.
+an adapter or a shard. Under FSDP the gather is a collective: every rank calls sync_weights() at the same point;
+generate() holds no collective, so rank 0 may evaluate alone.
 subtle: vLLM's copy is untied (tie_word_embeddings=False; lm_head.weight is pushed as a weight of its own). With the
 tie, vLLM's in-place reload refreshes the embedding but not the lm_head's processed copy of it (on CPU a packed GEMM
 weight; vLLM's reload notes: tied parameters get one parent's processing), so the logits kept the old output
@@ -40,10 +40,12 @@ The sync, and why this API: `llm.collective_rpc("reload_weights", kwargs={"weigh
 
 On a GPU (the policy on CUDA), vLLM and training share the memory by sleep mode (enable_sleep_mode=True,
 gpu_memory_utilization for vLLM's weights and KV cache): after generate() the engine sleeps at level 1 (weights
-offloaded to CPU memory, KV cache freed) so the update has the memory; the next generate() wakes it, and only then
-pushes the policy's current weights and resets the prefix cache.
+offloaded to CPU memory, KV cache freed) so the update has the memory; sync_weights() after the update wakes it,
+and only then pushes the policy's current weights and resets the prefix cache; the next generate() finds it awake.
 subtle (trl #5312): wake_up() restores the weights offloaded at sleep(), which are the pre-update ones, so weights
-pushed while asleep would be silently replaced; sync_weights() on a sleeping engine only records the model.
+pushed while asleep would be silently replaced. And the push is made in sync_weights(), not deferred to the next
+generate()'s wake-up: under FSDP it is a collective, and a generate() on rank 0 alone (the held-out evaluation)
+would wait forever for the other ranks.
 
 Seeds: row i of a generate() call with seed s is a vLLM request with seed (s + i * GOLDEN) mod 2**63, the engine's
 row-seed rule, so collect_rollouts' per-rank offsets keep their meaning (every row gets the seed it would have in one
@@ -166,11 +168,8 @@ class VLLMBackend:
 
     @contextlib.contextmanager
     def awake(self):
-        """The engine awake inside, holding the current weights; asleep again after, when it sleeps."""
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
-            self.push_weights(self.model)  # after wake_up, never before (trl #5312)
+        """The engine awake inside, holding the weights of the last sync; asleep again after, when it sleeps."""
+        self.wake()
         try:
             yield
         finally:
@@ -178,10 +177,17 @@ class VLLMBackend:
                 self.llm.sleep(level=1)
                 self.asleep = True
 
+    def wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()  # restores the weights pushed last (offloaded at sleep)
+            self.asleep = False
+
     def sync_weights(self, model) -> None:
+        """Push `model`'s weights now (every rank at once under FSDP), waking a sleeping engine first: weights pushed
+        into a sleeping one would be replaced by its wake_up (trl #5312)."""
         self.model = model
-        if not self.asleep:  # a sleeping engine gets them when it wakes
-            self.push_weights(model)
+        self.wake()
+        self.push_weights(model)
 
     def push_weights(self, model) -> None:
         """Copy `model`'s weights into vLLM's model, then drop the KV blocks computed with the old ones."""
