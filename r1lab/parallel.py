@@ -111,14 +111,15 @@ def add_lora(model, cfg: ScaleConfig, base_name: str, seed: int = 0):
         raise ConfigError(f"lora_targets = {cfg.lora_targets!r}: {str(e).splitlines()[0]}") from None
 
 
-def load_policy(path: str, cfg: ScaleConfig, base: str):
+def load_policy(path: str, cfg: ScaleConfig, base: str, resume: bool = False):
     """(model, tokenizer) to train: `path` is the base to start from, or the run's latest checkpoint on resume.
 
-    With LoRA, a checkpoint holding an adapter is loaded onto `base` with its adapter trainable; a base gets fresh
-    adapters. Without LoRA, an adapter directory is loaded merged (training every weight from there)."""
+    With LoRA, the run's own adapter checkpoint (resume) is loaded onto its base with the adapter trainable; a base
+    gets fresh adapters, and a base that is itself an adapter directory is merged first (new adapters on top of the
+    merged model). Without LoRA, an adapter directory is loaded merged (training every weight from there)."""
     from r1lab.model.load import load_model
 
-    if cfg.lora_r and is_adapter_dir(path):
+    if cfg.lora_r and resume and is_adapter_dir(path):
         from peft import PeftModel
 
         model, tokenizer = load_model(adapter_base(path), merge_adapter=False)

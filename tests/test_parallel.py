@@ -238,6 +238,14 @@ def test_lora_rl_trains_only_the_adapters_saves_them_and_resumes_exactly(tmp_pat
     run("rl", killed, settings)
     assert rows(killed) == rows(straight)
     assert rows(straight)[1]["kl"] > 0  # the reference (adapters off) differs from the trained policy
+    # a LoRA run from a LoRA run: new adapters on top of the merged first ones; its checkpoint loads through both
+    second = tmp_path / "second"
+    run("rl", second, settings + ["steps=1"], model=str(straight))
+    from r1lab.parallel import adapter_base
+    ckpt2 = second / "checkpoints" / "step_000001"
+    assert adapter_base(ckpt2) == str(ckpt)
+    twice, _ = load_model(str(ckpt2))
+    assert set(twice.state_dict()) == set(base)
 
 
 def test_lora_training_flops_skip_the_frozen_weight_gradients():

@@ -318,7 +318,7 @@ def setup(cfg: RLConfig) -> Run:
     knobs = parse_knobs(task, cfg.task_args)
     base_path = resolve_checkpoint(cfg.model)  # a run directory resolves to its latest checkpoint
     resume = latest_checkpoint(run_dir)
-    model, tokenizer = parallel.load_policy(str(resume or base_path), cfg, base=base_path)
+    model, tokenizer = parallel.load_policy(str(resume or base_path), cfg, base=base_path, resume=resume is not None)
     model.to(device)
     ref_model = None
     if algos.needs_reference(algo.kl_coef):

@@ -209,7 +209,7 @@ def setup(cfg: SFTConfig) -> Run:
     amp = runtime.autocast_dtype(cfg.dtype, device)
     resume = latest_checkpoint(run_dir)
     base = resolve_checkpoint(cfg.model)
-    model, tokenizer = parallel.load_policy(str(resume or base), cfg, base=base)
+    model, tokenizer = parallel.load_policy(str(resume or base), cfg, base=base, resume=resume is not None)
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and cfg.seq_len > max_pos:
         raise ConfigError(f"seq_len = {cfg.seq_len}: the model has only {max_pos} positions")
