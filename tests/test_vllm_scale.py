@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 
 from test_parallel import BASE, free_port  # noqa: E402
 
-from r1lab.parallel import is_adapter_dir  # noqa: E402
+from r1lab.model.load import is_adapter_dir  # noqa: E402
 
 SETTINGS = ["task_args=min_numbers=3,max_numbers=3,max_number=12,max_target=30", "prompts_per_step=4",
             "samples_per_prompt=4", "max_new_tokens=96", "train_instances=40", "eval_instances=4", "threads=1",

@@ -207,19 +207,19 @@ def untied_weights(model):
     (r1lab.parallel.iter_inference_weights: a collective under FSDP, every rank iterates). lm_head.weight is listed
     even when it is the input embedding (tied): a state dict, plain, peft's or FSDP's, lists both names (tested), and
     vLLM's copy holds it as a weight of its own (see the module docstring)."""
-    from r1lab.parallel import iter_inference_weights
+    from r1lab.parallel import base_param_name, iter_inference_weights
 
-    names = [n.removeprefix("base_model.model.").replace(".base_layer.", ".") for n in model.state_dict(keep_vars=True)]
+    names = [base_param_name(n) for n in model.state_dict(keep_vars=True)]
     if "lm_head.weight" not in names:  # else vLLM's lm_head would keep its dummy weights, silently
         raise ValueError(f"{type(model).__name__}'s weights have no lm_head.weight for vLLM's untied copy")
     return iter_inference_weights(model)
 
 
 def device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
-    """Where the policy's weights live and their dtype; under FSDP a parameter is a DTensor, whose shard on this rank
-    (to_local()) tells the device."""
-    p = next(model.parameters())
-    return (p.to_local() if hasattr(p, "to_local") else p).device, p.dtype
+    """Where the policy's weights live (parallel.device_of: a DTensor's local shard under FSDP) and their dtype."""
+    from r1lab.parallel import device_of
+
+    return device_of(model), next(model.parameters()).dtype
 
 
 def write_shape(path: Path, model, tokenizer) -> None:

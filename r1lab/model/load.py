@@ -12,6 +12,7 @@ A model argument is any of:
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def resolve_checkpoint(arg: str | Path) -> str:
         return str(ASSETS / text)
     path = Path(text).expanduser()
     if path.is_dir():
-        if (path / "config.json").exists() or (path / "adapter_config.json").exists():
+        if (path / "config.json").exists() or is_adapter_dir(path):
             return str(path)
         latest = latest_checkpoint(path)
         if latest is not None:
@@ -142,40 +143,57 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
 
 
-def load_model(path_or_id: str, dtype=None, merge_adapter: bool = True):
+def is_adapter_dir(path) -> bool:
+    """A LoRA checkpoint (r1lab.parallel): peft's adapter files, the base named inside."""
+    return (Path(path) / "adapter_config.json").exists()
+
+
+def adapter_base(path) -> str:
+    """The base model an adapter directory was trained on (its adapter_config.json's base_model_name_or_path)."""
+    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def load_model(path_or_id: str, dtype=None):
     """(model, tokenizer) from a resolved model directory or hub id; the tokenizer pads on the left.
 
     A LoRA checkpoint (adapter_config.json, no config.json: r1lab.parallel) loads its base and the adapter, merged
-    into the base's weights unless merge_adapter is False (then the peft model). Raises CheckpointError, one line
-    naming the directory, when transformers cannot read it (a truncated, empty or garbage model.safetensors, a broken
-    config, a hub id that is neither cached nor reachable).
+    into the base's weights (a plain model). Raises CheckpointError, one line naming the directory, when transformers
+    cannot read it (a truncated, empty or garbage model.safetensors, a broken config, a hub id that is neither cached
+    nor reachable).
     """
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path_or_id)
-    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
-        return _load_adapter(path, dtype, merge_adapter)
+    if is_adapter_dir(path_or_id) and not (Path(path_or_id) / "config.json").exists():
+        return _load_adapter(Path(path_or_id), dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
         kwargs = {"dtype": dtype} if dtype is not None else {}
         model = AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = _error_line(e)
         if isinstance(e, SafetensorError):
             first = f"its model.safetensors is not a readable safetensors file ({first})"
         raise CheckpointError(f"cannot load a model from {path_or_id}: {first}") from None
+    return model, _left_padded(tokenizer)
+
+
+def _error_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _left_padded(tokenizer):
+    """The tokenizer padding on the left (the engine's layout), with EOS as its pad token when it has none."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    return model, tokenizer
+    return tokenizer
 
 
-def _load_adapter(path: Path, dtype, merge: bool):
-    """A peft adapter directory on its base: merged (a plain model) or the peft model; the adapter's tokenizer."""
+def _load_adapter(path: Path, dtype):
+    """A peft adapter directory merged into its base (itself loaded by load_model: an adapter on an adapter works),
+    with the adapter's tokenizer."""
     from transformers import AutoTokenizer
-
-    from r1lab.parallel import adapter_base
 
     try:
         from peft import PeftModel
@@ -187,13 +205,8 @@ def _load_adapter(path: Path, dtype, merge: bool):
     try:
         model = PeftModel.from_pretrained(model, str(path))
     except (OSError, ValueError, RuntimeError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"cannot load the LoRA adapter in {path} onto {base}: {first}") from None
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return (model.merge_and_unload() if merge else model), tokenizer
+        raise CheckpointError(f"cannot load the LoRA adapter in {path} onto {base}: {_error_line(e)}") from None
+    return model.merge_and_unload(), _left_padded(AutoTokenizer.from_pretrained(str(path)))
 
 
 def load_checkpoint(arg: str | Path, device=None, dtype=None):

@@ -42,7 +42,7 @@ from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.rl import algos
 from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, pack, pack_logprobs, print_samples,
                                response_logp, rollout_metrics, tis_cap)
-from r1lab.runtime import all_gather_objects, all_sum, barrier, rank_and_world, sum_gradients
+from r1lab.runtime import all_gather_objects, all_sum, barrier, rank_and_world
 
 
 @dataclass
@@ -243,10 +243,7 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
             m["loss"] = float(loss.detach()) * float(tokens) / max(w, 1.0)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * w / cfg.mu
-        if not parallel.is_sharded(model):  # FSDP has reduce-scattered them in backward
-            sum_gradients(model)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        grad_norm = parallel.grad_norm_value(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))
+        grad_norm = parallel.reduce_and_clip(model, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
     keys = sorted(sums)
@@ -361,8 +358,8 @@ def setup(cfg: RLConfig) -> Run:
     # and the log-probs that train the policy come from the training forward pass anyway. vLLM runs in the training
     # dtype (bf16 on GPUs, as everyone runs it), and TIS corrects for the difference.
     rows = cfg.prompts_per_step // world * cfg.samples_per_prompt  # one rollout call; the engine admits them all
-    wrapped = cfg.lora_r or cfg.fsdp
-    gen_model = parallel.plain_copy(model, device) if wrapped and cfg.rollout_backend == "engine" else model
+    engine = cfg.rollout_backend == "engine"
+    gen_model = parallel.plain_copy(model, device) if parallel.is_wrapped(model) and engine else model
     # vLLM takes the policy itself: it loads parallel.inference_weights (LoRA merged, FSDP gathered) at each sync
     backend = make_backend(cfg.rollout_backend, gen_model, tokenizer, max_batch_size=rows,
                            autocast_dtype=None if cfg.rollout_backend == "engine" else amp)

@@ -152,10 +152,7 @@ def train_step(step: int, run) -> dict:
         loss, _ = forward_loss(model, batch, run.amp, run.device)
         (loss / max(1.0, n_global)).backward()
         loss_sum += float(loss.detach())
-    if not parallel.is_sharded(model):  # FSDP has reduce-scattered them in backward
-        runtime.sum_gradients(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = parallel.grad_norm_value(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))
+    grad_norm = parallel.reduce_and_clip(model, cfg.grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
     loss_global = runtime.all_sum([loss_sum])[0]
@@ -251,8 +248,7 @@ def evaluate(run: Run) -> dict:
 
     if not run.cfg.eval_instances:
         return {}
-    wrapped = run.cfg.lora_r or run.cfg.fsdp
-    model = parallel.plain_copy(run.model, run.device) if wrapped else run.model
+    model = parallel.plain_copy(run.model, run.device) if parallel.is_wrapped(run.model) else run.model
     if not run.eval_set:
         return {}
     model.eval()
