@@ -103,6 +103,9 @@ def test_summarize_every_figure():
     assert b["marker_rate"] == pytest.approx(1 / 12)
     assert b["step_acc"] == pytest.approx(3 / 4) and b["steps_per_response"] == pytest.approx(4 / 12)
     assert b["attempts"] == pytest.approx(2 / 12)
+    # split by outcome: 3 right (one with 2 attempts), 9 wrong (one with "check")
+    assert b["attempts_correct"] == pytest.approx(2 / 3) and b["attempts_wrong"] == 0.0
+    assert b["marker_rate_correct"] == 0.0 and b["marker_rate_wrong"] == pytest.approx(1 / 9)
     assert list(r["by_difficulty"]) == ["easy", "hard"]
     easy, hard = r["by_difficulty"]["easy"], r["by_difficulty"]["hard"]
     assert (easy["problems"], easy["pass1"], easy["cons_at_k"], easy["greedy_acc"]) == (2, 3 / 8, 0.5, 0.5)
@@ -114,6 +117,8 @@ def test_summarize_without_greedy_or_right_answers_and_natural_bucket_order():
     r = summarize(samples)
     assert r["greedy_acc"] is None and r["by_difficulty"]["3 numbers"]["greedy_acc"] is None
     assert math.isnan(r["response_len"]["mean_correct"]) and math.isnan(r["behaviour"]["step_acc"])
+    assert math.isnan(r["behaviour"]["attempts_correct"]) and math.isnan(r["behaviour"]["marker_rate_correct"])
+    assert r["behaviour"]["attempts_wrong"] == 0.0 and r["behaviour"]["marker_rate_wrong"] == 0.0
     assert list(r["by_difficulty"]) == ["3 numbers", "9 numbers", "10 numbers"]
     assert r["pass_at_k"] == {"1": 0.0}
 
@@ -157,7 +162,8 @@ def test_eval_cli_json_samples_and_difficulty(tiny_checkpoint, tmp_path, capsys)
     assert set(r["response_len"]) == {"mean", "median", "mean_correct", "median_correct", "mean_wrong",
                                       "median_wrong"}
     assert 1 <= r["response_len"]["mean"] <= 12
-    assert {"marker_rate", "step_acc", "steps_per_response", "attempts"} <= set(r["behaviour"])
+    assert {"marker_rate", "step_acc", "steps_per_response", "attempts", "attempts_correct", "attempts_wrong",
+            "marker_rate_correct", "marker_rate_wrong"} <= set(r["behaviour"])
     buckets = r["by_difficulty"]
     assert buckets and all(name.endswith("numbers") for name in buckets)
     assert sum(b["problems"] for b in buckets.values()) == 4

@@ -105,6 +105,36 @@ def test_equal_rewards_change_nothing(rollouts):
     assert metrics["zero_std_frac"] == 1.0
 
 
+def test_rollout_metrics_split_right_and_wrong():
+    """Lengths, attempts and marker rates overall and for right vs wrong rollouts, on hand-made rollouts; a side
+    with no rollout reads 0.0, as response_len_correct / _wrong always have."""
+    from r1lab.engine.engine import Completion
+    from r1lab.rl.rollouts import rollout_metrics
+    from r1lab.tasks.common import Score
+
+    def roll(*rows):  # (tokens, correct, text, finish_reason)
+        comps = [Completion([1], [5] * n, [1] * n, text, finish) for n, _, text, finish in rows]
+        scores = [Score(float(ok), ok, True, None) for _, ok, _, _ in rows]
+        return Rollouts([{}] * len(rows), comps, scores, torch.zeros(len(rows)))
+
+    hit = "1+2=3 vs 9 miss\n3*3=9 vs 9 hit\ncheck 3*3=9 ok"  # 2 attempts, a marker
+    miss = "1+2=3 vs 9 miss\n"  # 1 attempt
+    m = rollout_metrics(roll((10, True, hit, "eos"), (20, True, "1+1=2 vs 6 miss\nback, 2*2=4 vs 6 miss\n2*3=6 vs 6 hit", "eos"),
+                             (30, False, miss, "eos"), (40, False, miss + miss + "wait", "length")))
+    assert m["acc"] == 0.5 and m["truncated_rate"] == 0.25
+    assert (m["response_len"], m["response_len_correct"], m["response_len_wrong"]) == (25, 15, 35)
+    assert (m["attempts"], m["attempts_correct"], m["attempts_wrong"]) == (2, 2.5, 1.5)
+    assert (m["marker_rate"], m["marker_rate_correct"], m["marker_rate_wrong"]) == (0.75, 1, 0.5)
+    none_right = rollout_metrics(roll((30, False, miss, "eos"), (10, False, "", "eos")))
+    assert none_right["acc"] == 0 and none_right["attempts_wrong"] == 0.5
+    assert (none_right["response_len_correct"], none_right["attempts_correct"],
+            none_right["marker_rate_correct"]) == (0.0, 0.0, 0.0)
+    none_wrong = rollout_metrics(roll((10, True, hit, "eos")))
+    assert (none_wrong["response_len_wrong"], none_wrong["attempts_wrong"], none_wrong["marker_rate_wrong"]) == (
+        0.0, 0.0, 0.0)
+    assert (none_wrong["attempts_correct"], none_wrong["marker_rate_correct"]) == (2, 1)
+
+
 def test_every_algorithm_setting_is_a_config_field():
     settings = {f.name for f in dataclasses.fields(algos.Algorithm)}
     assert settings <= {f.name for f in dataclasses.fields(RLConfig)}

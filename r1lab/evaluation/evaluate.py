@@ -116,6 +116,7 @@ def summarize(samples: list[Sample], greedy: list[Sample] | None = None, markers
              for p, group in by_problem.items()}
     right = [s.tokens for s in samples if s.correct]
     wrong = [s.tokens for s in samples if not s.correct]
+    behave = [(count_attempts(s.completion), has_marker(s.completion, markers), s.correct) for s in samples]
     steps = [arithmetic_steps(s.completion) for s in samples]
     n_steps = sum(t for _, t in steps)
     buckets: dict[str, list[int]] = {}
@@ -141,10 +142,14 @@ def summarize(samples: list[Sample], greedy: list[Sample] | None = None, markers
         },
         "behaviour": {
             "markers": list(markers),
-            "marker_rate": _mean(has_marker(s.completion, markers) for s in samples),
+            "marker_rate": _mean(m for _, m, _ in behave),
+            "marker_rate_correct": _mean(m for _, m, ok in behave if ok),
+            "marker_rate_wrong": _mean(m for _, m, ok in behave if not ok),
             "step_acc": sum(ok for ok, _ in steps) / n_steps if n_steps else math.nan,
             "steps_per_response": n_steps / len(samples),
-            "attempts": _mean(count_attempts(s.completion) for s in samples),
+            "attempts": _mean(a for a, _, _ in behave),
+            "attempts_correct": _mean(a for a, _, ok in behave if ok),
+            "attempts_wrong": _mean(a for a, _, ok in behave if not ok),
         },
         "by_difficulty": {name: {
             "problems": len(ps),

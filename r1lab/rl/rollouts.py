@@ -101,7 +101,8 @@ class RolloutFigures:
 
 
 def rollout_metrics(roll: Rollouts) -> dict:
-    """Rollout figures over all ranks: reward, accuracy, format, lengths (right vs wrong), behaviour."""
+    """Rollout figures over all ranks: reward, accuracy, format, and lengths, attempts and marker rates overall and
+    for right vs wrong rollouts (a side with no rollout reads 0.0: acc == 1 or acc == 0 tells it from a real 0)."""
     from r1lab.evaluation.behaviour import arithmetic_steps, count_attempts, has_marker
 
     local = [RolloutFigures(len(c.token_ids), s.correct, s.format_ok, s.reward, arithmetic_steps(c.text),
@@ -109,8 +110,12 @@ def rollout_metrics(roll: Rollouts) -> dict:
              for c, s in zip(roll.completions, roll.scores)]
     rows = [row for part in all_gather_objects(local) for row in part]
     lens = [r.length for r in rows]
-    right = [r.length for r in rows if r.correct]
-    wrong = [r.length for r in rows if not r.correct]
+    right = [r for r in rows if r.correct]
+    wrong = [r for r in rows if not r.correct]
+
+    def side(rs, key):  # a mean over the right (or wrong) rollouts; 0.0 when there are none (acc says which)
+        return statistics.mean(getattr(r, key) for r in rs) if rs else 0.0
+
     ok = sum(r.steps[0] for r in rows)
     total = sum(r.steps[1] for r in rows)
     return {
@@ -118,11 +123,15 @@ def rollout_metrics(roll: Rollouts) -> dict:
         "acc": statistics.mean(r.correct for r in rows),
         "format_rate": statistics.mean(r.format_ok for r in rows),
         "response_len": statistics.mean(lens),
-        "response_len_correct": statistics.mean(right) if right else 0.0,
-        "response_len_wrong": statistics.mean(wrong) if wrong else 0.0,
+        "response_len_correct": side(right, "length"),
+        "response_len_wrong": side(wrong, "length"),
         "step_acc": ok / total if total else 1.0,
         "attempts": statistics.mean(r.attempts for r in rows),
+        "attempts_correct": side(right, "attempts"),
+        "attempts_wrong": side(wrong, "attempts"),
         "marker_rate": statistics.mean(r.marker for r in rows),
+        "marker_rate_correct": side(right, "marker"),
+        "marker_rate_wrong": side(wrong, "marker"),
         "truncated_rate": statistics.mean(r.truncated for r in rows),
         "generated_tokens": sum(lens),
     }
