@@ -389,3 +389,31 @@ def test_dataset_tasks_train_on_problem_files(tmp_path):
         proc = run_rl(tmp_path / "bad", dataset + extra)
         assert proc.wait() == 2 and message in proc.stderr.read(), extra
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_curriculum_switches_the_training_problems_at_its_step(tmp_path, monkeypatch):
+    """curriculum_step = 2: step 1 trains on task_args' problems (3 numbers), steps 2 and 3 on curriculum_task_args'
+    (4 numbers); a curriculum needs both settings, and a generator."""
+    from r1lab.config import ConfigError
+    from r1lab.rl import train
+    from r1lab.rl.train import check
+
+    sizes = []
+    real = train.collect_rollouts
+
+    def recording(step, backend, task, pool, *args, **kwargs):
+        roll, stats = real(step, backend, task, pool, *args, **kwargs)
+        sizes.append(sorted({len(ex["nums"]) for ex in roll.examples}))
+        return roll, stats
+
+    monkeypatch.setattr(train, "collect_rollouts", recording)
+    cfg = load_config(RLConfig, None, SMALL + [f"out_dir={tmp_path}", "steps=3", "eval_instances=0", "save_every=0",
+                                               "max_new_tokens=16", "curriculum_step=2",
+                                               "curriculum_task_args=min_numbers=4,max_numbers=4,max_target=30"])
+    main(cfg)
+    assert sizes == [[3], [4], [4]]
+    for extra, message in [(["curriculum_step=2"], "a curriculum needs both"),
+                           (["curriculum_task_args=max_numbers=4"], "a curriculum needs both"),
+                           (["curriculum_step=2", "curriculum_task_args=max_numbrs=4"], "max_numbrs")]:
+        with pytest.raises(ConfigError, match=message):
+            check(load_config(RLConfig, None, SMALL + extra))

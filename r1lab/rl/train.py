@@ -51,6 +51,8 @@ class RLConfig(ScaleConfig):
     task: str = "countdown"
     task_args: str = ""                  # knobs for the task's generator, "key=value,key=value"
     eval_task_args: str | None = None    # the held-out set's knobs when they differ (a curriculum); None: task_args
+    curriculum_task_args: str = ""       # a curriculum: from step curriculum_step on, train on problems drawn with
+    curriculum_step: int = 0             # these knobs instead (e.g. 3 numbers, then the 3-4 mix); 0: none
     data: str = ""                       # a dataset task's training problems (gsm8k, math): a JSONL / Parquet file,
                                          # a folder or a hub id (its train split); empty: the task's generator
     eval_data: str = ""                  # held-out problems from a file, folder or hub id (its test split)
@@ -119,7 +121,7 @@ RANGES = {
     "samples_per_prompt": ">= 2", "mu": ">= 1", "device_batch_size": ">= 1", "lr": "> 0", "warmup_steps": ">= 0",
     "weight_decay": ">= 0", "grad_clip": "> 0", "temperature": "> 0", "top_p": "(0, 1]", "max_new_tokens": ">= 1",
     "eval_every": ">= 0", "eval_instances": ">= 0", "eval_samples": ">= 1", "eval_temperature": ">= 0",
-    "sample_every": ">= 0", "save_every": ">= 0", "keep_last": ">= 1", "threads": ">= 0",
+    "sample_every": ">= 0", "save_every": ">= 0", "keep_last": ">= 1", "threads": ">= 0", "curriculum_step": ">= 0",
     "clip_low": "[0, 1)", "clip_high": ">= 0", "clip_c": "> 1", "kl_coef": ">= 0", "overlong_cache_frac": "[0, 1]",
     "tis_cap": ">= 0",
 }
@@ -135,7 +137,7 @@ def check(cfg: RLConfig) -> None:
     from r1lab.model.load import resolve_checkpoint
 
     check_stage(cfg, {**RANGES, **SCALE_RANGES}, {"rollout_backend": tuple(BACKENDS)},
-                knob_keys=("task_args", "eval_task_args"))
+                knob_keys=("task_args", "eval_task_args", "curriculum_task_args"))
     check_scale(cfg)
     try:
         check_backend(cfg.rollout_backend)
@@ -146,6 +148,11 @@ def check(cfg: RLConfig) -> None:
                           f"every token's weight)")
     algorithm(cfg)
     check_problem_sources(cfg)
+    if bool(cfg.curriculum_step) != bool(cfg.curriculum_task_args):
+        raise ConfigError(f"curriculum_step = {cfg.curriculum_step} and curriculum_task_args = "
+                          f"{cfg.curriculum_task_args!r}: a curriculum needs both (the step it starts and its knobs)")
+    if cfg.curriculum_step and cfg.data:
+        raise ConfigError("curriculum_task_args: a curriculum draws from the task's generator; data is set")
     if cfg.prompts_per_step > cfg.train_instances:
         raise ConfigError(f"prompts_per_step = {cfg.prompts_per_step}: more than the training pool holds "
                           f"(train_instances = {cfg.train_instances})")
@@ -278,6 +285,7 @@ class Run:
     ref_model: torch.nn.Module | None  # with LoRA, the policy itself (parallel.reference disables its adapters)
     gen_model: torch.nn.Module    # what r1lab's engine samples from: the policy, or its plain copy when wrapped
     pool: list                    # training problems
+    later_pool: list              # the curriculum's problems, from step cfg.curriculum_step on ([] without one)
     eval_set: list                # held-out problems ([] with eval_instances = 0)
     opt: torch.optim.Optimizer
     account: object               # r1lab.cost.account.RunAccount
@@ -336,6 +344,10 @@ def setup(cfg: RLConfig) -> Run:
                              f"{cfg.prompts_per_step}")
     else:
         pool = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
+    later_pool = []
+    if cfg.curriculum_step:
+        later_pool = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir,
+                                     **parse_knobs(task, cfg.curriculum_task_args))
     eval_set = []
     if cfg.eval_instances and cfg.eval_data:
         eval_set = task.load(cfg.eval_data, split="test", limit=cfg.eval_instances)
@@ -363,8 +375,8 @@ def setup(cfg: RLConfig) -> Run:
     # vLLM takes the policy itself: it loads parallel.inference_weights (LoRA merged, FSDP gathered) at each sync
     backend = make_backend(cfg.rollout_backend, gen_model, tokenizer, max_batch_size=rows,
                            autocast_dtype=None if cfg.rollout_backend == "engine" else amp)
-    return Run(cfg, algo, rank, run_dir, device, amp, task, model, tokenizer, ref_model, gen_model, pool, eval_set,
-               opt, account, log, backend, start, wall_before, t_run=time.time())
+    return Run(cfg, algo, rank, run_dir, device, amp, task, model, tokenizer, ref_model, gen_model, pool, later_pool,
+               eval_set, opt, account, log, backend, start, wall_before, t_run=time.time())
 
 
 def evaluate(run: Run, step: int) -> dict:
@@ -395,7 +407,8 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
     for group in run.opt.param_groups:
         group["lr"] = lr
     model.eval()
-    roll, stats = collect_rollouts(step, run.backend, run.task, run.pool, cfg, run.algo, logprobs=tis_cap(cfg) > 0)
+    pool = run.later_pool if cfg.curriculum_step and step + 1 >= cfg.curriculum_step else run.pool
+    roll, stats = collect_rollouts(step, run.backend, run.task, pool, cfg, run.algo, logprobs=tis_cap(cfg) > 0)
     t_gen = time.time() - t0
     for c in roll.completions:
         run.account.add_generate(len(c.prompt_ids), len(c.token_ids))
