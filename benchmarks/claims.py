@@ -345,7 +345,7 @@ def make_plans(args) -> list[Plan]:
     """Every (arm, seed) run's config (checked, as `r1lab rl` would, before any run starts) and commands."""
     from r1lab.config import load_config
     from r1lab.recipes import resolve_recipe
-    from r1lab.rl.train import RLConfig, check, held_out_task_args
+    from r1lab.rl.train import RLConfig, check, eval_budget, held_out_task_args
     from r1lab.tasks import get_task, parse_knobs
 
     for item in args.set:
@@ -364,7 +364,7 @@ def make_plans(args) -> list[Plan]:
             rl = cli + ["rl", "--recipe", args.recipe, *(x for s in sets for x in ("--set", s)), "--out", str(run_dir)]
             ev = cli + ["eval", "--model", str(run_dir), "--task", cfg.task, *problems, "--n", str(args.eval_n),
                         "--samples", str(args.eval_samples), "--temperature", str(args.eval_temperature),
-                        "--top-p", "0.95", "--max-new-tokens", str(cfg.max_new_tokens), "--template", cfg.template,
+                        "--top-p", "0.95", "--max-new-tokens", str(eval_budget(cfg)), "--template", cfg.template,
                         "--no-greedy", "--batch-size", "64", "--threads", "1"]
             ev += [x for k, v in knobs.items() for x in ("--task-arg", f"{k}={v}")]
             plans.append(Plan(arm, seed, cfg, run_dir, out / f"{arm}_s{seed}_eval.json", rl,
@@ -444,7 +444,7 @@ def write_report(plans: list[Plan], out: Path, args, status: dict) -> dict:
     from r1lab.evaluation.evaluate import finite
     from r1lab.jsonl import read_jsonl, write_text_atomic
     from r1lab.rl import algos
-    from r1lab.rl.train import algorithm
+    from r1lab.rl.train import algorithm, eval_budget
 
     runs: dict[str, dict[int, dict]] = {}
     ledger, info = _ledger(out), {}
@@ -471,7 +471,7 @@ def write_report(plans: list[Plan], out: Path, args, status: dict) -> dict:
     meta = {"recipe": args.recipe, "arms": args.arms, "seeds": args.seeds, "date": datetime.date.today().isoformat(),
             "eval": f"r1lab eval, {args.eval_n} problems (the recipe's held-out knobs, generator seed {EVAL_SEED}) x "
                     f"{args.eval_samples} samples, T={args.eval_temperature}, top-p 0.95, "
-                    f"{plans[0].cfg.max_new_tokens} new tokens" + (f"; --set {' '.join(args.set)}" if args.set else ""),
+                    f"{eval_budget(plans[0].cfg)} new tokens" + (f"; --set {' '.join(args.set)}" if args.set else ""),
             "difference": difference_lines(diff, kl_note), "runs": run_rows, "commands": commands, "figure": figure}
     blocks = report_blocks(claims, meta)
     md = render_md(blocks)

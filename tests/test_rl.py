@@ -417,3 +417,24 @@ def test_a_curriculum_switches_the_training_problems_at_its_step(tmp_path, monke
                            (["curriculum_step=2", "curriculum_task_args=max_numbrs=4"], "max_numbrs")]:
         with pytest.raises(ConfigError, match=message):
             check(load_config(RLConfig, None, SMALL + extra))
+
+
+def test_the_held_out_evaluation_has_its_own_budget(tmp_path, monkeypatch):
+    """eval_max_new_tokens sets the held-out evaluation's budget (0: the training one); `r1lab demo` evaluates with
+    the same budget."""
+    from r1lab.evaluation import evaluate
+
+    budgets = []
+    real = evaluate.evaluate_model
+
+    def recording(*args, **kwargs):
+        budgets.append(kwargs["max_new_tokens"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_model", recording)
+    for extra, want in [(["eval_max_new_tokens=24"], 24), ([], 16)]:
+        budgets.clear()
+        cfg = load_config(RLConfig, None, SMALL + [f"out_dir={tmp_path / str(want)}", "steps=1", "eval_instances=2",
+                                                   "save_every=0", "max_new_tokens=16"] + extra)
+        main(cfg)
+        assert budgets == [want, want]  # before the first step and after the last

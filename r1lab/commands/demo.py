@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from r1lab.cli import main as cli
     from r1lab.config import load_config
     from r1lab.recipes import resolve_recipe
-    from r1lab.rl.train import RLConfig, held_out_task_args
+    from r1lab.rl.train import RLConfig, eval_budget, held_out_task_args
     from r1lab.tasks import get_task, parse_knobs
 
     runtime.set_threads(args.threads)
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     held_out = parse_knobs(get_task(rl_cfg.task), held_out_task_args(rl_cfg))
     knobs = sum((["--task-arg", f"{k}={v}"] for k, v in held_out.items()), [])
     eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
-                 "--max-new-tokens", str(rl_cfg.max_new_tokens), "--no-greedy",
+                 "--max-new-tokens", str(eval_budget(rl_cfg)), "--no-greedy",
                  "--batch-size", "64"] + knobs  # 64 rows at a time keeps the KV cache (and the demo) under 3 GB
 
     banner(f"evaluating the base model ({base}) on {plan['eval_n']} held-out problems")

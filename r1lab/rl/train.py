@@ -102,6 +102,7 @@ class RLConfig(ScaleConfig):
     eval_instances: int = 200
     eval_samples: int = 1
     eval_temperature: float = 1.0
+    eval_max_new_tokens: int = 0         # the held-out evaluation's budget (r1lab demo's too); 0: max_new_tokens
     sample_every: int = 10               # print a few decoded samples every N steps
     save_every: int = 20                 # 0: only after the last step
     keep_last: int = 2
@@ -109,6 +110,11 @@ class RLConfig(ScaleConfig):
     threads: int = 0
     wandb: bool = False
     tensorboard: bool = False
+
+
+def eval_budget(cfg: RLConfig) -> int:
+    """The held-out evaluation's max_new_tokens: eval_max_new_tokens when set, else the training budget."""
+    return cfg.eval_max_new_tokens or cfg.max_new_tokens
 
 
 def held_out_task_args(cfg: RLConfig) -> str:
@@ -121,6 +127,7 @@ RANGES = {
     "samples_per_prompt": ">= 2", "mu": ">= 1", "device_batch_size": ">= 1", "lr": "> 0", "warmup_steps": ">= 0",
     "weight_decay": ">= 0", "grad_clip": "> 0", "temperature": "> 0", "top_p": "(0, 1]", "max_new_tokens": ">= 1",
     "eval_every": ">= 0", "eval_instances": ">= 0", "eval_samples": ">= 1", "eval_temperature": ">= 0",
+    "eval_max_new_tokens": ">= 0",
     "sample_every": ">= 0", "save_every": ">= 0", "keep_last": ">= 1", "threads": ">= 0", "curriculum_step": ">= 0",
     "clip_low": "[0, 1)", "clip_high": ">= 0", "clip_c": "> 1", "kl_coef": ">= 0", "overlong_cache_frac": "[0, 1]",
     "tis_cap": ">= 0",
@@ -391,7 +398,7 @@ def evaluate(run: Run, step: int) -> dict:
     # cannot run a forward pass on rank 0 alone
     backend = "engine" if cfg.rollout_backend == "engine" else run.backend
     result = evaluate_model(run.gen_model, run.tokenizer, run.task, run.eval_set, template=cfg.template,
-                            max_new_tokens=cfg.max_new_tokens, autocast_dtype=None, samples=cfg.eval_samples,
+                            max_new_tokens=eval_budget(cfg), autocast_dtype=None, samples=cfg.eval_samples,
                             temperature=cfg.eval_temperature, seed=cfg.seed + 7, account=run.account,
                             backend=backend)
     run.log.log(step, {f"eval/{k}": v for k, v in result.items()},
