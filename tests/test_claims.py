@@ -95,8 +95,8 @@ def test_curves_average_the_seeds_and_skip_an_empty_side():
 
 
 def test_the_arms_differ_only_in_what_the_preset_changes():
-    """countdown_rl sets kl_coef = 0.001 itself, so switching the preset keeps it: grpo and dr_grpo differ in the
-    advantage and the loss aggregation only."""
+    """countdown_rl sets kl_coef = 0.01 and the soft overlong penalty itself, so switching the preset keeps them: grpo
+    and dr_grpo differ in the advantage and the loss aggregation only."""
     import dataclasses
 
     from r1lab.config import load_config
@@ -109,7 +109,12 @@ def test_the_arms_differ_only_in_what_the_preset_changes():
     diff = claims.arm_difference(algs, {a: dataclasses.asdict(algos.PRESETS[a]) for a in algs})
     assert diff["differ"] == {"advantage": {"grpo": "grpo", "dr_grpo": "dr_grpo"},
                               "loss_agg": {"grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm"}}
-    assert diff["same"]["kl_coef"] == 0.001 and diff["overridden"] == {"dr_grpo": {"kl_coef": (0.0, 0.001)}}
+    same = diff["same"]
+    assert (same["kl_coef"], same["soft_overlong"], same["overlong_cache_frac"]) == (0.01, True, 0.25)
+    assert diff["overridden"] == {"grpo": {"kl_coef": (0.001, 0.01), "soft_overlong": (False, True),
+                                           "overlong_cache_frac": (0.0, 0.25)},
+                                  "dr_grpo": {"kl_coef": (0.0, 0.01), "soft_overlong": (False, True),
+                                              "overlong_cache_frac": (0.0, 0.25)}}
 
 
 SMOKE = ["--recipe", "countdown_rl_quick", "--seeds", "0", "--jobs", "1", "--eval-n", "4", "--eval-samples", "2",
