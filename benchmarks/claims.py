@@ -38,7 +38,6 @@ with its wall time, OUT/logs/ARM_sS.log each run's output.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import datetime
 import html
@@ -290,7 +289,7 @@ def render_md(blocks) -> str:
 
 
 def render_html(blocks, title: str) -> str:
-    from r1lab.report import CSP, STYLE, _table
+    from r1lab.report import _table, embedded_figure, html_page
 
     e = html.escape
     parts = []
@@ -306,11 +305,8 @@ def render_html(blocks, title: str) -> str:
         elif b[0] == "pre":
             parts.append(f"<pre>{e(b[1])}</pre>")
         elif b[0] == "img":
-            data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
-            parts.append(f"<figure><img alt='{e(b[2], quote=True)}' src='data:image/png;base64,{data}'></figure>")
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\"><title>{e(title)}</title>"
-            f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+            parts.append(embedded_figure(b[2], b[1]))
+    return html_page(title, parts)
 
 
 def plot_curves(curves: dict, path: Path) -> Path:
@@ -376,10 +372,9 @@ def rl_finished(run_dir: Path, steps: int) -> bool:
     """The run reached its last step: its final eval/* row is logged, or (without a held-out set) its checkpoint of
     the last step and its account.json exist."""
     from r1lab.checkpoint import latest_checkpoint
-    from r1lab.jsonl import read_jsonl
+    from r1lab.report import _jsonl
 
-    path = run_dir / "metrics.jsonl"
-    rows = read_jsonl(path, bad="skip") if path.is_file() else []
+    rows = _jsonl(run_dir / "metrics.jsonl")
     if any(r.get("step") == steps and any(k.startswith("eval/") for k in r) for r in rows):
         return True
     ckpt = latest_checkpoint(run_dir)
@@ -426,31 +421,22 @@ def execute(plans: list[Plan], out: Path, jobs: int) -> dict[str, dict]:
 
 def _ledger(out: Path) -> dict[tuple[str, str], dict]:
     """The last successful command of each (run, kind) from commands.jsonl."""
-    from r1lab.jsonl import read_jsonl
+    from r1lab.report import _jsonl
 
-    path = out / "commands.jsonl"
-    rows = read_jsonl(path, bad="skip") if path.is_file() else []
-    return {(r["run"], r["kind"]): r for r in rows if r.get("exit") == 0}
-
-
-def _json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return {(r["run"], r["kind"]): r for r in _jsonl(out / "commands.jsonl") if r.get("exit") == 0}
 
 
 def write_report(plans: list[Plan], out: Path, args, status: dict) -> dict:
     from r1lab.evaluation.evaluate import finite
-    from r1lab.jsonl import read_jsonl, write_text_atomic
+    from r1lab.jsonl import write_text_atomic
+    from r1lab.report import _json, _jsonl
     from r1lab.rl import algos
     from r1lab.rl.train import algorithm, eval_budget
 
     runs: dict[str, dict[int, dict]] = {}
     ledger, info = _ledger(out), {}
     for p in plans:
-        path = p.run_dir / "metrics.jsonl"
-        runs.setdefault(p.arm, {})[p.seed] = {"metrics": read_jsonl(path, bad="skip") if path.is_file() else [],
+        runs.setdefault(p.arm, {})[p.seed] = {"metrics": _jsonl(p.run_dir / "metrics.jsonl"),
                                               "eval": _json(p.eval_file)}
         own = {"rl": (_json(p.run_dir / "account.json") or {}).get("wall_s"),
                "eval": (runs[p.arm][p.seed]["eval"] or {}).get("wall_s")}

@@ -376,6 +376,20 @@ pre{background:#f6f6f6;padding:0.6em;white-space:pre-wrap;word-break:break-all;m
 .row h3{margin:0.3em 0 0}.result td,.result th{padding:4px 12px}.result{font-size:1.1em}"""
 
 
+def embedded_figure(caption: str, path) -> str:
+    """A PNG file as a <figure> with its bytes inline (a data URI: the page stays one self-contained file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"<figure><img alt='{html.escape(caption, quote=True)}' src='data:image/png;base64,{data}'></figure>"
+
+
+def html_page(title: str, parts: list[str]) -> str:
+    """A self-contained page: the report's style, and a Content-Security-Policy that allows inline images only."""
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
 def render_html(runs: list[Run], plots: list[tuple[str, Path]], samples_per_run: int = 6,
                 title: str = "r1lab report", evaluations: list[tuple[str, dict]] = ()) -> str:
     """The page, result first: evaluations, the runs, plots, the last value of every metric by group, then each run's
@@ -392,9 +406,7 @@ def render_html(runs: list[Run], plots: list[tuple[str, Path]], samples_per_run:
         parts.append("<h2>Plots</h2><p class='meta'>Lines from 20 logged points on: centred rolling means over the "
                      "faint per-step values.</p><div class='row'>")
         for caption, path in plots:
-            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-            parts.append(f"<figure><img alt='{html.escape(caption, quote=True)}' "
-                         f"src='data:image/png;base64,{data}'></figure>")
+            parts.append(embedded_figure(caption, path))
         parts.append("</div>")
     groups = grouped_figures(runs)
     if groups:
@@ -416,10 +428,7 @@ def render_html(runs: list[Run], plots: list[tuple[str, Path]], samples_per_run:
             parts += [_sample(row) for row in run.samples[-samples_per_run:]]
         if not (run.metrics or run.config or run.account or run.samples):
             parts.append("<p>Nothing to report: no metrics.jsonl, config, account.json or samples.jsonl.</p>")
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+    return html_page(title, parts)
 
 
 def write_report(run_dirs, out_dir, samples_per_run: int = 6, title: str = "r1lab report",

@@ -381,7 +381,7 @@ def setup(cfg: RLConfig) -> Run:
     gen_model = parallel.plain_copy(model, device) if parallel.is_wrapped(model) and engine else model
     # vLLM takes the policy itself: it loads parallel.inference_weights (LoRA merged, FSDP gathered) at each sync
     backend = make_backend(cfg.rollout_backend, gen_model, tokenizer, max_batch_size=rows,
-                           autocast_dtype=None if cfg.rollout_backend == "engine" else amp)
+                           autocast_dtype=None if engine else amp)
     return Run(cfg, algo, rank, run_dir, device, amp, task, model, tokenizer, ref_model, gen_model, pool, later_pool,
                eval_set, opt, account, log, backend, start, wall_before, t_run=time.time())
 
