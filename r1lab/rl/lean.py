@@ -48,32 +48,6 @@ def _mlp(x, layer):
                         F.linear(h, m.up_proj.weight, m.up_proj.bias), m.down_proj.weight, m.down_proj.bias)
 
 
-def _attention(qp, kp, vp, qr, kr, vr, scaling, bias_pp, bias_rp, bias_rr, rows, G):
-    """(prompt outputs (U, H, Lp, d), response outputs (B, H, T, d)). The prompts attend causally to their real
-    tokens; each response to its prompt's real columns (bias_rp, per row) and its own tokens so far, one softmax over
-    both. G: rows per prompt when rows come grouped in order (a group's queries meet their prompt in one matmul),
-    else None (each row's prompt keys are gathered)."""
-    U, H, Lp, d = qp.shape
-    B, _, T, _ = qr.shape
-    op = torch.softmax(qp @ kp.transpose(-1, -2) * scaling + bias_pp, -1) @ vp
-    qr = qr * scaling
-    s_self = qr @ kr.transpose(-1, -2) + bias_rr  # (B, H, T, T)
-    if G is not None:
-        qg = qr.view(U, G, H, T, d).transpose(1, 2).reshape(U, H, G * T, d)
-        s_p = (qg @ kp.transpose(-1, -2)).view(U, H, G, T, Lp).transpose(1, 2).reshape(B, H, T, Lp)
-    else:
-        s_p = qr @ kp.index_select(0, rows).transpose(-1, -2)
-    p = torch.softmax(torch.cat([s_p + bias_rp, s_self], -1), -1)
-    p_p, p_self = p[..., :Lp], p[..., Lp:]
-    o_r = p_self @ vr
-    if G is not None:
-        pg = p_p.reshape(U, G, H, T, Lp).transpose(1, 2).reshape(U, H, G * T, Lp)
-        o_r = o_r + (pg @ vp).view(U, H, G, T, d).transpose(1, 2).reshape(B, H, T, d)
-    else:
-        o_r = o_r + p_p @ vp.index_select(0, rows)
-    return op, o_r
-
-
 def lean_logits(model, p_ids, p_attn, rows, ids):
     """(B, T, V) logits predicting response tokens 0..T-1.
 
@@ -88,6 +62,7 @@ def lean_logits(model, p_ids, p_attn, rows, ids):
     d = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
     dev = ids.device
     G = group_size(rows, U)
+    grouped = G is not None
 
     p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
     r_pos = p_attn.sum(-1)[rows, None] + torch.arange(T, device=dev)
@@ -117,9 +92,25 @@ def lean_logits(model, p_ids, p_attn, rows, ids):
         qr, kr = _rope(qr, cos_r, sin_r), _rope(kr, cos_r, sin_r)
         if KV != H:
             kp, vp, kr, vr = (t.repeat_interleave(H // KV, dim=1) for t in (kp, vp, kr, vr))
-        with torch.autocast(dev.type, enabled=False):  # scores and softmax in float32, as SDPA keeps them
-            op, o_r = _attention(qp.float(), kp.float(), vp.float(), qr.float(), kr.float(), vr.float(), a.scaling,
-                                 bias_pp, bias_rp[rows, None, None, :], bias_rr, rows, G)
+        # the prompts: causal attention over their real tokens
+        op = torch.softmax(qp @ kp.transpose(-1, -2) * a.scaling + bias_pp, -1) @ vp.to(qp.dtype)  # (U, H, Lp, d)
+        # the responses: their prompt's columns, then their own tokens, one softmax
+        qr = qr * a.scaling
+        s_self = qr @ kr.transpose(-1, -2) + bias_rr  # (B, H, T, T)
+        if grouped:  # a group's G * T queries against its prompt in one matmul
+            qg = qr.view(U, G, H, T, d).transpose(1, 2).reshape(U, H, G * T, d)
+            s_p = (qg @ kp.transpose(-1, -2)).view(U, H, G, T, Lp).transpose(1, 2).reshape(B, H, T, Lp)
+        else:
+            s_p = qr @ kp.index_select(0, rows).transpose(-1, -2)
+        s_p = s_p + bias_rp[rows, None, None, :]
+        p = torch.softmax(torch.cat([s_p, s_self.to(s_p.dtype)], -1), -1)
+        p_p, p_self = p[..., :Lp], p[..., Lp:]
+        o_r = p_self @ vr.to(p_self.dtype)
+        if grouped:
+            pg = p_p.reshape(U, G, H, T, Lp).transpose(1, 2).reshape(U, H, G * T, Lp)
+            o_r = o_r + (pg @ vp.to(pg.dtype)).view(U, H, G, T, d).transpose(1, 2).reshape(B, H, T, d)
+        else:
+            o_r = o_r + p_p @ vp.index_select(0, rows).to(p_p.dtype)
         xp = xp + F.linear(op.transpose(1, 2).reshape(U, Lp, H * d), a.o_proj.weight, a.o_proj.bias)
         xr = xr + F.linear(o_r.transpose(1, 2).reshape(B, T, H * d), a.o_proj.weight, a.o_proj.bias)
         xp, xr = _mlp(xp, layer), _mlp(xr, layer)
