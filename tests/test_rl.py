@@ -18,7 +18,7 @@ import time
 
 import pytest
 import torch
-from tolerances import grad_magnitudes, logit_scale, logprob_atol, rounding_atol
+from tolerances import logit_scale, logprob_atol, rounding_atol
 
 from r1lab.config import load_config
 from r1lab.model.load import load_model, resolve_checkpoint
@@ -51,6 +51,19 @@ def rollouts():
     scores, _ = score_rollouts(task, examples, outs, cfg, algorithm(cfg))
     rewards = torch.tensor([1.0, 0.0, 0.5, 0.0] * 4)
     return model, tok, cfg, Rollouts(examples, outs, scores, rewards)
+
+
+def grad_magnitudes(params) -> list:
+    """Per parameter, a tensor that sums |g| over every backward from now on (a hook on each of `params`)."""
+    def summing(mag):
+        def hook(g):
+            mag.add_(g.abs())  # returns None: the gradient itself is left alone
+        return hook
+
+    mags = [torch.zeros_like(p) for p in params]
+    for p, mag in zip(params, mags):
+        p.register_hook(summing(mag))
+    return mags
 
 
 def step_params(model, roll, cfg, ref_model=None, magnitudes=False, **overrides):

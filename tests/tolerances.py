@@ -73,16 +73,3 @@ def logit_scale(model, completions) -> tuple[float, int]:
             biggest = max(biggest, model(torch.tensor([ids])).logits.abs().max().item())
             longest = max(longest, len(ids))
     return biggest, longest
-
-
-def grad_magnitudes(params) -> list:
-    """Per parameter, a tensor that sums |g| over every backward from now on (a hook on each of `params`)."""
-    def summing(mag):
-        def hook(g):
-            mag.add_(g.abs())  # returns None: the gradient itself is left alone
-        return hook
-
-    mags = [torch.zeros_like(p) for p in params]
-    for p, mag in zip(params, mags):
-        p.register_hook(summing(mag))
-    return mags

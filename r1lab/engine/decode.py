@@ -25,30 +25,25 @@ SUPPORTED = {"LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"}
 
 def decode_step_for(model):
     """A DecodeStep for `model`, or None when the model is not one this module knows exactly."""
-    return DecodeStep(model) if lean_supported(model) else None
-
-
-def lean_supported(model) -> bool:
-    """Whether `model` is one whose forward the lean paths (DecodeStep, r1lab.rl.lean) redo exactly."""
     if type(model).__name__ not in SUPPORTED:
-        return False
+        return None
     cfg = model.config
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
-        return False
+        return None
     inner = model.model
     for layer in inner.layers:
         attn, mlp = layer.self_attn, layer.mlp
         if hasattr(attn, "q_norm") or not hasattr(mlp, "gate_proj"):
-            return False
+            return None
         # LoRA and other adapters replace nn.Linear with their own modules: F.linear on .weight would skip them
         linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
         if any(type(m) is not torch.nn.Linear for m in linears):
-            return False
+            return None
     if type(model.lm_head) is not torch.nn.Linear:
-        return False
+        return None
     if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "attn_logit_softcapping", None):
-        return False
-    return True
+        return None
+    return DecodeStep(model)
 
 
 def _rms_norm(x, norm):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from r1lab.rl import algos, lean
+from r1lab.rl import algos
 from r1lab.runtime import all_gather_objects, autocast, rank_and_world
 
 if TYPE_CHECKING:
@@ -222,11 +222,6 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
             logits = model(input_ids=torch.cat([p_ids[rows], ids], -1), attention_mask=full_attn,
                            position_ids=(full_attn.cumsum(-1) - 1).clamp(min=0),
                            logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # (B, T, V): tokens 0..T-1
-        logp = algos.logprobs_from_logits(logits, ids)
-        return logp, algos.entropy_from_logits(logits.detach()) if with_entropy else None
-    if lean.usable(model):
-        with autocast(device, amp):
-            logits = lean.lean_logits(model, p_ids, p_attn, rows, ids)
         logp = algos.logprobs_from_logits(logits, ids)
         return logp, algos.entropy_from_logits(logits.detach()) if with_entropy else None
     with autocast(device, amp):
