@@ -2,7 +2,7 @@
 
     r1lab demo                      shipped base -> eval -> GRPO -> eval -> report   (~15 minutes on 2 cores)
     r1lab demo --from-scratch       pretrains its own base first (countdown_base_scratch: tiny-1m on 3-number problems
-                                    with numbers <= 8), then GRPO and the evaluations on those problems (~25 minutes)
+                                    with numbers <= 8), then GRPO and the evaluations on those problems (~15 minutes)
     r1lab demo --quick              a shortened run (CI); exits 1 unless accuracy rises
     r1lab demo --r1                 the R1 pipeline instead (`r1lab pipeline --recipe r1_countdown_demo`, ~15 minutes):
                                     R1-Zero teacher -> cold start -> GRPO -> rejection sampling -> SFT, every model
