@@ -41,7 +41,7 @@ def test_the_from_scratch_plan_pretrains_on_the_problems_it_trains_and_evaluates
     task = get_task(rl_cfg.task)
     knobs = parse_knobs(task, rl_cfg.task_args)
     assert len(task.generate(plan["eval_n"], seed=1, split="test", **knobs)) == plan["eval_n"]
-    assert len(task.generate(max(base.train_instances, rl_cfg.train_instances), seed=0, split="train",
-                             **knobs)) == max(base.train_instances, rl_cfg.train_instances)
+    train_n = max(base.train_instances, rl_cfg.train_instances)
+    assert len(task.generate(train_n, seed=0, split="train", **knobs)) == train_n
     assert main(["demo", "--from-scratch", "--quick"]) == 2
     assert "--from-scratch has no --quick form" in capsys.readouterr().err

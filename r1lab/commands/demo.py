@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                 "--set", f"threads={args.threads}"]) != 0:
             return 1
         base = str(out / "base")
-    held_out = parse_knobs(get_task(rl_cfg.task), held_out_task_args(rl_cfg))
+    held_out_args = held_out_task_args(rl_cfg)
+    held_out = parse_knobs(get_task(rl_cfg.task), held_out_args)
     knobs = sum((["--task-arg", f"{k}={v}"] for k, v in held_out.items()), [])
     eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
                  "--max-new-tokens", str(eval_budget(rl_cfg)), "--no-greedy",
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             ("cons@%d" % plan["samples"], "cons_at_k", "{:.3f}"),
             ("format rate", "format_rate", "{:.3f}")]
     print(f"\nR1-Zero on {rl_cfg.task}: before and after RL ({time.time() - t0:.0f}s in all)")
-    print(f"  {plan['eval_n']} held-out problems ({held_out_task_args(rl_cfg)}), {plan['samples']} samples each")
+    print(f"  {plan['eval_n']} held-out problems ({held_out_args}), {plan['samples']} samples each")
     print(f"  {'':<28}{'base':>10}{'after RL':>10}")
     for label, key, fmt in rows:
         print(f"  {label:<28}{fmt.format(before[key]):>10}{fmt.format(after[key]):>10}")
