@@ -63,21 +63,6 @@ def test_countdown_knobs():
     assert statistics.mean("back, " in t for _, t, _ in marked if count_attempts(t) > 1) > 0.9
 
 
-def test_numbered_attempts_change_only_the_line_starts():
-    """number_attempts writes "3: " before the third attempt; the draws, and so the search, are the same."""
-    plain, numbered = traces(CorpusConfig()), traces(CorpusConfig(number_attempts=True))
-    assert len(plain) == len(numbered)
-    for (ex, text, ok), (_, numbered_text, numbered_ok) in zip(plain, numbered):
-        lines = [l for l in numbered_text.removeprefix("<think>").split("\n") if " vs " in l]
-        assert [l.split(": ", 1)[0] for l in lines] == [str(k) for k in range(1, len(lines) + 1)]
-        assert numbered_ok == ok and countdown.score(numbered_text, ex, strict=True).correct == ok
-        assert count_attempts(numbered_text) == count_attempts(text) == len(lines)
-        assert parse_steps(numbered_text) == parse_steps(text)
-        for k in range(len(lines), 0, -1):
-            numbered_text = numbered_text.replace(f"\n{k}: ", "\n").replace(f"<think>{k}: ", "<think>")
-        assert numbered_text == text
-
-
 def test_greedy_finish_hits_more_often():
     def hit_rate(greedy):
         docs = traces(CorpusConfig(greedy_finish_prob=greedy, give_up_prob=0.0, max_attempts=1), reps=3)

@@ -62,7 +62,6 @@ class CorpusConfig:
     backtrack_prob: float = 0.15
     greedy_finish_prob: float = 0.5
     reject_prob: float = 0.5
-    number_attempts: bool = False        # "3: " before each attempt, so giving up can follow the count
     guess_prob: float = 0.3              # arithmetic
     verify_prob: float = 0.25            # both: a "check" line before the answer
 
@@ -134,8 +133,7 @@ def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: Corpu
         steps, expr, value = attempt
         seen.add(expr)
         hit = value == target
-        number = f"{attempt_no + 1}: " if cfg.number_attempts else ""
-        lines.append(f"{number}{'back, ' if backtrack else ''}{format_steps(steps)} vs {target} {'hit' if hit else 'miss'}")
+        lines.append(f"{'back, ' if backtrack else ''}{format_steps(steps)} vs {target} {'hit' if hit else 'miss'}")
         prev = attempt
         if hit:
             if rng.random() < cfg.verify_prob:
