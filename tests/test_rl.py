@@ -20,7 +20,7 @@ import pytest
 import torch
 from tolerances import logit_scale, logprob_atol, rounding_atol
 
-from r1lab.config import load_config
+from r1lab.config import ConfigError, load_config
 from r1lab.model.load import load_model, resolve_checkpoint
 from r1lab.rl import algos
 from r1lab.rl.rollouts import Rollouts, pack, response_logp, score_rollouts
@@ -302,7 +302,6 @@ def test_vllm_rollouts_need_the_extra_and_a_sane_tis_cap(monkeypatch):
     """Checked before anything loads, with one line naming the key (CI has no vLLM; simulated where it is)."""
     import sys
 
-    from r1lab.config import ConfigError
     from r1lab.rl.rollouts import tis_cap
     from r1lab.rl.train import check
 
@@ -315,6 +314,15 @@ def test_vllm_rollouts_need_the_extra_and_a_sane_tis_cap(monkeypatch):
     assert [tis_cap(load_config(RLConfig, None, o)) for o in ([], ["rollout_backend=vllm"], ["tis_cap=0"],
                                                                ["rollout_backend=vllm", "tis_cap=0"],
                                                                ["tis_cap=3"])] == [0.0, 2.0, 0.0, 0.0, 3.0]
+
+
+def test_a_rollout_temperature_with_tis_is_refused():
+    """The backends' rollout log-probs are of the raw distribution; the loss's are of logits / temperature."""
+    from r1lab.rl.train import check
+
+    with pytest.raises(ConfigError, match=r"temperature = 0.6 with truncated IS \(tis_cap 2.0\).*set tis_cap = 0"):
+        check(load_config(RLConfig, None, ["temperature=0.6", "tis_cap=2"]))
+    check(load_config(RLConfig, None, ["temperature=0.6"]))  # the engine's default: no TIS
 
 
 def test_tis_weights_scale_the_update_by_the_capped_ratio(rollouts):
@@ -342,6 +350,24 @@ def test_tis_weights_scale_the_update_by_the_capped_ratio(rollouts):
             assert float(((p2 - p0) - scale * (p1 - p0)).detach().norm()) <= atol, name
     with pytest.raises(ValueError, match="a rollout has no log-probs"):
         step_params(model, roll, cfg, tis_cap=2.0)
+
+
+def test_logp_at_a_temperature_is_of_the_scaled_logits(rollouts):
+    """Rollouts sampled at temperature T train the policy softmax(logits / T): its log-probs and entropy."""
+    model, tok, cfg, roll = rollouts
+    prompts, ids, attn, mask = pack(roll.completions[:4], tok.pad_token_id)
+    with torch.no_grad():
+        plain, _ = response_logp(model, prompts, ids, attn, None)
+        cold, ent = response_logp(model, prompts, ids, attn, None, with_entropy=True, temperature=0.5)
+        for i, c in enumerate(roll.completions[:4]):
+            seq = torch.tensor([list(c.prompt_ids) + list(c.token_ids)])
+            logits = model(input_ids=seq).logits[:, len(c.prompt_ids) - 1:-1] / 0.5
+            n = len(c.token_ids)
+            atol = logprob_atol(model.config, *logit_scale(model, roll.completions[:4])) / 0.5
+            torch.testing.assert_close(cold[i, :n], algos.logprobs_from_logits(logits, seq[:, -n:])[0], atol=atol,
+                                       rtol=0)
+            torch.testing.assert_close(ent[i, :n], algos.entropy_from_logits(logits)[0], atol=atol, rtol=0)
+    assert not torch.allclose(plain * mask[:4], cold * mask[:4])
 
 
 def test_shared_prompt_logp_equals_a_full_forward(rollouts):

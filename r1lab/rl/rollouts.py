@@ -195,8 +195,9 @@ def forward_tokens(prompts: list[tuple], T: int) -> int:
     return len(set(prompts)) * max(len(p) for p in prompts) + len(prompts) * T
 
 
-def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: bool = False):
-    """(B, T) log-prob of each response token under `model`, and optionally the entropy of each prediction.
+def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: bool = False, temperature: float = 1.0):
+    """(B, T) log-prob of each response token under softmax(logits / temperature) of `model` (the distribution
+    the rollouts were sampled from), and optionally the entropy of each prediction.
 
     subtle: the G samples of a prompt share it, so each distinct prompt runs once (left-padded, with gradients) and
     its key/value cache is gathered out to the rows that continue it; the responses then run on top of that cache.
@@ -222,6 +223,7 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
             logits = model(input_ids=torch.cat([p_ids[rows], ids], -1), attention_mask=full_attn,
                            position_ids=(full_attn.cumsum(-1) - 1).clamp(min=0),
                            logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # (B, T, V): tokens 0..T-1
+        logits = logits / temperature if temperature != 1.0 else logits
         logp = algos.logprobs_from_logits(logits, ids)
         return logp, algos.entropy_from_logits(logits.detach()) if with_entropy else None
     with autocast(device, amp):
@@ -236,6 +238,7 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
         logits = model(input_ids=ids, attention_mask=torch.cat([p_attn[rows], attn], -1), position_ids=r_pos,
                        past_key_values=cache, use_cache=True).logits  # (B, T, V): predicts tokens 1..T
     logits = torch.cat([out.logits.index_select(0, rows)[:, -1:], logits[:, :-1]], 1)  # (B, T, V): tokens 0..T-1
+    logits = logits / temperature if temperature != 1.0 else logits
     logp = algos.logprobs_from_logits(logits, ids)
     ent = algos.entropy_from_logits(logits.detach()) if with_entropy else None
     return logp, ent

@@ -10,6 +10,8 @@ What one step really is (the "grpo" preset; the others change only the names loo
      rollout policy's log-probs, plus kl_coef * KL(pi || ref) by KL_ESTIMATORS[kl_estimator] (as a loss term, or
      folded into the rewards with kl_as_reward), reduced by ONE aggregate(loss, mask, loss_agg) with the step's
      global token and sequence counts, so micro-batching and data parallelism never change the update.
+     Every log-prob (policy, reference, entropy) is of logits / temperature: the policy trained is the one the
+     rollouts were sampled from (TRL and verl do the same; at temperature 1, the raw model).
      With rollouts from another engine than the trainer (vLLM), each token's loss term is weighted by truncated
      importance sampling, min(exp(old_logp - rollout_logp), tis_cap) (algos.truncated_is; off with r1lab's engine).
 Departures from the R1 paper, on purpose: with mu = 1 (the default) the run is on-policy, old_logp is the policy's
@@ -91,7 +93,7 @@ class RLConfig(ScaleConfig):
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     # sampling and reward
-    temperature: float = 1.0
+    temperature: float = 1.0             # rollouts sample at it, and the loss reads log-probs of logits / temperature
     top_p: float = 1.0
     max_new_tokens: int = 384
     accuracy_weight: float = 1.0
@@ -153,6 +155,10 @@ def check(cfg: RLConfig) -> None:
     if cfg.tis_cap is not None and 0 < cfg.tis_cap < 1:
         raise ConfigError(f"tis_cap = {cfg.tis_cap!r}: must be 0 (off) or at least 1 (a cap below 1 would shrink "
                           f"every token's weight)")
+    if cfg.temperature != 1.0 and tis_cap(cfg) > 0:
+        raise ConfigError(f"temperature = {cfg.temperature} with truncated IS (tis_cap {tis_cap(cfg)}): the rollout "
+                          f"backend's log-probs are of the raw distribution, the loss's of logits / temperature; "
+                          f"set tis_cap = 0 or temperature = 1")
     algorithm(cfg)
     check_problem_sources(cfg)
     if bool(cfg.curriculum_step) != bool(cfg.curriculum_task_args):
@@ -217,13 +223,16 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     kl_in_reward = need_ref and algo.kl_as_reward
     need_old = cfg.mu > 1 or kl_in_reward  # with mu = 1 and no KL reward, old_logp is logp.detach(): no extra pass
     old_logp = ref_logp = None
+    def logp_of(m, c, with_entropy=False):  # the policy trained is the one sampled: log-probs of logits / temperature
+        return response_logp(m, prompts[c], ids[c], attn[c], amp, with_entropy, cfg.temperature)
+
     with torch.no_grad():
         if need_old:
             model.eval()
-            old_logp = torch.cat([response_logp(model, prompts[c], ids[c], attn[c], amp)[0] for c in chunks])
+            old_logp = torch.cat([logp_of(model, c)[0] for c in chunks])
         if need_ref:
             with parallel.reference(ref_model):  # with LoRA: the policy itself, adapters disabled
-                ref_logp = torch.cat([response_logp(ref_model, prompts[c], ids[c], attn[c], amp)[0] for c in chunks])
+                ref_logp = torch.cat([logp_of(ref_model, c)[0] for c in chunks])
     kl_reward = algos.KL_ESTIMATORS[algo.kl_estimator](old_logp, ref_logp) * mask if kl_in_reward else None
     adv, adv_metrics = algos.ADVANTAGES[algo.advantage](roll.rewards.to(device), mask, G, kl=kl_reward,
                                                         kl_coef=algo.kl_coef if kl_in_reward else 0.0)
@@ -235,7 +244,7 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     model.train()
     for _ in range(cfg.mu):
         for c in chunks:
-            logp, ent = response_logp(model, prompts[c], ids[c], attn[c], amp, with_entropy=True)
+            logp, ent = logp_of(model, c, with_entropy=True)
             old = old_logp[c] if old_logp is not None else logp.detach()
             loss_mat, pl_metrics = policy_loss(logp, old, adv[c], mask[c], algo.clip_low, algo.clip_high, algo.clip_c)
             if rollout_logp is not None:  # old is the trainer's log-prob under the weights that sampled the rollouts
