@@ -316,6 +316,41 @@ def test_vllm_rollouts_need_the_extra_and_a_sane_tis_cap(monkeypatch):
                                                                ["tis_cap=3"])] == [0.0, 2.0, 0.0, 0.0, 3.0]
 
 
+def test_dynamic_sampling_judges_groups_by_the_verifier_before_the_length_penalty():
+    """DAPO filters on accuracy: a group of wrong answers that differ only in length (so the soft overlong penalty
+    makes their rewards differ) is replaced; a group with a right answer is kept. Scripted rollouts (the filter is
+    the subject, not the sampler): one problem all wrong, short and truncated; the other one right, three wrong."""
+    from r1lab.engine import Completion
+    from r1lab.rl.rollouts import collect_rollouts
+    from r1lab.rl.train import algorithm
+    from r1lab.tasks import countdown
+    from r1lab.tasks.format import render_completion
+
+    cfg = load_config(RLConfig, None, ["preset=dapo", "prompts_per_step=2", "samples_per_prompt=4",
+                                       "max_new_tokens=16", "overlong_cache_frac=0.5", "max_sampling_rounds=3"])
+    algo = algorithm(cfg)
+    assert algo.dynamic_sampling and algo.soft_overlong
+    wrong, right = {"nums": [2, 3, 5], "target": 11}, {"nums": [1, 4, 6], "target": 10}
+    right_text = render_completion("4+6=10, 10*1=10 vs 10 hit", "(4+6)*1")
+    wrong_text = render_completion("2+3=5 vs 11 miss", "2+3")
+    by_prompt = {countdown.prompt(wrong, template=cfg.template): [wrong_text] * 4,
+                 countdown.prompt(right, template=cfg.template): [right_text] + [wrong_text] * 3}
+
+    class Scripted:
+        def generate(self, prompts, params):
+            outs = []
+            for k, p in enumerate(prompts):
+                text = by_prompt[p][k % 4]
+                n = 16 if k % 2 else 4  # odd rows run to the budget: penalty -1; even rows end early: none
+                outs.append(Completion([1], list(range(n)), [1] * n, text, "length" if n == 16 else "eos"))
+            return outs
+
+    roll, stats = collect_rollouts(0, Scripted(), countdown, [wrong, right], cfg, algo)
+    assert [ex["target"] for ex in roll.examples] == [10] * 8  # the batch filled with the right group, twice
+    assert stats == {"groups_sampled": 4, "groups_dropped": 2}  # the all-wrong group, in each of the 2 rounds
+    assert roll.rewards.tolist() == pytest.approx([1.1, -0.9, 0.1, -0.9] * 2)  # the penalty still shapes what is kept
+
+
 def test_a_rollout_temperature_with_tis_is_refused():
     """The backends' rollout log-probs are of the raw distribution; the loss's are of logits / temperature."""
     from r1lab.rl.train import check

@@ -372,7 +372,7 @@ class Algorithm:
     kl_coef: float                # 0: no KL term and no reference model
     kl_estimator: str             # KL_ESTIMATORS
     kl_as_reward: bool            # the KL penalty folded into the rewards (reinforce_pp) instead of a loss term
-    dynamic_sampling: bool        # DAPO: replace groups of equal rewards
+    dynamic_sampling: bool        # DAPO: replace groups whose verifier rewards (before penalties) are all equal
     overlong_filter: bool         # DAPO: no loss on truncated responses
     soft_overlong: bool           # DAPO: the soft overlong penalty on the reward
     overlong_cache_frac: float    # its ramp, as a fraction of max_new_tokens

@@ -44,7 +44,9 @@ def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algor
 
 def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.Algorithm,
                      logprobs: bool = False) -> tuple[Rollouts, dict]:
-    """This rank's share of P prompts x G samples; with dynamic sampling, groups of equal rewards are replaced.
+    """This rank's share of P prompts x G samples; with dynamic sampling, groups whose verifier rewards are all equal
+    are replaced (judged before the overlong penalty, as DAPO filters on accuracy: a group of wrong answers that
+    differ only in length would teach nothing but "stop sooner").
     logprobs: the backend's log-prob of every sampled token in each Completion (what TIS compares with)."""
     from r1lab.engine import GOLDEN, SamplingParams
 
@@ -67,7 +69,8 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
         completions = backend.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
-        keep = algos.filter_groups(rewards, G) if algo.dynamic_sampling else torch.ones(len(batch), dtype=torch.bool)
+        verifier = torch.tensor([s.reward for s in scores])
+        keep = algos.filter_groups(verifier, G) if algo.dynamic_sampling else torch.ones(len(batch), dtype=torch.bool)
         stats["groups_dropped"] += int((~keep).sum())
         rows = [i for i in range(len(examples)) if keep[i // G]]
         kept.examples += [examples[i] for i in rows]
