@@ -391,6 +391,7 @@ def test_logp_at_a_temperature_is_of_the_scaled_logits(rollouts):
     """Rollouts sampled at temperature T train the policy softmax(logits / T): its log-probs and entropy."""
     model, tok, cfg, roll = rollouts
     prompts, ids, attn, mask = pack(roll.completions[:4], tok.pad_token_id)
+    atol = logprob_atol(model.config, *logit_scale(model, roll.completions[:4])) / 0.5
     with torch.no_grad():
         plain, _ = response_logp(model, prompts, ids, attn, None)
         cold, ent = response_logp(model, prompts, ids, attn, None, with_entropy=True, temperature=0.5)
@@ -398,7 +399,6 @@ def test_logp_at_a_temperature_is_of_the_scaled_logits(rollouts):
             seq = torch.tensor([list(c.prompt_ids) + list(c.token_ids)])
             logits = model(input_ids=seq).logits[:, len(c.prompt_ids) - 1:-1] / 0.5
             n = len(c.token_ids)
-            atol = logprob_atol(model.config, *logit_scale(model, roll.completions[:4])) / 0.5
             torch.testing.assert_close(cold[i, :n], algos.logprobs_from_logits(logits, seq[:, -n:])[0], atol=atol,
                                        rtol=0)
             torch.testing.assert_close(ent[i, :n], algos.entropy_from_logits(logits)[0], atol=atol, rtol=0)

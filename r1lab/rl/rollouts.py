@@ -69,8 +69,9 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
         completions = backend.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
-        verifier = torch.tensor([s.reward for s in scores])
-        keep = algos.filter_groups(verifier, G) if algo.dynamic_sampling else torch.ones(len(batch), dtype=torch.bool)
+        keep = torch.ones(len(batch), dtype=torch.bool)
+        if algo.dynamic_sampling:  # the verifier's rewards, before the overlong penalty
+            keep = algos.filter_groups(torch.tensor([s.reward for s in scores]), G)
         stats["groups_dropped"] += int((~keep).sum())
         rows = [i for i in range(len(examples)) if keep[i // G]]
         kept.examples += [examples[i] for i in rows]
@@ -206,6 +207,14 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
     its key/value cache is gathered out to the rows that continue it; the responses then run on top of that cache.
     The result equals a forward pass over prompt + response per row (tested), at a fraction of the tokens.
     """
+    logits = _response_logits(model, prompts, ids, attn, amp)
+    logits = logits / temperature if temperature != 1.0 else logits
+    logp = algos.logprobs_from_logits(logits, ids)
+    return logp, algos.entropy_from_logits(logits.detach()) if with_entropy else None
+
+
+def _response_logits(model, prompts: list[tuple], ids, attn, amp):
+    """(B, T, V) the logits that predict each response token (response_logp's forward)."""
     from transformers.cache_utils import DynamicCache
 
     device = ids.device
@@ -223,12 +232,9 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
         # cache a second time; so one plain pass over prompt + response per row (the tokens the cache saves)
         full_attn = torch.cat([p_attn[rows], attn], -1)
         with autocast(device, amp):
-            logits = model(input_ids=torch.cat([p_ids[rows], ids], -1), attention_mask=full_attn,
-                           position_ids=(full_attn.cumsum(-1) - 1).clamp(min=0),
-                           logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # (B, T, V): tokens 0..T-1
-        logits = logits / temperature if temperature != 1.0 else logits
-        logp = algos.logprobs_from_logits(logits, ids)
-        return logp, algos.entropy_from_logits(logits.detach()) if with_entropy else None
+            return model(input_ids=torch.cat([p_ids[rows], ids], -1), attention_mask=full_attn,
+                         position_ids=(full_attn.cumsum(-1) - 1).clamp(min=0),
+                         logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # (B, T, V): tokens 0..T-1
     with autocast(device, amp):
         out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True,
                     past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
@@ -240,8 +246,4 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
         r_pos = p_attn.sum(-1)[rows, None] + torch.arange(ids.shape[1], device=device)  # (B, T)
         logits = model(input_ids=ids, attention_mask=torch.cat([p_attn[rows], attn], -1), position_ids=r_pos,
                        past_key_values=cache, use_cache=True).logits  # (B, T, V): predicts tokens 1..T
-    logits = torch.cat([out.logits.index_select(0, rows)[:, -1:], logits[:, :-1]], 1)  # (B, T, V): tokens 0..T-1
-    logits = logits / temperature if temperature != 1.0 else logits
-    logp = algos.logprobs_from_logits(logits, ids)
-    ent = algos.entropy_from_logits(logits.detach()) if with_entropy else None
-    return logp, ent
+    return torch.cat([out.logits.index_select(0, rows)[:, -1:], logits[:, :-1]], 1)  # (B, T, V): tokens 0..T-1

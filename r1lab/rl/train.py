@@ -223,6 +223,7 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     kl_in_reward = need_ref and algo.kl_as_reward
     need_old = cfg.mu > 1 or kl_in_reward  # with mu = 1 and no KL reward, old_logp is logp.detach(): no extra pass
     old_logp = ref_logp = None
+
     def logp_of(m, c, with_entropy=False):  # the policy trained is the one sampled: log-probs of logits / temperature
         return response_logp(m, prompts[c], ids[c], attn[c], amp, with_entropy, cfg.temperature)
 
