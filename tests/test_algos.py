@@ -38,6 +38,19 @@ def test_grpo_by_hand():
     close(m["zero_std_frac"], 0.5)
 
 
+def test_grpo_batch_std_by_hand():
+    # group 1 (1, 0): centered (0.5, -0.5); group 2 (0, -0.1), wrong answers one a little longer: (0.05, -0.05).
+    # The batch's unbiased std is 0.5188, so group 2 keeps a tenth of group 1's advantage; GRPO's group std would
+    # give both groups (0.7071, -0.7071).
+    rewards, mask = T([1., 0., 0., -0.1]), torch.ones(4, 1)
+    std = float(rewards.double().std())
+    adv, m = A.grpo_batch_std_advantages(rewards, mask, G=2, eps=0.0)
+    close(adv[:, 0], [0.5 / std, -0.5 / std, 0.05 / std, -0.05 / std])
+    close(m["reward/batch_std"], std)
+    grpo, _ = A.grpo_advantages(rewards, mask, G=2, eps=0.0)
+    close(grpo[:, 0], [0.5 ** 0.5, -0.5 ** 0.5, 0.5 ** 0.5, -0.5 ** 0.5])
+
+
 def test_dr_grpo_and_rloo_by_hand():
     mask = torch.ones(4, 2)
     adv, _ = A.dr_grpo_advantages(T([1., 0, 0, 0]), mask, G=4)
@@ -104,6 +117,8 @@ def loop_advantages(name, rewards, mask, G, eps):
     out = torch.zeros(B, T_, dtype=torch.float64)
     r = [Fraction(float(x)) for x in rewards]
     seq, divisor = [], 1.0
+    batch_mean = sum(r) / B
+    batch_std = math.sqrt(sum((x - batch_mean) ** 2 for x in r) / (B - 1)) if B > 1 else 0.0
     for i in range(B):
         g = r[(i // G) * G:(i // G) * G + G]
         mean = sum(g) / G
@@ -113,6 +128,9 @@ def loop_advantages(name, rewards, mask, G, eps):
             std = math.sqrt(sum((x - mean) ** 2 for x in g) / (G - 1))
             seq.append(Fraction(float(r[i] - mean) / (std + eps)))
             divisor = min(divisor, std + eps)
+        elif name == "grpo_batch_std":
+            seq.append(Fraction(float(r[i] - mean) / (batch_std + eps)))
+            divisor = min(divisor, batch_std + eps)
         elif name in ("dr_grpo", "reinforce_pp"):
             seq.append(r[i] - mean)
         elif name == "rloo":
@@ -328,6 +346,7 @@ def test_dapo_filters_by_hand():
     mask = torch.ones(2, 3)
     assert A.overlong_filter(mask, T([False, True])).tolist() == [[1, 1, 1], [0, 0, 0]]
     close(A.soft_overlong_penalty(T([10, 15, 20, 25]), max_len=20, cache_len=10), [0.0, -0.5, -1.0, -1.0])
+    close(A.soft_overlong_penalty(T([10, 15, 20, 25]), 20, 10, factor=0.4), [0.0, -0.2, -0.4, -0.4])
 
 
 def test_presets():
@@ -349,7 +368,8 @@ def test_presets():
 @pytest.mark.parametrize("name, overrides, listed", [
     ("ppo", {}, "valid: grpo, dr_grpo, dapo"),
     ("dapo", {"clip_hi": 0.3}, "valid: advantage, policy_loss"),
-    ("grpo", {"advantage": "ppo"}, "unknown advantage 'ppo'; valid: grpo, dr_grpo, rloo, reinforce_pp"),
+    ("grpo", {"advantage": "ppo"}, "unknown advantage 'ppo'; valid: grpo, grpo_batch_std, dr_grpo, rloo, "
+                                         "reinforce_pp"),
     ("grpo", {"policy_loss": "clip"}, "unknown policy_loss 'clip'; valid: ppo_clip"),
     ("grpo", {"loss_agg": "mean"}, "unknown loss_agg 'mean'; valid: token_mean"),
     ("grpo", {"kl_estimator": "k4"}, "unknown kl_estimator 'k4'; valid: k1, k2, k3"),

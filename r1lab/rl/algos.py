@@ -61,6 +61,24 @@ def grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: 
     return _broadcast(adv, mask), metrics
 
 
+def grpo_batch_std_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+    """(r - group mean) / std of every reward in the batch: "Lite PPO" (Liu et al. 2025, "Tricks or Traps"), TRL's
+    scale_rewards="batch".
+
+    Dividing by the group's own std gives a group whose rewards differ only by a small penalty (every answer wrong,
+    some longer) advantages as large as a right-vs-wrong group's; the batch std keeps each group's advantages in
+    proportion to its reward spread. The std is over this process's batch (one rank's share under data parallelism,
+    as reinforce_pp whitens).
+    grpo_batch_std_advantages(torch.tensor([1., 0., 0., -.1]), torch.ones(4, 1), G=2)[0]
+        == [[0.9637], [-0.9637], [0.0964], [-0.0964]]  (batch std = 0.5188)
+    """
+    _no_kl("grpo_batch_std", kl, kl_coef)
+    centered, r, flat = _group_centered(rewards, G)
+    std = r.std() if r.numel() > 1 else r.new_zeros(())
+    adv = torch.where(flat, 0.0, centered / (std + eps))
+    return _broadcast(adv, mask), {"zero_std_frac": flat.float().mean(), "reward/batch_std": std}
+
+
 def dr_grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
     """Dr. GRPO (Liu et al. 2025): A_i = r_i - mean(r_group); no std division, which biases toward easy/hard groups."""
     _no_kl("dr_grpo", kl, kl_coef)
@@ -149,6 +167,7 @@ def _whitening_rounding(r, flat, token_rewards, returns, n, kl_folded: bool) -> 
 
 ADVANTAGES = {
     "grpo": grpo_advantages,
+    "grpo_batch_std": grpo_batch_std_advantages,
     "dr_grpo": dr_grpo_advantages,
     "rloo": rloo_advantages,
     "reinforce_pp": reinforce_pp_advantages,
@@ -344,13 +363,14 @@ def overlong_filter(mask, truncated):
     return mask * (~truncated.bool()).to(mask.dtype).reshape(-1, 1)
 
 
-def soft_overlong_penalty(lengths, max_len: int, cache_len: int):
-    """DAPO eq. 13, added to the reward: 0 up to max_len - cache_len, then linear down to -1 at max_len, -1 beyond.
+def soft_overlong_penalty(lengths, max_len: int, cache_len: int, factor: float = 1.0):
+    """DAPO eq. 13, added to the reward: 0 up to max_len - cache_len, then linear down to -factor at max_len, -factor
+    beyond. factor is 1 in the paper (verl's overlong_buffer.penalty_factor).
 
     soft_overlong_penalty(torch.tensor([10, 15, 20, 25]), max_len=20, cache_len=10) == [0, -0.5, -1, -1]
     """
     expected = max_len - cache_len
-    return ((expected - lengths.float()) / cache_len).clamp(min=-1.0, max=0.0)
+    return ((expected - lengths.float()) / cache_len).clamp(min=-1.0, max=0.0) * factor
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -376,6 +396,7 @@ class Algorithm:
     overlong_filter: bool         # DAPO: no loss on truncated responses
     soft_overlong: bool           # DAPO: the soft overlong penalty on the reward
     overlong_cache_frac: float    # its ramp, as a fraction of max_new_tokens
+    overlong_penalty: float = 1.0  # its size at the budget (DAPO: 1, the size of a right-vs-wrong reward difference)
 
     def __post_init__(self):
         for field, registry in (("advantage", ADVANTAGES), ("policy_loss", POLICY_LOSSES),

@@ -38,7 +38,7 @@ def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algor
     if algo.soft_overlong:
         lengths = torch.tensor([len(c.token_ids) for c in completions])
         cache = max(1, int(algo.overlong_cache_frac * cfg.max_new_tokens))
-        rewards = rewards + algos.soft_overlong_penalty(lengths, cfg.max_new_tokens, cache)
+        rewards = rewards + algos.soft_overlong_penalty(lengths, cfg.max_new_tokens, cache, algo.overlong_penalty)
     return scores, rewards
 
 

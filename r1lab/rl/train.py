@@ -82,6 +82,7 @@ class RLConfig(ScaleConfig):
     overlong_filter: bool | None = None
     soft_overlong: bool | None = None
     overlong_cache_frac: float | None = None
+    overlong_penalty: float | None = None
     # batch and optimisation
     steps: int = 60
     prompts_per_step: int = 8
@@ -132,7 +133,7 @@ RANGES = {
     "eval_max_new_tokens": ">= 0",
     "sample_every": ">= 0", "save_every": ">= 0", "keep_last": ">= 1", "threads": ">= 0", "curriculum_step": ">= 0",
     "clip_low": "[0, 1)", "clip_high": ">= 0", "clip_c": "> 1", "kl_coef": ">= 0", "overlong_cache_frac": "[0, 1]",
-    "tis_cap": ">= 0",
+    "overlong_penalty": ">= 0", "tis_cap": ">= 0",
 }
 
 
