@@ -349,6 +349,9 @@ def test_dynamic_sampling_judges_groups_by_the_verifier_before_the_length_penalt
     assert [ex["target"] for ex in roll.examples] == [10] * 8  # the batch filled with the right group, twice
     assert stats == {"groups_sampled": 4, "groups_dropped": 2}  # the all-wrong group, in each of the 2 rounds
     assert roll.rewards.tolist() == pytest.approx([1.1, -0.9, 0.1, -0.9] * 2)  # the penalty still shapes what is kept
+    half = dataclasses.replace(algo, overlong_penalty=0.5)  # its size at the budget
+    roll, _ = collect_rollouts(0, Scripted(), countdown, [wrong, right], cfg, half)
+    assert roll.rewards.tolist() == pytest.approx([1.1, -0.4, 0.1, -0.4] * 2)
 
 
 def test_a_rollout_temperature_with_tis_is_refused():
