@@ -63,24 +63,6 @@ def test_countdown_knobs():
     assert statistics.mean("back, " in t for _, t, _ in marked if count_attempts(t) > 1) > 0.9
 
 
-def test_give_up_chars_stops_a_search_at_its_length():
-    """With give_up_chars, a search that misses stops at the first miss that brings the reasoning to that length (or
-    sooner, when it runs out of distinct attempts): no wrong trace runs on past it."""
-    limit = 300
-    docs = traces(CorpusConfig(give_up_prob=0.0, max_attempts=100, give_up_chars=limit))
-    stopped = []
-    for _, text, ok in docs:
-        if ok:
-            continue
-        lines = text.removeprefix("<think>").split("\n")[:-2]  # the attempts, before "give up" and the answer
-        reached = [sum(len(l) + 1 for l in lines[:k]) for k in range(1, len(lines) + 1)]
-        assert all(r < limit for r in reached[:-1])
-        stopped.append(reached[-1] >= limit)
-    assert len(stopped) > 100 and statistics.mean(stopped) > 0.5
-    unlimited = traces(CorpusConfig(give_up_prob=0.0, max_attempts=100))
-    assert max(len(t) for _, t, ok in unlimited if not ok) > 2 * limit
-
-
 def test_greedy_finish_hits_more_often():
     def hit_rate(greedy):
         docs = traces(CorpusConfig(greedy_finish_prob=greedy, give_up_prob=0.0, max_attempts=1), reps=3)

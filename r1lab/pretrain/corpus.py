@@ -24,8 +24,7 @@ Design, and the knobs (CorpusConfig, which PretrainConfig inherits, so a recipe 
 - Each attempt ends with "vs TARGET" beside its result and "hit" or "miss", so the decision to stop is a comparison
   of two adjacent numbers (an earlier run without the echo never learnt when to stop).
 - After a miss the trace gives up with probability `give_up_prob` ("give up", then the last attempt is the answer:
-  a wrong final answer), and always after `max_attempts`, or (`give_up_chars`) once the reasoning is that many
-  characters long: a stop that depends on length, which a model can only learn when whole traces fit in seq_len. Giving up is independent of everything else, so RL can
+  a wrong final answer), and always after `max_attempts`. Giving up is independent of everything else, so RL can
   learn to search longer, the R1-Zero signature: length and accuracy rise together.
 - With probability `backtrack_prob` an attempt after a miss starts "back," and keeps the previous attempt's first
   step (backtracking); with `verify_prob` a hit is re-checked on the final expression before answering
@@ -59,7 +58,6 @@ class CorpusConfig:
     """The corpus knobs, one home: the traces read them from here and PretrainConfig inherits them."""
     give_up_prob: float = 0.2            # countdown
     max_attempts: int = 16
-    give_up_chars: int = 0               # countdown: give up after a miss once the reasoning is this long; 0: never
     max_value: int = 200
     backtrack_prob: float = 0.15
     greedy_finish_prob: float = 0.5
@@ -142,8 +140,6 @@ def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: Corpu
                 lines.append(f"check {expr}={value} ok")
             return render_completion("\n".join(lines) + "\n", expr), True
         if rng.random() < cfg.give_up_prob:
-            break
-        if cfg.give_up_chars and sum(len(line) + 1 for line in lines) >= cfg.give_up_chars:
             break
     if prev is None:
         return None, False

@@ -57,8 +57,8 @@ class PretrainConfig(CorpusConfig):
 
 
 RANGES = {
-    "give_up_prob": "[0, 1]", "max_attempts": ">= 1", "give_up_chars": ">= 0", "max_value": ">= 1",
-    "backtrack_prob": "[0, 1]", "greedy_finish_prob": "[0, 1]", "reject_prob": "[0, 1]", "guess_prob": "[0, 1]", "verify_prob": "[0, 1]",
+    "give_up_prob": "[0, 1]", "max_attempts": ">= 1", "max_value": ">= 1", "backtrack_prob": "[0, 1]",
+    "greedy_finish_prob": "[0, 1]", "reject_prob": "[0, 1]", "guess_prob": "[0, 1]", "verify_prob": "[0, 1]",
     "train_instances": ">= 1", "steps": ">= 1", "seq_len": ">= 2", "device_batch_size": ">= 1", "grad_accum": ">= 1",
     "lr": "> 0", "min_lr_ratio": "[0, 1]", "warmup_steps": ">= 0", "weight_decay": ">= 0", "grad_clip": "> 0",
     "threads": ">= 0", "eval_every": ">= 0", "eval_instances": ">= 0", "eval_max_new_tokens": ">= 1",
