@@ -368,8 +368,8 @@ def test_presets():
 @pytest.mark.parametrize("name, overrides, listed", [
     ("ppo", {}, "valid: grpo, dr_grpo, dapo"),
     ("dapo", {"clip_hi": 0.3}, "valid: advantage, policy_loss"),
-    ("grpo", {"advantage": "ppo"}, "unknown advantage 'ppo'; valid: grpo, grpo_batch_std, dr_grpo, rloo, "
-                                         "reinforce_pp"),
+    ("grpo", {"advantage": "ppo"},
+     "unknown advantage 'ppo'; valid: grpo, grpo_batch_std, dr_grpo, rloo, reinforce_pp"),
     ("grpo", {"policy_loss": "clip"}, "unknown policy_loss 'clip'; valid: ppo_clip"),
     ("grpo", {"loss_agg": "mean"}, "unknown loss_agg 'mean'; valid: token_mean"),
     ("grpo", {"kl_estimator": "k4"}, "unknown kl_estimator 'k4'; valid: k1, k2, k3"),
