@@ -33,8 +33,9 @@ from r1lab.jsonl import read_jsonl
 PLOTS = [
     ("reward", "Reward and accuracy",
      [("reward", "acc", "eval/pass1", "eval/cons_at_k", "eval/greedy_acc", "pass1")]),  # pass1: pretrain's eval
-    ("format", "Format and truncation rates",
-     [("format_rate", "eval/format_rate", "truncated_rate", "eval/truncated_rate")]),
+    ("format", "Format, truncation and thinking-budget rates",
+     [("format_rate", "eval/format_rate", "truncated_rate", "eval/truncated_rate", "thinking_cut_rate",
+       "eval/thinking_cut_rate")]),
     ("length", "Response length (tokens), right vs wrong",
      [("response_len", "response_len_correct", "response_len_wrong", "eval/response_len",
        "eval/response_len_correct", "eval/response_len_wrong")]),
@@ -292,6 +293,8 @@ def eval_rows(evals: list[dict]) -> list[tuple[str, list[float | None], str]]:
         rows.append(("greedy accuracy", [_get(e, "greedy_acc") for e in evals], "{:.3f}"))
     rows += [("format rate", [_get(e, "format_rate") for e in evals], "{:.3f}"),
              ("truncation rate", [_get(e, "truncated_rate") for e in evals], "{:.3f}"),
+             *([("thinking cut at budget", [_get(e, "thinking_cut_rate") for e in evals], "{:.3f}")]
+               if any(_get(e, "settings", "max_thinking_tokens") is not None for e in evals) else []),
              ("response length, mean (right / wrong)", [_get(e, "response_len", "mean") for e in evals], "len"),
              ("attempts per response", [_get(e, "behaviour", "attempts") for e in evals], "{:.2f}"),
              ("arithmetic steps correct", [_get(e, "behaviour", "step_acc") for e in evals], "{:.3f}")]

@@ -7,7 +7,7 @@ import torch
 from tolerances import logprob_atol
 
 from r1lab.engine import BACKENDS, Engine, EngineBatch, Force, RolloutBackend, SamplingParams, make_backend
-from r1lab.engine.forcing import budget_forcer
+from r1lab.engine.forcing import budget_forcer, thinking_budget
 from r1lab.model.presets import build_model
 from r1lab.model.tokenizer import build_tokenizer
 
@@ -319,3 +319,46 @@ def test_sync_weights_after_an_optimizer_step(model, tok):
     other = copy.deepcopy(model)  # another model object (e.g. reloaded from a checkpoint): the backend follows it
     backend.sync_weights(other)
     assert [o.token_ids for o in backend.generate(PROMPTS, params)] == before
+
+
+def test_thinking_budget_forces_the_closing_text_and_changes_nothing_before_it(engine, tok):
+    """SamplingParams.max_thinking_tokens: a row that has not written </think> after N tokens gets the closing text
+    in place of token N+1 (mask 0), then samples on; every token before that is the unbudgeted row's."""
+    end = engine.token_ids("</think>")
+    close = engine.token_ids("\ngive up\n</think>")
+    free = SamplingParams(temperature=1.0, max_new_tokens=40, seed=5)
+    budgeted = SamplingParams(temperature=1.0, max_new_tokens=40, seed=5, max_thinking_tokens=6,
+                              thinking_end="\ngive up\n</think>")
+    prompts = [p for p in PROMPTS for _ in range(3)]
+    cut = 0
+    for a, b in zip(engine.generate(prompts, free), engine.generate(prompts, budgeted)):
+        ended = next((i for i in range(len(a.token_ids)) if a.token_ids[i:i + len(end)] == end), None)
+        if ended is not None and ended + len(end) <= 7 or len(a.token_ids) <= 6:  # token 7 may end it
+            assert b.token_ids == a.token_ids and b.mask == [1] * len(b.mask)  # thought less than the budget
+            continue
+        cut += 1
+        assert b.token_ids[:6] == a.token_ids[:6]
+        assert b.token_ids[6:6 + len(close)] == close[:len(b.token_ids) - 6]
+        assert b.mask == [1] * 6 + [0] * len(close[:len(b.token_ids) - 6]) + [1] * (len(b.token_ids) - 6 - len(close))
+        assert "\ngive up\n" in b.text  # forced once (the mask above), as text the caller reads
+    assert cut >= 5
+
+
+def test_thinking_budget_bad_requests(engine):
+    with pytest.raises(ValueError, match="max_thinking_tokens"):
+        SamplingParams(max_thinking_tokens=-1)
+    with pytest.raises(ValueError, match="thinking_end must end with"):
+        SamplingParams(max_thinking_tokens=4, thinking_end="give up")
+    with pytest.raises(ValueError, match="not both"):
+        engine.generate(PROMPTS, SamplingParams(max_thinking_tokens=4), forced=lambda ids: None)
+
+
+def test_thinking_budget_hook_counts_once_and_lets_a_natural_end_be():
+    hook = thinking_budget([8, 9], [5, 8, 9], max_thinking=3)
+    assert hook([1]) is None and hook([1, 8]) is None and hook([1, 8, 9]) is None  # ended by itself
+    assert hook([1, 8, 9, 4, 4, 4, 4]) is None  # and never forced after
+    hook = thinking_budget([9], [5, 9], max_thinking=3)
+    assert [hook(list(range(1, n + 1))) for n in range(1, 5)] == [None, None, None, Force([5, 9], replace=True)]
+    assert hook([1, 2, 3, 5, 9, 7]) is None  # forced once
+    with pytest.raises(ValueError):
+        thinking_budget([], [9], 3)

@@ -139,8 +139,8 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 TOP_KEYS = {"settings", "problems", "samples", "completions", "pass1", "pass_at_k", "cons_at_k", "greedy_acc",
-            "greedy_format_rate", "format_rate", "mean_reward", "truncated_rate", "response_len", "behaviour",
-            "by_difficulty", "wall_s", "account"}
+            "greedy_format_rate", "format_rate", "mean_reward", "truncated_rate", "thinking_cut_rate",
+            "response_len", "behaviour", "by_difficulty", "wall_s", "account"}
 
 
 def test_eval_cli_json_samples_and_difficulty(tiny_checkpoint, tmp_path, capsys):

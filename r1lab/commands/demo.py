@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from r1lab.cli import main as cli
     from r1lab.config import load_config
     from r1lab.recipes import resolve_recipe
+    from r1lab.rl.rollouts import thinking_budget
     from r1lab.rl.train import RLConfig, eval_budget, held_out_task_args
     from r1lab.tasks import get_task, parse_knobs
 
@@ -87,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
                  "--max-new-tokens", str(eval_budget(rl_cfg)), "--no-greedy",
                  "--batch-size", "64"] + knobs  # 64 rows at a time keeps the KV cache (and the demo) under 3 GB
+    budget = thinking_budget(rl_cfg, evaluation=True)
+    if budget:  # both evaluations under the recipe's held-out thinking budget
+        eval_args += ["--max-thinking-tokens", str(budget["max_thinking_tokens"]), "--thinking-end",
+                      budget["thinking_end"]]
 
     banner(f"evaluating the base model ({base}) on {plan['eval_n']} held-out problems")
     if cli(["eval", "--model", base, *eval_args, "--out", str(out / "eval_base.json")]) != 0:
@@ -109,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     rows = [("pass@1 (mean of %d, T=0.6)" % plan["samples"], "pass1", "{:.3f}"),
             ("cons@%d" % plan["samples"], "cons_at_k", "{:.3f}"),
             ("format rate", "format_rate", "{:.3f}")]
+    if budget:
+        rows.append((f"thinking cut at {budget['max_thinking_tokens']} tokens", "thinking_cut_rate", "{:.3f}"))
+    rows.append(("truncated (no answer)", "truncated_rate", "{:.3f}"))
     print(f"\nR1-Zero on {rl_cfg.task}: before and after RL ({time.time() - t0:.0f}s in all)")
     print(f"  {plan['eval_n']} held-out problems ({held_out_args}), {plan['samples']} samples each")
     print(f"  {'':<28}{'base':>10}{'after RL':>10}")

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from r1lab.tasks.format import THINK_END
+
 HELP = "evaluate a model on a task: pass@k, cons@k, greedy, format, lengths, behaviour, by difficulty"
 
 
@@ -39,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markers", help="comma-separated self-verification / backtracking markers, matched "
                                      "case-insensitively; end one with a comma by writing it last or doubled "
                                      "(default: check,back,,wait,verify,let me re)")
+    p.add_argument("--max-thinking-tokens", type=int, metavar="N",
+                   help="a thinking budget: after N tokens of thinking the engine forces --thinking-end and the model "
+                        "answers (default: none)")
+    p.add_argument("--thinking-end", default=THINK_END, metavar="TEXT",
+                   help=f"what the thinking budget forces; must end with {THINK_END} (default {THINK_END})")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
                    help="fp32 (default; faster than bf16 autocast for generation on CPUs) or bf16 autocast")
     p.add_argument("--out", metavar="FILE.json", help="write every figure and the settings as JSON")
@@ -60,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         markers = parse_markers(args.markers) if args.markers is not None else DEFAULT_MARKERS
         if args.samples < 1 or not markers:
             raise ValueError("--samples must be at least 1 and --markers must name at least one marker")
+        if args.max_thinking_tokens is not None and args.max_thinking_tokens < 0:
+            raise ValueError(f"--max-thinking-tokens must be at least 0, got {args.max_thinking_tokens}")
+        if not args.thinking_end.endswith(THINK_END):
+            raise ValueError(f"--thinking-end must end with {THINK_END}, got {args.thinking_end!r}")
         task, examples, source, model, tokenizer, path = load_task_problems_model(
             args, (args.out, args.completions_out))
     except (ValueError, TypeError, OSError) as e:
@@ -73,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         "samples": args.samples, "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
         "max_new_tokens": args.max_new_tokens, "template": args.template, "sampling_seed": args.sampling_seed,
         "greedy": args.greedy, "markers": list(markers), "batch_size": args.batch_size, "dtype": args.dtype,
-        "device": str(model.device), "backend": args.backend,
+        "device": str(model.device), "backend": args.backend, "max_thinking_tokens": args.max_thinking_tokens,
+        "thinking_end": args.thinking_end,
     }
     print(f"r1lab eval: {path} on {len(examples)} {task.NAME} problems x {args.samples} samples", flush=True,
           file=sys.stderr if args.json else sys.stdout)
@@ -82,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                                 temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                 max_new_tokens=args.max_new_tokens, seed=args.sampling_seed, greedy=args.greedy,
                                 markers=markers, autocast_dtype=amp, batch_size=args.batch_size, account=account,
-                                backend=args.backend)
+                                backend=args.backend, max_thinking_tokens=args.max_thinking_tokens,
+                                thinking_end=args.thinking_end)
     wall = time.perf_counter() - t0
     result = finite({"settings": settings, **summary, "wall_s": wall, "account": account.summary(wall)})
     if args.json:
@@ -94,6 +107,6 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(Path(args.out), json.dumps(result, indent=2) + "\n")
     if args.completions_out:
         keep = ("problem", "greedy", "prompt", "completion", "reward", "correct", "format_ok", "answer", "key",
-                "difficulty", "tokens", "finish_reason")
+                "difficulty", "tokens", "finish_reason", "thinking_cut")
         write_jsonl(args.completions_out, ({k: getattr(s, k) for k in keep} for s in samples))
     return 0

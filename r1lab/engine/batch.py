@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from r1lab.engine.decode import SharedPrefix, has_hooks
-from r1lab.engine.engine import Completion, Engine, Event, ForceFn, SamplingParams, eval_mode
+from r1lab.engine.engine import THINK_END, Completion, Engine, Event, ForceFn, SamplingParams, eval_mode
+from r1lab.engine.forcing import thinking_budget
 from r1lab.engine.kvcache import cat_caches, map_cache, new_cache
 from r1lab.engine.sampling import sample
 
@@ -77,6 +78,12 @@ class EngineBatch:
         if limit is not None and len(prompt_ids) + params.max_new_tokens > limit:
             raise ValueError(f"prompt ({len(prompt_ids)}) + max_new_tokens ({params.max_new_tokens}) exceeds the "
                              f"model's {limit} positions")
+        if params.max_thinking_tokens is not None:
+            if forced is not None:
+                raise ValueError("a request takes a thinking budget (max_thinking_tokens) or a forced-token hook, "
+                                 "not both")
+            forced = thinking_budget(self.engine.token_ids(THINK_END), self.engine.token_ids(params.thinking_end),
+                                     params.max_thinking_tokens)
         seed = params.seed if seed is None else seed
         if seed is None:
             seed = int(torch.randint(0, 2 ** 62, ()).item())

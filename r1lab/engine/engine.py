@@ -39,7 +39,9 @@ Design notes (B rows, L cache columns, V vocabulary):
   model must learn to emit it); it is not in `text`. "length" when max_new_tokens tokens were appended.
 - Forced tokens (budget forcing, s1): a per-request hook `forced(token_ids) -> Force | None` runs after each sampled
   token; it may append tokens after it or replace it (e.g. swap an early "</think>" for "Wait"). Forced tokens are
-  fed one per step like sampled ones, count toward max_new_tokens, and get mask 0.
+  fed one per step like sampled ones, count toward max_new_tokens, and get mask 0. A thinking budget
+  (SamplingParams.max_thinking_tokens) is such a hook, built for the request by the engine: the closing text it
+  forces is what a caller sees as forced (mask 0) in the completion.
 - Failures stay in their row: when a request breaks in per-row code (its forced-token hook raises or returns bad
   ids, its sampling values cannot be made into tensors, its stop check or decoding fails, its prompt's prefill
   raises), that row ends with finish_reason "error" (Completion.error says why; the Event's token_id is -1) and every
@@ -61,6 +63,7 @@ from typing import Callable
 import torch
 
 from r1lab.engine.decode import decode_step_for
+from r1lab.tasks.format import THINK_END
 
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
 
@@ -74,12 +77,20 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     logprobs: bool = False  # fill Completion.logprobs and .sample_logprobs
+    # A thinking budget: after this many tokens of a completion that starts inside <think> without "</think>", the
+    # engine forces `thinking_end` in place of the next token (r1lab.engine.forcing.thinking_budget). None: off.
+    max_thinking_tokens: int | None = None
+    thinking_end: str = THINK_END  # what the budget forces; must end with THINK_END
 
     def __post_init__(self):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
             raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1: {self}")
+        if self.max_thinking_tokens is not None and self.max_thinking_tokens < 0:
+            raise ValueError(f"max_thinking_tokens must be >= 0 or None, got {self.max_thinking_tokens}")
+        if not self.thinking_end.endswith(THINK_END):
+            raise ValueError(f"thinking_end must end with {THINK_END!r}, got {self.thinking_end!r}")
 
 
 @dataclass
@@ -135,9 +146,16 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.vocab_size = model.get_input_embeddings().num_embeddings  # token ids the model can take
+        self._text_ids: dict[str, list[int]] = {}
 
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt)["input_ids"]
+
+    def token_ids(self, text: str) -> list[int]:
+        """`text`'s token ids without special tokens added (a marker or phrase to force or to look for), cached."""
+        if text not in self._text_ids:
+            self._text_ids[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._text_ids[text]
 
     def generate(self, prompts: list[str] | list[list[int]], params: SamplingParams,
                  forced: ForceFn | None = None) -> list[Completion]:

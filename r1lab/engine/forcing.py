@@ -1,7 +1,9 @@
-"""s1 budget forcing (Muennighoff et al. 2025) as a forced-token hook, for completions that start inside <think>.
+"""Forced-token hooks for completions that start inside <think>: s1 budget forcing (Muennighoff et al. 2025), and
+the thinking budget that SamplingParams.max_thinking_tokens asks of the engine.
 
 The engine calls a hook after every sampled token with the row's token ids (the new one last); the hook may append
-tokens or replace the new one (engine.Force). Used by the server, `r1lab chat` and anyone calling the engine.
+tokens or replace the new one (engine.Force). budget_forcer serves the server and `r1lab chat`; thinking_budget is
+built by the engine for every request with a thinking budget (RL rollouts, evaluation).
 """
 from __future__ import annotations
 
@@ -40,5 +42,37 @@ def budget_forcer(think_end_id: int, wait_ids: list[int] | None = None, max_thin
         if ignored < num_ignore:
             ignored += 1
             return Force(list(wait_ids), replace=True)
+        return None
+    return hook
+
+
+def thinking_budget(end_ids: list[int], close_ids: list[int], max_thinking: int) -> ForceFn:
+    """A hook that ends the thinking after `max_thinking` tokens by forcing `close_ids` (a thinking budget).
+
+    The budget's closing text is forced in place of the token sampled when the row has thought max_thinking tokens
+    without writing `end_ids` (the think-end marker's token ids) itself, so the closing text is how the thinking
+    ends: "</think>" alone (vLLM's and llama.cpp's default), or a phrase in the model's own words before it (Qwen3
+    forces "Considering the limited time ...</think>"; the countdown corpus's idiom is "give up"). The model then
+    writes its answer. Stateful (it counts the row's tokens once, O(1) a token): one hook per completion.
+
+    >>> hook = thinking_budget([9], [5, 9], max_thinking=2)
+    >>> hook([1]), hook([1, 2]), hook([1, 2, 3])
+    (None, None, Force(ids=[5, 9], replace=True))
+    """
+    if max_thinking < 0 or not end_ids or not close_ids:
+        raise ValueError("a thinking budget needs max_thinking >= 0, the think-end marker's ids and closing ids")
+    done = False
+    n = len(end_ids)
+
+    def hook(ids: list[int]) -> Force | None:
+        nonlocal done
+        if done:
+            return None
+        if ids[-n:] == end_ids:  # the model ended its thinking itself
+            done = True
+            return None
+        if len(ids) - 1 >= max_thinking:  # the just-sampled token would be thinking token max_thinking + 1
+            done = True
+            return Force(list(close_ids), replace=True)
         return None
     return hook

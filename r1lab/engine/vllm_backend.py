@@ -120,7 +120,11 @@ def vllm_sampling_kwargs(params: SamplingParams, row: int) -> dict:
     """vllm.SamplingParams(**kwargs) for row `row` of a generate() call with r1lab's `params`.
 
     vllm_sampling_kwargs(SamplingParams(temperature=0.6, seed=1, logprobs=True), 0)["seed"] == 1
+    ValueError for a thinking budget: vLLM's (thinking_token_budget) needs a reasoning_config when the engine is
+    built, which this backend does not set up; r1lab's engine backend has one.
     """
+    if params.max_thinking_tokens is not None:
+        raise ValueError("a thinking budget (max_thinking_tokens) runs on r1lab's engine backend only, not on vllm")
     return {
         "n": 1, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k,
         "max_tokens": params.max_new_tokens, "stop": list(params.stop),

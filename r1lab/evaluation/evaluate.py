@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from r1lab.evaluation.behaviour import DEFAULT_MARKERS, arithmetic_steps, count_attempts, has_marker
+from r1lab.tasks.format import THINK_END
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Sample:
     key: str | None  # task.answer_key, for majority vote
     difficulty: str
     greedy: bool = False  # from the temperature-0 pass
+    thinking_cut: bool = False  # the thinking budget ended its thinking (it holds forced tokens)
 
 
 # --- pure helpers -------------------------------------------------------------------------------------------------
@@ -135,6 +137,7 @@ def summarize(samples: list[Sample], greedy: list[Sample] | None = None, markers
         "format_rate": _mean(s.format_ok for s in samples),
         "mean_reward": _mean(s.reward for s in samples),
         "truncated_rate": _mean(s.finish_reason == "length" for s in samples),
+        "thinking_cut_rate": _mean(s.thinking_cut for s in samples),
         "response_len": {
             "mean": _mean(s.tokens for s in samples), "median": _median(s.tokens for s in samples),
             "mean_correct": _mean(right), "median_correct": _median(right),
@@ -165,14 +168,14 @@ def summarize(samples: list[Sample], greedy: list[Sample] | None = None, markers
 # --- sampling -----------------------------------------------------------------------------------------------------
 
 def score_sample(task, example: dict, problem: int, prompt: str, text: str, tokens: int, finish_reason: str,
-                 greedy: bool = False) -> Sample:
+                 greedy: bool = False, thinking_cut: bool = False) -> Sample:
     """One completion scored by the task's own verifier; what every sampled completion goes through (here, and in
     `r1lab distill` for a teacher's replies)."""
     score = task.score(text, example)
     answer_key = getattr(task, "answer_key", None)
     key = answer_key(text, example) if answer_key is not None else score.answer
     return Sample(problem, prompt, text, tokens, finish_reason, float(score.reward), bool(score.correct),
-                  bool(score.format_ok), score.answer, key, task.difficulty(example), greedy)
+                  bool(score.format_ok), score.answer, key, task.difficulty(example), greedy, thinking_cut)
 
 
 def _complete(backend, task, examples, prompts, k: int, params, account, greedy: bool = False) -> list[Sample]:
@@ -183,17 +186,20 @@ def _complete(backend, task, examples, prompts, k: int, params, account, greedy:
         p = i // k
         if account is not None:
             account.add_generate(len(o.prompt_ids), len(o.token_ids))
-        rows.append(score_sample(task, examples[p], p, prompts[p], o.text, len(o.token_ids), o.finish_reason, greedy))
+        rows.append(score_sample(task, examples[p], p, prompts[p], o.text, len(o.token_ids), o.finish_reason, greedy,
+                                 thinking_cut=params.max_thinking_tokens is not None and 0 in o.mask))
     return rows
 
 
 def run_eval(model, tokenizer, task, examples, *, template: str = "short", samples: int = 1,
              temperature: float = 0.6, top_p: float = 0.95, top_k: int = 0, max_new_tokens: int = 512,
              seed: int = 0, greedy: bool = True, markers=DEFAULT_MARKERS, autocast_dtype=None,
-             batch_size: int = 256, account=None, backend="engine") -> tuple[dict, list[Sample]]:
+             batch_size: int = 256, account=None, backend="engine", max_thinking_tokens: int | None = None,
+             thinking_end: str = THINK_END) -> tuple[dict, list[Sample]]:
     """K samples per problem and, with greedy=True, one temperature-0 pass; returns (summarize()'s figures, every
     scored sample with the greedy pass's last). `backend` names the rollout backend (r1lab.engine.BACKENDS), or is
-    one already built (RL's, holding the policy's current weights)."""
+    one already built (RL's, holding the policy's current weights). max_thinking_tokens / thinking_end: a thinking
+    budget for every pass (SamplingParams); summarize() counts the completions it cut (thinking_cut_rate)."""
     from r1lab.engine import SamplingParams, make_backend
 
     if not examples or samples < 1:
@@ -202,32 +208,36 @@ def run_eval(model, tokenizer, task, examples, *, template: str = "short", sampl
                                                                          autocast_dtype=autocast_dtype,
                                                                          max_batch_size=batch_size)
     prompts = [task.prompt(ex, template=template) for ex in examples]
+    budget = {"max_thinking_tokens": max_thinking_tokens, "thinking_end": thinking_end}
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
-                            seed=seed)
+                            seed=seed, **budget)
     sampled = _complete(sampler, task, examples, prompts, samples, params, account)
     best = extra = None
     if greedy and temperature == 0:  # the samples are greedy already: each problem's first one
         best = sampled[::samples]
     elif greedy:
         best = extra = _complete(sampler, task, examples, prompts, 1,
-                                 SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens), account, greedy=True)
+                                 SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, **budget), account,
+                                 greedy=True)
     return summarize(sampled, best, markers), sampled + (extra or [])
 
 
 def evaluate_model(model, tokenizer, task, examples, template: str = "short", max_new_tokens: int = 512,
                    autocast_dtype=None, samples: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                    seed: int = 0, account=None, top_k: int = 0, greedy: bool = False, markers=DEFAULT_MARKERS,
-                   batch_size: int = 256, backend="engine") -> dict:
+                   batch_size: int = 256, backend="engine", max_thinking_tokens: int | None = None,
+                   thinking_end: str = THINK_END) -> dict:
     """Scalar metrics for training logs: run_eval's figures, flattened (pass1, format_rate, step_acc, response_len,
     and more; pass@k and cons_at_k with samples > 1, greedy_acc with greedy=True)."""
     s, _ = run_eval(model, tokenizer, task, examples, template=template, samples=samples, temperature=temperature,
                     top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, greedy=greedy,
                     markers=markers, autocast_dtype=autocast_dtype, batch_size=batch_size, account=account,
-                    backend=backend)
+                    backend=backend, max_thinking_tokens=max_thinking_tokens, thinking_end=thinking_end)
     out = {
         "pass1": s["pass1"], "format_rate": s["format_rate"], "step_acc": s["behaviour"]["step_acc"],
         "response_len": s["response_len"]["mean"], "response_len_correct": s["response_len"]["mean_correct"],
         "response_len_wrong": s["response_len"]["mean_wrong"], "truncated_rate": s["truncated_rate"],
+        "thinking_cut_rate": s["thinking_cut_rate"],
         "marker_rate": s["behaviour"]["marker_rate"], "attempts": s["behaviour"]["attempts"],
     }
     if samples > 1:
@@ -265,8 +275,11 @@ def format_table(r: dict) -> str:
     lines += [f"  {'cons@%d' % K:<24}{_f(r['cons_at_k'])}",
               f"  {'greedy':<24}{_f(r['greedy_acc'])}",
               f"  {'format rate':<24}{_f(r['format_rate'])}",
-              f"  {'truncated':<24}{_f(r['truncated_rate'])}",
-              f"  {'response tokens':<24}mean {_f(rl['mean'], 1)}  median {_f(rl['median'], 1)}  | right "
+              f"  {'truncated':<24}{_f(r['truncated_rate'])}"]
+    if s.get("max_thinking_tokens") is not None:
+        lines.append(f"  {'thinking cut at budget':<24}{_f(r['thinking_cut_rate'])}  (after "
+                     f"{s['max_thinking_tokens']} tokens, forced {s['thinking_end']!r})")
+    lines += [f"  {'response tokens':<24}mean {_f(rl['mean'], 1)}  median {_f(rl['median'], 1)}  | right "
               f"{_f(rl['mean_correct'], 1)} / {_f(rl['median_correct'], 1)}  | wrong {_f(rl['mean_wrong'], 1)} / "
               f"{_f(rl['median_wrong'], 1)}",
               f"  {'markers':<24}{_f(b['marker_rate'])}  ({', '.join(repr(m) for m in b['markers'])})",

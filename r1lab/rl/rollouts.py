@@ -42,6 +42,13 @@ def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algor
     return scores, rewards
 
 
+def thinking_budget(cfg: RLConfig, evaluation: bool = False) -> dict:
+    """The rollouts' (or, with evaluation=True, the held-out evaluation's) thinking budget as SamplingParams /
+    run_eval keywords; {} when off. eval_max_thinking_tokens = 0 means the rollouts' budget."""
+    n = (cfg.eval_max_thinking_tokens or cfg.max_thinking_tokens) if evaluation else cfg.max_thinking_tokens
+    return {"max_thinking_tokens": n, "thinking_end": cfg.thinking_end} if n else {}
+
+
 def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.Algorithm,
                      logprobs: bool = False) -> tuple[Rollouts, dict]:
     """This rank's share of P prompts x G samples; with dynamic sampling, groups whose verifier rewards are all equal
@@ -65,7 +72,8 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
         # one process, so sharding never changes rollouts.
         base = (cfg.seed * 1_000_003 + step * 1009 + rnd) % 2**63
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                seed=(base + rank * per_rank * G * GOLDEN) % 2**63, logprobs=logprobs)
+                                seed=(base + rank * per_rank * G * GOLDEN) % 2**63, logprobs=logprobs,
+                                **thinking_budget(cfg))
         completions = backend.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
@@ -102,6 +110,7 @@ class RolloutFigures:
     attempts: int                # countdown search attempts
     marker: bool                 # a reflection marker ("wait", ...)
     truncated: bool              # stopped at max_new_tokens
+    forced: bool                 # holds forced tokens: the thinking budget ended its thinking
 
 
 def rollout_metrics(roll: Rollouts) -> dict:
@@ -110,7 +119,7 @@ def rollout_metrics(roll: Rollouts) -> dict:
     from r1lab.evaluation.behaviour import arithmetic_steps, count_attempts, has_marker
 
     local = [RolloutFigures(len(c.token_ids), s.correct, s.format_ok, s.reward, arithmetic_steps(c.text),
-                            count_attempts(c.text), has_marker(c.text), c.finish_reason == "length")
+                            count_attempts(c.text), has_marker(c.text), c.finish_reason == "length", 0 in c.mask)
              for c, s in zip(roll.completions, roll.scores)]
     rows = [row for part in all_gather_objects(local) for row in part]
     lens = [r.length for r in rows]
@@ -137,6 +146,7 @@ def rollout_metrics(roll: Rollouts) -> dict:
         "marker_rate_correct": side(right, "marker"),
         "marker_rate_wrong": side(wrong, "marker"),
         "truncated_rate": statistics.mean(r.truncated for r in rows),
+        "thinking_cut_rate": statistics.mean(r.forced for r in rows),  # forced tokens: the thinking budget's
         "generated_tokens": sum(lens),
     }
 

@@ -43,8 +43,9 @@ from r1lab.config import config_to_dict, format_config
 from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.rl import algos
 from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, pack, pack_logprobs, print_samples,
-                               response_logp, rollout_metrics, tis_cap)
+                               response_logp, rollout_metrics, thinking_budget, tis_cap)
 from r1lab.runtime import all_gather_objects, all_sum, barrier, rank_and_world
+from r1lab.tasks.format import THINK_END
 
 
 @dataclass
@@ -97,6 +98,10 @@ class RLConfig(ScaleConfig):
     temperature: float = 1.0             # rollouts sample at it, and the loss reads log-probs of logits / temperature
     top_p: float = 1.0
     max_new_tokens: int = 384
+    # a thinking budget for rollouts: after max_thinking_tokens the engine forces thinking_end (ending with
+    # "</think>") and the model answers; forced tokens are not trained. 0: off
+    max_thinking_tokens: int = 0
+    thinking_end: str = THINK_END
     accuracy_weight: float = 1.0
     format_weight: float = 0.1
     strict_reward: bool = False          # the reasoning must support the answer with correct arithmetic
@@ -106,6 +111,7 @@ class RLConfig(ScaleConfig):
     eval_samples: int = 1
     eval_temperature: float = 1.0
     eval_max_new_tokens: int = 0         # the held-out evaluation's budget (r1lab demo's too); 0: max_new_tokens
+    eval_max_thinking_tokens: int = 0    # its thinking budget (r1lab demo's too); 0: max_thinking_tokens
     sample_every: int = 10               # print a few decoded samples every N steps
     save_every: int = 20                 # 0: only after the last step
     keep_last: int = 2
@@ -130,7 +136,7 @@ RANGES = {
     "samples_per_prompt": ">= 2", "mu": ">= 1", "device_batch_size": ">= 1", "lr": "> 0", "warmup_steps": ">= 0",
     "weight_decay": ">= 0", "grad_clip": "> 0", "temperature": "> 0", "top_p": "(0, 1]", "max_new_tokens": ">= 1",
     "eval_every": ">= 0", "eval_instances": ">= 0", "eval_samples": ">= 1", "eval_temperature": ">= 0",
-    "eval_max_new_tokens": ">= 0",
+    "eval_max_new_tokens": ">= 0", "max_thinking_tokens": ">= 0", "eval_max_thinking_tokens": ">= 0",
     "sample_every": ">= 0", "save_every": ">= 0", "keep_last": ">= 1", "threads": ">= 0", "curriculum_step": ">= 0",
     "clip_low": "[0, 1)", "clip_high": ">= 0", "clip_c": "> 1", "kl_coef": ">= 0", "overlong_cache_frac": "[0, 1]",
     "overlong_penalty": ">= 0", "tis_cap": ">= 0",
@@ -160,6 +166,12 @@ def check(cfg: RLConfig) -> None:
         raise ConfigError(f"temperature = {cfg.temperature} with truncated IS (tis_cap {tis_cap(cfg)}): the rollout "
                           f"backend's log-probs are of the raw distribution, the loss's of logits / temperature; "
                           f"set tis_cap = 0 or temperature = 1")
+    if not cfg.thinking_end.endswith(THINK_END):
+        raise ConfigError(f"thinking_end = {cfg.thinking_end!r}: must end with {THINK_END!r}")
+    for key in ("max_thinking_tokens", "eval_max_thinking_tokens"):
+        if getattr(cfg, key) and cfg.rollout_backend != "engine":
+            raise ConfigError(f"{key} = {getattr(cfg, key)}: a thinking budget runs on the engine rollout backend "
+                              f"only (rollout_backend = {cfg.rollout_backend!r})")
     algorithm(cfg)
     check_problem_sources(cfg)
     if bool(cfg.curriculum_step) != bool(cfg.curriculum_task_args):
@@ -411,7 +423,7 @@ def evaluate(run: Run, step: int) -> dict:
     result = evaluate_model(run.gen_model, run.tokenizer, run.task, run.eval_set, template=cfg.template,
                             max_new_tokens=eval_budget(cfg), autocast_dtype=None, samples=cfg.eval_samples,
                             temperature=cfg.eval_temperature, seed=cfg.seed + 7, account=run.account,
-                            backend=backend)
+                            backend=backend, **thinking_budget(cfg, evaluation=True))
     run.log.log(step, {f"eval/{k}": v for k, v in result.items()},
                 console_keys=tuple(f"eval/{k}" for k in ("pass1", "format_rate", "step_acc", "response_len")))
     return result
