@@ -105,6 +105,7 @@ def cut_of(outs):
 
 
 def test_bad_thinking_budgets_are_refused_before_anything_loads(monkeypatch):
+    """Including the shipped recipe with vLLM rollouts, as the README shows it: its held-out budget must go."""
     with pytest.raises(ConfigError, match=r"thinking_end = 'give up': must end with '</think>'"):
         check(load_config(RLConfig, None, ["max_thinking_tokens=8"], thinking_end="give up"))
     with pytest.raises(ConfigError, match=r"max_thinking_tokens = -1: must be >= 0"):
@@ -117,6 +118,12 @@ def test_bad_thinking_budgets_are_refused_before_anything_loads(monkeypatch):
     for key in ("max_thinking_tokens", "eval_max_thinking_tokens"):
         with pytest.raises(ConfigError, match=f"{key} = 8: a thinking budget runs on the engine rollout backend only"):
             check(load_config(RLConfig, None, [f"{key}=8", "rollout_backend=vllm"]))
+    from r1lab.recipes import resolve_recipe
+
+    recipe = resolve_recipe("countdown_rl")
+    with pytest.raises(ConfigError, match="set eval_max_thinking_tokens = 0 to sample without it"):
+        check(load_config(RLConfig, recipe, ["rollout_backend=vllm"]))
+    check(load_config(RLConfig, recipe, ["rollout_backend=vllm", "eval_max_thinking_tokens=0"]))  # the README's line
     from r1lab.engine.vllm_backend import vllm_sampling_kwargs
 
     with pytest.raises(ValueError, match="engine backend only"):
