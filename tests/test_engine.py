@@ -329,7 +329,7 @@ def test_thinking_budget_forces_the_closing_text_and_changes_nothing_before_it(e
     free = SamplingParams(temperature=1.0, max_new_tokens=40, seed=5)
     budgeted = SamplingParams(temperature=1.0, max_new_tokens=40, seed=5, max_thinking_tokens=6,
                               thinking_end="\ngive up\n</think>")
-    prompts = [p for p in PROMPTS for _ in range(3)]
+    prompts = [p + " <think>" for p in PROMPTS for _ in range(3)]  # each prompt opens the thinking
     cut = 0
     for a, b in zip(engine.generate(prompts, free), engine.generate(prompts, budgeted)):
         ended = next((i for i in range(len(a.token_ids)) if a.token_ids[i:i + len(end)] == end), None)
@@ -342,6 +342,30 @@ def test_thinking_budget_forces_the_closing_text_and_changes_nothing_before_it(e
         assert b.mask == [1] * 6 + [0] * len(close[:len(b.token_ids) - 6]) + [1] * (len(b.token_ids) - 6 - len(close))
         assert "\ngive up\n" in b.text  # forced once (the mask above), as text the caller reads
     assert cut >= 5
+
+
+def test_thinking_budget_counts_only_thinking(engine):
+    """The budget counts from the completion's first token when the prompt ends inside <think>; otherwise from the
+    <think> the completion writes, so a row that never thinks is never cut."""
+    start, end = engine.token_ids("<think>"), engine.token_ids("</think>")
+    words = engine.token_ids("abc, def; ghi")
+
+    def forced_at(prompt_ids, completion):
+        """How many completion tokens come before the one the budget (3 tokens) replaces; None: never cut."""
+        batch = EngineBatch(engine)
+        batch.add(prompt_ids, SamplingParams(max_new_tokens=64, max_thinking_tokens=3))
+        hook = batch.waiting[0].forced
+        for n in range(1, len(completion) + 1):  # the hook sees the completion so far, the new token last
+            if hook(completion[:n]) is not None:
+                return n - 1
+        return None
+
+    plain = engine.encode("User: 12+7\nAssistant:")
+    assert forced_at(plain + start, words) == 3  # inside: the first 3 tokens are thinking
+    assert forced_at(plain, words) is None  # no thinking: never cut
+    assert forced_at(plain, words[:2] + start + words) == 2 + len(start) + 3  # from the <think> it writes
+    assert forced_at(plain + start + end, words[:2] + start + words) == 2 + len(start) + 3  # closed in the prompt
+    assert forced_at(plain + start, words[:2] + end + words) is None  # ended by itself within the budget
 
 
 def test_thinking_budget_bad_requests(engine):

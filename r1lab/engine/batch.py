@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from r1lab.engine.decode import SharedPrefix, has_hooks
-from r1lab.engine.engine import THINK_END, Completion, Engine, Event, ForceFn, SamplingParams, eval_mode
+from r1lab.engine.engine import THINK_END, THINK_START, Completion, Engine, Event, ForceFn, SamplingParams, eval_mode
 from r1lab.engine.forcing import thinking_budget
 from r1lab.engine.kvcache import cat_caches, map_cache, new_cache
 from r1lab.engine.sampling import sample
@@ -82,8 +82,10 @@ class EngineBatch:
             if forced is not None:
                 raise ValueError("a request takes a thinking budget (max_thinking_tokens) or a forced-token hook, "
                                  "not both")
+            prompt = self.engine.tokenizer.decode(prompt_ids)  # special tokens kept: they may be the markers
+            inside = prompt.rfind(THINK_START) > prompt.rfind(THINK_END)  # the prompt opens the thinking itself
             forced = thinking_budget(self.engine.token_ids(THINK_END), self.engine.token_ids(params.thinking_end),
-                                     params.max_thinking_tokens)
+                                     params.max_thinking_tokens, None if inside else self.engine.token_ids(THINK_START))
         seed = params.seed if seed is None else seed
         if seed is None:
             seed = int(torch.randint(0, 2 ** 62, ()).item())

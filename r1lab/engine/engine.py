@@ -63,7 +63,7 @@ from typing import Callable
 import torch
 
 from r1lab.engine.decode import decode_step_for
-from r1lab.tasks.format import THINK_END
+from r1lab.tasks.format import THINK_END, THINK_START
 
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
 
@@ -77,8 +77,9 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     logprobs: bool = False  # fill Completion.logprobs and .sample_logprobs
-    # A thinking budget: after this many tokens of a completion that starts inside <think> without "</think>", the
-    # engine forces `thinking_end` in place of the next token (r1lab.engine.forcing.thinking_budget). None: off.
+    # A thinking budget: after this many tokens of thinking without "</think>" (from the completion's start when the
+    # prompt ends inside <think>, else from a <think> the completion writes) the engine forces `thinking_end` in
+    # place of the next token (r1lab.engine.forcing.thinking_budget). None: off.
     max_thinking_tokens: int | None = None
     thinking_end: str = THINK_END  # what the budget forces; must end with THINK_END
 

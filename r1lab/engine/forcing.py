@@ -46,32 +46,39 @@ def budget_forcer(think_end_id: int, wait_ids: list[int] | None = None, max_thin
     return hook
 
 
-def thinking_budget(end_ids: list[int], close_ids: list[int], max_thinking: int) -> ForceFn:
+def thinking_budget(end_ids: list[int], close_ids: list[int], max_thinking: int,
+                    start_ids: list[int] | None = None) -> ForceFn:
     """A hook that ends the thinking after `max_thinking` tokens by forcing `close_ids` (a thinking budget).
 
     The budget's closing text is forced in place of the token sampled when the row has thought max_thinking tokens
     without writing `end_ids` (the think-end marker's token ids) itself, so the closing text is how the thinking
     ends: "</think>" alone (vLLM's and llama.cpp's default), or a phrase in the model's own words before it (Qwen3
     forces "Considering the limited time ...</think>"; the countdown corpus's idiom is "give up"). The model then
-    writes its answer. Stateful (it counts the row's tokens once, O(1) a token): one hook per completion.
+    writes its answer. The thinking starts with the completion (a prompt that ends inside <think>), or, given
+    `start_ids` (the think-start marker's ids), once the completion writes them: a row that never thinks is never
+    cut. One hook per completion (it remembers where the thinking started and whether it ended).
 
     >>> hook = thinking_budget([9], [5, 9], max_thinking=2)
     >>> hook([1]), hook([1, 2]), hook([1, 2, 3])
     (None, None, Force(ids=[5, 9], replace=True))
     """
-    if max_thinking < 0 or not end_ids or not close_ids:
+    if max_thinking < 0 or not end_ids or not close_ids or start_ids == []:
         raise ValueError("a thinking budget needs max_thinking >= 0, the think-end marker's ids and closing ids")
+    start = 0 if start_ids is None else None  # index of the first thinking token, None until the thinking starts
     done = False
-    n = len(end_ids)
 
     def hook(ids: list[int]) -> Force | None:
-        nonlocal done
+        nonlocal start, done
         if done:
             return None
-        if ids[-n:] == end_ids:  # the model ended its thinking itself
+        if start is None:
+            if ids[-len(start_ids):] == start_ids:
+                start = len(ids)
+            return None
+        if ids[-len(end_ids):] == end_ids:  # the model ended its thinking itself
             done = True
             return None
-        if len(ids) - 1 >= max_thinking:  # the just-sampled token would be thinking token max_thinking + 1
+        if len(ids) - 1 - start >= max_thinking:  # the just-sampled token would be thinking token max_thinking + 1
             done = True
             return Force(list(close_ids), replace=True)
         return None
