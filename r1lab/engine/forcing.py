@@ -1,5 +1,5 @@
-"""Forced-token hooks for completions that start inside <think>: s1 budget forcing (Muennighoff et al. 2025), and
-the thinking budget that SamplingParams.max_thinking_tokens asks of the engine.
+"""Forced-token hooks that shape the thinking: s1 budget forcing (Muennighoff et al. 2025), for completions that
+start inside <think>, and the thinking budget that SamplingParams.max_thinking_tokens asks of the engine.
 
 The engine calls a hook after every sampled token with the row's token ids (the new one last); the hook may append
 tokens or replace the new one (engine.Force). budget_forcer serves the server and `r1lab chat`; thinking_budget is
