@@ -340,6 +340,8 @@ def render_evaluations(evaluations: list[tuple[str, dict]]) -> str:
         what = [f"{st.get('model', '?')} on {e.get('problems', '?')} {st.get('task', '?')} problems x "
                 f"{e.get('samples', '?')} samples"]
         what += [f"{k} {st[k]}" for k in ("temperature", "max_new_tokens", "seed") if k in st]
+        if st.get("max_thinking_tokens") is not None:
+            what.append(f"thinking budget {st['max_thinking_tokens']} (forced {st.get('thinking_end', '?')!r})")
         notes.append(f"<li><b>{html.escape(label)}</b>: {html.escape(', '.join(what))}</li>")
     return ("<h2>Result: evaluations before and after</h2><div class='result'>" + _table(header, rows) + "</div>"
             + f"<ul class='meta'>{''.join(notes)}</ul>")

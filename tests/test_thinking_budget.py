@@ -96,7 +96,7 @@ def test_a_budget_for_the_held_out_evaluation_alone(tmp_path, monkeypatch):
                      thinking_end=CLOSE))
     assert seen == [24, None, 24]  # evaluation, rollouts, evaluation
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert next(m for m in metrics if "thinking_cut_rate" in m)["thinking_cut_rate"] == 0
+    assert not any("thinking_cut_rate" in m for m in metrics)  # no rollout budget, no rollout figure
     assert all(m["eval/thinking_cut_rate"] > 0.5 for m in metrics if "eval/thinking_cut_rate" in m)
 
 
@@ -185,13 +185,16 @@ def test_the_demo_evaluates_under_its_recipes_budget_and_shows_the_cuts(tmp_path
 
 
 def test_the_report_table_shows_the_cut_rate_when_a_budget_was_set():
-    from r1lab.report import eval_rows
+    from r1lab.report import eval_rows, render_evaluations
 
-    with_budget = {"pass1": 0.3, "thinking_cut_rate": 0.4, "settings": {"max_thinking_tokens": 480}}
+    with_budget = {"pass1": 0.3, "thinking_cut_rate": 0.4,
+                   "settings": {"max_thinking_tokens": 480, "thinking_end": "give up</think>"}}
     without = {"pass1": 0.3, "thinking_cut_rate": 0.0, "settings": {"max_thinking_tokens": None}}
     rows = {name: values for name, values, _ in eval_rows([with_budget, with_budget])}
     assert rows["thinking cut at budget"] == [0.4, 0.4]
     assert "thinking cut at budget" not in {name for name, _, _ in eval_rows([without, without])}
+    page = render_evaluations([("base", without), ("after RL", with_budget)])
+    assert page.count("thinking budget") == 1 and "thinking budget 480 (forced &#x27;give up&lt;/think&gt;&#x27;)" in page
 
 
 if __name__ == "__main__":

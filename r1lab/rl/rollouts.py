@@ -113,9 +113,10 @@ class RolloutFigures:
     forced: bool                 # holds forced tokens: the thinking budget ended its thinking
 
 
-def rollout_metrics(roll: Rollouts) -> dict:
+def rollout_metrics(roll: Rollouts, thinking_budget: bool = False) -> dict:
     """Rollout figures over all ranks: reward, accuracy, format, and lengths, attempts and marker rates overall and
-    for right vs wrong rollouts (a side with no rollout reads 0.0: acc == 1 or acc == 0 tells it from a real 0)."""
+    for right vs wrong rollouts (a side with no rollout reads 0.0: acc == 1 or acc == 0 tells it from a real 0);
+    with thinking_budget, the share of rollouts it cut."""
     from r1lab.evaluation.behaviour import arithmetic_steps, count_attempts, has_marker
 
     local = [RolloutFigures(len(c.token_ids), s.correct, s.format_ok, s.reward, arithmetic_steps(c.text),
@@ -146,9 +147,8 @@ def rollout_metrics(roll: Rollouts) -> dict:
         "marker_rate_correct": side(right, "marker"),
         "marker_rate_wrong": side(wrong, "marker"),
         "truncated_rate": statistics.mean(r.truncated for r in rows),
-        "thinking_cut_rate": statistics.mean(r.forced for r in rows),  # forced tokens: the thinking budget's
         "generated_tokens": sum(lens),
-    }
+    } | ({"thinking_cut_rate": statistics.mean(r.forced for r in rows)} if thinking_budget else {})
 
 
 def print_samples(run_dir: Path, step: int, roll: Rollouts, task, cfg: RLConfig, n: int = 2) -> None:

@@ -442,7 +442,7 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
     t_gen = time.time() - t0
     for c in roll.completions:
         run.account.add_generate(len(c.prompt_ids), len(c.token_ids))
-    metrics = rollout_metrics(roll)
+    metrics = rollout_metrics(roll, thinking_budget=bool(cfg.max_thinking_tokens))
     train_metrics, processed = train_on(model, run.ref_model, run.opt, roll, cfg, run.algo, run.amp,
                                         run.tokenizer.pad_token_id, run.device)
     if run.gen_model is not model:
