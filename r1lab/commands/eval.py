@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from r1lab import runtime
     from r1lab.cost.account import RunAccount, format_account
+    from r1lab.engine import SamplingParams
     from r1lab.commands.options import load_task_problems_model
     from r1lab.jsonl import write_jsonl, write_text_atomic
     from r1lab.evaluation.behaviour import DEFAULT_MARKERS
@@ -67,10 +68,8 @@ def run(args: argparse.Namespace) -> int:
         markers = parse_markers(args.markers) if args.markers is not None else DEFAULT_MARKERS
         if args.samples < 1 or not markers:
             raise ValueError("--samples must be at least 1 and --markers must name at least one marker")
-        if args.max_thinking_tokens is not None and args.max_thinking_tokens < 0:
-            raise ValueError(f"--max-thinking-tokens must be at least 0, got {args.max_thinking_tokens}")
-        if not args.thinking_end.endswith(THINK_END):
-            raise ValueError(f"--thinking-end must end with {THINK_END}, got {args.thinking_end!r}")
+        # the thinking budget's rules are SamplingParams' own: checked here, before the model loads
+        SamplingParams(max_thinking_tokens=args.max_thinking_tokens, thinking_end=args.thinking_end)
         task, examples, source, model, tokenizer, path = load_task_problems_model(
             args, (args.out, args.completions_out))
     except (ValueError, TypeError, OSError) as e:

@@ -89,9 +89,9 @@ class SamplingParams:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
             raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1: {self}")
         if self.max_thinking_tokens is not None and self.max_thinking_tokens < 0:
-            raise ValueError(f"max_thinking_tokens must be >= 0 or None, got {self.max_thinking_tokens}")
+            raise ValueError(f"max_thinking_tokens must be at least 0 (or None), got {self.max_thinking_tokens}")
         if not self.thinking_end.endswith(THINK_END):
-            raise ValueError(f"thinking_end must end with {THINK_END!r}, got {self.thinking_end!r}")
+            raise ValueError(f"thinking_end must end with {THINK_END}, got {self.thinking_end!r}")
 
 
 @dataclass
