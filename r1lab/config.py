@@ -61,6 +61,18 @@ def _convert(name: str, value, typ):
     return value
 
 
+def _cli_value(key: str, text: str) -> str:
+    """A `--set` value: stripped, unless written as a TOML string ("\\ngive up" or 'C:\\x'), which keeps its
+    spaces and, in double quotes, its escapes, as in a recipe."""
+    text = text.strip()
+    if len(text) < 2 or text[0] not in "\"'" or text[-1] != text[0]:
+        return text
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--set {key}: {text} is not a valid TOML string: {e}") from None
+
+
 def config_fields(cls) -> dict[str, dataclasses.Field]:
     hints = typing.get_type_hints(cls)
     return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
@@ -92,7 +104,7 @@ def load_config(cls, recipe: str | Path | None = None, overrides: list[str] | No
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        put(key.strip(), value.strip(), "--set")
+        put(key.strip(), _cli_value(key.strip(), value), "--set")
     for key, value in kwargs.items():
         put(key, value, "arguments")
     return cls(**values)

@@ -31,6 +31,17 @@ def test_unknown_key_lists_valid_ones(tmp_path):
         load_config(Cfg, None, ["stepz=3"])
 
 
+def test_a_quoted_set_value_is_a_toml_string():
+    """A bare value is stripped; a quoted one keeps its spaces and escapes, as it would in the recipe."""
+    assert load_config(Cfg, None, ["name=  a b "]).name == "a b"
+    assert load_config(Cfg, None, ['name="\\ngive up\\n</think>"']).name == "\ngive up\n</think>"
+    assert load_config(Cfg, None, ["name=' x '"]).name == " x "
+    assert load_config(Cfg, None, ['name="a\\\\b"']).name == "a\\b"
+    assert load_config(Cfg, None, ['name="a"b']).name == '"a"b'  # not one string: the text as it is
+    with pytest.raises(ConfigError, match="not a valid TOML string"):
+        load_config(Cfg, None, ['name="a"b"'])
+
+
 @pytest.mark.parametrize("item, match", [("steps=abc", "steps: expected int"), ("flag=maybe", "flag: expected a boolean"),
                                          ("steps", "key=value"), ("steps=1.5", "expected int")])
 def test_bad_values_are_clear_errors(item, match):
