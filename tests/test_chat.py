@@ -30,8 +30,9 @@ def engine(ckpt):
     return Engine(model, tok)
 
 
-def offline_reply(engine, messages, seed, max_new_tokens=24, max_thinking=5):
-    forced = budget_forcer(engine.tokenizer.convert_tokens_to_ids("</think>"), engine.encode("Wait"), max_thinking)
+def offline_reply(engine, messages, seed, max_new_tokens=24, max_thinking=5, close_ids=None):
+    forced = budget_forcer(engine.tokenizer.convert_tokens_to_ids("</think>"), engine.encode("Wait"), max_thinking,
+                           close_ids=close_ids)
     params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=max_new_tokens, seed=seed)
     return split_reasoning(engine.generate([chat_prompt_ids(engine.tokenizer, messages)], params, forced)[0].text)
 
@@ -48,6 +49,20 @@ def test_cli_reads_a_pipe_dims_the_thinking_and_matches_the_engine(ckpt, engine,
     r2, c2 = offline_reply(engine, history, seed=1)  # reply t uses seed + t; the second prompt holds the first turn
     assert r1 and c1 and r1 != r2
     assert out == f"{DIM}{r1}{RESET}\n{c1}\n{DIM}{r2}{RESET}\n{c2}\n"
+
+
+def test_thinking_end_is_what_the_budget_forces(ckpt, engine, monkeypatch, capsys):
+    end = "\ngive up\n</think>"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("2+3\n"))
+    code = main(["chat", "--model", str(ckpt), "--color", "never", "--max-new-tokens", "24", "--max-thinking-tokens",
+                 "5", "--thinking-end", end, "--seed", "0", "--threads", "1"])
+    r, c = offline_reply(engine, [{"role": "user", "content": "2+3"}], seed=0, close_ids=engine.encode(end))
+    plain, _ = offline_reply(engine, [{"role": "user", "content": "2+3"}], seed=0)
+    assert code == 0 and capsys.readouterr().out == f"<think>{r}</think>\n{c}\n"
+    assert r == plain + "\ngive up\n"  # the same thinking, then the closing words where </think> was forced
+    for bad in (["--thinking-end", end], ["--max-thinking-tokens", "5", "--thinking-end", "give up"]):
+        assert main(["chat", "--model", str(ckpt), *bad]) == 2
+        assert "--thinking-end" in capsys.readouterr().err
 
 
 def test_plain_output_eof_and_reset(engine):

@@ -164,7 +164,27 @@ def test_budget_forcing_wait_extends_thinking(client):
     assert forced.usage.completion_tokens_details.reasoning_tokens <= 8 * 150
 
 
+def test_thinking_end_is_forced_at_the_budget(client, offline):
+    """thinking_end (an extension, as thinking_budget's closing text) replaces the bare </think> that
+    max_thinking_tokens forces: the reasoning is the same up to the cut, then the closing words."""
+    end = "\ngive up\n</think>"
+    kw = dict(model=MODEL, messages=LONG, max_tokens=40, temperature=0)  # thinks 4 tokens: a budget of 2 cuts it
+    bare = client.chat.completions.create(**kw, extra_body={"max_thinking_tokens": 2}).choices[0].message
+    closed = client.chat.completions.create(**kw, extra_body={"max_thinking_tokens": 2, "thinking_end": end})
+    reasoning = closed.choices[0].message.model_extra["reasoning_content"]
+    assert reasoning == bare.model_extra["reasoning_content"] + "\ngive up\n"
+    ids = chat_prompt_ids(offline.tokenizer, LONG)
+    think_end = offline.tokenizer.convert_tokens_to_ids("</think>")
+    forced = budget_forcer(think_end, offline.encode("Wait"), 2, close_ids=offline.encode(end))
+    raw = offline.generate([ids], SamplingParams(max_new_tokens=40, temperature=0), forced=forced)[0]
+    assert split_reasoning(raw.text) == (reasoning, closed.choices[0].message.content)
+    assert closed.usage.completion_tokens_details.reasoning_tokens == raw.token_ids.index(think_end)
+
+
 @pytest.mark.parametrize("body, status, param, code", [
+    ({"model": MODEL, "messages": USER, "thinking_end": "</think>"}, 400, "thinking_end", None),
+    ({"model": MODEL, "messages": USER, "max_thinking_tokens": 5, "thinking_end": "give up"}, 400, "thinking_end",
+     None),
     (b'{"model": "tiny", "messages": [', 400, None, "invalid_json"),
     (b"not json at all", 400, None, "invalid_json"),
     (b"[]", 400, None, None),
@@ -292,6 +312,10 @@ def test_budget_forcer_follows_s1():
     late = budget_forcer(END, WAIT, max_thinking=10, num_ignore=5)
     assert late([1] * 9 + [END]) is None  # "Wait" would not fit in the budget: let it end
     assert late([1, END, 2]) is None  # thinking is over: never interferes
+    closing = budget_forcer(END, WAIT, max_thinking=2, close_ids=[5, 6, END])
+    assert closing([1, 2, 3]).ids == [5, 6, END] and closing([1, 2, 3, 5, 6, END, 4]) is None
+    with pytest.raises(ValueError, match="end with the think-end token"):
+        budget_forcer(END, WAIT, max_thinking=2, close_ids=[5, 6])
 
 
 def test_engine_batch_cancel_drops_queued_and_running_requests():

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--max-new-tokens", type=int, default=512, help="per reply, thinking included")
     parser.add_argument("--max-thinking-tokens", type=int, help="s1 budget forcing: end the thinking here")
+    parser.add_argument("--thinking-end", help="the text forced at --max-thinking-tokens (default </think>); it "
+                                                  "must end with </think>, e.g. $'\\ngive up\\n</think>'")
     parser.add_argument("--num-ignore", type=int, default=0,
                         help="s1: replace the model's first N </think> by 'Wait' to make it think longer")
     parser.add_argument("--seed", type=int, help="reply t of the session uses seed + t")
@@ -114,11 +116,17 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"r1lab chat: {e}", file=sys.stderr)
         return 2
+    end = args.thinking_end
+    if end is not None and (args.max_thinking_tokens is None or not end.endswith("</think>")):
+        print("r1lab chat: --thinking-end is what --max-thinking-tokens forces: it needs --max-thinking-tokens and "
+              "must end with </think>", file=sys.stderr)
+        return 2
     try:
         engine = load_engine(args)
+        session = ChatSession(engine, params, args.system, args.max_thinking_tokens, args.num_ignore, args.seed,
+                              args.thinking_end)
     except (OSError, ValueError) as e:
         print(f"r1lab chat: {e}", file=sys.stderr)
         return 2
-    session = ChatSession(engine, params, args.system, args.max_thinking_tokens, args.num_ignore, args.seed)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     return chat_loop(session, sys.stdin, sys.stdout, color)

@@ -11,20 +11,25 @@ from r1lab.engine.engine import Force, ForceFn
 
 
 def budget_forcer(think_end_id: int, wait_ids: list[int] | None = None, max_thinking: int | None = None,
-                  min_thinking: int = 0, num_ignore: int = 0) -> ForceFn:
+                  min_thinking: int = 0, num_ignore: int = 0, close_ids: list[int] | None = None) -> ForceFn:
     """A hook that bounds and stretches the thinking.
 
-    - max_thinking: after this many thinking tokens, force </think> in place of the next token (s1's maximum).
+    - max_thinking: after this many thinking tokens, force </think> in place of the next token (s1's maximum), or
+      `close_ids`, a closing text that ends with it ("\ngive up\n</think>", as thinking_budget forces).
     - min_thinking: while fewer tokens than this were thought, replace the model's </think> by `wait_ids` ("Wait").
     - num_ignore: after that, replace its </think> by "Wait" this many more times (s1's "ignore the end of
       thinking N times", the knob of their test-time scaling).
-    "Wait" is only forced when it fits in max_thinking, so the thinking never exceeds max_thinking tokens. Forced
-    tokens count as thinking and toward max_new_tokens. One hook per completion: it counts the ignores.
+    "Wait" is only forced when it fits in max_thinking, so the thinking never exceeds max_thinking tokens (plus a
+    closing text's words before its </think>). Forced tokens count as thinking and toward max_new_tokens. One hook
+    per completion: it counts the ignores.
 
     >>> hook = budget_forcer(9, wait_ids=[7], max_thinking=3)
     >>> hook([1, 2, 3, 4]), hook([1, 9])
     (Force(ids=[9], replace=True), None)
     """
+    if close_ids is not None and (not close_ids or close_ids[-1] != think_end_id):
+        raise ValueError("budget_forcer: close_ids must end with the think-end token")
+    close = list(close_ids or [think_end_id])
     ignored = 0
 
     def hook(ids: list[int]) -> Force | None:
@@ -33,8 +38,7 @@ def budget_forcer(think_end_id: int, wait_ids: list[int] | None = None, max_thin
             return None  # thinking is over: never interfere
         thought = len(ids) - 1  # tokens before the one just sampled
         if ids[-1] != think_end_id:
-            return Force([think_end_id], replace=True) if max_thinking is not None and thought >= max_thinking \
-                else None
+            return Force(list(close), replace=True) if max_thinking is not None and thought >= max_thinking else None
         if not wait_ids or (max_thinking is not None and thought + len(wait_ids) > max_thinking):
             return None  # no "Wait" to force, or no room left to keep thinking: let it end
         if thought < min_thinking:

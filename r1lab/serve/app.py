@@ -302,8 +302,13 @@ class Server:
         if self.think_end_id is None:
             raise ApiError(400, f"this model's tokenizer has no single {THINK_END} token to force",
                            "max_thinking_tokens")
+        close = None
+        if req.thinking_end is not None:
+            close = self.tokenizer(req.thinking_end, add_special_tokens=False)["input_ids"]
+        if close is not None and close[-1] != self.think_end_id:
+            raise ApiError(400, f"thinking_end must end with this model's {THINK_END} token", "thinking_end")
         return budget_forcer(self.think_end_id, self.wait_ids, req.max_thinking_tokens, req.min_thinking_tokens,
-                               req.num_ignore)
+                             req.num_ignore, close)
 
     # -- engine events to responses -------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ class ChatSession:
     """A conversation on one engine; reply() streams (reasoning, content) deltas to a callback."""
 
     def __init__(self, engine, params, system: str | None = None, max_thinking: int | None = None,
-                 num_ignore: int = 0, seed: int | None = None):
+                 num_ignore: int = 0, seed: int | None = None, thinking_end: str | None = None):
         self.engine, self.params, self.seed = engine, params, seed
         self.system = [{"role": "system", "content": system}] if system else []
         self.history: list[dict] = []
@@ -29,6 +29,10 @@ class ChatSession:
         self.think_end_id = tok.convert_tokens_to_ids(THINK_END)
         self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
         self.max_thinking, self.num_ignore = max_thinking, num_ignore
+        # what max_thinking forces: </think>, or a closing text that ends with it (thinking_budget's "give up")
+        self.close_ids = None if thinking_end is None else tok(thinking_end, add_special_tokens=False)["input_ids"]
+        if self.close_ids is not None and self.close_ids[-1:] != [self.think_end_id]:
+            raise ValueError(f"thinking_end {thinking_end!r} must end with {THINK_END}")
 
     def prompt_ids(self, user: str) -> tuple[list[int], int]:
         """The prompt for a new user message and the tokens left for the reply; drops the oldest turns to fit."""
@@ -49,7 +53,8 @@ class ChatSession:
         params = dataclasses.replace(self.params, max_new_tokens=room)
         forced = None
         if self.max_thinking is not None or self.num_ignore:
-            forced = budget_forcer(self.think_end_id, self.wait_ids, self.max_thinking, 0, self.num_ignore)
+            forced = budget_forcer(self.think_end_id, self.wait_ids, self.max_thinking, 0, self.num_ignore,
+                                   self.close_ids)
         seed = None if self.seed is None else self.seed + self.turns
         batch = EngineBatch(self.engine)
         batch.add(ids, params, forced, seed)

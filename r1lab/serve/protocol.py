@@ -101,6 +101,7 @@ class Sampling(BaseModel):
     max_thinking_tokens: int | None = Field(None, ge=0, le=MAX_COUNT)
     min_thinking_tokens: int = Field(0, ge=0, le=MAX_COUNT)
     num_ignore: int = Field(0, ge=0, le=MAX_COUNT)
+    thinking_end: str | None = Field(None, min_length=1, max_length=MAX_STOP_CHARS)  # what max_thinking forces
 
     def check(self) -> None:
         """What one field's type cannot say, as an ApiError naming the parameter."""
@@ -113,6 +114,10 @@ class Sampling(BaseModel):
                            "stop")
         if self.max_thinking_tokens is not None and self.min_thinking_tokens > self.max_thinking_tokens:
             raise ApiError(400, "min_thinking_tokens must not exceed max_thinking_tokens", "min_thinking_tokens")
+        if self.thinking_end is not None and (self.max_thinking_tokens is None
+                                              or not self.thinking_end.endswith("</think>")):
+            raise ApiError(400, "thinking_end is the text forced at max_thinking_tokens: it needs max_thinking_tokens "
+                                "and must end with </think>", "thinking_end")
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
