@@ -15,7 +15,7 @@ def budget_forcer(think_end_id: int, wait_ids: list[int] | None = None, max_thin
     """A hook that bounds and stretches the thinking.
 
     - max_thinking: after this many thinking tokens, force </think> in place of the next token (s1's maximum), or
-      `close_ids`, a closing text that ends with it ("\ngive up\n</think>", as thinking_budget forces).
+      `close_ids`, a closing text that ends with it (the "give up" lines thinking_budget forces).
     - min_thinking: while fewer tokens than this were thought, replace the model's </think> by `wait_ids` ("Wait").
     - num_ignore: after that, replace its </think> by "Wait" this many more times (s1's "ignore the end of
       thinking N times", the knob of their test-time scaling).
