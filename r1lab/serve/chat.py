@@ -30,7 +30,7 @@ class ChatSession:
         self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
         self.max_thinking, self.num_ignore = max_thinking, num_ignore
         # what max_thinking forces: </think>, or a closing text that ends with it (thinking_budget's "give up")
-        self.close_ids = None if thinking_end is None else tok(thinking_end, add_special_tokens=False)["input_ids"]
+        self.close_ids = None if thinking_end is None else engine.token_ids(thinking_end)
         if self.close_ids is not None and self.close_ids[-1:] != [self.think_end_id]:
             raise ValueError(f"thinking_end {thinking_end!r} must end with {THINK_END}")
 
