@@ -6,7 +6,7 @@ single-process code calls them unconditionally.
 
     init_distributed()                      # joins the process group torchrun / accelerate launch describe
     dev = device()                          # cuda:LOCAL_RANK, else cpu
-    amp = autocast_dtype("auto", dev)       # bf16 where the hardware has it, else None (fp32)
+    amp = autocast_dtype("auto", dev)       # bf16 where it is faster (CUDA, AMX), else None (fp32)
     with autocast(dev, amp): ...
 """
 from __future__ import annotations
@@ -28,18 +28,30 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (avx512_bf16 or AMX); emulated bf16 is slower than fp32."""
+def _cpu_flags() -> set[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def cpu_has_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU multiplies bf16 natively (avx512_bf16 or AMX); emulated bf16 is far slower than fp32."""
+    flags = _cpu_flags() if flags is None else flags
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_bf16_is_faster(flags: set[str] | None = None) -> bool:
+    """Whether bf16 matmuls beat fp32 on this CPU: with AMX tiles (amx_bf16), 4.4x at 2 threads on the machines of
+    dev/LOG.md. avx512_bf16 alone does not: on a Xeon that has it but no AMX (hidden by its hypervisor), oneDNN's
+    avx512_core_bf16 kernels multiplied at 0.6x the fp32 rate and pretraining ran at 0.6x the fp32 tokens/s."""
+    return "amx_bf16" in (_cpu_flags() if flags is None else flags)
 
 
 def autocast_dtype(name: str, dev: torch.device):
     """The autocast dtype for a config's `dtype`: "fp32" -> None, "bf16" -> bfloat16, "auto" -> bfloat16 where the
-    hardware has it (CUDA with bf16, CPUs with avx512_bf16 / AMX), else None."""
+    hardware makes it faster (CUDA with bf16, CPUs with AMX), else None."""
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
     if name == "fp32":
@@ -48,7 +60,7 @@ def autocast_dtype(name: str, dev: torch.device):
         return torch.bfloat16
     if dev.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_bf16() else None
+    return torch.bfloat16 if cpu_bf16_is_faster() else None
 
 
 def autocast(dev: torch.device, dtype):

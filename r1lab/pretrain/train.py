@@ -2,8 +2,9 @@
 
 Plain next-token prediction on packed documents (prompt + trace + EOS), loss on the trace only: the prompt's
 numbers are random, predicting them teaches nothing. AdamW, linear warm-up then cosine decay, gradient
-accumulation, bf16 autocast where the hardware has it. Exact resume: the batch of step s is a pure function of
-(seed, s), and the checkpoint holds the optimizer and every RNG, so a resumed run logs the same numbers.
+accumulation, bf16 autocast where the hardware makes it faster (runtime.autocast_dtype). Exact resume: the batch
+of step s is a pure function of (seed, s), and the checkpoint holds the optimizer and every RNG, so a resumed run
+logs the same numbers.
 
 Shapes: B = device_batch_size sequences of T = seq_len tokens.
 """

@@ -3,8 +3,9 @@
 One step: B x grad_accum x world packed sequences of T tokens; next-token cross-entropy on completion (assistant)
 tokens only, summed and divided by the step's GLOBAL labelled-token count (all micro-batches, all ranks), so the
 update does not depend on how the step is split. AdamW (weight decay on matrices), linear warm-up then cosine decay
-to lr * min_lr_ratio, gradient clipping, bf16 autocast where the hardware has it. Packing (r1lab/sft/data.py) gives
-each record its own position ids and a block-diagonal causal mask: no attention across records.
+to lr * min_lr_ratio, gradient clipping, bf16 autocast where the hardware makes it faster (runtime.autocast_dtype).
+Packing (r1lab/sft/data.py) gives each record its own position ids and a block-diagonal causal mask: no attention
+across records.
 
 Data order: the records are packed once (a seeded shuffle, first fit), and each epoch visits the N packed sequences in
 its own seeded permutation; global sequence i of the run is perm(i // N)[i % N], so the batch of step s is a pure
