@@ -42,9 +42,23 @@ def test_countdown_traces_are_true_and_end_as_they_claim():
         for line in lines:  # "vs TARGET" echoes the target; the attempt's last step is what it compares
             value = parse_steps(line)[-1][1]
             assert line.endswith(f"vs {ex['target']} {'hit' if value == ex['target'] else 'miss'}")
-        assert len({l.removeprefix("back, ").split(" vs")[0] for l in lines}) == len(lines)  # attempts are distinct
+        assert len(set(map(done_steps, lines))) == len(lines)  # attempts are distinct
     rejected = sum(len(rejected_steps(t)) for _, t, _ in docs)
     assert rejected > len(docs) // 2  # "10/3 no" is common at reject_prob 0.5
+
+
+def done_steps(line: str) -> str:
+    """An attempt line's steps as written, the rejected ones ("10/3 no") left out."""
+    return ", ".join(s for s in line.removeprefix("back, ").split(" vs")[0].split(", ") if not s.endswith(" no"))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_countdown_attempts_never_repeat_as_written(seed):
+    # an intermediate result equal to a number left gives two expressions with one text: with [9, 3, 6], (9-3)-6
+    # and 6-(9-3) are both "9-3=6, 6-6=0"; the search keeps attempts distinct by what it writes
+    for ex, text, _ in traces(CorpusConfig(), reps=3, seed=seed):
+        lines = [done_steps(l) for l in parse_completion(text).reasoning.split("\n") if " vs " in l]
+        assert len(set(lines)) == len(lines), text
 
 
 def test_countdown_knobs():

@@ -117,6 +117,12 @@ def format_steps(steps) -> str:
     return ", ".join(f"{a}{op}{b}={c}" if c is not None else f"{a}{op}{b} no" for a, op, b, c in steps)
 
 
+def _done_steps(steps) -> tuple:
+    """An attempt as the reader sees it: its steps, rejected ones aside. Not its expression: with a 6 left after
+    "9-3=6", the expressions (9-3)-6 and 6-(9-3) are both written "9-3=6, 6-6=0"."""
+    return tuple(st for st in steps if st[3] is not None)
+
+
 def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: CorpusConfig) -> tuple[str, bool]:
     """(completion text after the prompt's "<think>", whether it ends on a correct answer)."""
     lines, seen, prev = [], set(), None
@@ -126,12 +132,12 @@ def countdown_trace(nums: list[int], target: int, rng: random.Random, cfg: Corpu
             greedy = target if rng.random() < cfg.greedy_finish_prob else None
             first = next(st for st in prev[0] if st[3] is not None) if backtrack else None
             attempt = random_attempt(nums, rng, cfg.max_value, first, greedy, cfg.reject_prob)
-            if attempt is not None and attempt[1] not in seen:
+            if attempt is not None and _done_steps(attempt[0]) not in seen:
                 break
         else:
             break
         steps, expr, value = attempt
-        seen.add(expr)
+        seen.add(_done_steps(steps))
         hit = value == target
         lines.append(f"{'back, ' if backtrack else ''}{format_steps(steps)} vs {target} {'hit' if hit else 'miss'}")
         prev = attempt
