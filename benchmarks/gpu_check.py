@@ -225,7 +225,7 @@ def train_once(S: Sizes, device, amp, checkpointing: bool) -> dict:
 
     from r1lab.cost.account import device_peak_flops
     from r1lab.cost.flops import shape_of
-    from r1lab.parallel import ScaleConfig, shard
+    from r1lab.parallel import ScaleConfig, enable_checkpointing, shard
     from r1lab.runtime import all_gather_objects, rank_and_world
 
     rank, world = rank_and_world()
@@ -234,7 +234,7 @@ def train_once(S: Sizes, device, amp, checkpointing: bool) -> dict:
     t0 = time.perf_counter()
     model = build_model(S.train_model, device)  # fp32 master weights, every rank the same (seed 0)
     if checkpointing:  # as r1lab.parallel.load_policy turns it on
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         model.config.use_cache = False
     model = shard(model.train(), ScaleConfig(fsdp=True, grad_checkpointing=checkpointing), amp)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)

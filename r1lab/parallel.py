@@ -132,9 +132,25 @@ def load_policy(path: str, cfg: ScaleConfig, base: str, resume: bool = False):
     if cfg.grad_checkpointing:
         # subtle: non-reentrant checkpointing; the reentrant kind needs an input that requires grad, which frozen
         # embeddings under LoRA do not give
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         model.config.use_cache = False
     return model, tokenizer
+
+
+def enable_checkpointing(model) -> None:
+    """Non-reentrant activation (gradient) checkpointing, under the name this transformers gives it: recent releases
+    renamed gradient_checkpointing_enable to activation_checkpointing_enable (the old name warns)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def checkpointing(model) -> bool:
+    """Whether the model recomputes its layers in backward (is_activation_checkpointing, is_gradient_checkpointing
+    before the rename)."""
+    on = getattr(model, "is_activation_checkpointing", None)
+    return bool(on if on is not None else getattr(model, "is_gradient_checkpointing", False))
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from conftest import kill_after_first_checkpoint, tiny_model
 from tolerances import logprob_atol, rounding_atol
 
 from r1lab.model.load import adapter_base, is_adapter_dir, load_model, resolve_checkpoint
-from r1lab.parallel import ScaleConfig, add_lora, inference_weights, merged_weights, reference
+from r1lab.parallel import ScaleConfig, add_lora, enable_checkpointing, inference_weights, merged_weights, reference
 
 pytest.importorskip("peft")
 
@@ -144,7 +144,7 @@ def test_gradient_checkpointing_gives_the_same_logp_and_gradient():
     for checkpointing in (False, True):
         model.zero_grad()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(model)
         model.train()
         logp, _ = response_logp(model, prompts_, ids, attn, None)
         (logp * attn).sum().backward()

@@ -15,9 +15,9 @@ Design notes (B rows, L cache columns, V vocabulary):
   for every row, so each row's real tokens are one contiguous run ending at the last column. Position ids count a
   row's real tokens (0 for its first prompt token) and are passed explicitly, so padding never shifts RoPE.
   Admitting rows whose prompt is longer or shorter than L left-pads the shorter side's cache with masked zeros.
-- Cache: a transformers DynamicCache passed as `past_key_values`, whose layers keep spare capacity along L so that
-  a decoding step writes one column instead of torch.cat-ing the whole cache (a copy of the whole cache every token
-  dominates a small model's step; dev/LOG.md has the timings). We edit the per-layer (B, heads, L, head_dim)
+- Cache: a transformers DynamicCache passed to the forward (as `cache`, or `past_key_values` in older transformers),
+  whose layers keep spare capacity along L so that a decoding step writes one column instead of torch.cat-ing the
+  whole cache (a copy of the whole cache every token dominates a small model's step; dev/LOG.md has the timings). We edit the per-layer (B, heads, L, head_dim)
   tensors to drop finished rows, trim all-padding columns and merge admitted rows. Full-attention models only
   (sliding-window layers raise NotImplementedError). The cache lives in r1lab/engine/kvcache.py.
   Rows with identical prompts (the G samples of an RL prompt) are prefilled once and their cache rows copied.
@@ -63,6 +63,7 @@ from typing import Callable
 import torch
 
 from r1lab.engine.decode import decode_step_for
+from r1lab.engine.kvcache import cache_kwarg
 from r1lab.tasks.format import THINK_END, THINK_START
 
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
@@ -138,6 +139,7 @@ class Engine:
         model's forward."""
         self.model, self.tokenizer = model, tokenizer
         self.lean_step = decode_step_for(model) if lean_decode else None  # DecodeStep, or None: the model's forward
+        self.cache_kwarg = cache_kwarg(model)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.autocast_dtype = autocast_dtype
         self.max_batch_size = max_batch_size
@@ -192,7 +194,7 @@ class Engine:
         ids/pos (B, q) token and position ids, attn (B, L+q) the real cache columns with the new ones included. Used
         for prefill (q = the prompt length) and, when the lean step cannot be used, for decoding (q = 1)."""
         with self._amp():
-            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
+            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, **{self.cache_kwarg: cache},
                              use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 

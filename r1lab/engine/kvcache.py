@@ -1,13 +1,33 @@
 """The engine's KV cache: a transformers DynamicCache whose layers grow in place, and the row surgery on it.
 
-r1lab.engine passes the cache to the model as `past_key_values` and edits its per-layer (B, heads, L, head_dim)
+r1lab.engine passes the cache to the model (under `cache_kwarg`'s keyword) and edits its per-layer (B, heads, L, head_dim)
 tensors to drop finished rows, trim all-padding columns and merge admitted rows (map_cache, cat_caches).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
+
+
+def cache_kwarg(model) -> str:
+    """The keyword under which `model`'s forward takes a KV cache: "cache" in recent transformers, which renamed
+    `past_key_values` (the old name still works there, with a FutureWarning, until its removal), else the old name.
+    A peft wrapper passes its kwargs through: its base model's signature decides."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_kwarg(type(base))
+
+
+@functools.cache
+def _cache_kwarg(cls) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def returned_cache(out):
+    """The cache a forward returned: `out.cache` in recent transformers, `out.past_key_values` before the rename."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def new_cache(model):

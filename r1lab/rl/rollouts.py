@@ -227,6 +227,9 @@ def _response_logits(model, prompts: list[tuple], ids, attn, amp):
     """(B, T, V) the logits that predict each response token (response_logp's forward)."""
     from transformers.cache_utils import DynamicCache
 
+    from r1lab.engine.kvcache import cache_kwarg, returned_cache
+    from r1lab.parallel import checkpointing
+
     device = ids.device
     distinct = {p: k for k, p in enumerate(dict.fromkeys(prompts))}
     rows = torch.tensor([distinct[p] for p in prompts], device=device)  # (B,) which distinct prompt
@@ -237,7 +240,7 @@ def _response_logits(model, prompts: list[tuple], ids, attn, amp):
         p_ids[k, Lp - len(p):] = torch.tensor(p, device=device)
         p_attn[k, Lp - len(p):] = 1
     p_pos = (p_attn.cumsum(-1) - 1).clamp(min=0)
-    if getattr(model, "is_gradient_checkpointing", False) and model.training and torch.is_grad_enabled():
+    if checkpointing(model) and model.training and torch.is_grad_enabled():
         # subtle: a checkpointed layer is run again in backward, and would append its keys to the shared prompt's
         # cache a second time; so one plain pass over prompt + response per row (the tokens the cache saves)
         full_attn = torch.cat([p_attn[rows], attn], -1)
@@ -246,14 +249,15 @@ def _response_logits(model, prompts: list[tuple], ids, attn, amp):
                          position_ids=(full_attn.cumsum(-1) - 1).clamp(min=0),
                          logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # (B, T, V): tokens 0..T-1
     with autocast(device, amp):
+        key = cache_kwarg(model)
         out = model(input_ids=p_ids, attention_mask=p_attn, position_ids=p_pos, use_cache=True,
-                    past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
-        cache = out.past_key_values
+                    **{key: DynamicCache(config=model.config)}, logits_to_keep=1)
+        cache = returned_cache(out)
         # (U, heads, Lp, hd) -> (B, heads, Lp, hd); gradients flow back to the prompt. index_select, not keys[rows]:
         # the backward of advanced indexing (index_put with accumulate) is much slower (dev/LOG.md)
         for layer in cache.layers:
             layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
         r_pos = p_attn.sum(-1)[rows, None] + torch.arange(ids.shape[1], device=device)  # (B, T)
         logits = model(input_ids=ids, attention_mask=torch.cat([p_attn[rows], attn], -1), position_ids=r_pos,
-                       past_key_values=cache, use_cache=True).logits  # (B, T, V): predicts tokens 1..T
+                       **{key: cache}, use_cache=True).logits  # (B, T, V): predicts tokens 1..T
     return torch.cat([out.logits.index_select(0, rows)[:, -1:], logits[:, :-1]], 1)  # (B, T, V): tokens 0..T-1
