@@ -205,8 +205,17 @@ def tis_cap(cfg: RLConfig) -> float:
 
 
 def forward_tokens(prompts: list[tuple], T: int) -> int:
-    """Tokens response_logp runs for these rows: each distinct prompt once (left-padded), plus the padded responses."""
+    """Tokens response_logp runs for these rows: each distinct prompt once (left-padded), plus the responses padded
+    to T, the longest of them."""
     return len(set(prompts)) * max(len(p) for p in prompts) + len(prompts) * T
+
+
+def micro_batches(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Row indices in chunks of `size`, rows in order of response length (ties in batch order), so that a chunk
+    pads to little more than its own rows: response_logp runs a chunk to its longest row only. A group's samples
+    differ in length several-fold, so chunking in batch order would pad every row to its group's longest."""
+    order = torch.sort(lengths, stable=True).indices
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: bool = False, temperature: float = 1.0):
@@ -216,11 +225,20 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
     subtle: the G samples of a prompt share it, so each distinct prompt runs once (left-padded, with gradients) and
     its key/value cache is gathered out to the rows that continue it; the responses then run on top of that cache.
     The result equals a forward pass over prompt + response per row (tested), at a fraction of the tokens.
+    Columns past the longest row are padding in every row: they are not run, and read 0 in the outputs.
     """
+    T = ids.shape[1]
+    n = max(1, int(attn.sum(-1).max()))  # rows are right-padded: columns n.. are padding everywhere
+    ids, attn = ids[:, :n], attn[:, :n]
     logits = _response_logits(model, prompts, ids, attn, amp)
     logits = logits / temperature if temperature != 1.0 else logits
-    logp = algos.logprobs_from_logits(logits, ids)
-    return logp, algos.entropy_from_logits(logits.detach()) if with_entropy else None
+    logp = _pad_to(algos.logprobs_from_logits(logits, ids), T)
+    return logp, _pad_to(algos.entropy_from_logits(logits.detach()), T) if with_entropy else None
+
+
+def _pad_to(x, T: int):
+    """(B, n) -> (B, T), zeros after column n."""
+    return x if x.shape[1] == T else torch.nn.functional.pad(x, (0, T - x.shape[1]))
 
 
 def _response_logits(model, prompts: list[tuple], ids, attn, amp):

@@ -42,8 +42,8 @@ from r1lab import parallel, runtime
 from r1lab.config import config_to_dict, format_config
 from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.rl import algos
-from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, pack, pack_logprobs, print_samples,
-                               response_logp, rollout_metrics, thinking_budget, tis_cap)
+from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, micro_batches, pack, pack_logprobs,
+                               print_samples, response_logp, rollout_metrics, thinking_budget, tis_cap)
 from r1lab.runtime import all_gather_objects, all_sum, barrier, rank_and_world
 from r1lab.tasks.format import THINK_END
 
@@ -230,23 +230,30 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
         mask = algos.overlong_filter(mask, truncated)
     cap = tis_cap(cfg)
     rollout_logp = pack_logprobs(roll.completions, ids.shape[1]).to(device) if cap else None  # (B, T)
-    B = ids.shape[0]
-    chunks = [slice(i, min(B, i + cfg.device_batch_size)) for i in range(0, B, cfg.device_batch_size)]
+    B, T = ids.shape
+    lengths = attn.sum(-1)
+    chunks = micro_batches(lengths, cfg.device_batch_size)  # index tensors; sums over them are order-free
     need_ref = algos.needs_reference(algo.kl_coef)
     kl_in_reward = need_ref and algo.kl_as_reward
     need_old = cfg.mu > 1 or kl_in_reward  # with mu = 1 and no KL reward, old_logp is logp.detach(): no extra pass
     old_logp = ref_logp = None
 
     def logp_of(m, c, with_entropy=False):  # the policy trained is the one sampled: log-probs of logits / temperature
-        return response_logp(m, prompts[c], ids[c], attn[c], amp, with_entropy, cfg.temperature)
+        return response_logp(m, [prompts[i] for i in c.tolist()], ids[c], attn[c], amp, with_entropy, cfg.temperature)
+
+    def all_rows(m):  # (B, T) log-probs, chunk by chunk
+        out = torch.zeros((B, T), device=device)
+        for c in chunks:
+            out[c] = logp_of(m, c)[0]
+        return out
 
     with torch.no_grad():
         if need_old:
             model.eval()
-            old_logp = torch.cat([logp_of(model, c)[0] for c in chunks])
+            old_logp = all_rows(model)
         if need_ref:
             with parallel.reference(ref_model):  # with LoRA: the policy itself, adapters disabled
-                ref_logp = torch.cat([logp_of(ref_model, c)[0] for c in chunks])
+                ref_logp = all_rows(ref_model)
     kl_reward = algos.KL_ESTIMATORS[algo.kl_estimator](old_logp, ref_logp) * mask if kl_in_reward else None
     adv, adv_metrics = algos.ADVANTAGES[algo.advantage](roll.rewards.to(device), mask, G, kl=kl_reward,
                                                         kl_coef=algo.kl_coef if kl_in_reward else 0.0)
@@ -289,8 +296,8 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     if rollout_logp is not None:
         metrics["tis_logp_diff_max"] = max(all_gather_objects(tis_max))
     metrics.update({k: float(v) for k, v in adv_metrics.items()})
-    n = sum(forward_tokens(prompts[c], ids.shape[1]) for c in chunks)  # one pass over the batch
-    L = max(len(p) for p in prompts) + ids.shape[1]
+    n = sum(forward_tokens([prompts[i] for i in c.tolist()], max(1, int(lengths[c].max()))) for c in chunks)  # 1 pass
+    L = max(len(p) for p in prompts) + int(lengths.max())
     processed = {"train": (n * cfg.mu, L)}
     if need_old + need_ref:
         processed["forward"] = (n * (need_old + need_ref), L)
