@@ -17,9 +17,10 @@ Design notes (B rows, L cache columns, V vocabulary):
   Admitting rows whose prompt is longer or shorter than L left-pads the shorter side's cache with masked zeros.
 - Cache: a transformers DynamicCache passed to the forward (as `cache`, or `past_key_values` in older transformers),
   whose layers keep spare capacity along L so that a decoding step writes one column instead of torch.cat-ing the
-  whole cache (a copy of the whole cache every token dominates a small model's step; dev/LOG.md has the timings). We edit the per-layer (B, heads, L, head_dim)
-  tensors to drop finished rows, trim all-padding columns and merge admitted rows. Full-attention models only
-  (sliding-window layers raise NotImplementedError). The cache lives in r1lab/engine/kvcache.py.
+  whole cache (a copy of the whole cache every token dominates a small model's step; dev/LOG.md has the timings).
+  We edit the per-layer (B, heads, L, head_dim) tensors to drop finished rows, trim all-padding columns and merge
+  admitted rows. Full-attention models only (sliding-window layers raise NotImplementedError). The cache lives in
+  r1lab/engine/kvcache.py.
   Rows with identical prompts (the G samples of an RL prompt) are prefilled once and their cache rows copied.
 - Decoding steps: prefill runs the model's forward (Engine.forward_last); each later step (Engine.decode_step) runs
   r1lab.engine.decode.DecodeStep for Llama, Qwen2 and Mistral models (the same arithmetic without the forward's

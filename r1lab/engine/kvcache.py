@@ -1,7 +1,8 @@
 """The engine's KV cache: a transformers DynamicCache whose layers grow in place, and the row surgery on it.
 
-r1lab.engine passes the cache to the model (under `cache_kwarg`'s keyword) and edits its per-layer (B, heads, L, head_dim)
-tensors to drop finished rows, trim all-padding columns and merge admitted rows (map_cache, cat_caches).
+r1lab.engine passes the cache to the model (under the keyword `cache_kwarg` names) and edits its per-layer
+(B, heads, L, head_dim) tensors to drop finished rows, trim all-padding columns and merge admitted rows (map_cache,
+cat_caches).
 """
 from __future__ import annotations
 
