@@ -218,6 +218,12 @@ def micro_batches(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
+def response_width(attn) -> int:
+    """The columns response_logp runs for these right-padded rows: up to the longest row (at least one); the
+    columns after it are padding in every row."""
+    return max(1, int(attn.sum(-1).max()))
+
+
 def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: bool = False, temperature: float = 1.0):
     """(B, T) log-prob of each response token under softmax(logits / temperature) of `model` (the distribution
     the rollouts were sampled from), and optionally the entropy of each prediction.
@@ -227,8 +233,7 @@ def response_logp(model, prompts: list[tuple], ids, attn, amp, with_entropy: boo
     The result equals a forward pass over prompt + response per row (tested), at a fraction of the tokens.
     Columns past the longest row are padding in every row: they are not run, and read 0 in the outputs.
     """
-    T = ids.shape[1]
-    n = max(1, int(attn.sum(-1).max()))  # rows are right-padded: columns n.. are padding everywhere
+    T, n = ids.shape[1], response_width(attn)
     ids, attn = ids[:, :n], attn[:, :n]
     logits = _response_logits(model, prompts, ids, attn, amp)
     logits = logits / temperature if temperature != 1.0 else logits

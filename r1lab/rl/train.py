@@ -43,7 +43,8 @@ from r1lab.config import config_to_dict, format_config
 from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.rl import algos
 from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, micro_batches, pack, pack_logprobs,
-                               print_samples, response_logp, rollout_metrics, thinking_budget, tis_cap)
+                               print_samples, response_logp, response_width, rollout_metrics, thinking_budget,
+                               tis_cap)
 from r1lab.runtime import all_gather_objects, all_sum, barrier, rank_and_world
 from r1lab.tasks.format import THINK_END
 
@@ -229,22 +230,23 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
         truncated = torch.tensor([c.finish_reason == "length" for c in roll.completions], device=device)
         mask = algos.overlong_filter(mask, truncated)
     cap = tis_cap(cfg)
-    rollout_logp = pack_logprobs(roll.completions, ids.shape[1]).to(device) if cap else None  # (B, T)
     B, T = ids.shape
-    lengths = attn.sum(-1)
-    chunks = micro_batches(lengths, cfg.device_batch_size)  # index tensors; sums over them are order-free
+    rollout_logp = pack_logprobs(roll.completions, T).to(device) if cap else None  # (B, T)
+    chunks = micro_batches(attn.sum(-1), cfg.device_batch_size)  # index tensors; sums over them are order-free
+    chunk_prompts = [[prompts[i] for i in c.tolist()] for c in chunks]
     need_ref = algos.needs_reference(algo.kl_coef)
     kl_in_reward = need_ref and algo.kl_as_reward
     need_old = cfg.mu > 1 or kl_in_reward  # with mu = 1 and no KL reward, old_logp is logp.detach(): no extra pass
     old_logp = ref_logp = None
 
-    def logp_of(m, c, with_entropy=False):  # the policy trained is the one sampled: log-probs of logits / temperature
-        return response_logp(m, [prompts[i] for i in c.tolist()], ids[c], attn[c], amp, with_entropy, cfg.temperature)
+    def logp_of(m, k, with_entropy=False):  # the policy trained is the one sampled: log-probs of logits / temperature
+        c = chunks[k]
+        return response_logp(m, chunk_prompts[k], ids[c], attn[c], amp, with_entropy, cfg.temperature)
 
     def all_rows(m):  # (B, T) log-probs, chunk by chunk
         out = torch.zeros((B, T), device=device)
-        for c in chunks:
-            out[c] = logp_of(m, c)[0]
+        for k, c in enumerate(chunks):
+            out[c] = logp_of(m, k)[0]
         return out
 
     with torch.no_grad():
@@ -264,8 +266,8 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     tis_max = 0.0  # max |old_logp - rollout_logp| over the step's tokens
     model.train()
     for _ in range(cfg.mu):
-        for c in chunks:
-            logp, ent = logp_of(model, c, with_entropy=True)
+        for k, c in enumerate(chunks):
+            logp, ent = logp_of(model, k, with_entropy=True)
             old = old_logp[c] if old_logp is not None else logp.detach()
             loss_mat, pl_metrics = policy_loss(logp, old, adv[c], mask[c], algo.clip_low, algo.clip_high, algo.clip_c)
             if rollout_logp is not None:  # old is the trainer's log-prob under the weights that sampled the rollouts
@@ -296,8 +298,8 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     if rollout_logp is not None:
         metrics["tis_logp_diff_max"] = max(all_gather_objects(tis_max))
     metrics.update({k: float(v) for k, v in adv_metrics.items()})
-    n = sum(forward_tokens([prompts[i] for i in c.tolist()], max(1, int(lengths[c].max()))) for c in chunks)  # 1 pass
-    L = max(len(p) for p in prompts) + int(lengths.max())
+    n = sum(forward_tokens(ps, response_width(attn[c])) for ps, c in zip(chunk_prompts, chunks))  # one pass
+    L = max(len(p) for p in prompts) + T
     processed = {"train": (n * cfg.mu, L)}
     if need_old + need_ref:
         processed["forward"] = (n * (need_old + need_ref), L)
