@@ -341,7 +341,7 @@ def make_plans(args) -> list[Plan]:
     """Every (arm, seed) run's config (checked, as `r1lab rl` would, before any run starts) and commands."""
     from r1lab.config import load_config
     from r1lab.recipes import resolve_recipe
-    from r1lab.rl.train import RLConfig, check, eval_budget, held_out_task_args
+    from r1lab.rl.config import RLConfig, check, eval_budget, held_out_task_args
     from r1lab.tasks import get_task, parse_knobs
 
     for item in args.set:

@@ -18,7 +18,7 @@ from r1lab.cost.recipes import (HUB_MODELS, PUBLISHED, RLWork, estimate_tokens, 
                                 recompute_flops, rl_flops)
 from r1lab.model.load import CheckpointError, resolve_checkpoint
 from r1lab.recipes import resolve_recipe
-from r1lab.rl.train import RLConfig, check
+from r1lab.rl.config import RLConfig, check
 
 GPU_RECIPES = ["tinyzero_countdown_qwen3b", "simplerl_gsm8k_qwen05b", "simplerl_math_qwen15b",
                "drgrpo_math_qwen_math15b"]

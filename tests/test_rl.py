@@ -280,7 +280,7 @@ def test_the_rollout_backend_is_chosen_by_name_and_synced_after_every_update(tmp
     """rollout_backend names a registered backend; the loop calls its sync_weights(model) after each optimizer step
     (a vLLM backend must receive the new weights there). A real engine backend that counts its syncs."""
     from r1lab.engine import backend as backends
-    from r1lab.rl.train import check
+    from r1lab.rl.config import check
 
     synced = []
 
@@ -303,7 +303,7 @@ def test_vllm_rollouts_need_the_extra_and_a_sane_tis_cap(monkeypatch):
     import sys
 
     from r1lab.rl.rollouts import tis_cap
-    from r1lab.rl.train import check
+    from r1lab.rl.config import check
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ConfigError, match=r"rollout_backend = 'vllm': .*not installed: pip install 'r1lab\[vllm\]'"):
@@ -356,7 +356,7 @@ def test_dynamic_sampling_judges_groups_by_the_verifier_before_the_length_penalt
 
 def test_a_rollout_temperature_with_tis_is_refused():
     """The backends' rollout log-probs are of the raw distribution; the loss's are of logits / temperature."""
-    from r1lab.rl.train import check
+    from r1lab.rl.config import check
 
     with pytest.raises(ConfigError, match=r"temperature = 0.6 with truncated IS \(tis_cap 2.0\).*set tis_cap = 0"):
         check(load_config(RLConfig, None, ["temperature=0.6", "tis_cap=2"]))
@@ -460,7 +460,7 @@ def test_a_curriculum_switches_the_training_problems_at_its_step(tmp_path, monke
     (4 numbers); a curriculum needs both settings, and a generator."""
     from r1lab.config import ConfigError
     from r1lab.rl import train
-    from r1lab.rl.train import check
+    from r1lab.rl.config import check
 
     sizes = []
     real = train.collect_rollouts

@@ -10,7 +10,8 @@ import pytest
 from r1lab.cli import main as cli
 from r1lab.config import ConfigError, load_config
 from r1lab.engine import SamplingParams
-from r1lab.rl.train import RLConfig, check, main
+from r1lab.rl.config import RLConfig, check
+from r1lab.rl.train import main
 
 CLOSE = "\ngive up\n</think>"
 SMALL = ["task_args=min_numbers=3,max_numbers=3,max_number=12,max_target=30", "prompts_per_step=2",

@@ -12,6 +12,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from r1lab.commands.stage import run_stage
-    from r1lab.rl.train import RLConfig, check, main
+    from r1lab.rl.config import RLConfig, check
+    from r1lab.rl.train import main
 
     return run_stage(args, "rl", RLConfig, main, check=check)

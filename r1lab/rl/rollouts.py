@@ -18,7 +18,7 @@ from r1lab.rl import algos
 from r1lab.runtime import all_gather_objects, autocast, rank_and_world
 
 if TYPE_CHECKING:
-    from r1lab.rl.train import RLConfig
+    from r1lab.rl.config import RLConfig
 
 
 @dataclass
