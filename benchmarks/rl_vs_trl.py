@@ -2,6 +2,7 @@
 
     pip install -e ".[bench]"        # TRL is an optional extra, never a runtime dependency of r1lab
     python benchmarks/rl_vs_trl.py [--presets tiny-1m,tiny-5m] [--steps 5] [--dtypes fp32] [--out out.json]
+    python benchmarks/rl_vs_trl.py --workload recipe [--steps 3]    # the countdown_rl recipe's own rollouts
 
 One step = rollouts (P=8 prompts x G=8 samples, 64 new tokens, temperature 1) + countdown rewards + group-std
 advantages + ONE optimizer update (AdamW, lr 5e-5, betas (0.9, 0.99), no weight decay, grad clip 1.0) on all 64
@@ -19,6 +20,16 @@ sequences in one forward/backward. Matched on purpose in both frameworks:
   model's forward in bf16 autocast, for generation and training;
 - one fresh process per (framework, preset, dtype) with the same torch thread count (printed), so neither run
   inherits the other's allocator state, import side effects or thread settings.
+
+`--workload recipe` times the countdown_rl recipe's own workload instead of the fixed one above (not the issue's
+measure, which is the fixed workload): the shipped countdown-base with EOS allowed, the recipe's 3-number problems
+(8 a step, drawn once), up to its 768 new tokens, and its micro-batches of 8 sequences (r1lab device_batch_size 8;
+TRL per_device_train_batch_size 8 with 8 accumulation steps and steps_per_generation 8, so one update per 64
+rollouts in both). Everything else is matched as above (no KL, no overlong shaping: TRL has neither built in the
+same form). The two frameworks draw different samples from the same policy, so their lengths differ from step to
+step: each step's mean and longest response are reported beside its time. Here the two designs differ most: r1lab
+drops finished rows from its decoding batch and trains on micro-batches of rows sorted by length, each padded to its
+own longest; TRL's `generate` keeps every row to the end and its micro-batches keep the generation batch's width.
 
 A step's time is the wall time between the ends of consecutive steps (TRL: on_step_end callbacks, so the Trainer's
 data loading and bookkeeping count; r1lab: the loop of `r1lab rl` -- collect_rollouts, rollout_metrics, train_on --
@@ -40,20 +51,45 @@ import time
 
 import torch
 
-P, G, NEW_TOKENS = 8, 8, 64  # prompts per step, samples per prompt, new tokens per sample
+P, G, NEW_TOKENS = 8, 8, 64  # prompts per step, samples per prompt, new tokens per sample (fixed workload)
 LR, SEED = 5e-5, 0
+RECIPE = "countdown_rl"  # the --workload recipe: this recipe's model, problems, token budget and micro-batches
 EOS_LOGIT = -1e4  # finite: exp underflows to exactly 0, and entropy's p * z stays 0 (-inf would give NaN)
 
 
 # --- shared by both workers --------------------------------------------------------------------------------------
 
-def setup(preset: str, threads: int):
-    """(model, tokenizer, countdown task, the 8 examples) with EOS suppressed by a frozen bias on lm_head."""
-    from r1lab.model.presets import build_model
+def workload(name: str) -> dict:
+    """What one step runs: the model, new tokens per sample, rows per forward/backward, generator knobs, EOS."""
+    if name == "fixed":
+        return {"new_tokens": NEW_TOKENS, "micro_batch": P * G, "task_args": "", "eos": False}
+    if name == "recipe":
+        from r1lab.config import load_config
+        from r1lab.recipes import resolve_recipe
+        from r1lab.rl.train import RLConfig
+
+        cfg = load_config(RLConfig, resolve_recipe(RECIPE))
+        return {"model": cfg.model, "new_tokens": cfg.max_new_tokens, "micro_batch": cfg.device_batch_size,
+                "task_args": cfg.task_args, "eos": True}
+    raise SystemExit(f"unknown workload {name!r}; valid: fixed, recipe")
+
+
+def setup(preset: str, threads: int, work: dict):
+    """(model, tokenizer, countdown task, the 8 examples). Fixed workload: a random preset with EOS suppressed by a
+    frozen bias on lm_head; recipe workload: the recipe's model as shipped."""
     from r1lab.model.tokenizer import build_tokenizer
-    from r1lab.tasks import get_task
+    from r1lab.tasks import get_task, parse_knobs
 
     torch.set_num_threads(threads)
+    task = get_task("countdown")
+    examples = task.generate(P, seed=SEED, split="train", **parse_knobs(task, work["task_args"]))
+    if work["eos"]:
+        from r1lab.model.load import load_model, resolve_checkpoint
+
+        model, tok = load_model(resolve_checkpoint(preset))
+        return model, tok, task, examples
+    from r1lab.model.presets import build_model
+
     tok = build_tokenizer()
     model = build_model(preset, tok, seed=SEED)
     eos = torch.tensor([tok.eos_token_id])
@@ -65,9 +101,19 @@ def setup(preset: str, threads: int):
     head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size).index_fill_(0, eos, EOS_LOGIT),
                                    requires_grad=False)
     model.lm_head = head
-    task = get_task("countdown")
-    examples = task.generate(P, seed=SEED, split="train")
     return model, tok, task, examples
+
+
+def check_lengths(lengths: list[int], work: dict) -> None:
+    """Fixed workload: every sample is exactly new_tokens long (else the two frameworks ran different work)."""
+    if not work["eos"]:
+        assert set(lengths) == {work["new_tokens"]}, f"not all samples are {work['new_tokens']} tokens"
+
+
+def length_stats(lengths: list[int], steps: int, warmup: int) -> dict:
+    """Per timed step: the mean and the longest response (tokens), from the rollouts' lengths in step order."""
+    per = [lengths[i * P * G:(i + 1) * P * G] for i in range(steps)][warmup:]
+    return {"mean_tokens": [round(statistics.mean(x), 1) for x in per], "max_tokens": [max(x) for x in per]}
 
 
 def step_flops(config, completions_shape: list[tuple[int, int]], train_tokens: int, context_len: int) -> float:
@@ -98,15 +144,15 @@ def summarize(ends: list[float], warmup: int, extra: dict) -> dict:
 
 # --- r1lab -------------------------------------------------------------------------------------------------------
 
-def run_r1lab(preset: str, dtype: str, steps: int, warmup: int, threads: int) -> dict:
+def run_r1lab(preset: str, dtype: str, steps: int, warmup: int, threads: int, work: dict) -> dict:
     from r1lab.engine import make_backend
     from r1lab.rl.rollouts import collect_rollouts, rollout_metrics
     from r1lab.rl.train import RLConfig, algorithm, train_on
 
-    model, tok, task, examples = setup(preset, threads)
+    model, tok, task, examples = setup(preset, threads, work)
     cfg = RLConfig(task="countdown", template="short", seed=SEED, preset="grpo", kl_coef=0.0, steps=warmup + steps,
-                   prompts_per_step=P, samples_per_prompt=G, mu=1, device_batch_size=P * G, lr=LR,
-                   weight_decay=0.0, grad_clip=1.0, temperature=1.0, top_p=1.0, max_new_tokens=NEW_TOKENS)
+                   prompts_per_step=P, samples_per_prompt=G, mu=1, device_batch_size=work["micro_batch"], lr=LR,
+                   weight_decay=0.0, grad_clip=1.0, temperature=1.0, top_p=1.0, max_new_tokens=work["new_tokens"])
     algo = algorithm(cfg)
     assert algo.kl_coef == 0.0 and algo.loss_agg == "seq_mean_token_mean", algo
     device = torch.device("cpu")
@@ -116,7 +162,7 @@ def run_r1lab(preset: str, dtype: str, steps: int, warmup: int, threads: int) ->
     gen_s: list[float] = []
     backend.generate = timed(backend.generate, gen_s)  # instance attribute: collect_rollouts calls it
     # pool = exactly the P examples: every step samples all of them (in a step-dependent order), as TRL does below
-    ends, parts, flops = [time.perf_counter()], [], []
+    ends, parts, flops, all_lengths = [time.perf_counter()], [], [], []
     for step in range(cfg.steps):
         t0 = time.perf_counter()
         model.eval()
@@ -128,25 +174,28 @@ def run_r1lab(preset: str, dtype: str, steps: int, warmup: int, threads: int) ->
         processed, L = processed["train"]  # mu = 1 and no KL: the one forward + backward pass
         ends.append(time.perf_counter())
         lengths = [len(c.token_ids) for c in roll.completions]
-        assert len(lengths) == P * G and set(lengths) == {NEW_TOKENS}, f"not all samples are {NEW_TOKENS} tokens"
+        assert len(lengths) == P * G, len(lengths)
+        check_lengths(lengths, work)
+        all_lengths += lengths
         parts.append({"generate": gen_s[-1], "score": t1 - t0 - gen_s[-1], "metrics": t2 - t1, "train": ends[-1] - t2})
         flops.append(step_flops(model.config, [(len(c.prompt_ids), len(c.token_ids)) for c in roll.completions],
                                 processed, L))
     parts = parts[warmup:]
     breakdown = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
     return summarize(ends, warmup, {"breakdown_s": breakdown, "flops_per_step": statistics.median(flops[warmup:]),
-                                    "params": sum(p.numel() for p in model.parameters())})
+                                    "params": sum(p.numel() for p in model.parameters()),
+                                    **length_stats(all_lengths, warmup + steps, warmup)})
 
 
 # --- TRL ---------------------------------------------------------------------------------------------------------
 
-def run_trl(preset: str, dtype: str, steps: int, warmup: int, threads: int) -> dict:
+def run_trl(preset: str, dtype: str, steps: int, warmup: int, threads: int, work: dict) -> dict:
     import trl
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    model, tok, task, examples = setup(preset, threads)
+    model, tok, task, examples = setup(preset, threads, work)
     data = Dataset.from_list([{"prompt": task.prompt(ex, template="short"), "nums": ex["nums"],
                                "target": ex["target"]} for ex in examples])
     lengths: list[int] = []
@@ -164,11 +213,13 @@ def run_trl(preset: str, dtype: str, steps: int, warmup: int, threads: int) -> d
         def on_step_end(self, args, state, control, **kwargs):
             ends.append(time.perf_counter())
 
+    accumulate = P * G // work["micro_batch"]  # one update per P x G rollouts, as r1lab
     with tempfile.TemporaryDirectory() as out_dir:
         args = GRPOConfig(
             output_dir=out_dir, max_steps=warmup + steps, seed=SEED, use_cpu=True,
-            per_device_train_batch_size=P * G, gradient_accumulation_steps=1, num_generations=G,
-            steps_per_generation=1, num_iterations=1, max_completion_length=NEW_TOKENS,
+            per_device_train_batch_size=work["micro_batch"], gradient_accumulation_steps=accumulate,
+            num_generations=G, steps_per_generation=accumulate, num_iterations=1,
+            max_completion_length=work["new_tokens"],
             temperature=1.0, top_p=1.0, top_k=0, beta=0.0, epsilon=0.2, loss_type="grpo", scale_rewards="group",
             learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch",
             adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0,
@@ -184,16 +235,18 @@ def run_trl(preset: str, dtype: str, steps: int, warmup: int, threads: int) -> d
     n = warmup + steps
     assert len(ends) == n + 1, f"expected {n} steps, timed {len(ends) - 1}"
     assert len(gen_s) == n, f"expected {n} generate calls, saw {len(gen_s)}"
-    assert len(lengths) == n * P * G and set(lengths) == {NEW_TOKENS}, f"not all samples are {NEW_TOKENS} tokens"
+    assert len(lengths) == n * P * G, len(lengths)
+    check_lengths(lengths, work)
     return summarize(ends, warmup, {"breakdown_s": {"generate": statistics.median(gen_s[warmup:])},
-                                    "trl_version": trl.__version__})
+                                    "trl_version": trl.__version__, **length_stats(lengths, n, warmup)})
 
 
 # --- driver ------------------------------------------------------------------------------------------------------
 
 def run_worker(framework: str, preset: str, dtype: str, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--presets", preset, "--dtypes", dtype,
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+           "--workload", args.workload]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -217,12 +270,16 @@ def main():
                     help="torch threads (default: all cores; 1 is steadier when other jobs share them)")
     ap.add_argument("--frameworks", default="r1lab,trl")
     ap.add_argument("--cached-peak", action="store_true", help="reuse the cached matmul peak instead of measuring")
+    ap.add_argument("--workload", default="fixed", choices=("fixed", "recipe"),
+                    help=f"fixed: random presets, exactly {NEW_TOKENS} tokens a sample (the issue's measure); recipe: "
+                         f"{RECIPE}'s model, problems, budget and micro-batches (--presets is ignored)")
     ap.add_argument("--out", help="write the results here as JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         fn = {"r1lab": run_r1lab, "trl": run_trl}[args.worker]
-        print("RESULT " + json.dumps(fn(args.presets, args.dtypes, args.steps, args.warmup, args.threads)))
+        work = workload(args.workload)
+        print("RESULT " + json.dumps(fn(args.presets, args.dtypes, args.steps, args.warmup, args.threads, work)))
         return
 
     import platform
@@ -232,8 +289,12 @@ def main():
     from r1lab.cost.account import cpu_model, measure_matmul_peak
 
     torch.set_num_threads(args.threads)
+    work = workload(args.workload)
+    presets = [work["model"]] if args.workload == "recipe" else args.presets.split(",")
     load_before = os.getloadavg()
-    print(f"{P} prompts x {G} samples x {NEW_TOKENS} new tokens per step, {args.warmup} warm-up + {args.steps} timed "
+    up_to = "up to " if work["eos"] else ""
+    print(f"workload {args.workload}: {P} prompts x {G} samples x {up_to}{work['new_tokens']} new tokens per step, "
+          f"micro-batches of {work['micro_batch']}, {args.warmup} warm-up + {args.steps} timed "
           f"steps (median), torch threads {args.threads} of {os.cpu_count()} CPUs ({cpu_model()}), torch "
           f"{torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
     if load_before[0] > 0.5:
@@ -243,7 +304,7 @@ def main():
     for dtype in args.dtypes.split(","):
         if dtype not in ("fp32", "bf16"):
             sys.exit(f"unknown dtype {dtype!r}; valid: fp32, bf16")
-        for preset in args.presets.split(","):
+        for preset in presets:
             res = {fw: run_worker(fw, preset, dtype, args) for fw in frameworks}
             rows.append({"preset": preset, "dtype": dtype, **res})
             print(f"  {preset} {dtype}: " + ", ".join(f"{fw} {r['step_s']:.3f} s/step ({r['threads']} threads)"
@@ -280,8 +341,16 @@ def main():
             b = row[fw]["breakdown_s"]
             print(f"  {row['preset']} {row['dtype']} {fw:5s} " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())
                   + f", rest {row[fw]['step_s'] - sum(b.values()):.3f}")
+    if work["eos"]:
+        print("\nresponse tokens of each timed step, mean / longest (the frameworks sample differently)")
+        for row in rows:
+            for fw in frameworks:
+                r = row[fw]
+                print(f"  {row['preset']} {row['dtype']} {fw:5s} " + ", ".join(
+                    f"{m:.0f} / {x}" for m, x in zip(r["mean_tokens"], r["max_tokens"])))
     if args.out:
-        meta = {"prompts": P, "samples": G, "new_tokens": NEW_TOKENS, "steps": args.steps, "warmup": args.warmup,
+        meta = {"workload": args.workload, "prompts": P, "samples": G, "new_tokens": work["new_tokens"],
+                "micro_batch": work["micro_batch"], "steps": args.steps, "warmup": args.warmup,
                 "threads": args.threads, "cpus": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__,
                 "transformers": transformers.__version__, "trl": trl_version, "loadavg_before": load_before,
                 "loadavg_after": load_after, "peak_measured": not args.cached_peak}
