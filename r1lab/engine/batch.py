@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from r1lab.engine.decode import SharedPrefix, has_hooks
-from r1lab.engine.engine import THINK_END, THINK_START, Completion, Engine, Event, ForceFn, SamplingParams, eval_mode
-from r1lab.engine.forcing import thinking_budget
+from r1lab.engine.engine import (Completion, Engine, Event, ForceFn, SamplingParams, completion_text, eval_mode,
+                                 finish_reason, stop_window)
+from r1lab.engine.forcing import request_budget
 from r1lab.engine.kvcache import cat_caches, map_cache, new_cache
 from r1lab.engine.sampling import sample
 
@@ -28,7 +29,7 @@ class _Request:
         self.token_ids, self.mask, self.logprobs, self.sample_logprobs = [], [], [], []
         self.finish_reason: str | None = None
         self.group: tuple[int, int] | None = None  # (prefill, prompt): rows whose prompt cache columns are copies
-        self.stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4  # tokens decoded per stop check
+        self.stop_window = stop_window(params)  # tokens decoded per stop check
         self._uniforms, self._drawn = [], 0
 
     def uniform(self) -> float:
@@ -82,10 +83,7 @@ class EngineBatch:
             if forced is not None:
                 raise ValueError("a request takes a thinking budget (max_thinking_tokens) or a forced-token hook, "
                                  "not both")
-            prompt = self.engine.tokenizer.decode(prompt_ids)  # special tokens kept: they may be the markers
-            inside = prompt.rfind(THINK_START) > prompt.rfind(THINK_END)  # the prompt opens the thinking itself
-            forced = thinking_budget(self.engine.token_ids(THINK_END), self.engine.token_ids(params.thinking_end),
-                                     params.max_thinking_tokens, None if inside else self.engine.token_ids(THINK_START))
+            forced = request_budget(self.engine.tokenizer, prompt_ids, params, self.engine.token_ids)
         seed = params.seed if seed is None else seed
         if seed is None:
             seed = int(torch.randint(0, 2 ** 62, ()).item())
@@ -309,20 +307,10 @@ class EngineBatch:
         return r.finish_reason is None and r.gen is not None and not r.pending
 
     def _finished(self, r: _Request, token: int) -> str | None:
-        if token in self.engine.eos_ids:
-            return "eos"
-        if r.params.stop:  # only the tail can hold a stop string that was not there one token ago
-            tail = self.engine.tokenizer.decode(r.token_ids[-r.stop_window:], skip_special_tokens=True)
-            if any(s in tail for s in r.params.stop):
-                return "stop"
-        if len(r.token_ids) >= r.params.max_new_tokens:
-            return "length"
-        return None
+        return finish_reason(r.token_ids, r.params, self.engine.eos_ids, self.engine.tokenizer, r.stop_window)
 
     def _completion(self, r: _Request) -> Completion:
-        text = self.engine.tokenizer.decode(r.token_ids, skip_special_tokens=True)
-        if r.finish_reason == "stop":
-            text = text[:min((i for i in map(text.find, r.params.stop) if i >= 0), default=len(text))]
+        text = completion_text(self.engine.tokenizer, r.token_ids, r.params, r.finish_reason)
         lp = r.params.logprobs
         return Completion(r.prompt_ids, r.token_ids, r.mask, text, r.finish_reason,
                           r.logprobs if lp else None, r.sample_logprobs if lp else None)

@@ -65,7 +65,7 @@ import torch
 
 from r1lab.engine.decode import decode_step_for
 from r1lab.engine.kvcache import cache_kwarg
-from r1lab.tasks.format import THINK_END, THINK_START
+from r1lab.tasks.format import THINK_END
 
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
 
@@ -144,9 +144,7 @@ class Engine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.autocast_dtype = autocast_dtype
         self.max_batch_size = max_batch_size
-        eos = getattr(model.generation_config, "eos_token_id", None) if hasattr(model, "generation_config") else None
-        eos = eos if isinstance(eos, (list, tuple)) else [eos]
-        self.eos_ids = {i for i in [tokenizer.eos_token_id, *eos] if i is not None}
+        self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.vocab_size = model.get_input_embeddings().num_embeddings  # token ids the model can take
@@ -208,6 +206,43 @@ class Engine:
             return self.forward_last(ids[:, None], attn, pos[:, None], cache)
         with self._amp():
             return self.lean_step(ids, attn, pos, cache, shared)
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """The ids that end a row: the tokenizer's EOS and the model's generation config's (one id or a list)."""
+    eos = getattr(model.generation_config, "eos_token_id", None) if hasattr(model, "generation_config") else None
+    eos = eos if isinstance(eos, (list, tuple)) else [eos]
+    return {i for i in [tokenizer.eos_token_id, *eos] if i is not None}
+
+
+def stop_window(params: SamplingParams) -> int:
+    """Tokens decoded per stop-string check: enough to hold the longest stop string (a token is at least a byte,
+    a character at most 4)."""
+    return 4 * max((len(s) for s in params.stop), default=0) + 4
+
+
+def finish_reason(token_ids: list[int], params: SamplingParams, eos_ids: set[int], tokenizer,
+                  window: int) -> str | None:
+    """Why a row ends with its last token appended, or None: "eos", "stop" (a stop string in the decoded tail of
+    `window` tokens: only the tail can hold one that was not there a token ago) or "length"."""
+    if token_ids[-1] in eos_ids:
+        return "eos"
+    if params.stop:
+        tail = tokenizer.decode(token_ids[-window:], skip_special_tokens=True)
+        if any(s in tail for s in params.stop):
+            return "stop"
+    if len(token_ids) >= params.max_new_tokens:
+        return "length"
+    return None
+
+
+def completion_text(tokenizer, token_ids: list[int], params: SamplingParams, reason: str | None) -> str:
+    """A completion's text: its tokens decoded without special tokens, cut before the first stop string when one
+    ended it (OpenAI semantics; token_ids keep the tokens that completed it)."""
+    text = tokenizer.decode(token_ids, skip_special_tokens=True)
+    if reason == "stop":
+        text = text[:min((i for i in map(text.find, params.stop) if i >= 0), default=len(text))]
+    return text
 
 
 @contextlib.contextmanager

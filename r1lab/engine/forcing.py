@@ -7,7 +7,10 @@ built by the engine for every request with a thinking budget (RL rollouts, evalu
 """
 from __future__ import annotations
 
-from r1lab.engine.engine import Force, ForceFn
+from typing import Callable
+
+from r1lab.engine.engine import Force, ForceFn, SamplingParams
+from r1lab.tasks.format import THINK_END, THINK_START
 
 
 def budget_forcer(think_end_id: int, wait_ids: list[int] | None = None, max_thinking: int | None = None,
@@ -50,8 +53,20 @@ def budget_forcer(think_end_id: int, wait_ids: list[int] | None = None, max_thin
     return hook
 
 
+def request_budget(tokenizer, prompt_ids: list[int], params: SamplingParams,
+                   encode: Callable[[str], list[int]] | None = None) -> ThinkingBudget:
+    """The thinking budget (params.max_thinking_tokens, closed by params.thinking_end) of one request: its thinking
+    starts with the completion when the prompt ends inside <think>, else when the completion writes <think>.
+    encode(text) -> token ids without special tokens (default: the tokenizer's)."""
+    encode = encode or (lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    prompt = tokenizer.decode(prompt_ids)  # special tokens kept: they may be the markers
+    inside = prompt.rfind(THINK_START) > prompt.rfind(THINK_END)  # the prompt opens the thinking itself
+    return thinking_budget(encode(THINK_END), encode(params.thinking_end), params.max_thinking_tokens,
+                           None if inside else encode(THINK_START))
+
+
 def thinking_budget(end_ids: list[int], close_ids: list[int], max_thinking: int,
-                    start_ids: list[int] | None = None) -> ForceFn:
+                    start_ids: list[int] | None = None) -> ThinkingBudget:
     """A hook that ends the thinking after `max_thinking` tokens by forcing `close_ids` (a thinking budget).
 
     The budget's closing text is forced in place of the token sampled when the row has thought max_thinking tokens
@@ -68,22 +83,46 @@ def thinking_budget(end_ids: list[int], close_ids: list[int], max_thinking: int,
     """
     if max_thinking < 0 or not end_ids or not close_ids or start_ids == []:
         raise ValueError("a thinking budget needs max_thinking >= 0, the think-end marker's ids and closing ids")
-    start = 0 if start_ids is None else None  # index of the first thinking token, None until the thinking starts
-    done = False
+    return ThinkingBudget(list(end_ids), list(close_ids), max_thinking, None if start_ids is None else list(start_ids))
 
-    def hook(ids: list[int]) -> Force | None:
-        nonlocal start, done
-        if done:
+
+class ThinkingBudget:
+    """thinking_budget's hook: called with the row's token ids after every sampled token (the new one last).
+
+    `room()` says how many more tokens a sampler may draw before the hook can fire, for a sampler that runs ahead
+    of it (the vLLM backend samples a row in runs and feeds each run's tokens through the hook afterwards)."""
+
+    def __init__(self, end_ids: list[int], close_ids: list[int], max_thinking: int, start_ids: list[int] | None):
+        self.end_ids, self.close_ids, self.max_thinking, self.start_ids = end_ids, close_ids, max_thinking, start_ids
+        self.start = 0 if start_ids is None else None  # index of the first thinking token, None until it starts
+        self.done = False  # the thinking ended (by the model or forced): never interfere again
+        self.seen = 0  # tokens of the completion the hook has been shown
+
+    def __call__(self, ids: list[int]) -> Force | None:
+        self.seen = len(ids)
+        if self.done:
             return None
-        if start is None:
-            if ids[-len(start_ids):] == start_ids:
-                start = len(ids)
+        if self.start is None:
+            if ids[-len(self.start_ids):] == self.start_ids:
+                self.start = len(ids)
             return None
-        if ids[-len(end_ids):] == end_ids:  # the model ended its thinking itself
-            done = True
+        if ids[-len(self.end_ids):] == self.end_ids:  # the model ended its thinking itself
+            self.done = True
             return None
-        if len(ids) - 1 - start >= max_thinking:  # the just-sampled token would be thinking token max_thinking + 1
-            done = True
-            return Force(list(close_ids), replace=True)
+        if len(ids) - 1 - self.start >= self.max_thinking:  # the just-sampled token would be thinking token N + 1
+            self.done = True
+            return Force(list(self.close_ids), replace=True)
         return None
-    return hook
+
+    def room(self) -> int | None:
+        """Tokens that may be sampled after the `seen` ones with the hook firing at most on the last of them: None
+        while the thinking has not started (the start marker decides) or is over; else the thinking tokens left,
+        plus the one it would replace.
+
+        >>> hook = thinking_budget([9], [5, 9], max_thinking=3)
+        >>> hook.room(), hook([1]), hook.room()
+        (4, None, 3)
+        """
+        if self.done or self.start is None:
+            return None
+        return max(0, self.max_thinking - (self.seen - self.start)) + 1
