@@ -106,7 +106,7 @@ def cut_of(outs):
 
 
 def test_bad_thinking_budgets_are_refused_before_anything_loads(monkeypatch):
-    """Including the shipped recipe with vLLM rollouts, as the README shows it: its held-out budget must go."""
+    """And the shipped recipe with vLLM rollouts is accepted with its held-out budget: vLLM samples it in runs."""
     with pytest.raises(ConfigError, match=r"thinking_end = 'give up': must end with '</think>'"):
         check(load_config(RLConfig, None, ["max_thinking_tokens=8"], thinking_end="give up"))
     with pytest.raises(ConfigError, match=r"max_thinking_tokens = -1: must be >= 0"):
@@ -117,19 +117,23 @@ def test_bad_thinking_budgets_are_refused_before_anything_loads(monkeypatch):
     import r1lab.engine
     monkeypatch.setattr(r1lab.engine, "check_backend", lambda name: None)
     for key in ("max_thinking_tokens", "eval_max_thinking_tokens"):
-        with pytest.raises(ConfigError, match=f"{key} = 8: a thinking budget runs on the engine rollout backend only"):
-            check(load_config(RLConfig, None, [f"{key}=8", "rollout_backend=vllm"]))
+        check(load_config(RLConfig, None, [f"{key}=8", "rollout_backend=vllm"]))
     from r1lab.recipes import resolve_recipe
 
-    recipe = resolve_recipe("countdown_rl")
-    with pytest.raises(ConfigError, match="set eval_max_thinking_tokens = 0 to sample without it"):
-        check(load_config(RLConfig, recipe, ["rollout_backend=vllm"]))
-    check(load_config(RLConfig, recipe, ["rollout_backend=vllm", "eval_max_thinking_tokens=0"]))  # the README's line
-    from r1lab.engine.vllm_backend import vllm_sampling_kwargs
+    check(load_config(RLConfig, resolve_recipe("countdown_rl"), ["rollout_backend=vllm"]))  # the README's line
+    from r1lab.engine.runs import Run
+    from r1lab.engine.vllm_backend import run_sampling_kwargs, vllm_sampling_kwargs
 
-    with pytest.raises(ValueError, match="engine backend only"):
+    with pytest.raises(ValueError, match="sampled in runs"):  # one request cannot hold a budget
         vllm_sampling_kwargs(SamplingParams(max_thinking_tokens=8), 0)
     assert "thinking" not in " ".join(vllm_sampling_kwargs(SamplingParams(), 0))
+    params = SamplingParams(temperature=0.6, top_p=0.9, stop=["</answer>"], seed=1, logprobs=True,
+                            max_thinking_tokens=8)
+    kw = run_sampling_kwargs(params, Run([1, 2, 3], 5, ["</answer>", "<think>"], 77, 2))
+    assert (kw["max_tokens"], kw["stop"], kw["seed"], kw["prompt_logprobs"], kw["logprobs"]) == (
+        5, ["</answer>", "<think>"], 77, 0, 0)
+    assert (kw["temperature"], kw["top_p"]) == (0.6, 0.9)
+    assert "prompt_logprobs" not in run_sampling_kwargs(params, Run([1], 5, [], None, 0))
 
 
 def test_r1lab_eval_takes_a_thinking_budget(tmp_path, capsys):

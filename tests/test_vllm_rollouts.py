@@ -6,6 +6,7 @@ importable (CI); run with the venv of tests/test_vllm.py:
     /work/vllm-venv/bin/python -m pytest tests/test_vllm_rollouts.py
 """
 import json
+import math
 
 import pytest
 import torch
@@ -109,6 +110,29 @@ def test_greedy_parity_on_the_shipped_base_with_eos_and_stop_strings(base):
         assert ("stop" if params.stop else "eos") in {o.finish_reason for o in ours}  # each case happens
         for t in theirs:  # the EOS is kept in token_ids (RL trains on it), not in the text
             assert (t.token_ids[-1] == tok.eos_token_id) == (t.finish_reason == "eos")
+
+
+def test_a_thinking_budget_through_vllm_is_the_engines(base):
+    """vLLM samples a budget in runs (r1lab.engine.runs): greedy, the engine's completions token for token, the
+    forced "give up" close included (mask 0), and every token's raw log-prob, the forced ones read back as prompt
+    log-probs. Sampled, a row the budget never reaches gets the tokens it gets without a budget."""
+    model, tok, prompts, backend = base
+    engine = Engine(model, tok)
+    close = "\ngive up\n</think>"
+    params = SamplingParams(temperature=0, max_new_tokens=200, max_thinking_tokens=40, thinking_end=close,
+                            stop=["</answer>"], logprobs=True)
+    ours, theirs = engine.generate(prompts, params), backend.generate(prompts, params)
+    for o, t in zip(ours, theirs):
+        assert (t.token_ids, t.mask, t.text, t.finish_reason) == (o.token_ids, o.mask, o.text, o.finish_reason)
+        with torch.no_grad():
+            max_logit = model(torch.tensor([o.prompt_ids + o.token_ids])).logits.abs().max().item()
+        atol = logprob_atol(model.config, max_logit, context=len(o.prompt_ids) + len(o.token_ids))
+        assert max(abs(a - b) for a, b in zip(t.logprobs, o.logprobs)) <= atol
+        assert not any(math.isnan(x) for x in t.logprobs)
+    assert sum(0 in o.mask for o in ours) >= 2  # rows were cut: the forced path is part of what was compared
+    free = SamplingParams(temperature=1.0, max_new_tokens=30, seed=3)
+    budget = SamplingParams(temperature=1.0, max_new_tokens=30, seed=3, max_thinking_tokens=500)
+    assert tokens(backend.generate(prompts, budget)) == tokens(backend.generate(prompts, free))
 
 
 def test_a_rows_sample_depends_on_its_seed_only(base):

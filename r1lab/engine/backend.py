@@ -10,7 +10,8 @@ backend that runs elsewhere (vLLM in its own process or on its own GPUs) can sit
 callers changing. What a backend must give: `token_ids` as sampled (EOS and a completed stop string included),
 `mask`, `text` cut before a stop string, `finish_reason`, and with params.logprobs the log-probs of the raw model
 distribution (what the training forward computes). Seeds reproduce completions within one backend, not across
-backends. Forced-token hooks and continuous batching (EngineBatch) belong to r1lab's engine only.
+backends. Forced-token hooks and continuous batching (EngineBatch) belong to r1lab's engine only; a thinking budget
+(SamplingParams.max_thinking_tokens) works on both (vLLM samples it in runs: r1lab/engine/runs.py).
 
 Backends: "engine" (r1lab's own, this module) and "vllm" (a colocated vLLM engine, r1lab/engine/vllm_backend.py;
 vLLM is an optional extra, imported only when that backend is built). check_backend(name) says before anything

@@ -56,7 +56,10 @@ generator (whose seeding by vLLM is undone here), so two ranks whose generators 
 GPU from the CUDA generator, which vLLM seeds with the engine seed, the rank's (unproven). RL always passes a seed.
 Log-probs (params.logprobs): vLLM's logprobs=0 with logprobs_mode="raw_logprobs", the sampled token's log-prob under
 the raw model distribution, the quantity the training forward computes (RL's TIS compares the two). sample_logprobs
-is None: one vLLM engine returns one kind. vLLM has no forced tokens: the mask is all ones.
+is None: one vLLM engine returns one kind.
+Thinking budget (params.max_thinking_tokens): vLLM has no forced tokens, so each row is sampled in runs with the
+closing text appended between them (r1lab.engine.runs, tested there against r1lab's engine); the forced tokens have
+mask 0 and their log-probs are the next run's prompt log-probs. Without a budget the mask is all ones.
 
 One engine per rank (data parallel, or FSDP, under torchrun): every rank builds its own colocated engine, at the
 same point (building is a collective), samples its own rows with it and pushes its own policy's weights into it;
@@ -98,7 +101,8 @@ from pathlib import Path
 
 import torch
 
-from r1lab.engine.engine import GOLDEN, Completion, SamplingParams
+from r1lab.engine.engine import GOLDEN, Completion, SamplingParams, eos_token_ids
+from r1lab.engine.runs import Run, RunOut, generate_in_runs
 
 CPU_KV_CACHE_CAP = 2 * 2 ** 30  # bytes of KV cache on CPU at most; vLLM queues requests that do not fit
 
@@ -120,17 +124,45 @@ def vllm_sampling_kwargs(params: SamplingParams, row: int) -> dict:
     """vllm.SamplingParams(**kwargs) for row `row` of a generate() call with r1lab's `params`.
 
     vllm_sampling_kwargs(SamplingParams(temperature=0.6, seed=1, logprobs=True), 0)["seed"] == 1
-    ValueError for a thinking budget: vLLM's (thinking_token_budget) needs a reasoning_config when the engine is
-    built, which this backend does not set up; r1lab's engine backend has one.
+    ValueError for a thinking budget: one request cannot hold it (vLLM's own thinking_token_budget forces a bare
+    </think> and needs a reasoning parser when the engine is built); VLLMBackend.generate samples it in runs.
     """
     if params.max_thinking_tokens is not None:
-        raise ValueError("a thinking budget (max_thinking_tokens) runs on r1lab's engine backend only, not on vllm")
+        raise ValueError("a thinking budget (max_thinking_tokens) is sampled in runs (run_sampling_kwargs), "
+                         "not as one vLLM request")
     return {
         "n": 1, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k,
         "max_tokens": params.max_new_tokens, "stop": list(params.stop),
         "seed": None if params.seed is None else (params.seed + row * GOLDEN) % 2 ** 63,
         "logprobs": 0 if params.logprobs else None,  # 0: the sampled token's log-prob only
     }
+
+
+def run_sampling_kwargs(params: SamplingParams, run: Run) -> dict:
+    """vllm.SamplingParams(**kwargs) for one run of a row under a thinking budget (r1lab.engine.runs.Run): the
+    row's sampling knobs, the run's length, stop strings and seed, and prompt log-probs when forced tokens need theirs.
+
+    run_sampling_kwargs(SamplingParams(max_thinking_tokens=8), Run([1, 2], 5, ["<think>"], 3, 1))["max_tokens"] == 5
+    """
+    plain = SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+                           max_new_tokens=run.max_tokens, stop=list(run.stop), logprobs=params.logprobs)
+    kwargs = {**vllm_sampling_kwargs(plain, 0), "seed": run.seed}
+    if run.tail:
+        kwargs["prompt_logprobs"] = 0  # the prompt's own tokens' log-probs (the raw distribution, as training's)
+    return kwargs
+
+
+def to_run_out(out, tail: int) -> RunOut:
+    """r1lab.engine.runs.RunOut from one vllm.RequestOutput: the run's tokens, their log-probs if asked, and the
+    log-probs of the prompt's last `tail` tokens (the forced ones) if asked."""
+    c = out.outputs[0]
+    ids = list(c.token_ids)
+    logprobs = None if c.logprobs is None else [float(lp[t].logprob) for lp, t in zip(c.logprobs, ids)]
+    tail_logprobs = None
+    if tail:
+        prompt = list(out.prompt_token_ids)
+        tail_logprobs = [float(lp[t].logprob) for lp, t in zip(out.prompt_logprobs[-tail:], prompt[-tail:])]
+    return RunOut(ids, logprobs, tail_logprobs)
 
 
 def to_completion(out) -> Completion:
@@ -165,10 +197,25 @@ class VLLMBackend:
         import vllm
 
         ids = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
+        if params.max_thinking_tokens is not None:
+            seeds = [None if params.seed is None else (params.seed + i * GOLDEN) % 2 ** 63 for i in range(len(ids))]
+            with self.awake():
+                return generate_in_runs(self.sample_runs(params), ids, params, seeds, self.tokenizer,
+                                        eos_token_ids(self.model, self.tokenizer))
         sampling = [vllm.SamplingParams(**vllm_sampling_kwargs(params, i)) for i in range(len(ids))]
         with self.awake():
             outs = self.llm.generate([{"prompt_token_ids": p} for p in ids], sampling, use_tqdm=False)
         return [to_completion(o) for o in outs]
+
+    def sample_runs(self, params: SamplingParams):
+        """r1lab.engine.runs' sampler: one vLLM call for a round of runs (one per live row)."""
+        import vllm
+
+        def sample(runs: list[Run]) -> list[RunOut]:
+            sampling = [vllm.SamplingParams(**run_sampling_kwargs(params, r)) for r in runs]
+            outs = self.llm.generate([{"prompt_token_ids": r.prompt_ids} for r in runs], sampling, use_tqdm=False)
+            return [to_run_out(o, r.tail) for o, r in zip(outs, runs)]
+        return sample
 
     @contextlib.contextmanager
     def awake(self):

@@ -132,10 +132,6 @@ def check(cfg: RLConfig) -> None:
                           f"set tis_cap = 0 or temperature = 1")
     if not cfg.thinking_end.endswith(THINK_END):
         raise ConfigError(f"thinking_end = {cfg.thinking_end!r}: must end with {THINK_END!r}")
-    for key in ("max_thinking_tokens", "eval_max_thinking_tokens"):
-        if getattr(cfg, key) and cfg.rollout_backend != "engine":
-            raise ConfigError(f"{key} = {getattr(cfg, key)}: a thinking budget runs on the engine rollout backend "
-                              f"only (rollout_backend = {cfg.rollout_backend!r}); set {key} = 0 to sample without it")
     algorithm(cfg)
     check_problem_sources(cfg)
     if bool(cfg.curriculum_step) != bool(cfg.curriculum_task_args):
