@@ -28,7 +28,7 @@ def test_the_from_scratch_plan_pretrains_on_the_problems_it_trains_and_evaluates
     from r1lab.config import load_config
     from r1lab.pretrain import train as pretrain
     from r1lab.recipes import resolve_recipe
-    from r1lab.rl import train as rl
+    from r1lab.rl import config as rl
     from r1lab.tasks import get_task, parse_knobs
 
     plan = PLANS["scratch"]
