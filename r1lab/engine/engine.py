@@ -70,6 +70,13 @@ from r1lab.tasks.format import THINK_END
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
 
 
+def row_seed(seed: int | None, row: int) -> int | None:
+    """The seed of row `row` of a generate() call with params.seed = seed, every backend's rule.
+
+    row_seed(5, 0) == 5; row_seed(None, 3) is None"""
+    return None if seed is None else (seed + row * GOLDEN) % 2 ** 63
+
+
 @dataclass
 class SamplingParams:
     temperature: float = 1.0  # 0 = greedy
@@ -171,7 +178,7 @@ class Engine:
         batch = EngineBatch(self)
         rids = []
         for i, p in enumerate(prompts):
-            seed = None if params.seed is None else (params.seed + i * GOLDEN) % 2 ** 63
+            seed = row_seed(params.seed, i)
             rids.append(batch.add(self.encode(p) if isinstance(p, str) else p, params, forced, seed))
         done = {}
         with eval_mode(self.model):  # once here, so that step() need not walk the module tree every token

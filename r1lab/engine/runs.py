@@ -63,7 +63,7 @@ class _Row:
         room = self.budget.room()
         left = self.params.max_new_tokens - len(self.token_ids)
         stop = list(self.params.stop)
-        if self.budget.start is None and not self.budget.done:
+        if self.budget.start is None:  # the thinking has not started (it can only end after it starts)
             stop.append(THINK_START)
         seed = None if self.seed is None else (self.seed + self.runs * RUN_SEED_STEP) % 2 ** 63
         self.runs += 1

@@ -101,7 +101,7 @@ from pathlib import Path
 
 import torch
 
-from r1lab.engine.engine import GOLDEN, Completion, SamplingParams, eos_token_ids
+from r1lab.engine.engine import Completion, SamplingParams, eos_token_ids, row_seed
 from r1lab.engine.runs import Run, RunOut, generate_in_runs
 
 CPU_KV_CACHE_CAP = 2 * 2 ** 30  # bytes of KV cache on CPU at most; vLLM queues requests that do not fit
@@ -133,7 +133,7 @@ def vllm_sampling_kwargs(params: SamplingParams, row: int) -> dict:
     return {
         "n": 1, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k,
         "max_tokens": params.max_new_tokens, "stop": list(params.stop),
-        "seed": None if params.seed is None else (params.seed + row * GOLDEN) % 2 ** 63,
+        "seed": row_seed(params.seed, row),
         "logprobs": 0 if params.logprobs else None,  # 0: the sampled token's log-prob only
     }
 
@@ -157,12 +157,16 @@ def to_run_out(out, tail: int) -> RunOut:
     log-probs of the prompt's last `tail` tokens (the forced ones) if asked."""
     c = out.outputs[0]
     ids = list(c.token_ids)
-    logprobs = None if c.logprobs is None else [float(lp[t].logprob) for lp, t in zip(c.logprobs, ids)]
     tail_logprobs = None
     if tail:
         prompt = list(out.prompt_token_ids)
         tail_logprobs = [float(lp[t].logprob) for lp, t in zip(out.prompt_logprobs[-tail:], prompt[-tail:])]
-    return RunOut(ids, logprobs, tail_logprobs)
+    return RunOut(ids, sampled_logprobs(c), tail_logprobs)
+
+
+def sampled_logprobs(c) -> list[float] | None:
+    """Each sampled token's log-prob from one vllm CompletionOutput (asked with logprobs=0), or None if not asked."""
+    return None if c.logprobs is None else [float(lp[t].logprob) for lp, t in zip(c.logprobs, c.token_ids)]
 
 
 def to_completion(out) -> Completion:
@@ -177,10 +181,7 @@ def to_completion(out) -> Completion:
         raise RuntimeError(f"vLLM ended a request with finish_reason {c.finish_reason!r}")
     reason = "length" if c.finish_reason == "length" else "stop" if isinstance(c.stop_reason, str) else "eos"
     ids = list(c.token_ids)
-    logprobs = None
-    if c.logprobs is not None:
-        logprobs = [float(lp[t].logprob) for lp, t in zip(c.logprobs, ids)]
-    return Completion(list(out.prompt_token_ids), ids, [1] * len(ids), c.text, reason, logprobs)
+    return Completion(list(out.prompt_token_ids), ids, [1] * len(ids), c.text, reason, sampled_logprobs(c))
 
 
 class VLLMBackend:
@@ -198,7 +199,7 @@ class VLLMBackend:
 
         ids = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
         if params.max_thinking_tokens is not None:
-            seeds = [None if params.seed is None else (params.seed + i * GOLDEN) % 2 ** 63 for i in range(len(ids))]
+            seeds = [row_seed(params.seed, i) for i in range(len(ids))]
             with self.awake():
                 return generate_in_runs(self.sample_runs(params), ids, params, seeds, self.tokenizer,
                                         eos_token_ids(self.model, self.tokenizer))
