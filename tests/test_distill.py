@@ -442,6 +442,9 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
         tokens_before = httpx.get(url + "/health").json()["tokens"]
         assert main(distill_args(url + "/v1", out, 3, 2, "--max-new-tokens", "160", "--keep", "all")) == 0
         served = httpx.get(url + "/health").json()["tokens"] - tokens_before
+        budgeted = tmp_path / "b.jsonl"  # a thinking budget, sent as the server's request fields and forced there
+        assert main(distill_args(url + "/v1", budgeted, 3, 2, "--max-new-tokens", "160", "--keep", "all",
+                                 "--max-thinking-tokens", "12", "--thinking-end", "\ngive up\n</think>")) == 0
     finally:
         serve_load.stop_server(proc)
     examples = problems(3)
@@ -462,6 +465,13 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
         assert r["tokens"] == r["usage"]["completion"] >= r["usage"]["reasoning"] and 1 <= r["tokens"] <= 160
     for p in range(3):  # one prompt per problem: the same prompt tokens for each of its samples
         assert len({r["usage"]["prompt"] for r in lines if r["problem"] == p}) == 1
+    settings = read_jsonl(f"{budgeted}.journal")[0]["settings"]
+    assert (settings["max_thinking_tokens"], settings["thinking_end"]) == (12, "\ngive up\n</think>")
+    cut = read_jsonl(budgeted)
+    assert len(cut) == 6  # none wrote its answer within 12 characters of thinking: all forced to give up
+    for r in cut:  # the tokenizer is character-level: 12 tokens of thinking are at most 12 characters
+        thinking = r["completion"].split("</think>")[0]
+        assert thinking.endswith("\ngive up\n") and len(thinking) <= 12 + len("\ngive up\n"), r["completion"]
 
 
 def test_the_local_form_is_sample_plus_teacher(tmp_path):

@@ -76,10 +76,36 @@ def test_sample_cli_end_to_end(tmp_path):
         assert sum(r["correct"] for r in mine) <= round(row["pass_rate"] * 4)
 
 
+def test_sample_under_a_thinking_budget_marks_the_cut_traces(tmp_path, capsys):
+    """--max-thinking-tokens: the engine forces --thinking-end after N tokens of thinking (as `r1lab eval` does), and
+    each record says whether its thinking was cut; a cut completion holds the forced text, scored as written."""
+    from r1lab.tasks import get_task
+
+    out, task = tmp_path / "traces.jsonl", get_task("countdown")
+    assert main(["sample", "--model", "countdown-base", "--task", "countdown", "--n", "4", "--samples", "4",
+                 "--max-new-tokens", "96", "--keep", "all", "--task-arg", "max_number=12", "--task-arg",
+                 "max_numbers=3", "--threads", "1", "--out", str(out), "--max-thinking-tokens", "40",
+                 "--thinking-end", "\ngive up\n</think>"]) == 0
+    assert "thinking budget 40 tokens (then '\\ngive up\\n</think>')" in capsys.readouterr().out
+    recs = read_jsonl(out)
+    assert recs and all(set(r) == {"nums", "target", "prompt", "completion", "correct", "pass_rate", "tokens",
+                                   "thinking_cut"} for r in recs)
+    cut = [r for r in recs if r["thinking_cut"]]
+    assert cut, "the base's searches run past 40 characters of thinking"
+    for r in recs:
+        thinking = r["completion"].split("</think>")[0]
+        assert thinking.endswith("\ngive up\n") or not r["thinking_cut"]
+        assert len(thinking) <= 40 + len("\ngive up\n") or not r["thinking_cut"]  # character-level tokenizer
+        assert r["tokens"] <= 96
+        assert r["correct"] == task.score(r["completion"], {"nums": r["nums"], "target": r["target"]}).correct
+
+
 @pytest.mark.parametrize("extra", [["--samples", "0"], ["--samples", "2", "--keep-per-problem", "0"],
                                    ["--samples", "2", "--task-arg", "nope=1"], ["--samples", "2", "--n", "0"],
                                    ["--samples", "2", "--pass-rates", "SAME"],
-                                   ["--samples", "2", "--account", "SAME"]])
+                                   ["--samples", "2", "--account", "SAME"],
+                                   ["--samples", "2", "--max-thinking-tokens", "-1"],
+                                   ["--samples", "2", "--max-thinking-tokens", "8", "--thinking-end", "give up"]])
 def test_sample_cli_bad_arguments_exit_2(tmp_path, extra, capsys):
     out = tmp_path / "t.jsonl"
     extra = [str(out) if a == "SAME" else a for a in extra]

@@ -14,6 +14,11 @@ nowhere. Every reply is journaled in OUT.journal as it arrives: rerunning the sa
 requests only what is missing; delete the journal (or change --out) to start afresh. --out and --pass-rates are
 written once every sample is in. The local form (--teacher CHECKPOINT) is `r1lab sample` on the teacher checkpoint.
 
+A thinking budget (--max-thinking-tokens, --thinking-end) is forced by the local form's sampler as in `r1lab
+sample`; an API teacher gets it as the request fields `max_thinking_tokens` and `thinking_end`, which r1lab serve
+honours. Other servers differ: vLLM ignores fields it does not know (its own `thinking_token_budget` forces a bare
+</think>), and a hosted API may refuse the request (exit 1, with the server's message).
+
 Records are those of `r1lab sample`: the problem's fields, `prompt` (the student's, --template), `completion` (the
 text the verifier scored and `r1lab sft` trains on), `correct`, `pass_rate` and `tokens`, plus `teacher` (its name)
 and, from an API, `usage` (prompt, completion and reasoning tokens as the server counted them).
@@ -113,6 +118,8 @@ def _run_api(args: argparse.Namespace) -> int:
         prompts = [task.prompt(ex, template=args.template) for ex in examples]  # the student's, as r1lab sample's
         messages = [task.messages(ex) for ex in examples]  # the teacher's: system + user
         params = {"temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_new_tokens}
+        if args.max_thinking_tokens is not None:  # r1lab serve's request fields (see the docstring)
+            params |= {"max_thinking_tokens": args.max_thinking_tokens, "thinking_end": args.thinking_end}
         settings = T.run_settings(args.teacher_url, args.teacher_model, task.NAME, examples, messages, K, params,
                                   args.sampling_seed)
         journal = Journal(journal_path, settings, len(examples), K)

@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-from r1lab.tasks.format import THINK_END
-
 HELP = "evaluate a model on a task: pass@k, cons@k, greedy, format, lengths, behaviour, by difficulty"
 
 
@@ -41,11 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markers", help="comma-separated self-verification / backtracking markers, matched "
                                      "case-insensitively; end one with a comma by writing it last or doubled "
                                      "(default: check,back,,wait,verify,let me re)")
-    p.add_argument("--max-thinking-tokens", type=int, metavar="N",
-                   help="a thinking budget: after N tokens of thinking the engine forces --thinking-end and the model "
-                        "answers (default: none)")
-    p.add_argument("--thinking-end", default=THINK_END, metavar="TEXT",
-                   help=f"what the thinking budget forces; must end with {THINK_END} (default {THINK_END})")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
                    help="fp32 (default; faster than bf16 autocast for generation on CPUs) or bf16 autocast")
     p.add_argument("--out", metavar="FILE.json", help="write every figure and the settings as JSON")
@@ -56,8 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from r1lab import runtime
     from r1lab.cost.account import RunAccount, format_account
-    from r1lab.engine import SamplingParams
-    from r1lab.commands.options import load_task_problems_model
+    from r1lab.commands.options import check_thinking_arguments, load_task_problems_model
     from r1lab.jsonl import write_jsonl, write_text_atomic
     from r1lab.evaluation.behaviour import DEFAULT_MARKERS
     from r1lab.evaluation.evaluate import finite, format_table, parse_markers, run_eval
@@ -68,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         markers = parse_markers(args.markers) if args.markers is not None else DEFAULT_MARKERS
         if args.samples < 1 or not markers:
             raise ValueError("--samples must be at least 1 and --markers must name at least one marker")
-        # the thinking budget's rules are SamplingParams' own: checked here, before the model loads
-        SamplingParams(max_thinking_tokens=args.max_thinking_tokens, thinking_end=args.thinking_end)
+        check_thinking_arguments(args)  # before the model loads
         task, examples, source, model, tokenizer, path = load_task_problems_model(
             args, (args.out, args.completions_out))
     except (ValueError, TypeError, OSError) as e:

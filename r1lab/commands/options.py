@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from r1lab.tasks.format import THINK_END
+
 
 def add_problem_arguments(p: argparse.ArgumentParser, split: str, model: bool = True) -> None:
     """--model (unless model=False), --task, and which problems: --data, or generated --n/--seed/--split/--task-arg."""
@@ -30,6 +32,21 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampling-seed", type=int, default=0, help="seed of the sampled completions (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="rows the engine runs at once (default 256)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
+    p.add_argument("--max-thinking-tokens", type=int, metavar="N",
+                   help="a thinking budget: after N tokens of thinking the sampler forces --thinking-end and the "
+                        "model answers (default: none)")
+    p.add_argument("--thinking-end", default=THINK_END, metavar="TEXT",
+                   help=f"what the thinking budget forces; must end with {THINK_END} (default {THINK_END}). The "
+                        f"countdown recipes force '\\ngive up\\n{THINK_END}', their corpus's own end of a search")
+
+
+def check_thinking_arguments(args: argparse.Namespace) -> None:
+    """ValueError naming the flag for a bad thinking budget (SamplingParams' rules, without loading torch: an API
+    teacher's run checks them too)."""
+    if args.max_thinking_tokens is not None and args.max_thinking_tokens < 0:
+        raise ValueError(f"--max-thinking-tokens must be at least 0, got {args.max_thinking_tokens}")
+    if not args.thinking_end.endswith(THINK_END):
+        raise ValueError(f"--thinking-end must end with {THINK_END}, got {args.thinking_end!r}")
 
 
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
@@ -62,6 +79,7 @@ def check_selection_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--keep-per-problem must be at least 1, got {args.keep_per_problem}")
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise ValueError("--max-new-tokens and --batch-size must be at least 1")
+    check_thinking_arguments(args)
     outs = [Path(f).resolve() for f in (args.out, args.pass_rates, args.account) if f]
     if len(set(outs)) < len(outs):
         raise ValueError("--out, --pass-rates and --account must name different files")

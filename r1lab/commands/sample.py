@@ -6,8 +6,10 @@
 
 Samples come from the same backend and verifier as `r1lab eval` (run_eval without its greedy pass); the selection
 is r1lab.evaluation.traces. Each --out line: the problem's fields, `prompt`, `completion` (what the verifier scored;
-`r1lab sft --data` trains on prompt/completion), `correct`, `pass_rate` and `tokens`. --pass-rates writes one line
-per problem: its fields, `pass_rate` and `samples`.
+`r1lab sft --data` trains on prompt/completion), `correct`, `pass_rate` and `tokens`, plus `thinking_cut` under a
+thinking budget (--max-thinking-tokens: the completion holds the forced --thinking-end; `r1lab eval`'s budget, so a
+trace is sampled as the model is evaluated). --pass-rates writes one line per problem: its fields, `pass_rate` and
+`samples`.
 Exit code: 0, or 2 for a usage error (unknown task or knob, no data, a model that does not load, an unwritable output).
 """
 from __future__ import annotations
@@ -49,17 +51,23 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
-    print(f"r1lab {name}: {path} on {len(examples)} {task.NAME} problems ({source}) x {args.samples} samples",
+    budget = (f", thinking budget {args.max_thinking_tokens} tokens (then {args.thinking_end!r})"
+              if args.max_thinking_tokens is not None else "")
+    print(f"r1lab {name}: {path} on {len(examples)} {task.NAME} problems ({source}) x {args.samples} samples{budget}",
           flush=True)
     t0 = time.perf_counter()
     account = RunAccount(model.config, device=model.device.type, dtype="fp32")  # the engine samples in fp32
     _, samples = run_eval(model, tokenizer, task, examples, template=args.template, samples=args.samples,
                           temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                           seed=args.sampling_seed, greedy=False, batch_size=args.batch_size, account=account,
-                          backend=args.backend)
+                          backend=args.backend, max_thinking_tokens=args.max_thinking_tokens,
+                          thinking_end=args.thinking_end)
     wall = time.perf_counter() - t0
+    budgeted = args.max_thinking_tokens is not None
+    extra = fields or {}
     records = select(samples, examples, keep=args.keep, per_problem=args.keep_per_problem,
-                     shortest_first=args.shortest_first, extra=(lambda s: fields) if fields else None)
+                     shortest_first=args.shortest_first,
+                     extra=lambda s: {**extra, "thinking_cut": s.thinking_cut} if budgeted else extra)
     write_jsonl(args.out, records)
     rates = pass_rates(samples, examples)
     if args.pass_rates:
