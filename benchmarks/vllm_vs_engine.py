@@ -1,7 +1,7 @@
 """Rollout tokens/s: vLLM (the colocated rollout backend, r1lab/engine/vllm_backend.py) vs r1lab's engine, on CPU.
 
     /work/vllm-venv/bin/python benchmarks/vllm_vs_engine.py [--models tiny-5m,qwen2-100m] [--prompts 8] [--samples 8]
-        [--new 256] [--threads 1] [--repeats 3]
+        [--new 256] [--budget 128] [--logprobs] [--threads 1] [--repeats 3]
 
 An RL-shaped batch: P countdown prompts x G samples each (rows of a group share their prompt, which both engines
 exploit: r1lab's engine prefills a prompt once and reads its KV once per group, vLLM's prefix cache shares blocks),
@@ -11,6 +11,12 @@ through each backend's generate(), as `r1lab rl` calls it. Two models, both rand
               parameters) on r1lab's character tokenizer, so nearly every parameter is in the layers.
 Greedy rows (temperature 0) run the full --new tokens in both (random weights do not pick EOS), so tokens/s compare
 like for like; sampled rows (temperature 1, as rollouts) may end early, and tokens/s counts the tokens returned.
+A third row: greedy under a thinking budget (--budget, then "\ngive up\n</think>" forced): the engine forces it
+inside its decoding loop, vLLM samples each row in runs and prefills prompt + tokens again for the run after the
+forced text (r1lab/engine/runs.py); both return --new tokens a row, so its vLLM figure against the plain greedy row's
+is what the runs cost. With --logprobs (every row asks the sampled tokens' log-probs, as RL's rollouts do), the run
+after a forced text also asks the forced tokens' log-probs as prompt log-probs, and vLLM then skips its prefix cache
+for that request (vllm.SamplingParams.skip_reading_prefix_cache): the whole prompt and tokens so far are prefilled.
 Each repeat times the engine and vLLM back to back (so load from other jobs falls on both); the median of --repeats
 is printed. Also: vLLM's build time and one weight sync (push + prefix-cache reset), the cost RL pays per step.
 Needs vLLM (pip install -e ".[vllm]"; README "Scaling up").
@@ -63,6 +69,8 @@ def main():
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1, help="1 is steadier when other jobs share the cores")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=128, help="thinking tokens before the forced close, greedy rows")
+    ap.add_argument("--logprobs", action="store_true", help="every row asks the sampled tokens' log-probs, as RL does")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # before vLLM is built: it pins the count for the rest of the process
     import vllm
@@ -70,8 +78,9 @@ def main():
     tok = build_tokenizer()
     prompts = rollout_prompts(args.prompts, args.samples)
     rows = len(prompts)
-    print(f"{args.prompts} prompts x {args.samples} samples, {args.new} new tokens, {args.threads} thread(s), fp32, "
-          f"median of {args.repeats}; torch {torch.__version__}, vllm {vllm.__version__}")
+    print(f"{args.prompts} prompts x {args.samples} samples, {args.new} new tokens, budget {args.budget}, "
+          f"{'log-probs, ' if args.logprobs else ''}{args.threads} thread(s), fp32, median of {args.repeats}; "
+          f"torch {torch.__version__}, vllm {vllm.__version__}")
     for name in args.models.split(","):
         model = MODELS[name](tok).eval()
         engine = make_backend("engine", model, tok, max_batch_size=rows)
@@ -81,8 +90,12 @@ def main():
         for backend in (engine, llm):  # warm-up
             backend.generate(prompts[:4], SamplingParams(max_new_tokens=8))
         print(f"{name}: {count_parameters(model) / 1e6:.1f}M parameters; vLLM built in {build_s:.1f} s")
-        for label, params in (("greedy", SamplingParams(temperature=0.0, max_new_tokens=args.new)),
-                              ("T=1", SamplingParams(temperature=1.0, max_new_tokens=args.new, seed=0))):
+        lp = args.logprobs
+        budget = SamplingParams(temperature=0.0, max_new_tokens=args.new, max_thinking_tokens=args.budget,
+                                thinking_end="\ngive up\n</think>", logprobs=lp)
+        for label, params in (("greedy", SamplingParams(temperature=0.0, max_new_tokens=args.new, logprobs=lp)),
+                              ("T=1", SamplingParams(temperature=1.0, max_new_tokens=args.new, seed=0, logprobs=lp)),
+                              ("budget", budget)):
             runs = {"engine": [], "vllm": []}
             for _ in range(args.repeats):
                 for key, backend in (("engine", engine), ("vllm", llm)):
@@ -92,8 +105,8 @@ def main():
                 n = statistics.median(r[0] for r in rs)
                 dt = statistics.median(r[1] for r in rs)
                 rates[key] = statistics.median(r[0] / r[1] for r in rs)
-                print(f"  {label:6s} {key:6s} {n:7.0f} tokens {dt:7.2f} s {rates[key]:8.0f} tok/s", flush=True)
-            print(f"  {label:6s} vllm / engine {rates['vllm'] / rates['engine']:.2f}x")
+                print(f"  {label:7s} {key:6s} {n:7.0f} tokens {dt:7.2f} s {rates[key]:8.0f} tok/s", flush=True)
+            print(f"  {label:7s} vllm / engine {rates['vllm'] / rates['engine']:.2f}x")
         syncs = []
         for _ in range(args.repeats):
             t = time.perf_counter()
