@@ -288,6 +288,26 @@ def test_faults_are_retried_and_nothing_is_lost_or_duplicated(tmp_path, capsys):
     assert account["dollars"] == pytest.approx((total["prompt"] + 2 * total["completion"]) / 1e6, rel=1e-12)
 
 
+def test_a_server_that_ignores_the_budget_is_named_and_its_traces_kept(tmp_path, capsys):
+    """The scripted teacher ignores request fields it does not know, as vLLM's server does: replies that thought past
+    the budget (by the reasoning tokens the server reports) are kept and counted on stderr; within it, nothing said."""
+    assert T.over_budget([{"reasoning": 30}, {"reasoning": 9}, {"reasoning": 0}], 1, "</think>") == [30]
+    assert T.over_budget([{"reasoning": 12}], 1, "\u00e9</think>") == [12]  # the bound counts bytes: 1 + 10 < 12
+    examples = problems(2)
+    server = ScriptedTeacher(examples, K=2)
+    try:
+        for budget, warned in (("1", True), ("100", False)):
+            out = tmp_path / f"b{budget}.jsonl"
+            assert main(distill_args(server.url, out, 2, 2, "--keep", "all", "--max-thinking-tokens", budget)) == 0
+            err = capsys.readouterr().err
+            assert ("4 of 4 replies thought past the budget" in err) == warned, err
+            assert ("the server ignores max_thinking_tokens" in err) == warned
+            check_records(read_jsonl(out), examples, 2)
+            assert read_jsonl(f"{out}.journal")[0]["settings"]["max_thinking_tokens"] == int(budget)
+    finally:
+        server.close()
+
+
 @pytest.mark.parametrize("shape", ["vllm", "inline"])
 def test_every_reply_shape_gives_the_same_records(tmp_path, shape):
     examples = problems(2)
@@ -442,9 +462,11 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
         tokens_before = httpx.get(url + "/health").json()["tokens"]
         assert main(distill_args(url + "/v1", out, 3, 2, "--max-new-tokens", "160", "--keep", "all")) == 0
         served = httpx.get(url + "/health").json()["tokens"] - tokens_before
+        printed = capsys.readouterr().out
         budgeted = tmp_path / "b.jsonl"  # a thinking budget, sent as the server's request fields and forced there
         assert main(distill_args(url + "/v1", budgeted, 3, 2, "--max-new-tokens", "160", "--keep", "all",
                                  "--max-thinking-tokens", "12", "--thinking-end", "\ngive up\n</think>")) == 0
+        assert "past the budget" not in capsys.readouterr().err  # honoured: no reply's reasoning count is over
     finally:
         serve_load.stop_server(proc)
     examples = problems(3)
@@ -452,8 +474,7 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
     assert len(lines) == 6
     total = T.add_usage(r["usage"] for r in lines)
     assert total["completion"] == served  # what the server decoded, exactly
-    assert f"tokens in {total['prompt']}, out {total['completion']} (reasoning {total['reasoning']})" in \
-        capsys.readouterr().out
+    assert f"tokens in {total['prompt']}, out {total['completion']} (reasoning {total['reasoning']})" in printed
     records = read_jsonl(out)
     assert 1 <= len(records) <= 6
     for r in records:
@@ -472,6 +493,7 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
     for r in cut:  # the tokenizer is character-level: 12 tokens of thinking are at most 12 characters
         thinking = r["completion"].split("</think>")[0]
         assert thinking.endswith("\ngive up\n") and len(thinking) <= 12 + len("\ngive up\n"), r["completion"]
+        assert 12 <= r["usage"]["reasoning"] <= 12 + len("\ngive up\n</think>")  # counted, within over_budget's bound
 
 
 def test_the_local_form_is_sample_plus_teacher(tmp_path):

@@ -250,6 +250,15 @@ def add_usage(usages) -> dict:
     return total
 
 
+def over_budget(usages, max_thinking_tokens: int, thinking_end: str) -> list[int]:
+    """The reasoning token counts that exceed a thinking budget the server was asked for: N plus the closing text,
+    which is at most one token per byte in any tokenizer, so a server that honours the budget never shows here (nor
+    one that reports no reasoning count). over_budget([{"reasoning": 30}, {"reasoning": 9}], 1, "</think>") == [30]
+    """
+    bound = max_thinking_tokens + len(thinking_end.encode())
+    return [u["reasoning"] for u in usages if u["reasoning"] > bound]
+
+
 def cost(usage: dict, price_in: float, price_out: float) -> float:
     """Dollars for `usage` at prices per million input and output tokens (reasoning is output, and already counted
     in completion tokens). cost({"prompt": 10**6, "completion": 2 * 10**6, "reasoning": 0}, 0.5, 2.0) == 4.5"""
