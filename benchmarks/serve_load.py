@@ -32,20 +32,27 @@ def start_server(checkpoint: str, *args: str, timeout: float = 120.0, log=subpro
     """(process, base URL) of `r1lab serve CHECKPOINT ARGS` on a free localhost port, once /health answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "r1lab.cli", "serve", "--model", checkpoint, "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return start_command(cmd, port, timeout=timeout, log=log)
+
+
+def start_command(cmd: list[str], port: int, timeout: float = 120.0, log=subprocess.DEVNULL, env=None):
+    """(process, base URL) of a server command listening on localhost:PORT (r1lab serve, vLLM's api_server), once
+    its /health answers; one thread unless env says otherwise."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"r1lab serve exited with {proc.returncode}: {' '.join(cmd)}")
+            raise RuntimeError(f"the server exited with {proc.returncode}: {' '.join(cmd)}")
         try:
             if httpx.get(url + "/health", timeout=1.0).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError(f"r1lab serve did not come up within {timeout:.0f} s")
+    stop_server(proc)
+    raise TimeoutError(f"the server did not come up within {timeout:.0f} s: {' '.join(cmd)}")
 
 
 def stop_server(proc) -> None:

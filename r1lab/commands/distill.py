@@ -17,8 +17,9 @@ written once every sample is in. The local form (--teacher CHECKPOINT) is `r1lab
 A thinking budget (--max-thinking-tokens, --thinking-end) is forced by the local form's sampler as in `r1lab
 sample`; an API teacher gets it as the request fields `max_thinking_tokens` and `thinking_end`, which r1lab serve
 honours. Other servers differ: vLLM ignores fields it does not know (its own `thinking_token_budget` forces a bare
-</think>), and a hosted API may refuse the request (exit 1, with the server's message). Replies whose reasoning token
-count (when the server reports one) runs past the budget are kept, and the run says how many on stderr.
+</think>), and a hosted API may refuse the request (exit 1, with the server's message). Replies that thought past the
+budget (by the server's reasoning token count, or where it sends none, the completion tokens its content cannot
+account for: teacher.thought_tokens) are kept, and the run says how many on stderr.
 
 Records are those of `r1lab sample`: the problem's fields, `prompt` (the student's, --template), `completion` (the
 text the verifier scored and `r1lab sft` trains on), `correct`, `pass_rate` and `tokens`, plus `teacher` (its name)
@@ -156,10 +157,10 @@ def _run_api(args: argparse.Namespace) -> int:
     if args.pass_rates:
         write_jsonl(args.pass_rates, rates)
     total = T.add_usage(usage.values())
-    over = T.over_budget(usage.values(), args.max_thinking_tokens, args.thinking_end) \
+    over = T.over_budget(journal.replies.values(), args.max_thinking_tokens, args.thinking_end) \
         if args.max_thinking_tokens is not None else []
     if over:  # the traces are valid, only not budgeted: kept, and said
-        print(f"r1lab distill: {len(over)} of {len(samples)} replies thought past the budget (up to {max(over)} "
+        print(f"r1lab distill: {len(over)} of {len(samples)} replies thought past the budget (at least {max(over)} "
               f"reasoning tokens against {args.max_thinking_tokens}): the server ignores max_thinking_tokens "
               f"(vLLM's does; r1lab serve honours it)", file=sys.stderr)
     solved = sum(r["pass_rate"] > 0 for r in rates)

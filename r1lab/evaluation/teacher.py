@@ -250,13 +250,27 @@ def add_usage(usages) -> dict:
     return total
 
 
-def over_budget(usages, max_thinking_tokens: int, thinking_end: str) -> list[int]:
-    """The reasoning token counts that exceed a thinking budget the server was asked for: N plus the closing text,
-    which is at most one token per byte in any tokenizer, so a server that honours the budget never shows here (nor
-    one that reports no reasoning count). over_budget([{"reasoning": 30}, {"reasoning": 9}], 1, "</think>") == [30]
+UNSEEN_TOKENS = 16  # completion tokens a server may send in neither text: </think>, whitespace it strips, EOS
+
+
+def thought_tokens(reply: Reply) -> int:
+    """Reasoning tokens of a reply: the server's count, or where it reports none (vLLM), a floor: its completion
+    tokens not spent on the content (at most one token per byte) nor on UNSEEN_TOKENS; 0 for inline thinking.
+
+    thought_tokens(Reply("r" * 40, "<answer>7</answer>", "stop", {"completion": 60, "reasoning": 0})) == 26
+    """
+    if reply.usage["reasoning"]:
+        return reply.usage["reasoning"]
+    return max(reply.usage["completion"] - len(reply.content.encode()) - UNSEEN_TOKENS, 0)
+
+
+def over_budget(replies, max_thinking_tokens: int, thinking_end: str) -> list[int]:
+    """thought_tokens of the replies that exceed a thinking budget the server was asked for: N plus the closing text
+    (at most one token per byte), so a server that honours the budget never shows here.
+    over_budget([Reply("r", "7", "stop", {"completion": 40, "reasoning": 30})], 1, "</think>") == [30]
     """
     bound = max_thinking_tokens + len(thinking_end.encode())
-    return [u["reasoning"] for u in usages if u["reasoning"] > bound]
+    return [t for t in map(thought_tokens, replies) if t > bound]
 
 
 def cost(usage: dict, price_in: float, price_out: float) -> float:
