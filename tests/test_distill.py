@@ -56,6 +56,19 @@ def test_split_reply(reasoning, content, expected):
     assert T.split_reply(reasoning, content) == expected
 
 
+@pytest.mark.parametrize("content, finish, expected", [
+    ("3+4=7, 7-2=5 vs 9 mi", "length", "3+4=7, 7-2=5 vs 9 mi"),          # cut in the <think> the template opened
+    ("3+4=7</think> <answer>7</answer>", "length", "3+4=7</think> <answer>7</answer>"),  # closed: as before
+    ("so <answer>7</answer> and", "length", "</think> <answer>7</answer>"),  # an answer block: an answer
+    ("7", "stop", "</think> <answer>7</answer>"),                          # finished: a bare answer
+])
+def test_a_reply_cut_off_without_a_reasoning_parser_is_reasoning(content, finish, expected):
+    """vLLM without --reasoning-parser sends the thinking in `content`, unopened (the chat template wrote <think>):
+    cut off by max_tokens before </think>, it is reasoning cut off (wrong), not an answer."""
+    assert T.rebuild(T.Reply(None, content, finish, {})) == expected
+    assert not TASK.score(expected, {"nums": [3, 4, 2], "target": 9}).correct or finish == "stop"
+
+
 def test_rebuild_is_the_format_the_verifier_reads():
     ex = {"nums": [3, 5, 7], "target": 22}
     done = T.rebuild(T.Reply("5*3=15, 15+7=22", "(5*3)+7", "stop", {}))

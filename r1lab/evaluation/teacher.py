@@ -14,6 +14,8 @@ max_tokens, n=1 and the seed request_seed(seed, row) (servers that honour seeds,
 A reply is read by one rule (split_reply, rebuild):
 - reasoning: `reasoning_content` (DeepSeek's API, r1lab serve), else `reasoning` (recent vLLM), else the text before
   </think> in `content` (a server without a reasoning parser; a leading <think> dropped); "" when there is none.
+  Without a parser, a reply cut off by max_tokens (finish_reason "length") before any </think> or <answer> is all
+  reasoning: the chat template opened <think> (R1's and r1lab's do) and the teacher never closed it.
 - answer: from `content` (what follows that </think> when inline): the last complete <answer>X</answer> when there is
   one (vLLM keeps the tags), else the whole content without answer tags, stripped (DeepSeek and r1lab serve send the
   bare answer).
@@ -44,7 +46,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from r1lab.jsonl import parse_line
-from r1lab.tasks.format import THINK_END, THINK_START, parse_completion, render_completion
+from r1lab.tasks.format import ANSWER_START, THINK_END, THINK_START, parse_completion, render_completion
 
 MAX_BACKOFF = 60.0  # seconds: the longest wait between two attempts, a server's Retry-After included
 MAX_REPLY_BYTES = 64 * 2 ** 20
@@ -76,18 +78,22 @@ class Reply:
 
 # --- pure rules ---------------------------------------------------------------------------------------------------
 
-def split_reply(reasoning: str | None, content: str) -> tuple[str, str]:
-    """(reasoning, answer) of a reply by the rule in the module docstring; answer "" when there is none.
+def split_reply(reasoning: str | None, content: str, cut: bool = False) -> tuple[str, str]:
+    """(reasoning, answer) of a reply by the rule in the module docstring; answer "" when there is none. cut: the
+    reply ended at max_tokens.
 
     >>> split_reply("3+4=7", "7"), split_reply("3+4=7", "<answer> 7 </answer>")       # DeepSeek; vLLM
     (('3+4=7', '7'), ('3+4=7', '7'))
     >>> split_reply(None, "<think>3+4=7</think> <answer>7</answer>"), split_reply(None, "<think>3+4")  # inline
     (('3+4=7', '7'), ('3+4', ''))
+    >>> split_reply(None, "3+4=7, 7-2", cut=True), split_reply(None, "7", cut=False)  # the template opened <think>
+    (('3+4=7, 7-2', ''), ('', '7'))
     """
     if not reasoning:
         head, closed, rest = content.partition(THINK_END)
         lead = head.lstrip()
-        if closed or lead.startswith(THINK_START):  # inline thinking; unclosed: cut off while thinking
+        opened = cut and ANSWER_START not in content  # cut off in a <think> the chat template opened
+        if closed or lead.startswith(THINK_START) or opened:  # inline thinking; unclosed: cut off while thinking
             reasoning = lead[len(THINK_START):] if lead.startswith(THINK_START) else head
             content = rest
     # subtle: tasks/format.py's answer rule, applied to the content alone (parse_completion reads after </think>)
@@ -98,7 +104,7 @@ def split_reply(reasoning: str | None, content: str) -> tuple[str, str]:
 def rebuild(reply: Reply) -> str:
     """The completion in r1lab's format: rebuild(Reply("3+4=7", "7", "stop", {})) == "3+4=7</think> <answer>7</answer>"
     """
-    reasoning, answer = split_reply(reply.reasoning, reply.content)
+    reasoning, answer = split_reply(reply.reasoning, reply.content, cut=reply.finish_reason == "length")
     return render_completion(reasoning, answer) if answer else reasoning
 
 
