@@ -69,6 +69,25 @@ def test_a_reply_cut_off_without_a_reasoning_parser_is_reasoning(content, finish
     assert not TASK.score(expected, {"nums": [3, 4, 2], "target": 9}).correct or finish == "stop"
 
 
+@pytest.mark.parametrize("name", ["countdown", "arithmetic", "logic", "gsm8k"])
+def test_short_chat_turns_render_as_the_short_prompt(name):
+    """--teacher-template short: an r1lab model behind r1lab serve sees the prompt it was trained on, its chat
+    template applied to the task's short turns; r1 keeps R1's system prompt."""
+    from transformers import AutoTokenizer
+
+    from r1lab.model.load import ASSETS
+    from r1lab.tasks.common import R1_SYSTEM
+
+    tok, task = AutoTokenizer.from_pretrained(ASSETS / "countdown-base"), get_task(name)
+    ex = task.generate(1, seed=0)[0] if name != "gsm8k" else {"question": "2+2?", "answer": "#### 4"}
+    chat = tok.apply_chat_template(task.messages(ex, template="short"), tokenize=False, add_generation_prompt=True)
+    assert chat == task.prompt(ex, template="short")
+    assert task.messages(ex)[0] == {"role": "system", "content": R1_SYSTEM} and task.messages(ex) == \
+        task.messages(ex, template="r1")
+    with pytest.raises(ValueError, match="unknown template"):
+        task.messages(ex, template="chatml")
+
+
 def test_rebuild_is_the_format_the_verifier_reads():
     ex = {"nums": [3, 5, 7], "target": 22}
     done = T.rebuild(T.Reply("5*3=15, 15+7=22", "(5*3)+7", "stop", {}))
@@ -496,8 +515,17 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
         assert main(distill_args(url + "/v1", budgeted, 3, 2, "--max-new-tokens", "160", "--keep", "all",
                                  "--max-thinking-tokens", "12", "--thinking-end", "\ngive up\n</think>")) == 0
         assert "past the budget" not in capsys.readouterr().err  # honoured: no reply's reasoning count is over
+        short = tmp_path / "s.jsonl"  # the short chat turns: the prompt the shipped base was trained on
+        assert main(distill_args(url + "/v1", short, 3, 2, "--max-new-tokens", "160", "--keep", "all",
+                                 "--teacher-template", "short")) == 0
     finally:
         serve_load.stop_server(proc)
+    # the same samples as the local form: r1lab serve renders the short turns as the short prompt and seeds each
+    # request as the engine seeds each row
+    local = tmp_path / "l.jsonl"
+    assert main(["distill", "--teacher", "countdown-base", "--task", "countdown", *KNOBS, "--n", "3", "--samples", "2",
+                 "--max-new-tokens", "160", "--keep", "all", "--threads", "1", "--out", str(local)]) == 0
+    assert [r["completion"] for r in read_jsonl(short)] == [r["completion"] for r in read_jsonl(local)]
     examples = problems(3)
     lines = sample_lines(f"{out}.journal")
     assert len(lines) == 6

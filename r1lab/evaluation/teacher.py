@@ -8,8 +8,9 @@ pure rules that turn a reply into an r1lab completion.
 The URL is the API's base URL as the openai client takes it (`base_url`): requests go to URL + "/chat/completions",
 so it usually ends in /v1 (http://127.0.0.1:8000/v1 for `r1lab serve` and vLLM; https://api.deepseek.com for
 DeepSeek, which also answers under /v1). One request per (problem, sample): the task's chat messages
-(task.messages(example): the R1 system prompt, then the question as the user turn) with model, temperature, top_p,
-max_tokens, n=1 and the seed request_seed(seed, row) (servers that honour seeds, r1lab serve and vLLM, reproduce).
+(task.messages(example, template): the R1 system prompt then the question, or the short question alone) with model,
+temperature, top_p, max_tokens, n=1 and the seed request_seed(seed, row) (servers that honour seeds, r1lab serve and
+vLLM, reproduce).
 
 A reply is read by one rule (split_reply, rebuild):
 - reasoning: `reasoning_content` (DeepSeek's API, r1lab serve), else `reasoning` (recent vLLM), else the text before

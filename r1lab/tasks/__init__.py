@@ -4,7 +4,7 @@
     FIELDS: tuple[str, ...]                     the fields an example must have (as in the public datasets)
     question(example) -> str                    the problem statement alone
     prompt(example, template="r1") -> str       plain-text prompt for base models (see common.TEMPLATES)
-    messages(example) -> list[dict]             chat form (system + user) for instruct models / chat templates
+    messages(example, template="r1") -> list  chat form for chat templates: r1 system + user, short the user turn
     score(completion, example, accuracy_weight=1.0, format_weight=0.1) -> common.Score     never raises
     answer_key(completion, example) -> str|None a hashable key of the extracted answer, for majority vote (cons@k)
     difficulty(example) -> str                  a bucket name for evaluation breakdowns

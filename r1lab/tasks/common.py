@@ -35,8 +35,14 @@ def render_prompt(question: str, template: str = "r1") -> str:
     return TEMPLATES[template].format(question=question)
 
 
-def render_messages(question: str) -> list[dict]:
-    return [{"role": "system", "content": R1_SYSTEM}, {"role": "user", "content": question}]
+def render_messages(question: str, template: str = "r1") -> list[dict]:
+    """The chat turns of render_prompt's templates: r1, R1's system prompt then the question; short, the question
+    alone (which r1lab's chat templates render as the short prompt). render_messages("2+2?", "short")[0]["role"] ==
+    "user" """
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+    user = {"role": "user", "content": question}
+    return [user] if template == "short" else [{"role": "system", "content": R1_SYSTEM}, user]
 
 
 def ascii_minus(text: str) -> str:

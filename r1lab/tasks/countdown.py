@@ -283,8 +283,8 @@ def prompt(example: dict, template: str = "r1") -> str:
     return render_prompt(question(example, short=template == "short"), template)
 
 
-def messages(example: dict) -> list[dict]:
-    return render_messages(question(example))
+def messages(example: dict, template: str = "r1") -> list[dict]:
+    return render_messages(question(example, short=template == "short"), template)
 
 
 def difficulty(example: dict) -> str:

@@ -66,8 +66,8 @@ def prompt(example: dict, template: str = "r1") -> str:
     return render_prompt(question(example), template)
 
 
-def messages(example: dict) -> list[dict]:
-    return render_messages(question(example))
+def messages(example: dict, template: str = "r1") -> list[dict]:
+    return render_messages(question(example), template)
 
 
 def difficulty(example: dict) -> str:
