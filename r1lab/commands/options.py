@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from r1lab.tasks.format import THINK_END
+from r1lab.tasks.format import THINK_END, check_thinking_budget
 
 
 def add_problem_arguments(p: argparse.ArgumentParser, split: str, model: bool = True) -> None:
@@ -41,12 +41,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_thinking_arguments(args: argparse.Namespace) -> None:
-    """ValueError naming the flag for a bad thinking budget (SamplingParams' rules, without loading torch: an API
-    teacher's run checks them too)."""
-    if args.max_thinking_tokens is not None and args.max_thinking_tokens < 0:
-        raise ValueError(f"--max-thinking-tokens must be at least 0, got {args.max_thinking_tokens}")
-    if not args.thinking_end.endswith(THINK_END):
-        raise ValueError(f"--thinking-end must end with {THINK_END}, got {args.thinking_end!r}")
+    """ValueError naming the flag for a bad thinking budget (SamplingParams' rule, without loading torch: an API
+    teacher's run checks it too)."""
+    check_thinking_budget(args.max_thinking_tokens, args.thinking_end, ("--max-thinking-tokens", "--thinking-end"))
 
 
 def add_backend_argument(p: argparse.ArgumentParser) -> None:

@@ -65,7 +65,7 @@ import torch
 
 from r1lab.engine.decode import decode_step_for
 from r1lab.engine.kvcache import cache_kwarg
-from r1lab.tasks.format import THINK_END
+from r1lab.tasks.format import THINK_END, check_thinking_budget
 
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
 
@@ -97,10 +97,7 @@ class SamplingParams:
             self.stop = [self.stop]
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
             raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0, max_new_tokens >= 1: {self}")
-        if self.max_thinking_tokens is not None and self.max_thinking_tokens < 0:
-            raise ValueError(f"max_thinking_tokens must be at least 0 (or None), got {self.max_thinking_tokens}")
-        if not self.thinking_end.endswith(THINK_END):
-            raise ValueError(f"thinking_end must end with {THINK_END}, got {self.thinking_end!r}")
+        check_thinking_budget(self.max_thinking_tokens, self.thinking_end)
 
 
 @dataclass

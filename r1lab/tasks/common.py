@@ -28,10 +28,15 @@ TEMPLATES = {
 }
 
 
-def render_prompt(question: str, template: str = "r1") -> str:
-    """render_prompt("2+2?", "short") == "User: 2+2?\\nAssistant: <think>" """
+def check_template(template: str) -> None:
+    """ValueError for a template render_prompt and render_messages do not have."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+
+
+def render_prompt(question: str, template: str = "r1") -> str:
+    """render_prompt("2+2?", "short") == "User: 2+2?\\nAssistant: <think>" """
+    check_template(template)
     return TEMPLATES[template].format(question=question)
 
 
@@ -39,8 +44,7 @@ def render_messages(question: str, template: str = "r1") -> list[dict]:
     """The chat turns of render_prompt's templates: r1, R1's system prompt then the question; short, the question
     alone (which r1lab's chat templates render as the short prompt). render_messages("2+2?", "short")[0]["role"] ==
     "user" """
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
+    check_template(template)
     user = {"role": "user", "content": question}
     return [user] if template == "short" else [{"role": "system", "content": R1_SYSTEM}, user]
 

@@ -44,6 +44,16 @@ R1_SYSTEM = (
 _ANSWER_TAG = re.compile(re.escape(ANSWER_START) + "|" + re.escape(ANSWER_END))
 
 
+def check_thinking_budget(max_thinking_tokens: int | None, thinking_end: str,
+                          names: tuple[str, str] = ("max_thinking_tokens", "thinking_end")) -> None:
+    """ValueError for a bad thinking budget: a count below 0 (None: no budget), or a closing text that does not end
+    with THINK_END. names: what the caller calls the two (SamplingParams' fields, the commands' flags)."""
+    if max_thinking_tokens is not None and max_thinking_tokens < 0:
+        raise ValueError(f"{names[0]} must be at least 0, got {max_thinking_tokens}")
+    if not thinking_end.endswith(THINK_END):
+        raise ValueError(f"{names[1]} must end with {THINK_END}, got {thinking_end!r}")
+
+
 def render_completion(reasoning: str, answer: str) -> str:
     """A well-formed completion, as the corpus writes it and the chat template renders an assistant turn.
 
