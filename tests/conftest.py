@@ -1,8 +1,20 @@
 """Helpers shared by the tests."""
+import importlib.util
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+
+
+def load_benchmark(name: str):
+    """benchmarks/NAME.py as a module, registered in sys.modules (a dataclass of its looks its module up there)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def best_of_three(fn, *args, **kwargs):

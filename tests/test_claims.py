@@ -1,6 +1,5 @@
 """benchmarks/claims.py (issue 17 item 5): the claims computed from hand-made metrics, verdicts both ways, and the
 command end to end at smoke size, a second invocation reusing the runs."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("claims", ROOT / "benchmarks" / "claims.py")
-claims = sys.modules["claims"] = importlib.util.module_from_spec(spec)  # its dataclass looks itself up there
-spec.loader.exec_module(claims)
+claims = load_benchmark("claims")
 
 
 def rows(wrong_slope, right_slope=1.0, steps=12, all_right_at=()):

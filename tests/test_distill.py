@@ -3,7 +3,6 @@ localhost, no mock of the HTTP layer: `r1lab serve` on the shipped base, and a s
 whose answers are a function of the problem and the sample (right when (p + j) % 3 != 0), in DeepSeek's, vLLM's or
 the inline shape, with 429s, 500s, slow replies, dropped connections and malformed bodies on chosen attempts."""
 import collections
-import importlib.util
 import json
 import os
 import re
@@ -24,8 +23,8 @@ from r1lab.jsonl import read_jsonl
 from r1lab.tasks import get_task
 from r1lab.tasks.format import parse_completion, render_completion
 from r1lab.tasks.problems import load_problems
+from conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
 TASK = get_task("countdown")
 KNOBS = ["--task-arg", "max_numbers=3", "--task-arg", "max_number=12"]
 FAST = ["--backoff", "0.01", "--max-retries", "3", "--timeout", "5"]
@@ -489,20 +488,12 @@ def test_usage_errors_exit_2_in_one_line_and_write_nothing(tmp_path, capsys, ext
     assert list(tmp_path.iterdir()) == []
 
 
-def load_serve_load():
-    """benchmarks/serve_load.py, which starts and stops servers on localhost."""
-    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
-    serve_load = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(serve_load)
-    return serve_load
-
-
 # --- real servers -------------------------------------------------------------------------------------------------
 
 def test_distill_from_r1lab_serve(tmp_path, capsys):
     import httpx
 
-    serve_load = load_serve_load()
+    serve_load = load_benchmark("serve_load")
     proc, url = serve_load.start_server("countdown-base", "--threads", "1", "--served-model-name", "teacher",
                                         "--log-level", "warning")
     try:
@@ -560,7 +551,7 @@ def test_distill_from_a_vllm_server_that_ignores_the_budget(tmp_path, capsys):
     pytest.importorskip("vllm")
     from r1lab.model.load import ASSETS
 
-    serve_load = load_serve_load()
+    serve_load = load_benchmark("serve_load")
     port = serve_load.free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(ASSETS / "countdown-base"),
            "--served-model-name", "teacher", "--port", str(port), "--max-model-len", "1024", "--enforce-eager",

@@ -1,15 +1,11 @@
 """A slice of benchmarks/fuzz_verifiers.py on every verifier: hostile completions never raise, stay within the bound,
 and no hedge is graded right nor any legitimate form wrong. The benchmark runs the same generators at scale, with
 timings and memory."""
-import importlib.util
-from pathlib import Path
 
 from r1lab.tasks import task_names
+from conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("fuzz_verifiers", ROOT / "benchmarks" / "fuzz_verifiers.py")
-fuzz = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fuzz)
+fuzz = load_benchmark("fuzz_verifiers")
 
 N = 3000  # 600 per verifier, about 65 per generator
 

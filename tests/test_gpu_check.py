@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from r1lab.runtime import cpu_has_bf16
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-gpu_check = sys.modules["gpu_check"] = importlib.util.module_from_spec(spec)  # its dataclass looks itself up there
-spec.loader.exec_module(gpu_check)
+gpu_check = load_benchmark("gpu_check")
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 

@@ -1,14 +1,12 @@
 """`r1lab serve` end to end: a real server (a subprocess on a free localhost port, one torch thread) driven by the
 official openai client and httpx; plus the pure text helpers and EngineBatch.cancel on a tiny model."""
 import asyncio
-import importlib.util
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from conftest import drain_events, tiny_checkpoint, tiny_model
+from conftest import drain_events, load_benchmark, tiny_checkpoint, tiny_model
 import torch
 
 from r1lab.engine import Engine, EngineBatch, SamplingParams
@@ -20,10 +18,7 @@ from r1lab.serve.text import TextStream, chat_prompt_ids, split_reasoning
 from r1lab.tasks.format import held_suffix
 from r1lab.tasks.format import StreamSplitter
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
-serve_load = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(serve_load)
+serve_load = load_benchmark("serve_load")
 
 MODEL = "tiny"
 CONTEXT = 1024

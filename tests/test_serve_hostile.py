@@ -2,22 +2,17 @@
 malformed JSON. Every refusal is a 4xx in OpenAI's shape on a keep-alive connection that then serves the next
 request. One real server (a subprocess, one torch thread) with --api-key and a 64 KiB --max-request-bytes.
 benchmarks/serve_probe.py runs the same cases at scale, with timings and memory."""
-import importlib.util
 import json
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from conftest import tiny_checkpoint
+from conftest import load_benchmark, tiny_checkpoint
 
 from r1lab.commands.serve import access
 from r1lab.serve.app import Guard
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
-serve_load = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(serve_load)
+serve_load = load_benchmark("serve_load")
 
 MODEL, KEY, CONTEXT, LIMIT, BATCH = "tiny", "sk-test-key", 1024, 65536, 4
 AUTH = {"Authorization": f"Bearer {KEY}"}
