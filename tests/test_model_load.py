@@ -74,3 +74,21 @@ def test_serve_and_chat_put_the_model_on_the_runtime_device(ckpt, monkeypatch):
     assert path == str(ckpt) and engine.device.type == "meta"
     assert {p.device.type for p in engine.model.parameters()} == {"meta"}
     assert chat.load_engine(args).device.type == "meta"
+
+
+@pytest.mark.parametrize("written, template", [
+    ('{"template": "r1", "steps": 3}', "r1"),
+    ('{"template": "chatml"}', None),  # not a template r1lab renders
+    ('{"steps": 3}', None),
+    ('["template", "short"]', None),
+    ('{"template": "sh', None),  # cut short by a crash
+])
+def test_trained_template_is_what_r1lab_wrote_or_none(tmp_path, run_dir, written, template):
+    import doctest
+
+    import r1lab.model.load as load
+
+    assert doctest.testmod(load).failed == 0  # the shipped base: short; a hub id: None
+    assert load.trained_template(resolve_checkpoint(str(run_dir))) is None  # saved with a config holding no template
+    (tmp_path / "r1lab_config.json").write_text(written)
+    assert load.trained_template(tmp_path) == template

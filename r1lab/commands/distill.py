@@ -21,10 +21,12 @@ honours. Other servers differ: vLLM ignores fields it does not know (its own `th
 budget (by the server's reasoning token count, or where it sends none, the completion tokens its content cannot
 account for: teacher.thought_tokens) are kept, and the run says how many on stderr.
 
-The teacher gets the task's chat turns (--teacher-template): R1's system prompt and the full question, as DeepSeek
-asks its own models, or the question alone (`short`), which the chat template of a model r1lab trained renders as
-the short prompt it saw in training: r1lab's tiny models, served by `r1lab serve`, read the R1 prompt's example
-answer "(1 + 2) / 3" as the problem (the shipped base solved 0 of 20 3-number problems that way).
+The teacher gets the task's chat turns (--teacher-template): R1's system prompt and the full question (`r1`), as
+DeepSeek asks its own models, or the question alone (`short`), which the chat template of a model r1lab trained
+renders as the short prompt it saw in training: r1lab's tiny models, served by `r1lab serve`, read the R1 prompt's
+example answer "(1 + 2) / 3" as the problem (the shipped base solved 0 of 20 3-number problems that way). The
+default, `auto`, asks the server's GET /models once: r1lab serve names the template its checkpoint was trained on
+(`r1lab_template`); any other answer, or none, means `r1`.
 
 Records are those of `r1lab sample`: the problem's fields, `prompt` (the student's, --template), `completion` (the
 text the verifier scored and `r1lab sft` trains on), `correct`, `pass_rate` and `tokens`, plus `teacher` (its name)
@@ -61,10 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     api = p.add_argument_group("API teacher")
     api.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
                      help="the environment variable holding the API key (default OPENAI_API_KEY)")
-    api.add_argument("--teacher-template", default="r1", choices=["r1", "short"],
-                     help="the teacher's chat turns: r1, R1's system prompt and the full question (default; for "
-                          "real reasoning models), or short, the question alone (an r1lab model behind r1lab serve, "
-                          "which its chat template renders as the short prompt it was trained on)")
+    api.add_argument("--teacher-template", default="auto", choices=["auto", "r1", "short"],
+                     help="the teacher's chat turns: r1, R1's system prompt and the full question (for real "
+                          "reasoning models); short, the question alone (what an r1lab model's chat template renders "
+                          "as the short prompt it was trained on); auto (default): the template the server's "
+                          "/models names for the model (r1lab serve names the one its checkpoint was trained on), "
+                          "else r1")
     api.add_argument("--concurrency", type=int, default=8, help="requests at once (default 8)")
     api.add_argument("--max-retries", type=int, default=5, help="retries of a request (default 5)")
     api.add_argument("--timeout", type=float, default=600.0, help="seconds one attempt may take (default 600)")
@@ -126,8 +130,14 @@ def _run_api(args: argparse.Namespace) -> int:
         key = os.environ.get(args.api_key_env) or None
         teacher = T.Teacher(args.teacher_url, args.teacher_model, api_key=key, timeout=args.timeout,
                             max_retries=args.max_retries, backoff=args.backoff)
+        template, why = args.teacher_template, ""
+        if template == "auto":  # one GET /models; r1lab serve names its checkpoint's template
+            served = teacher.served_template()
+            template = served or "r1"
+            why = f" (auto: the server names {served} for the model)" if served else \
+                " (auto: the server names no template for the model)"
         prompts = [task.prompt(ex, template=args.template) for ex in examples]  # the student's, as r1lab sample's
-        messages = [task.messages(ex, template=args.teacher_template) for ex in examples]  # the teacher's
+        messages = [task.messages(ex, template=template) for ex in examples]  # the teacher's
         params = {"temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_new_tokens}
         if args.max_thinking_tokens is not None:  # r1lab serve's request fields (see the docstring)
             params |= {"max_thinking_tokens": args.max_thinking_tokens, "thinking_end": args.thinking_end}
@@ -142,7 +152,8 @@ def _run_api(args: argparse.Namespace) -> int:
     jobs = [(p, j, messages[p], T.request_seed(args.sampling_seed, p * K + j))
             for p in range(len(examples)) for j in range(K) if (p, j) not in done]
     print(f"r1lab distill: {args.teacher_model} at {teacher.url} on {len(examples)} {task.NAME} problems ({source}) "
-          f"x {K} samples; {len(done)} in {journal_path}, {len(jobs)} to request", flush=True)
+          f"x {K} samples, {template} chat turns{why}; {len(done)} in {journal_path}, {len(jobs)} to request",
+          flush=True)
     t0 = time.perf_counter()
     progress = T.Progress(len(examples) * K, list(done.values()), args.price_in, args.price_out) if jobs else None
     try:

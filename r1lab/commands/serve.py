@@ -97,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"r1lab serve: {e}", file=sys.stderr)
         return 2
+    from r1lab.model.load import trained_template
+
     name = args.served_model_name or args.model
-    app = create_app(engine, name, args.max_concurrency, args.threads, api_key, args.max_request_bytes)
+    app = create_app(engine, name, args.max_concurrency, args.threads, api_key, args.max_request_bytes,
+                     trained_template(path))
     print(f"r1lab serve: {path} as model {name!r} on http://{args.host}:{args.port}/v1 "
           f"(context {engine.max_positions}, batch {args.max_batch_size}, {args.max_concurrency} requests at once, "
           f"API key {'required' if api_key else 'off'})",

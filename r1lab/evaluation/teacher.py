@@ -47,6 +47,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from r1lab.jsonl import parse_line
+from r1lab.tasks.common import TEMPLATES
 from r1lab.tasks.format import ANSWER_START, THINK_END, THINK_START, parse_completion, render_completion
 
 MAX_BACKOFF = 60.0  # seconds: the longest wait between two attempts, a server's Retry-After included
@@ -150,6 +151,22 @@ def parse_reply(body: bytes) -> Reply:
             raise BadReply(f"message.{name} is a {type(value).__name__}, not a string")
     finish = choices[0].get("finish_reason")
     return Reply(reasoning, content or "", finish if isinstance(finish, str) else None, parse_usage(obj.get("usage")))
+
+
+def models_template(body: bytes, model: str) -> str | None:
+    """The prompt template a GET /models reply says `model` was trained on (`r1lab_template`, which r1lab serve
+    sends for a checkpoint r1lab wrote), else None: other servers, other models, anything unreadable.
+
+    >>> models_template(b'{"data": [{"id": "t", "r1lab_template": "short"}]}', "t"), models_template(b"[]", "t")
+    ('short', None)
+    """
+    obj, problem = parse_line(body)
+    cards = obj.get("data") if problem is None else None
+    for card in cards if isinstance(cards, list) else []:
+        if isinstance(card, dict) and card.get("id") == model:
+            template = card.get("r1lab_template")
+            return template if template in TEMPLATES else None
+    return None
 
 
 def error_text(body: bytes, limit: int = 300) -> str:
@@ -336,13 +353,31 @@ class Teacher:
                 time.sleep(backoff_delay(attempt, self.backoff, last.retry_after, self._rng.random()))
         raise TeacherError(self.scrub(f"gave up after {self.max_retries + 1} attempts; the last: {last}"), last.status)
 
+    def served_template(self, timeout: float = 30.0) -> str | None:
+        """models_template of the server's GET /models, beside the chat endpoint. One attempt within `timeout`
+        seconds (at most the client's), not retried: a server without the route, or one that is down, gives None,
+        and the chat requests that follow are retried as usual."""
+        timeout = min(timeout, self.timeout)
+        conn = self._connection(timeout)
+        try:
+            conn.request("GET", self.path.removesuffix("/chat/completions") + "/models", headers=self.headers)
+            resp = conn.getresponse()
+            body = _read(resp, time.monotonic() + timeout)
+        except (OSError, http.client.HTTPException):  # refused, reset, timed out, TLS refused, too large
+            return None
+        finally:
+            conn.close()
+        return models_template(body, self.model) if 200 <= resp.status < 300 else None
+
+    def _connection(self, timeout: float):
+        if self.https:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._ssl)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
     def _post(self, data: bytes) -> Reply:
         """One attempt: the Reply, _Retry, or TeacherError."""
         deadline = time.monotonic() + self.timeout
-        if self.https:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = self._connection(self.timeout)
         try:
             conn.request("POST", self.path, data, self.headers)
             resp = conn.getresponse()

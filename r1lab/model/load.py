@@ -153,6 +153,23 @@ def adapter_base(path) -> str:
     return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
+def trained_template(path) -> str | None:
+    """The plain prompt template a checkpoint r1lab wrote was trained on ("short" for the shipped bases and the
+    recipes): its r1lab_config.json's `template`. None for a hub id or any directory r1lab did not write.
+
+    >>> trained_template(ASSETS / "countdown-base"), trained_template("Qwen/Qwen2.5-0.5B")
+    ('short', None)
+    """
+    from r1lab.tasks.common import TEMPLATES
+
+    try:
+        config = json.loads((Path(path) / "r1lab_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    template = config.get("template") if isinstance(config, dict) else None
+    return template if template in TEMPLATES else None
+
+
 def load_model(path_or_id: str, dtype=None):
     """(model, tokenizer) from a resolved model directory or hub id; the tokenizer pads on the left.
 

@@ -48,7 +48,10 @@ log = logging.getLogger("r1lab.serve")
 
 
 def create_app(engine, model_name: str, max_concurrency: int = 64, threads: int | None = None,
-               api_key: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
+               api_key: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES,
+               template: str | None = None) -> FastAPI:
+    """template: the prompt template the model was trained on (r1lab.model.load.trained_template), which /v1/models
+    reports as `r1lab_template` when known, so that a client (r1lab distill) can send the chat turns it expects."""
     server = Server(engine, model_name, Scheduler(engine, max_concurrency, threads))
 
     @asynccontextmanager
@@ -73,8 +76,9 @@ def create_app(engine, model_name: str, max_concurrency: int = 64, threads: int 
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": server.created,
-                                            "owned_by": "r1lab", "max_model_len": engine.max_positions}]}
+        card = {"id": model_name, "object": "model", "created": server.created, "owned_by": "r1lab",
+                "max_model_len": engine.max_positions}
+        return {"object": "list", "data": [card | ({"r1lab_template": template} if template else {})]}
 
     @app.get("/health")
     async def health():
