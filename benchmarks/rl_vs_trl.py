@@ -260,7 +260,7 @@ def fmt_row(cells, widths) -> str:
     return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))
 
 
-def main():
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="tiny-1m,tiny-5m")
     ap.add_argument("--dtypes", default="fp32", help="comma list of fp32, bf16")
@@ -275,7 +275,52 @@ def main():
                          f"{RECIPE}'s model, problems, budget and micro-batches (--presets is ignored)")
     ap.add_argument("--out", help="write the results here as JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def add_rates(rows: list[dict], peaks: dict) -> None:
+    """FLOP/s, MFU against the measured peak, and TRL / r1lab, into each row."""
+    for row in rows:
+        r = row.get("r1lab")
+        row["peak_flops_per_s"] = peaks[row["dtype"]]
+        if r is not None:
+            row["r1lab_flops_per_s"] = r["flops_per_step"] / r["step_s"]
+            row["r1lab_mfu"] = row["r1lab_flops_per_s"] / peaks[row["dtype"]]
+            if "trl" in row:
+                row["trl_over_r1lab"] = row["trl"]["step_s"] / r["step_s"]
+                row["trl_mfu"] = r["flops_per_step"] / row["trl"]["step_s"] / peaks[row["dtype"]]
+
+
+def print_results(rows: list[dict], frameworks: list[str], work: dict) -> None:
+    """The table, each framework's phases, and (recipe workload) each timed step's response lengths."""
+    head = ["preset", "dtype", "params", "r1lab s/step", "TRL s/step", "TRL/r1lab", "r1lab FLOP/s", "peak FLOP/s",
+            "r1lab MFU"]
+    widths = [8, 5, 7, 12, 10, 9, 12, 11, 9]
+    print(fmt_row(head, widths))
+    for row in rows:
+        r, t = row.get("r1lab"), row.get("trl")
+        print(fmt_row([row["preset"], row["dtype"], f"{r['params'] / 1e6:.2f}M" if r else "-",
+                       f"{r['step_s']:.3f}" if r else "-", f"{t['step_s']:.3f}" if t else "-",
+                       f"{row['trl_over_r1lab']:.2f}x" if "trl_over_r1lab" in row else "-",
+                       f"{row['r1lab_flops_per_s']:.3g}" if r else "-", f"{row['peak_flops_per_s']:.3g}",
+                       f"{row['r1lab_mfu']:.2%}" if r else "-"], widths))
+    print("\nmedian seconds per step by phase (TRL: its model.generate only)")
+    for row in rows:
+        for fw in frameworks:
+            b = row[fw]["breakdown_s"]
+            print(f"  {row['preset']} {row['dtype']} {fw:5s} " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())
+                  + f", rest {row[fw]['step_s'] - sum(b.values()):.3f}")
+    if work["eos"]:
+        print("\nresponse tokens of each timed step, mean / longest (the frameworks sample differently)")
+        for row in rows:
+            for fw in frameworks:
+                r = row[fw]
+                print(f"  {row['preset']} {row['dtype']} {fw:5s} " + ", ".join(
+                    f"{m:.0f} / {x}" for m, x in zip(r["mean_tokens"], r["max_tokens"])))
+
+
+def main():
+    args = parse_args()
     if args.worker:
         fn = {"r1lab": run_r1lab, "trl": run_trl}[args.worker]
         work = workload(args.workload)
@@ -311,43 +356,11 @@ def main():
                                                     for fw, r in res.items()), flush=True)
     # measured after the runs, so that it never overlaps them; same threads as the workers
     peaks = {d: measure_matmul_peak(d, seconds=2.0, cache=args.cached_peak) for d in {r["dtype"] for r in rows}}
-    for row in rows:
-        r = row.get("r1lab")
-        row["peak_flops_per_s"] = peaks[row["dtype"]]
-        if r is not None:
-            row["r1lab_flops_per_s"] = r["flops_per_step"] / r["step_s"]
-            row["r1lab_mfu"] = row["r1lab_flops_per_s"] / peaks[row["dtype"]]
-            if "trl" in row:
-                row["trl_over_r1lab"] = row["trl"]["step_s"] / r["step_s"]
-                row["trl_mfu"] = r["flops_per_step"] / row["trl"]["step_s"] / peaks[row["dtype"]]
+    add_rates(rows, peaks)
     load_after = os.getloadavg()
     trl_version = next((row["trl"]["trl_version"] for row in rows if "trl" in row), "n/a")
-
-    head = ["preset", "dtype", "params", "r1lab s/step", "TRL s/step", "TRL/r1lab", "r1lab FLOP/s", "peak FLOP/s",
-            "r1lab MFU"]
-    widths = [8, 5, 7, 12, 10, 9, 12, 11, 9]
     print(f"\nTRL {trl_version}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(fmt_row(head, widths))
-    for row in rows:
-        r, t = row.get("r1lab"), row.get("trl")
-        print(fmt_row([row["preset"], row["dtype"], f"{r['params'] / 1e6:.2f}M" if r else "-",
-                       f"{r['step_s']:.3f}" if r else "-", f"{t['step_s']:.3f}" if t else "-",
-                       f"{row['trl_over_r1lab']:.2f}x" if "trl_over_r1lab" in row else "-",
-                       f"{row['r1lab_flops_per_s']:.3g}" if r else "-", f"{row['peak_flops_per_s']:.3g}",
-                       f"{row['r1lab_mfu']:.2%}" if r else "-"], widths))
-    print("\nmedian seconds per step by phase (TRL: its model.generate only)")
-    for row in rows:
-        for fw in frameworks:
-            b = row[fw]["breakdown_s"]
-            print(f"  {row['preset']} {row['dtype']} {fw:5s} " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())
-                  + f", rest {row[fw]['step_s'] - sum(b.values()):.3f}")
-    if work["eos"]:
-        print("\nresponse tokens of each timed step, mean / longest (the frameworks sample differently)")
-        for row in rows:
-            for fw in frameworks:
-                r = row[fw]
-                print(f"  {row['preset']} {row['dtype']} {fw:5s} " + ", ".join(
-                    f"{m:.0f} / {x}" for m, x in zip(r["mean_tokens"], r["max_tokens"])))
+    print_results(rows, frameworks, work)
     if args.out:
         meta = {"workload": args.workload, "prompts": P, "samples": G, "new_tokens": work["new_tokens"],
                 "micro_batch": work["micro_batch"], "steps": args.steps, "warmup": args.warmup,
@@ -357,7 +370,6 @@ def main():
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
         print(f"wrote {args.out}")
-
 
 if __name__ == "__main__":
     main()

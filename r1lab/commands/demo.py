@@ -47,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from r1lab.cli import main as cli
     from r1lab.config import load_config
     from r1lab.recipes import resolve_recipe
-    from r1lab.rl.rollouts import thinking_budget
-    from r1lab.rl.train import RLConfig, eval_budget, held_out_task_args
-    from r1lab.tasks import get_task, parse_knobs
+    from r1lab.rl.train import RLConfig
 
     runtime.set_threads(args.threads)
     if args.r1:
@@ -82,16 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 "--set", f"threads={args.threads}"]) != 0:
             return 1
         base = str(out / "base")
-    held_out_args = held_out_task_args(rl_cfg)
-    held_out = parse_knobs(get_task(rl_cfg.task), held_out_args)
-    knobs = sum((["--task-arg", f"{k}={v}"] for k, v in held_out.items()), [])
-    eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
-                 "--max-new-tokens", str(eval_budget(rl_cfg)), "--no-greedy",
-                 "--batch-size", "64"] + knobs  # 64 rows at a time keeps the KV cache (and the demo) under 3 GB
-    budget = thinking_budget(rl_cfg, evaluation=True)
-    if budget:  # both evaluations under the recipe's held-out thinking budget
-        eval_args += ["--max-thinking-tokens", str(budget["max_thinking_tokens"]), "--thinking-end",
-                      budget["thinking_end"]]
+    eval_args, budget = _eval_arguments(rl_cfg, plan)
 
     banner(f"evaluating the base model ({base}) on {plan['eval_n']} held-out problems")
     if cli(["eval", "--model", base, *eval_args, "--out", str(out / "eval_base.json")]) != 0:
@@ -111,25 +100,50 @@ def run(args: argparse.Namespace) -> int:
 
     before = json.loads((out / "eval_base.json").read_text())
     after = json.loads((out / "eval_rl.json").read_text())
+    print(f"\nR1-Zero on {rl_cfg.task}: before and after RL ({time.time() - t0:.0f}s in all)")
+    print_table(before, after, rl_cfg, plan, budget)
+    print(f"\nreport: {out / 'report' / 'report.html'}")
+    if args.quick and not after["pass1"] > before["pass1"]:
+        print("demo --quick: accuracy did not rise", flush=True)
+        return 1
+    return 0
+
+
+def _eval_arguments(rl_cfg, plan: dict) -> tuple[list[str], dict | None]:
+    """(`r1lab eval` flags for both evaluations: the same held-out problems, samples and budgets; the recipe's
+    held-out thinking budget, None when it has none)."""
+    from r1lab.rl.rollouts import thinking_budget
+    from r1lab.rl.train import eval_budget, held_out_task_args
+    from r1lab.tasks import get_task, parse_knobs
+
+    held_out = parse_knobs(get_task(rl_cfg.task), held_out_task_args(rl_cfg))
+    knobs = sum((["--task-arg", f"{k}={v}"] for k, v in held_out.items()), [])
+    eval_args = ["--task", rl_cfg.task, "--n", str(plan["eval_n"]), "--samples", str(plan["samples"]),
+                 "--max-new-tokens", str(eval_budget(rl_cfg)), "--no-greedy",
+                 "--batch-size", "64"] + knobs  # 64 rows at a time keeps the KV cache (and the demo) under 3 GB
+    budget = thinking_budget(rl_cfg, evaluation=True)
+    if budget:  # both evaluations under the recipe's held-out thinking budget
+        eval_args += ["--max-thinking-tokens", str(budget["max_thinking_tokens"]), "--thinking-end",
+                      budget["thinking_end"]]
+    return eval_args, budget
+
+
+def print_table(before: dict, after: dict, rl_cfg, plan: dict, budget: dict | None) -> None:
+    """The before/after table of two `r1lab eval` results (their JSON)."""
+    from r1lab.rl.train import held_out_task_args
+
     rows = [("pass@1 (mean of %d, T=0.6)" % plan["samples"], "pass1", "{:.3f}"),
             ("cons@%d" % plan["samples"], "cons_at_k", "{:.3f}"),
             ("format rate", "format_rate", "{:.3f}")]
     if budget:
         rows.append((f"thinking cut at {budget['max_thinking_tokens']} tokens", "thinking_cut_rate", "{:.3f}"))
     rows.append(("truncated (no answer)", "truncated_rate", "{:.3f}"))
-    print(f"\nR1-Zero on {rl_cfg.task}: before and after RL ({time.time() - t0:.0f}s in all)")
-    print(f"  {plan['eval_n']} held-out problems ({held_out_args}), {plan['samples']} samples each")
+    print(f"  {plan['eval_n']} held-out problems ({held_out_task_args(rl_cfg)}), {plan['samples']} samples each")
     print(f"  {'':<28}{'base':>10}{'after RL':>10}")
     for label, key, fmt in rows:
         print(f"  {label:<28}{fmt.format(before[key]):>10}{fmt.format(after[key]):>10}")
-    for label, key in (("response tokens (mean)", "mean"),):
-        print(f"  {label:<28}{before['response_len'][key]:>10.1f}{after['response_len'][key]:>10.1f}")
-    print(f"  {'arithmetic steps correct':<28}{before['behaviour']['step_acc']:>10.3f}"
-          f"{after['behaviour']['step_acc']:>10.3f}")
-    print(f"  {'attempts per response':<28}{before['behaviour']['attempts']:>10.2f}"
-          f"{after['behaviour']['attempts']:>10.2f}")
-    print(f"\nreport: {out / 'report' / 'report.html'}")
-    if args.quick and not after["pass1"] > before["pass1"]:
-        print("demo --quick: accuracy did not rise", flush=True)
-        return 1
-    return 0
+    mean = "response tokens (mean)"
+    print(f"  {mean:<28}{before['response_len']['mean']:>10.1f}{after['response_len']['mean']:>10.1f}")
+    for label, key, fmt in (("arithmetic steps correct", "step_acc", "{:.3f}"),
+                            ("attempts per response", "attempts", "{:.2f}")):
+        print(f"  {label:<28}{fmt.format(before['behaviour'][key]):>10}{fmt.format(after['behaviour'][key]):>10}")

@@ -91,7 +91,6 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     kl_reward = algos.KL_ESTIMATORS[algo.kl_estimator](old_logp, ref_logp) * mask if kl_in_reward else None
     adv, adv_metrics = algos.ADVANTAGES[algo.advantage](roll.rewards.to(device), mask, G, kl=kl_reward,
                                                         kl_coef=algo.kl_coef if kl_in_reward else 0.0)
-    policy_loss = algos.POLICY_LOSSES[algo.policy_loss]
     tokens, seqs = all_sum([float(mask.sum()), float((mask.sum(-1) > 0).sum())])
     tokens, seqs = torch.tensor(max(tokens, 1.0), device=device), torch.tensor(max(seqs, 1.0), device=device)
     sums: dict[str, float] = {}
@@ -101,24 +100,12 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
         for k, c in enumerate(chunks):
             logp, ent = logp_of(model, k, with_entropy=True)
             old = old_logp[c] if old_logp is not None else logp.detach()
-            loss_mat, pl_metrics = policy_loss(logp, old, adv[c], mask[c], algo.clip_low, algo.clip_high, algo.clip_c)
-            if rollout_logp is not None:  # old is the trainer's log-prob under the weights that sampled the rollouts
-                weights, tis_metrics = algos.truncated_is(old, rollout_logp[c], mask[c], cap)
-                loss_mat = loss_mat * weights
-                tis_max = max(tis_max, float(tis_metrics.pop("tis_logp_diff_max")))
-                pl_metrics = {**pl_metrics, **tis_metrics}
-            loss = algos.aggregate(loss_mat, mask[c], algo.loss_agg, tokens, seqs, cfg.max_new_tokens)
-            if need_ref and not algo.kl_as_reward:
-                kl_mat = algos.KL_ESTIMATORS[algo.kl_estimator](logp, ref_logp[c])
-                kl_loss = algos.aggregate(kl_mat, mask[c], algo.loss_agg, tokens, seqs, cfg.max_new_tokens)
-                loss = loss + algo.kl_coef * kl_loss
+            loss, m, diff = chunk_loss(logp, ent, old, None if ref_logp is None else ref_logp[c],
+                                       None if rollout_logp is None else rollout_logp[c], adv[c], mask[c], algo, cap,
+                                       tokens, seqs, cfg.max_new_tokens)
             loss.backward()
+            tis_max = max(tis_max, diff)
             w = float(mask[c].sum())  # token-weighted metric sums, divided by the global count below
-            m = {k: float(v) for k, v in pl_metrics.items()}
-            m["entropy"] = float((ent * mask[c]).sum() / mask[c].sum().clamp(min=1))
-            if ref_logp is not None:
-                m["kl"] = float((algos.kl_k3(logp.detach(), ref_logp[c]) * mask[c]).sum() / mask[c].sum().clamp(min=1))
-            m["loss"] = float(loss.detach()) * float(tokens) / max(w, 1.0)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * w / cfg.mu
         grad_norm = parallel.reduce_and_clip(model, cfg.grad_clip)
@@ -136,6 +123,33 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
     if need_old + need_ref:
         processed["forward"] = (n * (need_old + need_ref), L)
     return metrics, processed
+
+
+def chunk_loss(logp, ent, old, ref, rollout, adv, mask, algo: algos.Algorithm, cap: float, tokens, seqs,
+               max_new_tokens: int):
+    """(loss, metrics, max |old - rollout| log-prob) of one micro-batch, all (b, T) tensors but the counts: logp and
+    ent from the policy in training, old its log-probs before the update, ref the reference's (None without KL),
+    rollout the sampler's (None without truncated IS). The loss is aggregated with the step's global token and
+    sequence counts, so micro-batches add up to the batch's loss; metrics are means over this chunk's tokens."""
+    loss_mat, metrics = algos.POLICY_LOSSES[algo.policy_loss](logp, old, adv, mask, algo.clip_low, algo.clip_high,
+                                                              algo.clip_c)
+    diff = 0.0
+    if rollout is not None:  # old is the trainer's log-prob under the weights that sampled the rollouts
+        weights, tis_metrics = algos.truncated_is(old, rollout, mask, cap)
+        loss_mat = loss_mat * weights
+        diff = float(tis_metrics.pop("tis_logp_diff_max"))
+        metrics = {**metrics, **tis_metrics}
+    loss = algos.aggregate(loss_mat, mask, algo.loss_agg, tokens, seqs, max_new_tokens)
+    if ref is not None and not algo.kl_as_reward:
+        kl_mat = algos.KL_ESTIMATORS[algo.kl_estimator](logp, ref)
+        loss = loss + algo.kl_coef * algos.aggregate(kl_mat, mask, algo.loss_agg, tokens, seqs, max_new_tokens)
+    m = {k: float(v) for k, v in metrics.items()}
+    count = mask.sum().clamp(min=1)
+    m["entropy"] = float((ent * mask).sum() / count)
+    if ref is not None:
+        m["kl"] = float((algos.kl_k3(logp.detach(), ref) * mask).sum() / count)
+    m["loss"] = float(loss.detach()) * float(tokens) / max(float(mask.sum()), 1.0)
+    return loss, m, diff
 
 
 # ------------------------------------------------------------------------------------------------------------------
