@@ -91,7 +91,9 @@ def test_distill_from_a_vllm_server_that_ignores_the_budget(tmp_path, capsys):
                                  "--max-thinking-tokens", "12", "--thinking-end", "\ngive up\n</think>")) == 0
     finally:
         serve_load.stop_server(proc)
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "r1 chat turns (auto: the server names no template for the model)" in captured.out  # vLLM's /v1/models
     records = read_jsonl(out)
     assert len(records) == 6 and all(r["usage"]["reasoning"] == 0 for r in records)  # vLLM counts none
     assert max(len(r["completion"].split("</think>")[0]) for r in records) > 100  # the base's search, unbudgeted
