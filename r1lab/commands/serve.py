@@ -79,6 +79,7 @@ def check_address(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from r1lab.model.load import trained_template
     from r1lab.serve.app import create_app
 
     if min(args.max_concurrency, args.max_batch_size, args.max_request_bytes) < 1:
@@ -97,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"r1lab serve: {e}", file=sys.stderr)
         return 2
-    from r1lab.model.load import trained_template
-
     name = args.served_model_name or args.model
     app = create_app(engine, name, args.max_concurrency, args.threads, api_key, args.max_request_bytes,
                      trained_template(path))
