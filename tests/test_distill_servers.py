@@ -17,12 +17,14 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
     import httpx
 
     serve_load = load_benchmark("serve_load")
-    proc, url = serve_load.start_server("countdown-base", "--threads", "1", "--served-model-name", "teacher",
-                                        "--log-level", "warning")
+    with open(tmp_path / "serve.log", "w") as log:
+        proc, url = serve_load.start_server("countdown-base", "--threads", "1", "--served-model-name", "teacher",
+                                            "--log-level", "warning", log=log)
     try:
         out = tmp_path / "t.jsonl"
         card, = httpx.get(url + "/v1/models").json()["data"]
         assert (card["id"], card["r1lab_template"]) == ("teacher", "short")  # the base's r1lab_config.json
+        assert "API key off, trained on the short prompt)" in (tmp_path / "serve.log").read_text()
         tokens_before = httpx.get(url + "/health").json()["tokens"]
         assert main(distill_args(url + "/v1", out, 3, 2, "--max-new-tokens", "160", "--keep", "all")) == 0
         served = httpx.get(url + "/health").json()["tokens"] - tokens_before

@@ -98,12 +98,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"r1lab serve: {e}", file=sys.stderr)
         return 2
-    name = args.served_model_name or args.model
-    app = create_app(engine, name, args.max_concurrency, args.threads, api_key, args.max_request_bytes,
-                     trained_template(path))
+    name, template = args.served_model_name or args.model, trained_template(path)
+    app = create_app(engine, name, args.max_concurrency, args.threads, api_key, args.max_request_bytes, template)
+    trained = f", trained on the {template} prompt" if template else ""
     print(f"r1lab serve: {path} as model {name!r} on http://{args.host}:{args.port}/v1 "
           f"(context {engine.max_positions}, batch {args.max_batch_size}, {args.max_concurrency} requests at once, "
-          f"API key {'required' if api_key else 'off'})",
+          f"API key {'required' if api_key else 'off'}{trained})",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
