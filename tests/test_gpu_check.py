@@ -1,7 +1,8 @@
-"""benchmarks/gpu_check.py and scripts/gpu_check.sh (issue 16's GPU check) in smoke mode on the CPU: the shapes are
-Qwen2.5's, a failing part becomes its row and the others run, the verdicts follow the targets, and the whole script
-runs end to end (the FSDP part on 2 gloo processes under torchrun). The vLLM parts skip where vllm is not importable;
-with it (/work/vllm-venv/bin/python -m pytest tests/test_gpu_check.py) they run too, and the weight sync must pass.
+"""benchmarks/gpu_check.py, gpu_common.py, gpu_rollouts.py and scripts/gpu_check.sh (issue 16's GPU check) in smoke
+mode on the CPU: the shapes are Qwen2.5's, a failing part becomes its row and the others run, the verdicts follow the
+targets, and the whole script runs end to end (the FSDP part on 2 gloo processes under torchrun). The vLLM parts skip
+where vllm is not importable; with it (/work/vllm-venv/bin/python -m pytest tests/test_gpu_check.py) they run too, and
+the weight sync must pass.
 """
 import importlib.util
 import json
@@ -18,17 +19,19 @@ from r1lab.runtime import cpu_has_bf16
 from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
+gpu_common = load_benchmark("gpu_common")
+gpu_rollouts = load_benchmark("gpu_rollouts")
 gpu_check = load_benchmark("gpu_check")
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
 def count_params(name: str) -> int:
-    """Parameters of gpu_check.QWEN[name] (the tied embedding once), counted on the meta device."""
+    """Parameters of gpu_common.QWEN[name] (the tied embedding once), counted on the meta device."""
     import torch
     from transformers import Qwen2ForCausalLM
 
     with torch.device("meta"):
-        model = Qwen2ForCausalLM(gpu_check.qwen2_config(name))
+        model = Qwen2ForCausalLM(gpu_common.qwen2_config(name))
     return sum(p.numel() for p in model.parameters())
 
 
@@ -36,7 +39,7 @@ def test_the_configs_have_qwen25s_published_parameter_counts():
     """Model cards: Qwen2.5-0.5B has 0.49B parameters (0.36B without embeddings), -1.5B 1.54B (1.31B)."""
     for name, total, body in (("0.5B", 0.49, 0.36), ("1.5B", 1.54, 1.31)):
         n = count_params(name)
-        embedding = gpu_check.VOCAB * gpu_check.QWEN[name]["hidden_size"]
+        embedding = gpu_common.VOCAB * gpu_common.QWEN[name]["hidden_size"]
         assert (round(n / 1e9, 2), round((n - embedding) / 1e9, 2)) == (total, body)
     assert count_params("0.5B") == 494_032_768
 
@@ -44,9 +47,9 @@ def test_the_configs_have_qwen25s_published_parameter_counts():
 def test_the_tokenizer_has_qwens_151936_ids_and_r1labs_characters():
     from r1lab.model.tokenizer import build_tokenizer
 
-    tok, chars = gpu_check.build_tokenizer(), build_tokenizer()
-    assert len(tok) == gpu_check.VOCAB == 151936
-    assert (tok.pad_token_id, tok.eos_token_id) == (gpu_check.PAD_ID, gpu_check.EOS_ID)
+    tok, chars = gpu_common.build_tokenizer(), build_tokenizer()
+    assert len(tok) == gpu_common.VOCAB == 151936
+    assert (tok.pad_token_id, tok.eos_token_id) == (gpu_common.PAD_ID, gpu_common.EOS_ID)
     text = "User: 12+3\nAssistant: <think>"
     assert tok(text)["input_ids"] == chars(text)["input_ids"]
     assert tok.decode([8, 151935]) == "1<|t151935|>"
@@ -59,9 +62,9 @@ def test_a_part_that_raises_or_outruns_its_time_box_is_an_error_row_and_the_next
         raise RuntimeError("CUDA out of memory\nmore lines")
 
     t = time.perf_counter()
-    gpu_check.guarded(["engine"], broken, 10, rows)
-    gpu_check.guarded(["vllm"], lambda: time.sleep(30), 0.5, rows)
-    gpu_check.guarded(["sync"], lambda: [{"key": "sync", "verdict": "PASS", "after": 0.0, "tol": 1e-5}], 10, rows)
+    gpu_common.guarded(["engine"], broken, 10, rows)
+    gpu_common.guarded(["vllm"], lambda: time.sleep(30), 0.5, rows)
+    gpu_common.guarded(["sync"], lambda: [{"key": "sync", "verdict": "PASS", "after": 0.0, "tol": 1e-5}], 10, rows)
     assert time.perf_counter() - t < 10
     got = {r["key"]: r for r in map(json.loads, rows.read_text().splitlines())}
     assert got["engine"]["verdict"] == "ERROR" and got["engine"]["note"] == "RuntimeError: CUDA out of memory"
@@ -103,7 +106,7 @@ def test_the_shell_script_in_smoke_mode_runs_every_part_and_prints_one_table(tmp
     for key in ("train", "train_gc"):
         assert rows[key]["verdict"] == "ok" and rows[key]["mfu"] > 0
         assert rows[key]["note"].startswith("2 rank(s) on cpu")
-        assert abs(rows[key]["loss"] - math.log(gpu_check.VOCAB)) < 0.1  # a random model's cross-entropy
+        assert abs(rows[key]["loss"] - math.log(gpu_common.VOCAB)) < 0.1  # a random model's cross-entropy
     assert rows["train"]["loss"] == rows["train_gc"]["loss"]  # checkpointing recomputes, it changes nothing
     if HAS_VLLM:
         assert rows["vllm"]["verdict"] == "ok" and rows["sync"]["verdict"] == "PASS", rows["sync"]["note"]
@@ -152,7 +155,7 @@ class CopyBackend:
 def test_the_sync_check_passes_a_working_sync_and_fails_a_broken_one(sleeps, broken, verdict):
     import torch
 
-    r = gpu_check.Rollouts(gpu_check.SMOKE, torch.device("cpu"), None, vllm_eager=False).ensure()
+    r = gpu_rollouts.Rollouts(gpu_common.SMOKE, torch.device("cpu"), None, vllm_eager=False).ensure()
     r.vllm = CopyBackend(r.policy, r.tok, sleeps, broken)
     (row,) = r.sync()
     assert row["verdict"] == verdict, row["note"]
@@ -166,7 +169,7 @@ def test_a_sleeping_vllm_is_also_timed_awake(monkeypatch):
     wake-up, push and sleep around it, and leaves the backend sleeping as it found it."""
     import torch
 
-    r = gpu_check.Rollouts(gpu_check.SMOKE, torch.device("cpu"), None, vllm_eager=False).ensure()
+    r = gpu_rollouts.Rollouts(gpu_common.SMOKE, torch.device("cpu"), None, vllm_eager=False).ensure()
 
     def build(eager):
         r.vllm = CopyBackend(r.policy, r.tok, sleeps=True)
@@ -176,7 +179,7 @@ def test_a_sleeping_vllm_is_also_timed_awake(monkeypatch):
     (row,) = r.vllm_rollout()
     assert row["tokens_per_s"] > 0 and row["tokens_per_s_awake"] > 0 and "without the sleep/wake" in row["note"]
     assert r.vllm.sleeps
-    from r1lab.engine.vllm_backend import VLLMBackend  # the attribute gpu_check toggles is the real backend's
+    from r1lab.engine.vllm_backend import VLLMBackend  # the attribute gpu_rollouts toggles is the real backend's
 
     assert VLLMBackend(llm=None, model=None, tokenizer=None, sleeps=True).sleeps
 
@@ -192,4 +195,4 @@ def test_fsdp_with_the_gpus_mixed_precision_on_two_gloo_processes(tmp_path):
     got = {r["key"]: r for r in map(json.loads, rows.read_text().splitlines())}
     assert set(got) == {"train", "train_gc"}
     for r in got.values():
-        assert "verdict" not in r and r["mfu"] > 0 and abs(r["loss"] - math.log(gpu_check.VOCAB)) < 0.1, r
+        assert "verdict" not in r and r["mfu"] > 0 and abs(r["loss"] - math.log(gpu_common.VOCAB)) < 0.1, r
