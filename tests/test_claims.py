@@ -1,5 +1,5 @@
-"""benchmarks/claims.py (issue 17 item 5): the claims computed from hand-made metrics, verdicts both ways, and the
-command end to end at smoke size, a second invocation reusing the runs."""
+"""benchmarks/claims.py and claims_math.py (issue 17 item 5): the claims computed from hand-made metrics, verdicts
+both ways, and the command end to end at smoke size, a second invocation reusing the runs."""
 import json
 import os
 import subprocess
@@ -11,6 +11,7 @@ from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 claims = load_benchmark("claims")
+claims_math = load_benchmark("claims_math")
 
 
 def rows(wrong_slope, right_slope=1.0, steps=12, all_right_at=()):
@@ -41,7 +42,7 @@ def test_wrong_length_growth_and_both_verdicts():
             "dr_grpo": {0: {"metrics": rows(2), "eval": ev(0.28, 0.40)},
                         1: {"metrics": rows(2, all_right_at=(11, 12)), "eval": ev(0.32, 0.35)},
                         2: {"metrics": rows(12), "eval": ev(0.31, 0.33)}}}
-    c = claims.compute_claims(runs)
+    c = claims_math.compute_claims(runs)
     by = {(r["arm"], r["seed"]): r for r in c["length"]["runs"]}
     assert by[("grpo", 0)]["wrong"] == {"first": 130.0, "last": 200.0, "growth": 70.0, "window": 5}
     # seed 1: 10 steps with a wrong rollout (1..10): mean(6..10) - mean(1..5) = 5 x 2
@@ -55,7 +56,7 @@ def test_wrong_length_growth_and_both_verdicts():
     assert "less in 2 of 3 seeds" in verdict and "0.310 under dr_grpo vs 0.300 under grpo (+1.0 points)" in verdict
 
     runs["dr_grpo"] = {s: {"metrics": rows(11), "eval": ev(0.2, 0.3)} for s in (0, 1, 2)}  # grows more: fails
-    verdict = claims.compute_claims(runs)["verdicts"][0]
+    verdict = claims_math.compute_claims(runs)["verdicts"][0]
     assert "DOES NOT REPRODUCE" in verdict and "less in 0 of 3 seeds" in verdict and "(-10.0 points)" in verdict
 
 
@@ -67,7 +68,7 @@ def test_majority_vote_verdicts_and_missing_data():
             "dapo": {0: {"metrics": [], "eval": ev(0.30, 0.36)}, 1: {"metrics": [], "eval": ev(0.30, 0.37)},
                      2: {"metrics": [], "eval": ev(0.30, 0.33)}},          # gaps 6, 7, 3: median holds, not min
             "rloo": {0: {"metrics": [], "eval": None}}}
-    c = claims.compute_claims(runs)
+    c = claims_math.compute_claims(runs)
     v = c["vote"]["arms"]
     assert v["grpo"]["median"] == pytest.approx(8.0) and v["grpo"]["min"] == pytest.approx(6.0)
     assert v["grpo"]["holds"] and not v["dr_grpo"]["holds"] and v["dapo"]["holds"]
@@ -81,15 +82,15 @@ def test_majority_vote_verdicts_and_missing_data():
 
 def test_curves_average_the_seeds_and_skip_an_empty_side():
     a, b = rows(10, steps=4), rows(2, steps=4, all_right_at=(4,))
-    curves = claims.compute_claims({"grpo": {0: {"metrics": a, "eval": None}, 1: {"metrics": b, "eval": None}}})
+    curves = claims_math.compute_claims({"grpo": {0: {"metrics": a, "eval": None}, 1: {"metrics": b, "eval": None}}})
     c = curves["curves"]["grpo"]
     assert c["step"] == [1, 2, 3, 4]
     assert c["response_len_wrong"] == pytest.approx([106, 112, 118, 140])  # step 4: seed 0 alone (seed 1 had none)
     assert c["attempts_wrong"][3] == 3.0 and c["marker_rate_wrong"][3] == pytest.approx(0.4)
     assert c["acc"][3] == pytest.approx(0.75) and c["truncated_rate"] == pytest.approx([0.01, 0.02, 0.03, 0.04])
-    assert claims.side_value({"acc": 0, "attempts_correct": 0.0}, "attempts_correct") is None
-    assert claims.side_value({"acc": 0, "attempts_wrong": 0.0}, "attempts_wrong") == 0.0
-    assert claims.ends([1, 2, 3, 10]) == (1.5, 6.5, 2) and claims.ends([5]) is None
+    assert claims_math.side_value({"acc": 0, "attempts_correct": 0.0}, "attempts_correct") is None
+    assert claims_math.side_value({"acc": 0, "attempts_wrong": 0.0}, "attempts_wrong") == 0.0
+    assert claims_math.ends([1, 2, 3, 10]) == (1.5, 6.5, 2) and claims_math.ends([5]) is None
 
 
 def test_the_arms_differ_only_in_what_the_preset_changes():
@@ -104,7 +105,7 @@ def test_the_arms_differ_only_in_what_the_preset_changes():
 
     algs = {arm: dataclasses.asdict(algorithm(load_config(RLConfig, resolve_recipe("countdown_rl"), [f"preset={arm}"])))
             for arm in ("grpo", "dr_grpo")}
-    diff = claims.arm_difference(algs, {a: dataclasses.asdict(algos.PRESETS[a]) for a in algs})
+    diff = claims_math.arm_difference(algs, {a: dataclasses.asdict(algos.PRESETS[a]) for a in algs})
     assert diff["differ"] == {"advantage": {"grpo": "grpo", "dr_grpo": "dr_grpo"},
                               "loss_agg": {"grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm"}}
     same = diff["same"]
@@ -150,7 +151,7 @@ def test_claims_end_to_end_then_reused(tmp_path):
 
 
 def test_a_gap_of_exactly_the_threshold_holds():
-    c = claims.compute_claims({"grpo": {0: {"metrics": [], "eval": ev(0.30, 0.35)}}})
+    c = claims_math.compute_claims({"grpo": {0: {"metrics": [], "eval": ev(0.30, 0.35)}}})
     assert c["vote"]["arms"]["grpo"]["holds"] and "HOLDS" in c["verdicts"][1]
 
 
