@@ -1,5 +1,6 @@
-"""The RL stage on the shipped base model: invariants of one update, the algorithm's registry names honoured, exact
-resume, data parallelism, and a run directory as the model.
+"""The RL stage on the shipped base model: invariants of one update, the algorithm's registry names honoured, the
+rollouts' reward rules and log-probs. Whole `r1lab rl` runs (resume, data parallelism, ...) are in
+tests/test_rl_runs.py.
 
 Tolerances (tests/tolerances.py) come from float32 and the size of what is compared. A parameter update is a sum of
 per-sequence gradients that cancel; its rounding is at the size of those terms (sum_i |g_i|, taken with a hook at one
@@ -7,14 +8,7 @@ sequence per backward), over the batch's tokens (the longest reduction) through 
 """
 import copy
 import dataclasses
-import json
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -24,7 +18,7 @@ from r1lab.config import ConfigError, load_config
 from r1lab.model.load import load_model, resolve_checkpoint
 from r1lab.rl import algos
 from r1lab.rl.rollouts import Rollouts, pack, response_logp, score_rollouts
-from r1lab.rl.train import RLConfig, algorithm, main, train_on
+from r1lab.rl.train import RLConfig, algorithm, train_on
 
 BASE = resolve_checkpoint("countdown-base")
 SMALL = ["task_args=min_numbers=3,max_numbers=3,max_number=12,max_target=30", "prompts_per_step=4",
@@ -119,8 +113,9 @@ def test_rollout_metrics_split_right_and_wrong():
 
     hit = "1+2=3 vs 9 miss\n3*3=9 vs 9 hit\ncheck 3*3=9 ok"  # 2 attempts, a marker
     miss = "1+2=3 vs 9 miss\n"  # 1 attempt
-    m = rollout_metrics(roll((10, True, hit, "eos"), (20, True, "1+1=2 vs 6 miss\nback, 2*2=4 vs 6 miss\n2*3=6 vs 6 hit", "eos"),
-                             (30, False, miss, "eos"), (40, False, miss + miss + "wait", "length")))
+    backtrack = "1+1=2 vs 6 miss\nback, 2*2=4 vs 6 miss\n2*3=6 vs 6 hit"  # 3 attempts
+    m = rollout_metrics(roll((10, True, hit, "eos"), (20, True, backtrack, "eos"), (30, False, miss, "eos"),
+                             (40, False, miss + miss + "wait", "length")))
     assert m["acc"] == 0.5 and m["truncated_rate"] == 0.25
     assert (m["response_len"], m["response_len_correct"], m["response_len_wrong"]) == (25, 15, 35)
     assert (m["attempts"], m["attempts_correct"], m["attempts_wrong"]) == (2, 2.5, 1.5)
@@ -186,134 +181,6 @@ def test_kl_as_reward_uses_the_chosen_estimator(rollouts):
     assert mid - low > 100 * rounding_atol(high, n) and high - mid > 100 * rounding_atol(high, n)
     _, _, processed = step_params(model, roll, cfg, kl_coef=0.0)
     assert "forward" not in processed  # on-policy without KL: no extra pass
-
-
-def run_rl(out, extra, env=None):
-    args = [sys.executable, "-m", "r1lab.cli", "rl", "--model", BASE, "--out", str(out)] + sum(
-        (["--set", s] for s in SMALL + extra), [])
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-
-
-TIMINGS = ("time", "step_time_s", "gen_time_s", "train_time_s", "gen_tokens_per_s", "flops_per_s", "mfu")
-
-
-def metric_rows(run_dir):
-    """The logged rows without their timings."""
-    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
-    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
-
-
-def test_resume_after_kill_matches_an_unbroken_run(tmp_path):
-    """Exactly: the resumed run does the same float operations in the same order (one thread) from the same state,
-    even when the kill tore the last line of metrics.jsonl and of the cached problem pool."""
-    curriculum = "eval_task_args=min_numbers=4,max_numbers=4,max_number=12,max_target=30"  # held out: 4 numbers
-    straight = run_rl(tmp_path / "straight", ["steps=4", "save_every=4", curriculum])
-    assert straight.wait() == 0, straight.stderr.read().decode()[-2000:]
-    (eval_file,) = (tmp_path / "straight").glob("countdown-test-*.jsonl")
-    (train_file,) = (tmp_path / "straight").glob("countdown-train-*.jsonl")
-    assert {len(json.loads(ln)["nums"]) for ln in eval_file.read_text().splitlines()} == {4}
-    assert {len(json.loads(ln)["nums"]) for ln in train_file.read_text().splitlines()} == {3}
-    killed_dir = tmp_path / "killed"
-    proc = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum])
-    latest = killed_dir / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert latest.exists()
-    # a kill can land mid-append: tear the last line of the metrics and of the cached training pool
-    with open(killed_dir / "metrics.jsonl", "a") as f:
-        f.write('{"step": 3, "stage": "rl", "rew')
-    (pool,) = killed_dir.glob("countdown-train-*.jsonl")
-    pool.write_bytes(pool.read_bytes()[:-7])
-    resumed = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum])
-    assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:]
-    ref = metric_rows(tmp_path / "straight")
-    assert len([r for r in ref if "reward" in r]) == 4 and metric_rows(killed_dir) == ref
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_gloo_processes_match_one(tmp_path):
-    """The same rollouts (exactly: each row keeps its seed) and, at step 1, the same gradient up to rounding.
-
-    Parameters are not compared: AdamW's first steps are lr * g / (|g| + 1e-8), so a gradient element at rounding
-    level can move its parameter anywhere within 2 lr; any two runs from one start agree to that.
-    """
-    one = run_rl(tmp_path / "one", ["steps=2", "save_every=2", "eval_instances=0"])
-    assert one.wait() == 0, one.stderr.read().decode()[-2000:]
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-            "-m", "r1lab.cli", "rl", "--model", BASE, "--out", str(tmp_path / "two")] + sum(
-        (["--set", s] for s in SMALL + ["steps=2", "save_every=2", "eval_instances=0"]), [])
-    two = subprocess.run(args, capture_output=True, timeout=600)
-    assert two.returncode == 0, two.stderr.decode()[-3000:]
-    rows_one, rows_two = metric_rows(tmp_path / "one"), metric_rows(tmp_path / "two")
-    rollout_keys = ("reward", "acc", "response_len", "generated_tokens", "step_acc", "attempts")  # over all ranks
-    assert [[r[k] for k in rollout_keys] for r in rows_two] == [[r[k] for k in rollout_keys] for r in rows_one]
-    # The gradient's norm: float32 rounding at its size (its largest elements, which dominate it, barely cancel),
-    # over the batch's tokens, through the model's depth.
-    config = load_model(BASE)[0].config
-    n, depth = 16 * 160, 2 * config.num_hidden_layers + 1
-    g = rows_one[0]["grad_norm"]
-    assert abs(rows_two[0]["grad_norm"] - g) <= rounding_atol(g, n, depth)
-
-
-def test_main_accepts_a_run_directory_as_model(tmp_path, capsys):
-    """`r1lab demo --from-scratch` hands RL the pretraining run's directory: its latest checkpoint is the model."""
-    from r1lab.checkpoint import save_checkpoint
-
-    model, tok = load_model(BASE)
-    ckpt = save_checkpoint(tmp_path / "base", 7, model, tok, {})
-    cfg = load_config(RLConfig, None, SMALL + [f"model={tmp_path / 'base'}", f"out_dir={tmp_path / 'rl'}", "steps=1",
-                                               "eval_instances=0", "save_every=0", "max_new_tokens=16"])
-    final = main(cfg)
-    assert final == tmp_path / "rl" / "checkpoints" / "step_000001"
-    assert f"from {ckpt}" in capsys.readouterr().out
-
-
-def test_the_rollout_backend_is_chosen_by_name_and_synced_after_every_update(tmp_path, monkeypatch):
-    """rollout_backend names a registered backend; the loop calls its sync_weights(model) after each optimizer step
-    (a vLLM backend must receive the new weights there). A real engine backend that counts its syncs."""
-    from r1lab.engine import backend as backends
-    from r1lab.rl.config import check
-
-    synced = []
-
-    class Counting(backends.EngineBackend):
-        def sync_weights(self, model):
-            synced.append(model)
-            super().sync_weights(model)
-
-    monkeypatch.setitem(backends.BACKENDS, "counting", Counting)
-    cfg = load_config(RLConfig, None, SMALL + ["rollout_backend=counting", f"out_dir={tmp_path}", "steps=2",
-                                               "eval_instances=0", "save_every=0", "max_new_tokens=16"])
-    main(cfg)
-    assert len(synced) == 2 and all(isinstance(m, torch.nn.Module) for m in synced)
-    with pytest.raises(ValueError, match="rollout_backend = 'vlm': must be one of engine"):
-        check(load_config(RLConfig, None, ["rollout_backend=vlm"]))
-
-
-def test_vllm_rollouts_need_the_extra_and_a_sane_tis_cap(monkeypatch):
-    """Checked before anything loads, with one line naming the key (CI has no vLLM; simulated where it is)."""
-    import sys
-
-    from r1lab.rl.rollouts import tis_cap
-    from r1lab.rl.config import check
-
-    monkeypatch.setitem(sys.modules, "vllm", None)
-    with pytest.raises(ConfigError, match=r"rollout_backend = 'vllm': .*not installed: pip install 'r1lab\[vllm\]'"):
-        check(load_config(RLConfig, None, ["rollout_backend=vllm"]))
-    for value, message in (("0.5", "must be 0 \\(off\\) or at least 1"), ("-1", "must be >= 0")):
-        with pytest.raises(ConfigError, match=f"tis_cap = {float(value)!r}: {message}"):
-            check(load_config(RLConfig, None, [f"tis_cap={value}"]))
-    assert [tis_cap(load_config(RLConfig, None, o)) for o in ([], ["rollout_backend=vllm"], ["tis_cap=0"],
-                                                               ["rollout_backend=vllm", "tis_cap=0"],
-                                                               ["tis_cap=3"])] == [0.0, 2.0, 0.0, 0.0, 3.0]
 
 
 def test_dynamic_sampling_judges_groups_by_the_verifier_before_the_length_penalty():
@@ -431,74 +298,3 @@ def test_shared_prompt_logp_equals_a_full_forward(rollouts):
     depth = 2 * model.config.num_hidden_layers + 1
     for (name, p1), p2, mag in zip(m1.named_parameters(), m2.parameters(), mags):
         assert float((p1.grad - p2.grad).norm()) <= rounding_atol(float(mag.norm()), n, depth), name
-
-
-def test_dataset_tasks_train_on_problem_files(tmp_path):
-    """gsm8k has no generator: rl reads its training problems from `data` and the held-out ones from `eval_data`,
-    and says which key is missing, before any work, when they are not given."""
-    rows = [{"question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
-             "answer": f"{a} + {b} = {a + b}\n#### {a + b}"} for a, b in [(3, 4), (5, 9), (2, 2), (7, 1), (6, 3)]]
-    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
-    test.write_text(json.dumps(rows[4]) + "\n")
-    dataset = ["task=gsm8k", "task_args=", "prompts_per_step=2", "train_instances=4", "eval_instances=1",
-               "max_new_tokens=24", "steps=1"]
-    proc = run_rl(tmp_path / "run", dataset + [f"data={train}", f"eval_data={test}"])
-    assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
-    logged = metric_rows(tmp_path / "run")
-    assert logged[-1]["step"] == 1 and "eval/pass1" in logged[0] and logged[1]["generated_tokens"] > 0
-    for extra, message in [([], b"is a dataset: set data ="), ([f"data={train}"], b"set eval_data ="),
-                           ([f"data={tmp_path / 'nope.jsonl'}", "eval_instances=0"], b"no such file or folder"),
-                           ([f"data={train}", f"eval_data={train}"], b"the held-out set would be trained on")]:
-        proc = run_rl(tmp_path / "bad", dataset + extra)
-        assert proc.wait() == 2 and message in proc.stderr.read(), extra
-        assert not (tmp_path / "bad").exists()
-
-
-def test_a_curriculum_switches_the_training_problems_at_its_step(tmp_path, monkeypatch):
-    """curriculum_step = 2: step 1 trains on task_args' problems (3 numbers), steps 2 and 3 on curriculum_task_args'
-    (4 numbers); a curriculum needs both settings, and a generator."""
-    from r1lab.config import ConfigError
-    from r1lab.rl import train
-    from r1lab.rl.config import check
-
-    sizes = []
-    real = train.collect_rollouts
-
-    def recording(step, backend, task, pool, *args, **kwargs):
-        roll, stats = real(step, backend, task, pool, *args, **kwargs)
-        sizes.append(sorted({len(ex["nums"]) for ex in roll.examples}))
-        return roll, stats
-
-    monkeypatch.setattr(train, "collect_rollouts", recording)
-    cfg = load_config(RLConfig, None, SMALL + [f"out_dir={tmp_path}", "steps=3", "eval_instances=0", "save_every=0",
-                                               "max_new_tokens=16", "curriculum_step=2",
-                                               "curriculum_task_args=min_numbers=4,max_numbers=4,max_target=30"])
-    main(cfg)
-    assert sizes == [[3], [4], [4]]
-    for extra, message in [(["curriculum_step=2"], "a curriculum needs both"),
-                           (["curriculum_task_args=max_numbers=4"], "a curriculum needs both"),
-                           (["curriculum_step=2", "curriculum_task_args=max_numbrs=4"], "max_numbrs")]:
-        with pytest.raises(ConfigError, match=message):
-            check(load_config(RLConfig, None, SMALL + extra))
-
-
-def test_the_held_out_evaluation_has_its_own_budget(tmp_path, monkeypatch):
-    """eval_max_new_tokens sets the held-out evaluation's budget (0: the training one); `r1lab demo` evaluates with
-    the same budget."""
-    from r1lab.evaluation import evaluate
-
-    budgets = []
-    real = evaluate.evaluate_model
-
-    def recording(*args, **kwargs):
-        budgets.append(kwargs["max_new_tokens"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(evaluate, "evaluate_model", recording)
-    for extra, want in [(["eval_max_new_tokens=24"], 24), ([], 16)]:
-        budgets.clear()
-        cfg = load_config(RLConfig, None, SMALL + [f"out_dir={tmp_path / str(want)}", "steps=1", "eval_instances=2",
-                                                   "save_every=0", "max_new_tokens=16"] + extra)
-        main(cfg)
-        assert budgets == [want, want]  # before the first step and after the last
