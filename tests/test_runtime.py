@@ -1,4 +1,5 @@
-"""runtime's dtype rule: "auto" is bf16 only where bf16 is the faster choice."""
+"""runtime's dtype rule ("auto" is bf16 only where bf16 is the faster choice), and every r1lab command leaving the
+process group it joined."""
 import pytest
 import torch
 
@@ -29,3 +30,24 @@ def test_autocast_dtype_for_each_name():
     assert auto is (torch.bfloat16 if runtime.cpu_bf16_is_faster() else None)
     with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
         runtime.autocast_dtype("fp8", cpu)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_command_leaves_its_process_group_on_the_way_out(tmp_path, fails):
+    """A group still alive at exit can abort a finished process (runtime.shutdown_distributed); cli.main leaves it,
+    after a command that succeeded and after one that raised. A world of one over a HashStore, as shard() makes."""
+    import torch.distributed as dist
+
+    from r1lab.cli import main
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    assert runtime.rank_and_world() == (0, 1) and dist.is_initialized()
+    (tmp_path / "file").write_text("")
+    out = tmp_path / ("file" if fails else "") / "x.jsonl"
+    if fails:  # its folder is a file: the command raises
+        with pytest.raises(OSError):
+            main(["data", "--task", "countdown", "--n", "3", "--out", str(out)])
+    else:
+        assert main(["data", "--task", "countdown", "--n", "3", "--out", str(out)]) == 0
+    assert not dist.is_initialized()
+    runtime.shutdown_distributed()  # and again, with no group: nothing to do
