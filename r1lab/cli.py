@@ -52,13 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    finally:
-        if "torch.distributed" in sys.modules:  # only a command that imported torch can have joined a process group
-            from r1lab.runtime import shutdown_distributed
-
-            shutdown_distributed()
+    return int(args._run(args) or 0)
 
 
 if __name__ == "__main__":

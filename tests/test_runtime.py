@@ -1,5 +1,5 @@
-"""runtime's dtype rule ("auto" is bf16 only where bf16 is the faster choice), and every r1lab command leaving the
-process group it joined."""
+"""runtime's dtype rule ("auto" is bf16 only where bf16 is the faster choice), and a joined process group left before
+the interpreter's teardown."""
 import pytest
 import torch
 
@@ -32,22 +32,24 @@ def test_autocast_dtype_for_each_name():
         runtime.autocast_dtype("fp8", cpu)
 
 
-@pytest.mark.parametrize("fails", [False, True])
-def test_a_command_leaves_its_process_group_on_the_way_out(tmp_path, fails):
-    """A group still alive at exit can abort a finished process (runtime.shutdown_distributed); cli.main leaves it,
-    after a command that succeeded and after one that raised. A world of one over a HashStore, as shard() makes."""
-    import torch.distributed as dist
+def test_a_joined_process_group_is_left_before_the_interpreter_exits(tmp_path):
+    """Two ranks under torchrun join through init_distributed; an exit handler registered before the join runs after
+    runtime's (atexit is last in, first out) and must find the group gone (runtime.leave_at_exit says why)."""
+    import os
+    import subprocess
+    import sys
 
-    from r1lab.cli import main
-
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    assert runtime.rank_and_world() == (0, 1) and dist.is_initialized()
-    (tmp_path / "file").write_text("")
-    out = tmp_path / ("file" if fails else "") / "x.jsonl"
-    if fails:  # its folder is a file: the command raises
-        with pytest.raises(OSError):
-            main(["data", "--task", "countdown", "--n", "3", "--out", str(out)])
-    else:
-        assert main(["data", "--task", "countdown", "--n", "3", "--out", str(out)]) == 0
-    assert not dist.is_initialized()
-    runtime.shutdown_distributed()  # and again, with no group: nothing to do
+    script = tmp_path / "join.py"
+    script.write_text(
+        "import atexit\n"
+        "import torch.distributed as dist\n"
+        "from r1lab import runtime\n"
+        "atexit.register(lambda: print('at exit, joined:', dist.is_initialized(), flush=True))\n"
+        "runtime.init_distributed()\n"
+        "print('joined:', dist.is_initialized(), runtime.rank_and_world()[1], flush=True)\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines.count("joined: True 2") == 2 and lines.count("at exit, joined: False") == 2, out.stdout
