@@ -32,24 +32,30 @@ def test_autocast_dtype_for_each_name():
         runtime.autocast_dtype("fp8", cpu)
 
 
-def test_a_joined_process_group_is_left_before_the_interpreter_exits(tmp_path):
-    """Two ranks under torchrun join through init_distributed; an exit handler registered before the join runs after
-    runtime's (atexit is last in, first out) and must find the group gone (runtime.leave_at_exit says why)."""
+def torchrun_script(tmp_path, body: str):
+    """Run `body` (Python lines after the imports) on two ranks under torchrun, one thread each."""
     import os
     import subprocess
     import sys
 
-    script = tmp_path / "join.py"
-    script.write_text(
-        "import atexit\n"
-        "import torch.distributed as dist\n"
-        "from r1lab import runtime\n"
-        "atexit.register(lambda: print('at exit, joined:', dist.is_initialized(), flush=True))\n"
-        "runtime.init_distributed()\n"
-        "print('joined:', dist.is_initialized(), runtime.rank_and_world()[1], flush=True)\n")
+    script = tmp_path / "job.py"
+    script.write_text("import atexit\nimport torch.distributed as dist\nfrom r1lab import runtime\n" + body)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                         text=True, timeout=300)
+    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_joined_gloo_group_is_left_before_the_interpreter_exits(tmp_path):
+    """An exit handler registered before the join runs after runtime's (atexit is last in, first out) and must find
+    the group gone (runtime.leave_at_exit says why); a rank that raises still exits at once."""
+    out = torchrun_script(tmp_path, "atexit.register(lambda: print('at exit, joined:', dist.is_initialized()))\n"
+                                    "runtime.init_distributed()\n"
+                                    "print('joined:', dist.is_initialized(), runtime.rank_and_world()[1])\n")
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert lines.count("joined: True 2") == 2 and lines.count("at exit, joined: False") == 2, out.stdout
+    out = torchrun_script(tmp_path, "runtime.init_distributed()\n"
+                                    "if dist.get_rank() == 1:\n    raise RuntimeError('rank 1 fails')\n"
+                                    "import torch\n"
+                                    "dist.all_reduce(torch.ones(1))  # rank 0 waits for a peer that is gone\n")
+    assert out.returncode != 0 and "RuntimeError: rank 1 fails" in out.stderr  # within the timeout: no hang
