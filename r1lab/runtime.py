@@ -81,7 +81,7 @@ def set_threads(threads: int | None) -> None:
 
 def init_distributed() -> None:
     """Join the process group that torchrun / accelerate launch describe in the environment (nccl on GPUs, else
-    gloo), and leave it at exit; nothing when WORLD_SIZE is 1 or unset."""
+    gloo; a gloo group is left at exit); nothing when WORLD_SIZE is 1 or unset."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
         leave_at_exit()
