@@ -48,12 +48,15 @@ def torchrun_script(tmp_path, body: str):
 def test_a_joined_gloo_group_is_left_before_the_interpreter_exits(tmp_path):
     """An exit handler registered before the join runs after runtime's (atexit is last in, first out) and must find
     the group gone (runtime.leave_at_exit says why); a rank that raises still exits at once."""
-    out = torchrun_script(tmp_path, "atexit.register(lambda: print('at exit, joined:', dist.is_initialized()))\n"
+    # subtle: each rank writes its own file; lines printed by two processes to one pipe can interleave
+    out = torchrun_script(tmp_path, "import os\n"
+                                    f"log = open(os.path.join({str(tmp_path)!r}, 'rank' + os.environ['RANK']), 'w')\n"
+                                    "atexit.register(lambda: log.write(f'at exit, joined: {dist.is_initialized()}'))\n"
                                     "runtime.init_distributed()\n"
-                                    "print('joined:', dist.is_initialized(), runtime.rank_and_world()[1])\n")
+                                    "log.write(f'joined: {dist.is_initialized()} {runtime.rank_and_world()[1]}\\n')\n")
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = out.stdout.splitlines()
-    assert lines.count("joined: True 2") == 2 and lines.count("at exit, joined: False") == 2, out.stdout
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}").read_text() == "joined: True 2\nat exit, joined: False"
     out = torchrun_script(tmp_path, "runtime.init_distributed()\n"
                                     "if dist.get_rank() == 1:\n    raise RuntimeError('rank 1 fails')\n"
                                     "import torch\n"
