@@ -2,7 +2,7 @@
 server (ScriptedTeacher) whose answers are a function of the problem and the sample (right when (p + j) % 3 != 0),
 in DeepSeek's, vLLM's or the inline shape, with 429s, 500s, slow replies, dropped connections and malformed bodies
 on chosen attempts. tests/test_distill_servers.py runs the command against r1lab serve, vLLM and the local form;
-tests/test_teacher.py tests the pure rules of r1lab.evaluation.teacher."""
+tests/test_teacher.py tests the pure rules of r1lab.evaluation.replies and teacher."""
 import collections
 import json
 import os
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from r1lab.cli import main
+from r1lab.evaluation import replies as R
 from r1lab.evaluation import teacher as T
 from r1lab.evaluation.journal import Journal
 from r1lab.jsonl import read_jsonl
@@ -61,7 +62,7 @@ class ScriptedTeacher(ThreadingHTTPServer):
         self.examples, self.shape, self.fault, self.key = examples, shape, fault, key
         self.models, self.template, self.gets = models, template, []
         self.delay, self.slow = delay, slow
-        self.rows = {T.request_seed(seed, p * K + j): (p, j) for p in range(len(examples)) for j in range(K)}
+        self.rows = {R.request_seed(seed, p * K + j): (p, j) for p in range(len(examples)) for j in range(K)}
         self.lock = threading.Lock()
         self.attempts = collections.Counter()  # (p, j) -> requests received
         self.ok = collections.Counter()  # (p, j) -> chat completions sent
@@ -200,7 +201,7 @@ def test_faults_are_retried_and_nothing_is_lost_or_duplicated(tmp_path, capsys):
     check_records(records, examples, 3)
     assert read_jsonl(rates) == [{**ex, "pass_rate": sum(expected_correct(p, j) for j in range(3)) / 3, "samples": 3}
                                  for p, ex in enumerate(examples)]
-    total = T.add_usage(r["usage"] for r in records)
+    total = R.add_usage(r["usage"] for r in records)
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert (f"tokens in {total['prompt']}, out {total['completion']} (reasoning {total['reasoning']}); "
             f"${(total['prompt'] + 2 * total['completion']) / 1e6:.4f}") in summary
@@ -214,16 +215,16 @@ def test_a_server_that_ignores_the_budget_is_named_and_its_traces_kept(tmp_path,
     """The scripted teacher ignores request fields it does not know, as vLLM's server does: replies that thought past
     the budget (by the reasoning tokens the server reports) are kept and counted on stderr; within it, nothing said."""
     def reply(content, completion, reasoning):
-        return T.Reply("r" * 400, content, "stop", {"prompt": 1, "completion": completion, "reasoning": reasoning})
+        return R.Reply("r" * 400, content, "stop", {"prompt": 1, "completion": completion, "reasoning": reasoning})
 
-    assert T.over_budget([reply("7", 50, 30), reply("7", 50, 9), reply("7", 10, 0)], 1, "</think>") == [30]
-    assert T.over_budget([reply("7", 50, 12)], 1, "\u00e9</think>") == [12]  # the bound counts bytes: 1 + 10 < 12
+    assert R.over_budget([reply("7", 50, 30), reply("7", 50, 9), reply("7", 10, 0)], 1, "</think>") == [30]
+    assert R.over_budget([reply("7", 50, 12)], 1, "\u00e9</think>") == [12]  # the bound counts bytes: 1 + 10 < 12
     # no count from the server (vLLM): what the content and UNSEEN_TOKENS leave of the completion
     answer = "<answer>7</answer>"
-    assert T.thought_tokens(reply(answer, 200, 0)) == 200 - len(answer) - T.UNSEEN_TOKENS
-    assert T.over_budget([reply(answer, 50 + len(answer) + T.UNSEEN_TOKENS, 0)], 42, "</think>") == []  # 50 = 42 + 8
-    assert T.over_budget([reply(answer, 51 + len(answer) + T.UNSEEN_TOKENS, 0)], 42, "</think>") == [51]
-    assert T.thought_tokens(reply("<think>" + "r" * 400 + "</think>7", 420, 0)) == 0  # inline: no floor
+    assert R.thought_tokens(reply(answer, 200, 0)) == 200 - len(answer) - R.UNSEEN_TOKENS
+    assert R.over_budget([reply(answer, 50 + len(answer) + R.UNSEEN_TOKENS, 0)], 42, "</think>") == []  # 50 = 42 + 8
+    assert R.over_budget([reply(answer, 51 + len(answer) + R.UNSEEN_TOKENS, 0)], 42, "</think>") == [51]
+    assert R.thought_tokens(reply("<think>" + "r" * 400 + "</think>7", 420, 0)) == 0  # inline: no floor
     examples = problems(2)
     server = ScriptedTeacher(examples, K=2)
     try:

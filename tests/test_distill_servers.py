@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from r1lab.cli import main
-from r1lab.evaluation import teacher as T
+from r1lab.evaluation import replies as R
 from r1lab.jsonl import read_jsonl
 from conftest import load_benchmark
 from test_distill import KNOBS, TASK, distill_args, problems, sample_lines
@@ -50,7 +50,7 @@ def test_distill_from_r1lab_serve(tmp_path, capsys):
     examples = problems(3)
     lines = sample_lines(f"{out}.journal")
     assert len(lines) == 6
-    total = T.add_usage(r["usage"] for r in lines)
+    total = R.add_usage(r["usage"] for r in lines)
     assert total["completion"] == served  # what the server decoded, exactly
     assert f"tokens in {total['prompt']}, out {total['completion']} (reasoning {total['reasoning']})" in printed
     records = read_jsonl(out)

@@ -1,10 +1,12 @@
-"""The pure rules of r1lab.evaluation.teacher: how a teacher's reply becomes an r1lab completion, what a malformed
-reply is, the retry schedule, the URL, the journal's fingerprint and the request seeds. tests/test_distill.py runs
-`r1lab distill` against a scripted server, tests/test_distill_servers.py against real ones."""
+"""The pure rules of r1lab.evaluation.replies (how a teacher's reply becomes an r1lab completion, what a malformed
+reply is, the journal's fingerprint and the request seeds) and r1lab.evaluation.teacher's (the retry schedule, the
+URL). tests/test_distill.py runs `r1lab distill` against a scripted server, tests/test_distill_servers.py against
+real ones."""
 import json
 
 import pytest
 
+from r1lab.evaluation import replies as R
 from r1lab.evaluation import teacher as T
 from r1lab.tasks import get_task
 from r1lab.tasks.format import parse_completion
@@ -17,6 +19,7 @@ TASK = get_task("countdown")
 def test_doctests():
     import doctest
 
+    assert doctest.testmod(R).failed == 0
     assert doctest.testmod(T).failed == 0
 
 
@@ -34,7 +37,7 @@ def test_doctests():
     ("r", "</think> <answer>7</answer>", ("r", "7")),
 ])
 def test_split_reply(reasoning, content, expected):
-    assert T.split_reply(reasoning, content) == expected
+    assert R.split_reply(reasoning, content) == expected
 
 
 @pytest.mark.parametrize("content, finish, expected", [
@@ -46,7 +49,7 @@ def test_split_reply(reasoning, content, expected):
 def test_a_reply_cut_off_without_a_reasoning_parser_is_reasoning(content, finish, expected):
     """vLLM without --reasoning-parser sends the thinking in `content`, unopened (the chat template wrote <think>):
     cut off by max_tokens before </think>, it is reasoning cut off (wrong), not an answer."""
-    assert T.rebuild(T.Reply(None, content, finish, {})) == expected
+    assert R.rebuild(R.Reply(None, content, finish, {})) == expected
     assert not TASK.score(expected, {"nums": [3, 4, 2], "target": 9}).correct or finish == "stop"
 
 
@@ -71,10 +74,10 @@ def test_short_chat_turns_render_as_the_short_prompt(name):
 
 def test_rebuild_is_the_format_the_verifier_reads():
     ex = {"nums": [3, 5, 7], "target": 22}
-    done = T.rebuild(T.Reply("5*3=15, 15+7=22", "(5*3)+7", "stop", {}))
+    done = R.rebuild(R.Reply("5*3=15, 15+7=22", "(5*3)+7", "stop", {}))
     assert done == "5*3=15, 15+7=22</think> <answer>(5*3)+7</answer>"
     assert parse_completion(done).format_ok and TASK.score(done, ex).correct
-    cut = T.rebuild(T.Reply("5*3=15, 15+7=22 so (5*3)+7", "", "length", {}))  # no answer: the reasoning alone
+    cut = R.rebuild(R.Reply("5*3=15, 15+7=22 so (5*3)+7", "", "length", {}))  # no answer: the reasoning alone
     assert cut == "5*3=15, 15+7=22 so (5*3)+7" and not TASK.score(cut, ex).correct
 
 
@@ -89,20 +92,20 @@ def test_rebuild_is_the_format_the_verifier_reads():
     b'{"error": {"message": "overloaded"}}',
 ])
 def test_a_malformed_reply_is_bad_reply_and_nothing_else(body):
-    with pytest.raises(T.BadReply):
-        T.parse_reply(body)
+    with pytest.raises(R.BadReply):
+        R.parse_reply(body)
 
 
 def test_parse_reply_reads_every_shape():
     deepseek = {"choices": [{"message": {"content": "7", "reasoning_content": "r"}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14,
                           "completion_tokens_details": {"reasoning_tokens": 3}}}
-    assert T.parse_reply(json.dumps(deepseek).encode()) == T.Reply("r", "7", "stop",
+    assert R.parse_reply(json.dumps(deepseek).encode()) == R.Reply("r", "7", "stop",
                                                                    {"prompt": 9, "completion": 5, "reasoning": 3})
     vllm = {"choices": [{"message": {"content": None, "reasoning": "r"}, "finish_reason": "length"}]}
-    assert T.parse_reply(json.dumps(vllm).encode()) == T.Reply("r", "", "length",
+    assert R.parse_reply(json.dumps(vllm).encode()) == R.Reply("r", "", "length",
                                                                {"prompt": 0, "completion": 0, "reasoning": 0})
-    assert "overloaded" in T.error_text(b'{"error": {"message": "overloaded"}}')
+    assert "overloaded" in R.error_text(b'{"error": {"message": "overloaded"}}')
 
 
 def test_backoff_schedule_and_retry_after():
@@ -126,7 +129,7 @@ def test_endpoint_fingerprint_and_seeds():
         with pytest.raises(ValueError):
             T.endpoint(bad)
     settings = {"url": "u", "temperature": 0.6, "samples": 2}
-    assert T.fingerprint(settings) == T.fingerprint(dict(reversed(settings.items())))
-    assert T.fingerprint(settings) != T.fingerprint({**settings, "temperature": 0.7})
-    assert T.GOLDEN == GOLDEN and T.request_seed(3, 5) == (3 + 5 * GOLDEN) % 2 ** 63  # the engine's row seeds
-    assert T.cost({"prompt": 2_000_000, "completion": 1_000_000, "reasoning": 900_000}, 0.55, 2.19) == 1.1 + 2.19
+    assert R.fingerprint(settings) == R.fingerprint(dict(reversed(settings.items())))
+    assert R.fingerprint(settings) != R.fingerprint({**settings, "temperature": 0.7})
+    assert R.GOLDEN == GOLDEN and R.request_seed(3, 5) == (3 + 5 * GOLDEN) % 2 ** 63  # the engine's row seeds
+    assert R.cost({"prompt": 2_000_000, "completion": 1_000_000, "reasoning": 900_000}, 0.55, 2.19) == 1.1 + 2.19

@@ -8,18 +8,19 @@ data, and distillation of a strong reasoner into a small model).
     r1lab distill --teacher runs/rl --task countdown --samples 8 --out traces.jsonl    # a local teacher
 
 The API form (--teacher-url, --teacher-model) sends each problem's chat messages K times, --concurrency at once, with
-retries; r1lab.evaluation.teacher states how a reply becomes a completion, the URL rule and what is retried. The
-API key is read from $OPENAI_API_KEY (or the variable --api-key-env names; none is sent when it is unset) and written
-nowhere. Every reply is journaled in OUT.journal as it arrives: rerunning the same command after a kill or an error
-requests only what is missing; delete the journal (or change --out) to start afresh. --out and --pass-rates are
-written once every sample is in. The local form (--teacher CHECKPOINT) is `r1lab sample` on the teacher checkpoint.
+retries; r1lab.evaluation.replies states how a reply becomes a completion, r1lab.evaluation.teacher the URL rule and
+what is retried. The API key is read from $OPENAI_API_KEY (or the variable --api-key-env names; none is sent when it is
+unset) and written nowhere. Every reply is journaled in OUT.journal as it arrives: rerunning the same command after a
+kill or an error requests only what is missing; delete the journal (or change --out) to start afresh. --out and
+--pass-rates are written once every sample is in. The local form (--teacher CHECKPOINT) is `r1lab sample` on the
+teacher checkpoint.
 
 A thinking budget (--max-thinking-tokens, --thinking-end) is forced by the local form's sampler as in `r1lab
 sample`; an API teacher gets it as the request fields `max_thinking_tokens` and `thinking_end`, which r1lab serve
 honours. Other servers differ: vLLM ignores fields it does not know (its own `thinking_token_budget` forces a bare
 </think>), and a hosted API may refuse the request (exit 1, with the server's message). Replies that thought past the
 budget (by the server's reasoning token count, or where it sends none, the completion tokens its content cannot
-account for: teacher.thought_tokens) are kept, and the run says how many on stderr.
+account for: replies.thought_tokens) are kept, and the run says how many on stderr.
 
 The teacher gets the task's chat turns (--teacher-template): R1's system prompt and the full question (`r1`), as
 DeepSeek asks its own models, or the question alone (`short`), which the chat template of a model r1lab trained
@@ -112,6 +113,7 @@ def _check_api_arguments(args: argparse.Namespace) -> None:
 
 def _run_api(args: argparse.Namespace) -> int:
     from r1lab.commands.options import check_selection_arguments
+    from r1lab.evaluation import replies as R
     from r1lab.evaluation import teacher as T
     from r1lab.evaluation.journal import Journal
     from r1lab.evaluation.traces import pass_rates, select
@@ -141,7 +143,7 @@ def _run_api(args: argparse.Namespace) -> int:
         params = {"temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_new_tokens}
         if args.max_thinking_tokens is not None:  # r1lab serve's request fields (see the docstring)
             params |= {"max_thinking_tokens": args.max_thinking_tokens, "thinking_end": args.thinking_end}
-        settings = T.run_settings(args.teacher_url, args.teacher_model, task.NAME, examples, messages, K, params,
+        settings = R.run_settings(args.teacher_url, args.teacher_model, task.NAME, examples, messages, K, params,
                                   args.sampling_seed)
         journal = Journal(journal_path, settings, len(examples), K)
         done = journal.open()
@@ -149,7 +151,7 @@ def _run_api(args: argparse.Namespace) -> int:
         return _usage(str(e).splitlines()[0] if str(e) else type(e).__name__)
     if key is None and teacher.host not in LOCAL_HOSTS:
         print(f"r1lab distill: ${args.api_key_env} is not set: sending no API key", file=sys.stderr)
-    jobs = [(p, j, messages[p], T.request_seed(args.sampling_seed, p * K + j))
+    jobs = [(p, j, messages[p], R.request_seed(args.sampling_seed, p * K + j))
             for p in range(len(examples)) for j in range(K) if (p, j) not in done]
     print(f"r1lab distill: {args.teacher_model} at {teacher.url} on {len(examples)} {task.NAME} problems ({source}) "
           f"x {K} samples, {template} chat turns{why}; {len(done)} in {journal_path}, {len(jobs)} to request",
@@ -168,7 +170,7 @@ def _run_api(args: argparse.Namespace) -> int:
         print(f"r1lab distill: {error}{hint}\nr1lab distill: {len(journal.replies)} of {len(examples) * K} samples "
               f"are in {journal_path}; rerun the same command to resume", file=sys.stderr)
         return 1
-    samples, usage = T.score_replies(task, examples, prompts, journal.replies, K)
+    samples, usage = R.score_replies(task, examples, prompts, journal.replies, K)
     records = select(samples, examples, keep=args.keep, per_problem=args.keep_per_problem,
                      shortest_first=args.shortest_first,
                      extra=lambda s: {"usage": usage[id(s)], "teacher": args.teacher_model})
@@ -176,8 +178,8 @@ def _run_api(args: argparse.Namespace) -> int:
     rates = pass_rates(samples, examples)
     if args.pass_rates:
         write_jsonl(args.pass_rates, rates)
-    total = T.add_usage(usage.values())
-    over = T.over_budget(journal.replies.values(), args.max_thinking_tokens, args.thinking_end) \
+    total = R.add_usage(usage.values())
+    over = R.over_budget(journal.replies.values(), args.max_thinking_tokens, args.thinking_end) \
         if args.max_thinking_tokens is not None else []
     if over:  # the traces are valid, only not budgeted: kept, and said
         print(f"r1lab distill: {len(over)} of {len(samples)} replies thought past the budget (at least {max(over)} "
@@ -188,13 +190,13 @@ def _run_api(args: argparse.Namespace) -> int:
           f"{solved}/{len(rates)} problems solved at least once, mean pass rate "
           f"{sum(r['pass_rate'] for r in rates) / len(rates):.4f}; tokens in {total['prompt']}, out "
           f"{total['completion']} (reasoning {total['reasoning']}); "
-          f"${T.cost(total, args.price_in, args.price_out):.4f}; {time.perf_counter() - t0:.1f} s")
+          f"${R.cost(total, args.price_in, args.price_out):.4f}; {time.perf_counter() - t0:.1f} s")
     if args.account:  # an API's FLOPs are unknown: what it counted and billed
         from pathlib import Path
 
         from r1lab.jsonl import write_text_atomic
 
         account = {"teacher": args.teacher_model, "usage": total, "samples": len(samples),
-                   "dollars": T.cost(total, args.price_in, args.price_out), "wall_s": time.perf_counter() - t0}
+                   "dollars": R.cost(total, args.price_in, args.price_out), "wall_s": time.perf_counter() - t0}
         write_text_atomic(Path(args.account), json.dumps(account, indent=2) + "\n")
     return 0

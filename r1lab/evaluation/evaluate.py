@@ -2,9 +2,9 @@
 
 One core: `run_eval` samples K completions per problem (every sample of every problem in one call of the rollout
 backend, r1lab's engine by default, which runs at most max_batch_size rows at once, refilling as rows finish),
-scores them with the task's verifier and `summarize`s them. `r1lab eval` prints and saves that summary; `evaluate_model`, which the pretrain and RL loops
-call, flattens it into scalar metrics, so a number logged during training means what `r1lab eval` means by it at
-the same settings.
+scores them with the task's verifier and `summarize`s them. `r1lab eval` prints and saves that summary;
+`evaluate_model`, which the pretrain and RL loops call, flattens it into scalar metrics, so a number logged during
+training means what `r1lab eval` means by it at the same settings.
 
 The R1 protocol (DeepSeek-R1 paper, section 3.1): pass@1 is the mean correctness of K samples per problem at
 temperature 0.6 and top-p 0.95, averaged over problems; cons@K is the majority vote over the K answers.

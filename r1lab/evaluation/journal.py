@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from r1lab.evaluation.teacher import USAGE, Reply, fingerprint
+from r1lab.evaluation.replies import USAGE, Reply, fingerprint
 from r1lab.jsonl import dumps_line, read_jsonl_numbered
 
 
