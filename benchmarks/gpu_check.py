@@ -58,8 +58,12 @@ from gpu_rollouts import part_rollouts
 # b: FSDP2 training throughput and MFU
 
 def join_world(device) -> None:
-    """The process group torchrun describes, or a world of one (this process) when started without torchrun."""
+    """The process group torchrun describes, or a world of one (this process) when started without torchrun, with
+    r1lab's backends (runtime.process_group_backend); a CPU all_reduce proves the group carries what r1lab's
+    runtime.all_sum sends (an NCCL-only group refuses CPU tensors)."""
     import torch.distributed as dist
+
+    from r1lab.runtime import process_group_backend
 
     if dist.is_initialized():
         return
@@ -73,7 +77,11 @@ def join_world(device) -> None:
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(process_group_backend(device.type == "cuda"))
+    ones = torch.ones(1, dtype=torch.float64)  # on the CPU
+    dist.all_reduce(ones)
+    if ones.item() != dist.get_world_size():
+        raise RuntimeError(f"a CPU all_reduce over {dist.get_world_size()} ranks gave {ones.item()}")
 
 
 def train_once(S: Sizes, device, amp, checkpointing: bool) -> dict:

@@ -217,8 +217,8 @@ def shard(model, cfg: ScaleConfig, amp):
     from r1lab import runtime
 
     if not dist.is_initialized():  # one process, not started by torchrun: a world of one
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", store=dist.HashStore(), rank=0,
-                                world_size=1)
+        dist.init_process_group(runtime.process_group_backend(torch.cuda.is_available()), store=dist.HashStore(),
+                                rank=0, world_size=1)
         runtime.leave_at_exit()
     mp = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32)
     inner = model.get_base_model() if is_lora(model) else model

@@ -79,11 +79,28 @@ def set_threads(threads: int | None) -> None:
 
 # --- data parallelism ---------------------------------------------------------------------------------------------
 
+def process_group_backend(cuda: bool) -> str:
+    """gloo for CPU tensors, and NCCL for CUDA ones where there is a GPU.
+
+    subtle: a group made with backend="nccl" alone has no backend for CPU tensors, and all_sum's float64 CPU tensor
+    would fail there ("No backend type associated with device type cpu"); NCCL carries the gradients (FSDP's too),
+    gloo the few counts and metrics.
+    >>> process_group_backend(True), process_group_backend(False)
+    ('cpu:gloo,cuda:nccl', 'gloo')
+    """
+    return "cpu:gloo,cuda:nccl" if cuda else "gloo"
+
+
 def init_distributed() -> None:
-    """Join the process group that torchrun / accelerate launch describe in the environment (nccl on GPUs, else
-    gloo; a gloo group is left at exit); nothing when WORLD_SIZE is 1 or unset."""
+    """Join the process group that torchrun / accelerate launch describe in the environment (process_group_backend;
+    a gloo-only group is left at exit); nothing when WORLD_SIZE is 1 or unset. With a GPU, this process's GPU
+    (device()) becomes the current one first, so that whatever addresses "cuda" without an index (NCCL's
+    communicators among them) lands on it, not on cuda:0 for every rank."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(device())
+        dist.init_process_group(backend=process_group_backend(cuda))
         leave_at_exit()
 
 
@@ -117,9 +134,25 @@ def all_sum(values: list[float]) -> list[float]:
     """Element-wise sums over ranks, in float64."""
     if rank_and_world()[1] == 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
+    return sum_over_ranks(torch.tensor(values, dtype=torch.float64)).tolist()
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """t's element-wise sum over ranks (summed in float64 on the CPU, returned in t's dtype and device)."""
+    return _reduce(t, dist.ReduceOp.SUM)
+
+
+def max_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """t's element-wise max over ranks."""
+    return _reduce(t, dist.ReduceOp.MAX)
+
+
+def _reduce(t: torch.Tensor, op) -> torch.Tensor:
+    if rank_and_world()[1] == 1:
+        return t
+    x = t.detach().to("cpu", torch.float64)
+    dist.all_reduce(x, op=op)
+    return x.to(t.device, t.dtype)
 
 
 def all_gather_objects(obj) -> list:

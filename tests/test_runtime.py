@@ -62,3 +62,26 @@ def test_a_joined_gloo_group_is_left_before_the_interpreter_exits(tmp_path):
                                     "import torch\n"
                                     "dist.all_reduce(torch.ones(1))  # rank 0 waits for a peer that is gone\n")
     assert out.returncode != 0 and "RuntimeError: rank 1 fails" in out.stderr  # within the timeout: no hang
+
+
+def test_a_gpu_world_joins_with_gloo_for_cpu_tensors_on_its_own_gpu(monkeypatch):
+    """On GPUs each rank makes its own GPU current before joining (else every rank's NCCL communicator lands on
+    cuda:0), and the group carries CPU tensors over gloo: all_sum's counts are CPU tensors, and an NCCL-only group
+    refuses them. No GPU here: torch.cuda and the join are recorded, not run (scripts/gpu_check.sh runs them)."""
+    import doctest
+
+    assert doctest.testmod(runtime).failed == 0
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime.dist, "init_process_group", lambda backend: calls.append(("join", backend)))
+    monkeypatch.setattr(runtime, "leave_at_exit", lambda: calls.append(("leave at exit",)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: calls.append(("set_device", str(dev))))
+    runtime.init_distributed()
+    assert calls == [("set_device", "cuda:1"), ("join", "cpu:gloo,cuda:nccl"), ("leave at exit",)]
+    calls.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    runtime.init_distributed()
+    assert calls == [("join", "gloo"), ("leave at exit",)]
