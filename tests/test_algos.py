@@ -373,7 +373,44 @@ def test_presets():
     ("grpo", {"policy_loss": "clip"}, "unknown policy_loss 'clip'; valid: ppo_clip"),
     ("grpo", {"loss_agg": "mean"}, "unknown loss_agg 'mean'; valid: token_mean"),
     ("grpo", {"kl_estimator": "k4"}, "unknown kl_estimator 'k4'; valid: k1, k2, k3"),
+    ("grpo", {"kl_as_reward": True}, "kl_as_reward: .* advantage 'grpo' does not have; use advantage = 'reinforce_pp'"),
 ])
 def test_preset_errors_list_the_valid_names(name, overrides, listed):
     with pytest.raises(ValueError, match=listed):
         A.preset(name, **overrides)
+
+
+def test_batch_statistics_span_every_rank(tmp_path):
+    """grpo_batch_std's std and reinforce_pp's whitening are over the whole batch: two gloo ranks, each holding two
+    of the four groups, give the advantages one process gives the whole batch (up to float32 rounding: the sums
+    are split in another order). A world of one is exact by construction (ONE_RANK is the identity)."""
+    from test_runtime import torchrun_script
+
+    gen = torch.Generator().manual_seed(0)
+    rewards = torch.tensor([1., 0., 0., 0., 1.1, 0.1, 0.1, -0.9, 0.5, 0.5, 0.5, 0.5, 1., 1., 0., 1.])  # 4 groups of 4
+    mask = (torch.arange(6) < torch.randint(1, 7, (16, 1), generator=gen)).float()  # (16, 6), lengths 1-6
+    kl = torch.rand(16, 6, generator=gen) * mask
+    torch.save({"rewards": rewards, "mask": mask, "kl": kl}, tmp_path / "batch.pt")
+    cases = {"grpo_batch_std": {}, "reinforce_pp": {"kl": kl, "kl_coef": 0.1}}
+    out = torchrun_script(tmp_path, f"""import torch
+from r1lab.rl import algos
+runtime.init_distributed()
+rank = dist.get_rank()
+b = torch.load({str(tmp_path / 'batch.pt')!r})
+rows = slice(8 * rank, 8 * rank + 8)
+ranks = algos.Ranks(runtime.sum_over_ranks, runtime.max_over_ranks)
+kl = {{"grpo_batch_std": {{}}, "reinforce_pp": {{"kl": b["kl"][rows], "kl_coef": 0.1}}}}
+adv = {{name: algos.ADVANTAGES[name](b["rewards"][rows], b["mask"][rows], 4, ranks=ranks, **kl[name])[0]
+       for name in kl}}
+torch.save(adv, {str(tmp_path)!r} + f"/rank{{rank}}.pt")
+""")
+    assert out.returncode == 0, out.stderr[-3000:]
+    parts = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for name, extra in cases.items():
+        whole, _ = A.ADVANTAGES[name](rewards, mask, 4, **extra)
+        split = torch.cat([parts[0][name], parts[1][name]])
+        assert split.abs().max() > 0.5  # not the trivial answer
+        close(split, whole, magnitude=float(whole.abs().max()), n=16 * 6)
+        shares, _ = A.ADVANTAGES[name](rewards[:8], mask[:8], 4, **{k: v[:8] if k == "kl" else v
+                                                                    for k, v in extra.items()})
+        assert (shares - whole[:8]).abs().max() > 1e-2  # one rank's own statistics would differ

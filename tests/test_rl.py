@@ -183,10 +183,11 @@ def test_kl_as_reward_uses_the_chosen_estimator(rollouts):
     assert "forward" not in processed  # on-policy without KL: no extra pass
 
 
-def test_dynamic_sampling_judges_groups_by_the_verifier_before_the_length_penalty():
-    """DAPO filters on accuracy: a group of wrong answers that differ only in length (so the soft overlong penalty
-    makes their rewards differ) is replaced; a group with a right answer is kept. Scripted rollouts (the filter is
-    the subject, not the sampler): one problem all wrong, short and truncated; the other one right, three wrong."""
+def test_dynamic_sampling_judges_groups_by_accuracy_alone():
+    """DAPO filters on accuracy: a group of wrong answers that differ only in length and format (so the soft
+    overlong penalty and the format bonus make their rewards differ) is replaced; a group with a right answer is
+    kept. Scripted rollouts (the filter is the subject, not the sampler): one problem all wrong, short and truncated,
+    half of them without answer tags; the other one right, three wrong."""
     from r1lab.engine import Completion
     from r1lab.rl.rollouts import collect_rollouts
     from r1lab.rl.train import algorithm
@@ -200,7 +201,8 @@ def test_dynamic_sampling_judges_groups_by_the_verifier_before_the_length_penalt
     wrong, right = {"nums": [2, 3, 5], "target": 11}, {"nums": [1, 4, 6], "target": 10}
     right_text = render_completion("4+6=10, 10*1=10 vs 10 hit", "(4+6)*1")
     wrong_text = render_completion("2+3=5 vs 11 miss", "2+3")
-    by_prompt = {countdown.prompt(wrong, template=cfg.template): [wrong_text] * 4,
+    unformatted = "2+3=5 vs 11 miss, give up"  # no </think>, no answer: format 0
+    by_prompt = {countdown.prompt(wrong, template=cfg.template): [wrong_text, wrong_text, unformatted, unformatted],
                  countdown.prompt(right, template=cfg.template): [right_text] + [wrong_text] * 3}
 
     class Scripted:

@@ -19,11 +19,23 @@ the KL term and DAPO's sampling filters. Nothing else in the RL loop should know
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Callable, NamedTuple
 
 import torch
 
 # ----------------------------------------------------------------------------------------------------------------
 # Advantages: rewards (B,) -> per-token advantages (B,T), zero on masked tokens.
+
+
+class Ranks(NamedTuple):
+    """How the statistics of a whole batch are taken when each data-parallel rank holds a share of it: sum and max
+    map a 1-D tensor to its element-wise sum / max over ranks (train_on passes runtime.sum_over_ranks and
+    max_over_ranks). Group statistics need none: a group's G rows are always on one rank."""
+    sum: Callable[[torch.Tensor], torch.Tensor]
+    max: Callable[[torch.Tensor], torch.Tensor]
+
+
+ONE_RANK = Ranks(sum=lambda t: t, max=lambda t: t)
 
 
 def _group_centered(rewards: torch.Tensor, G: int):
@@ -47,7 +59,8 @@ def _broadcast(adv_seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return adv_seq.reshape(-1, 1) * mask.to(adv_seq.dtype)  # (B,1) * (B,T) -> (B,T)
 
 
-def grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+def grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0,
+                    ranks: Ranks = ONE_RANK):
     """GRPO (DeepSeekMath eq. 3): A_i = (r_i - mean(r_group)) / (std(r_group) + eps), the same for every token.
 
     std is the unbiased sample std (torch.std, as DeepSeekMath, TRL and verl use). A zero-variance group gives 0.
@@ -61,32 +74,36 @@ def grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: 
     return _broadcast(adv, mask), metrics
 
 
-def grpo_batch_std_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+def grpo_batch_std_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0,
+                              ranks: Ranks = ONE_RANK):
     """(r - group mean) / std of every reward in the batch: "Lite PPO" (Liu et al. 2025, "Tricks or Traps"), TRL's
     scale_rewards="batch".
 
     Dividing by the group's own std gives a group whose rewards differ only by a small penalty (every answer wrong,
     some longer) advantages as large as a right-vs-wrong group's; the batch std keeps each group's advantages in
-    proportion to its reward spread. The std is over this process's batch (one rank's share under data parallelism,
-    as reinforce_pp whitens).
+    proportion to its reward spread. The std is over the whole batch, every rank's share of it (`ranks`).
     grpo_batch_std_advantages(torch.tensor([1., 0., 0., -.1]), torch.ones(4, 1), G=2)[0]
         == [[0.9637], [-0.9637], [0.0964], [-0.0964]]  (batch std = 0.5188)
     """
     _no_kl("grpo_batch_std", kl, kl_coef)
     centered, r, flat = _group_centered(rewards, G)
-    std = r.std() if r.numel() > 1 else r.new_zeros(())
+    total, n = ranks.sum(torch.stack([r.sum(), r.new_tensor(r.numel())]))
+    squares = ranks.sum(((r - total / n) ** 2).sum().reshape(1))[0]
+    std = (squares / (n - 1)).sqrt() if n > 1 else r.new_zeros(())  # unbiased, as torch.std
     adv = torch.where(flat, 0.0, centered / (std + eps))
     return _broadcast(adv, mask), {"zero_std_frac": flat.float().mean(), "reward/batch_std": std}
 
 
-def dr_grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+def dr_grpo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0,
+                       ranks: Ranks = ONE_RANK):
     """Dr. GRPO (Liu et al. 2025): A_i = r_i - mean(r_group); no std division, which biases toward easy/hard groups."""
     _no_kl("dr_grpo", kl, kl_coef)
     centered, _, flat = _group_centered(rewards, G)
     return _broadcast(centered, mask), {"zero_std_frac": flat.float().mean()}
 
 
-def rloo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+def rloo_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0,
+                    ranks: Ranks = ONE_RANK):
     """RLOO (Ahmadian et al. 2024): A_i = r_i - mean_{j != i} r_j, the leave-one-out baseline.
 
     This equals G/(G-1) * (r_i - mean(r_group)) exactly, so "the paper's G/(G-1) scaling" and "plain leave-one-out"
@@ -117,14 +134,16 @@ def fold_kl_into_rewards(rewards, mask, kl=None, kl_coef: float = 0.0):
     return token_rewards
 
 
-def reinforce_pp_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0):
+def reinforce_pp_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, kl_coef: float = 0.0,
+                            ranks: Ranks = ONE_RANK):
     """REINFORCE++ with a group baseline (Hu 2025, OpenRLHF "reinforce_baseline").
 
     1. subtract the group mean from each sequence reward (no std division);
     2. fold the optional KL penalty into token-level rewards (fold_kl_into_rewards);
     3. returns = reverse cumulative sum over tokens (gamma = 1);
-    4. whiten across the whole batch: (ret - mean) / (std + eps) with mean and std over all valid tokens; a std within
-       float rounding of zero is zero (every valid token has the same return), and so is every advantage then.
+    4. whiten across the whole batch: (ret - mean) / (std + eps) with mean and std over all valid tokens of every
+       rank (`ranks`); a std within float rounding of zero is zero (every valid token has the same return), and so
+       is every advantage then.
     subtle: step 4 shifts every token by the batch mean, so a zero-variance group gets a small nonzero advantage here
     (longer sequences weigh more in a token mean); the other estimators give it exactly zero.
     """
@@ -132,11 +151,13 @@ def reinforce_pp_advantages(rewards, mask, G: int, eps: float = 1e-6, kl=None, k
     mask = mask.float()
     token_rewards = fold_kl_into_rewards(centered.reshape(-1), mask, kl, kl_coef)  # (B,T)
     returns = token_rewards.flip(-1).cumsum(-1).flip(-1) * mask  # (B,T) sum of rewards from t to the end
-    n = mask.sum().clamp(min=1)
-    mean = returns.sum() / n
-    std = (((returns - mean) * mask) ** 2).sum().div(n).sqrt()
+    total, n = ranks.sum(torch.stack([returns.sum(), mask.sum()]))
+    n = n.clamp(min=1)
+    mean = total / n
+    std = ranks.sum((((returns - mean) * mask) ** 2).sum().reshape(1))[0].div(n).sqrt()
     kl_folded = kl is not None and bool(kl_coef)
-    std = std.masked_fill(std <= _whitening_rounding(r, flat, token_rewards, returns, n, kl_folded), 0.0)
+    floor = ranks.max(_whitening_rounding(r, flat, token_rewards, returns, n, kl_folded).reshape(1))[0]
+    std = std.masked_fill(std <= floor, 0.0)
     adv = torch.where(std > 0, (returns - mean) / (std + eps), 0.0) * mask
     return adv, {"zero_std_frac": flat.float().mean(), "return_std": std}
 
@@ -349,7 +370,8 @@ def entropy_from_logits(logits, chunk_size: int = 1024):
 
 
 def filter_groups(rewards, G: int):
-    """Dynamic sampling: keep mask (B/G,) over groups, False where every reward in the group is equal.
+    """Dynamic sampling: keep mask (B/G,) over groups, False where every reward in the group is equal. DAPO passes
+    accuracy (1 right, 0 wrong), so the groups kept are those with 0 < right < G.
 
     Such groups have zero advantage and only dilute the batch; DAPO drops them and samples more prompts.
     filter_groups(torch.tensor([1., 1., 0., 1.]), G=2) == [False, True]
@@ -392,7 +414,7 @@ class Algorithm:
     kl_coef: float                # 0: no KL term and no reference model
     kl_estimator: str             # KL_ESTIMATORS
     kl_as_reward: bool            # the KL penalty folded into the rewards (reinforce_pp) instead of a loss term
-    dynamic_sampling: bool        # DAPO: replace groups whose verifier rewards (before penalties) are all equal
+    dynamic_sampling: bool        # DAPO: replace groups whose answers are all right or all wrong
     overlong_filter: bool         # DAPO: no loss on truncated responses
     soft_overlong: bool           # DAPO: the soft overlong penalty on the reward
     overlong_cache_frac: float    # its ramp, as a fraction of max_new_tokens
@@ -403,6 +425,10 @@ class Algorithm:
                                 ("loss_agg", AGGREGATIONS), ("kl_estimator", KL_ESTIMATORS)):
             if getattr(self, field) not in registry:
                 raise ValueError(f"unknown {field} {getattr(self, field)!r}; valid: {', '.join(registry)}")
+        if self.kl_as_reward and self.kl_coef and self.advantage != "reinforce_pp":
+            raise ValueError(f"kl_as_reward: KL as a reward penalty needs per-token returns, which advantage "
+                             f"{self.advantage!r} does not have; use advantage = 'reinforce_pp' or a KL loss "
+                             f"(kl_as_reward = false)")
 
 
 PRESETS = {

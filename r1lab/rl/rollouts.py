@@ -51,9 +51,9 @@ def thinking_budget(cfg: RLConfig, evaluation: bool = False) -> dict:
 
 def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.Algorithm,
                      logprobs: bool = False) -> tuple[Rollouts, dict]:
-    """This rank's share of P prompts x G samples; with dynamic sampling, groups whose verifier rewards are all equal
-    are replaced (judged before the overlong penalty, as DAPO filters on accuracy: a group of wrong answers that
-    differ only in length would teach nothing but "stop sooner").
+    """This rank's share of P prompts x G samples; with dynamic sampling, groups whose answers are all right or all
+    wrong are replaced (DAPO's rule, 0 < correct < G, on the verifier's accuracy alone: a group of wrong answers that
+    differ only in format or length, by the format bonus or the overlong penalty, would teach only that).
     logprobs: the backend's log-prob of every sampled token in each Completion (what TIS compares with)."""
     from r1lab.engine import GOLDEN, SamplingParams
 
@@ -78,8 +78,8 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
         keep = torch.ones(len(batch), dtype=torch.bool)
-        if algo.dynamic_sampling:  # the verifier's rewards, before the overlong penalty
-            keep = algos.filter_groups(torch.tensor([s.reward for s in scores]), G)
+        if algo.dynamic_sampling:  # accuracy alone: no format bonus, no overlong penalty
+            keep = algos.filter_groups(torch.tensor([float(s.correct) for s in scores]), G)
         stats["groups_dropped"] += int((~keep).sum())
         rows = [i for i in range(len(examples)) if keep[i // G]]
         kept.examples += [examples[i] for i in rows]

@@ -90,7 +90,9 @@ def train_on(model, ref_model, opt, roll: Rollouts, cfg: RLConfig, algo: algos.A
                 ref_logp = all_rows(ref_model)
     kl_reward = algos.KL_ESTIMATORS[algo.kl_estimator](old_logp, ref_logp) * mask if kl_in_reward else None
     adv, adv_metrics = algos.ADVANTAGES[algo.advantage](roll.rewards.to(device), mask, G, kl=kl_reward,
-                                                        kl_coef=algo.kl_coef if kl_in_reward else 0.0)
+                                                        kl_coef=algo.kl_coef if kl_in_reward else 0.0,
+                                                        ranks=algos.Ranks(runtime.sum_over_ranks,
+                                                                          runtime.max_over_ranks))
     tokens, seqs = all_sum([float(mask.sum()), float((mask.sum(-1) > 0).sum())])
     tokens, seqs = torch.tensor(max(tokens, 1.0), device=device), torch.tensor(max(seqs, 1.0), device=device)
     sums: dict[str, float] = {}
