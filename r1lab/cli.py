@@ -31,6 +31,10 @@ COMMANDS = {
     "pipeline": "r1lab.commands.pipeline",
 }
 
+# optional packages -> the extra that installs them (pyproject.toml)
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "matplotlib": "report", "accelerate": "dist", "peft": "lora",
+          "trl": "bench"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     from r1lab import __version__
@@ -52,7 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except ModuleNotFoundError as e:  # an optional package: one line naming the extra, not a traceback
+        package = (e.name or "").partition(".")[0]
+        if package not in EXTRAS:
+            raise
+        print(f"r1lab {args.command}: needs {package}, which is not installed: pip install 'r1lab[{EXTRAS[package]}]' "
+              f"(or {package} itself)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

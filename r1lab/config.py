@@ -161,6 +161,12 @@ def check_stage(cfg, ranges: dict[str, str], choices: dict[str, tuple] | None = 
     check_config(cfg, ranges, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": DTYPES,
                                **(choices or {})})
     task = get_task(cfg.task)
+    knobbed = [key for key in knob_keys if getattr(cfg, key)]
+    if knobbed and not hasattr(task, "generate"):  # a dataset task under a recipe written for a generated one
+        clear = " ".join(f"--set {key}=" for key in knobbed)
+        raise ConfigError(f"task = {cfg.task!r} is a dataset, which takes no generator knobs, and {', '.join(knobbed)} "
+                          f"set them: clear them ({clear}) and give its problems as data = FILE, FOLDER or HUB_ID "
+                          f"(e.g. --set data=openai/gsm8k)")
     for key in knob_keys:
         try:
             parse_knobs(task, getattr(cfg, key) or "")

@@ -3,8 +3,9 @@
 # models are random Qwen2.5-0.5B / 1.5B shapes and the tokenizer is built on the spot.
 #
 #   scripts/gpu_check.sh [--json FILE] [--vllm-eager] [--smoke]
-#   PYTHON=/path/to/python scripts/gpu_check.sh ...   # default python3; needs torch, transformers, tokenizers and,
-#                                                     # for parts a and d, vllm (0.32.0 tested on CPU)
+#   PYTHON=/path/to/python scripts/gpu_check.sh ...   # default .venv/bin/python, else python3; needs torch,
+#                                                     # transformers, tokenizers and, for parts a and d, vllm
+#                                                     # (0.32.0 tested on CPU)
 # Run from anywhere; r1lab is imported from this checkout (PYTHONPATH), no install needed.
 #
 # Steps and their limits (8 minutes in all on one H200; a step that fails or is killed leaves ERROR rows and the next
@@ -50,6 +51,7 @@ while [ $# -gt 0 ]; do
 done
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi  # scripts/install.sh's venv
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if command -v nvidia-smi >/dev/null 2>&1; then

@@ -22,6 +22,10 @@ PRETRAIN = ["pretrain", "--recipe", "countdown_base_short"]
     (RL + ["--set", "temperature=-1"], "temperature = -1.0: must be > 0"),
     (RL + ["--set", "template=fancy"], "template = 'fancy': must be one of"),
     (RL + ["--set", "task=chess"], "task = 'chess': must be one of"),
+    (RL + ["--set", "task=gsm8k"], "task = 'gsm8k' is a dataset, which takes no generator knobs, and task_args set "
+                                   "them: clear them (--set task_args=) and give its problems as data"),
+    (["rl", "--recipe", "sft_countdown"], "sft_countdown.toml is an `r1lab sft` recipe; this command takes `r1lab rl`"),
+    (["pipeline", "--recipe", "countdown_rl"], "countdown_rl.toml is an `r1lab rl` recipe; this command takes"),
     (RL + ["--set", "steps=-1"], "steps = -1: must be >= 1"),
     (RL + ["--set", "steps=1e999"], "steps: expected int, got '1e999'"),
     (RL + ["--set", "steps=1.5e0"], "steps: expected int, got '1.5e0'"),
@@ -101,3 +105,25 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_loading(capsys):
         assert main(["serve", "--model", "countdown-base", "--port", str(port)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"r1lab serve: cannot listen on 127.0.0.1:{port}: ") and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv, package, extra", [
+    (["serve", "--model", "countdown-base", "--port", "0"], "uvicorn", "serve"),
+    (["report", "run", "--out", "report"], "matplotlib", "report"),
+])
+def test_a_missing_optional_package_names_its_extra(argv, package, extra, monkeypatch, capsys, tmp_path):
+    """The package is hidden (None in sys.modules makes its import fail as if it were not installed)."""
+    import json
+    import sys
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "stage": "rl", "reward": s / 10})
+                                                            + "\n" for s in (1, 2)))
+
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, package, None)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"needs {package}, which is not installed: pip install 'r1lab[{extra}]'" in err and "Traceback" not in err

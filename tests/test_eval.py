@@ -234,3 +234,16 @@ def test_eval_backend_vllm_without_vllm_is_a_usage_error_naming_the_extra(tmp_pa
     err = capsys.readouterr().err
     assert "argument --backend: invalid choice: 'vlm'" in err and "engine" in err and "vllm" in err
     assert list(BACKENDS) == ["engine", "vllm"]  # --backend's choices are the registry's
+
+
+def test_a_model_trained_on_other_knobs_is_told_which(capsys):
+    """The shipped base learnt countdown with numbers up to 12; on the generator's defaults (up to 100) it solves
+    nothing, so eval says which knobs to add, and says nothing once they are given."""
+    argv = ["eval", "--model", "countdown-base", "--task", "countdown", "--n", "1", "--samples", "1",
+            "--max-new-tokens", "4"]
+    assert main(argv) == 0
+    assert ("r1lab: note: countdown-base was trained on countdown problems with max_number=12; these are generated "
+            "with the task's defaults. For problems of its own kind add: --task-arg max_number=12"
+            in capsys.readouterr().err)
+    assert main(argv + ["--task-arg", "max_number=12"]) == 0
+    assert "note:" not in capsys.readouterr().err

@@ -52,6 +52,19 @@ def test_bad_model_arguments_say_what_they_found(tmp_path, make, message):
         resolve_checkpoint(str(make(tmp_path)))
 
 
+def test_a_mistyped_run_beside_its_folder_is_called_a_missing_directory(tmp_path, monkeypatch):
+    """"runs/nope" reads like a hub id (org/name); with a runs/ folder here the error leads with the directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"^org/nope: not available offline"):
+        resolve_checkpoint("org/nope")
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(CheckpointError, match=r"^runs/nope: no such directory \(runs/ is here, without nope\); as a "
+                                              r"Hugging Face hub id: not available offline"):
+        resolve_checkpoint("runs/nope")
+
+
 def test_an_unloadable_model_directory_is_one_line(tmp_path, ckpt):
     import shutil
 

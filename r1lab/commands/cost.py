@@ -206,14 +206,13 @@ def _what_if(args) -> dict:
 def _recipe(args) -> dict:
     """An RL recipe's run, before it runs: tokens and FLOPs (r1lab/cost/recipes.py), GPU-hours and dollars at an MFU,
     and what the recipe's source published."""
-    from r1lab.config import load_config
     from r1lab.cost.published import dollars, format_si, get_gpu, gpu_hours
     from r1lab.cost.recipes import PUBLISHED, RLWork, evaluations, matmul_params, recompute_flops, rl_flops
-    from r1lab.recipes import resolve_recipe
+    from r1lab.recipes import load_recipe_config, resolve_recipe
     from r1lab.rl.train import RLConfig, algorithm
 
     path = resolve_recipe(args.recipe)
-    cfg = load_config(RLConfig, path)
+    cfg = load_recipe_config(RLConfig, "rl", path, [])
     algo = algorithm(cfg)
     config, card_params, shape_from = _model_shape(cfg.model)
     prompt_tokens, prompt_from = ((args.prompt_tokens, "--prompt-tokens") if args.prompt_tokens is not None

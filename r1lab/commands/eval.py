@@ -58,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     runtime.set_threads(args.threads)
     try:
         markers = parse_markers(args.markers) if args.markers is not None else DEFAULT_MARKERS
-        if args.samples < 1 or not markers:
-            raise ValueError("--samples must be at least 1 and --markers must name at least one marker")
+        if args.samples < 1:
+            raise ValueError(f"--samples must be at least 1, got {args.samples}")
+        if not markers:
+            raise ValueError(f"--markers must name at least one marker, got {args.markers!r}")
         check_thinking_arguments(args)  # before the model loads
         task, examples, source, model, tokenizer, path = load_task_problems_model(
             args, (args.out, args.completions_out))

@@ -5,6 +5,7 @@ vocabulary on the command line). `r1lab distill` takes them too, with --teacher 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from r1lab.tasks.format import THINK_END, check_thinking_budget
 
@@ -97,4 +98,29 @@ def load_task_problems_model(args: argparse.Namespace, outputs=()) -> tuple:
     for out in filter(None, outputs):
         check_writable(out)
     check_backend(args.backend)
-    return (task, examples, source, *load_checkpoint(args.model))
+    loaded = load_checkpoint(args.model)
+    if not args.data and not args.task_args:
+        note = trained_knobs_note(task, loaded[2], args.model)
+        if note:
+            print(note, file=sys.stderr)
+    return (task, examples, source, *loaded)
+
+
+def trained_knobs_note(task, path, model: str) -> str | None:
+    """A line for a model that r1lab trained on generated problems unlike the task's defaults (countdown's recipes:
+    numbers up to 12, the default 100), which the command is about to use: how to ask for the model's own kind."""
+    from r1lab.model.load import trained_task_args
+    from r1lab.tasks import knob_defaults, parse_knobs
+
+    try:
+        knobs = parse_knobs(task, trained_task_args(path, task.NAME) or "")
+    except ValueError:  # knobs of an older r1lab: say nothing
+        return None
+    defaults = knob_defaults(task) if knobs else {}
+    differ = {k: v for k, v in knobs.items() if defaults.get(k) != v}
+    if not differ:
+        return None
+    flags = " ".join(f"--task-arg {k}={v}" for k, v in differ.items())
+    listed = ", ".join(f"{k}={v}" for k, v in differ.items())
+    return (f"r1lab: note: {model} was trained on {task.NAME} problems with {listed}; these are generated with the "
+            f"task's defaults. For problems of its own kind add: {flags}")

@@ -27,16 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from r1lab.config import ConfigError, load_config
+    from r1lab.config import ConfigError
     from r1lab.pipeline import PipelineConfig, check
     from r1lab.pipeline import run as run_pipeline
-    from r1lab.recipes import resolve_recipe
+    from r1lab.recipes import load_recipe_config, resolve_recipe
 
     overrides = list(args.overrides)
     overrides += [f"out_dir={args.out}"] if args.out else []
     overrides += [f"base={args.model}"] if args.model else []
     try:
-        cfg = load_config(PipelineConfig, resolve_recipe(args.recipe), overrides)
+        cfg = load_recipe_config(PipelineConfig, "pipeline", resolve_recipe(args.recipe), overrides)
         check(cfg)
         return run_pipeline(cfg)
     except (ConfigError, ValueError) as e:

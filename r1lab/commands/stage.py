@@ -14,17 +14,16 @@ def add_stage_arguments(p) -> None:
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (when installed)")
 
 
-def load_stage_config(cls, args):
+def load_stage_config(cls, args, command: str):
     """The stage's config from --recipe, --set and the shorthands; raises ConfigError on bad input."""
-    from r1lab.config import load_config
-    from r1lab.recipes import resolve_recipe
+    from r1lab.recipes import load_recipe_config, resolve_recipe
 
     overrides = list(args.overrides)
     overrides += [f"model={args.model}"] if args.model else []
     overrides += [f"out_dir={args.out}"] if args.out else []
     overrides += ["wandb=true"] if args.wandb else []
     overrides += ["tensorboard=true"] if args.tensorboard else []
-    return load_config(cls, resolve_recipe(args.recipe), overrides)
+    return load_recipe_config(cls, command, resolve_recipe(args.recipe), overrides)
 
 
 def run_stage(args, command: str, cls, main, check=None, input_errors: tuple = ()) -> int:
@@ -38,7 +37,7 @@ def run_stage(args, command: str, cls, main, check=None, input_errors: tuple = (
     from r1lab.model.load import CheckpointError
 
     try:
-        cfg = load_stage_config(cls, args)
+        cfg = load_stage_config(cls, args, command)
         if check is not None:
             check(cfg)
     except (ConfigError, ValueError) as e:

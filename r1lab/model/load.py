@@ -60,7 +60,14 @@ def resolve_checkpoint(arg: str | Path) -> str:
         raise CheckpointError(f"{text}: a file, not a model directory")
     if _looks_local(text):
         raise CheckpointError(f"{text}: no such file or directory")
-    check_hub_model(text)
+    parent = path.parent
+    try:
+        check_hub_model(text)
+    except CheckpointError as e:
+        if parent != Path(".") and parent.is_dir():  # "runs/nope" with a runs/ here: most likely a mistyped run
+            raise CheckpointError(f"{text}: no such directory ({parent}/ is here, without {path.name}); as a Hugging "
+                                  f"Face hub id: {str(e).removeprefix(text + ': ')}") from None
+        raise
     return text
 
 
@@ -168,6 +175,24 @@ def trained_template(path) -> str | None:
         return None
     template = config.get("template") if isinstance(config, dict) else None
     return template if template in TEMPLATES else None
+
+
+def trained_task_args(path, task: str) -> str | None:
+    """The generator knobs ("k=v,k=v") of the problems a checkpoint r1lab wrote was trained on when its task is
+    `task`: an RL run's held-out knobs (eval_task_args) where it has them, else its training knobs. None for another
+    task, no knobs, a hub id or a directory r1lab did not write.
+
+    >>> trained_task_args(ASSETS / "countdown-base", "countdown"), trained_task_args("Qwen/Qwen2.5-0.5B", "countdown")
+    ('min_numbers=3,max_numbers=4,max_number=12,max_target=100', None)
+    """
+    try:
+        config = json.loads((Path(path) / "r1lab_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("task") != task:
+        return None
+    knobs = config.get("eval_task_args") or config.get("task_args")
+    return knobs if isinstance(knobs, str) and knobs.strip() else None
 
 
 def load_model(path_or_id: str, dtype=None):

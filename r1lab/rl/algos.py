@@ -432,7 +432,8 @@ class Algorithm:
 
 
 PRESETS = {
-    # DeepSeekMath / R1: group-std advantages, per-sequence mean, k3 KL as a loss at 0.001, symmetric clip 0.2.
+    # DeepSeekMath / R1: group-std advantages, per-sequence mean, k3 KL as a loss at R1's 0.001 (DeepSeekMath: 0.04),
+    # symmetric clip 0.2.
     "grpo": Algorithm(advantage="grpo", policy_loss="ppo_clip", loss_agg="seq_mean_token_mean", clip_low=0.2,
                       clip_high=0.2, clip_c=None, kl_coef=0.001, kl_estimator="k3", kl_as_reward=False,
                       dynamic_sampling=False, overlong_filter=False, soft_overlong=False, overlong_cache_frac=0.0),
@@ -441,7 +442,8 @@ PRESETS = {
                          clip_low=0.2, clip_high=0.2, clip_c=None, kl_coef=0.0, kl_estimator="k3", kl_as_reward=False,
                          dynamic_sampling=False, overlong_filter=False, soft_overlong=False, overlong_cache_frac=0.0),
     # DAPO: clip-higher, token mean, no KL, dynamic sampling, soft overlong penalty over the last 20% of the budget
-    # (4096 of 20480 in the paper). Overlong filtering is off: it would mask the very responses the penalty scores.
+    # (4096 of 20480 in the paper). Overlong filtering (no loss on truncated responses) is off: it would drop the -1
+    # the penalty gives them, its strongest signal; DAPO's ablation adds the two one after the other (its Table 1).
     "dapo": Algorithm(advantage="grpo", policy_loss="ppo_clip", loss_agg="token_mean", clip_low=0.2, clip_high=0.28,
                       clip_c=None, kl_coef=0.0, kl_estimator="k3", kl_as_reward=False, dynamic_sampling=True,
                       overlong_filter=False, soft_overlong=True, overlong_cache_frac=0.2),
