@@ -48,13 +48,19 @@ def save_model_dir(path: Path, model, tokenizer, config: dict | None = None, dty
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator a run draws from: Python's, numpy's, torch's CPU one and, on a GPU, the current device's."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():  # a GPU run's state; a CPU run resumes without it
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save_checkpoint(run_dir, step: int, model, tokenizer, config: dict, trainer_state: dict | None = None,
@@ -119,7 +125,10 @@ def latest_checkpoint(run_dir) -> Path | None:
 
 
 def load_trainer_state(ckpt: Path) -> dict:
-    return torch.load(Path(ckpt) / "trainer_state.pt", weights_only=False)
+    """The trainer state on the CPU: every rank reads rank 0's file, whose optimizer state was saved from cuda:0, and
+    optimizer.load_state_dict moves each tensor to its parameter's device (so no rank piles it onto cuda:0, and a GPU
+    run resumes on a machine without one)."""
+    return torch.load(Path(ckpt) / "trainer_state.pt", weights_only=False, map_location="cpu")
 
 
 def restore_trainer_state(ckpt: Path, optimizer=None) -> dict:

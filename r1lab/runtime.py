@@ -111,7 +111,8 @@ def leave_at_exit() -> None:
     exception"), and torchrun then reports a finished run as failed: 7 of 77 two-rank runs of a bare all_reduce
     script here, none of 40 with this handler (`r1lab rl` had none in 40 without it). Gloo's destroy is local: a rank
     whose peer died still exits at once. NCCL's is collective and can hang when a peer has crashed (NVIDIA/nccl#1777),
-    so an NCCL group is left to torch, as before (it warns at exit)."""
+    so a group with NCCL in it (on GPUs, process_group_backend's "cpu:gloo,cuda:nccl") is left to torch, as before
+    (it warns at exit); whether its gloo half shows the teardown abort is a GPU check still to make."""
     atexit.register(_leave_gloo)
 
 

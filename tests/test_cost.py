@@ -150,9 +150,21 @@ def test_measure_matmul_peak_is_cached(tmp_path, monkeypatch):
 
 
 def test_device_peak_flops(monkeypatch):
+    import torch
+
     monkeypatch.setattr(CA, "measure_matmul_peak", lambda dtype: {"bf16": 2e11, "fp32": 5e10}[dtype])
     assert CA.device_peak_flops("cpu", "bfloat16") == 2e11
     assert CA.device_peak_flops("meta", "bf16") is None
+    # a GPU (named, not used: none here): RL's fp32 sampling has a peak too, so a GPU run's MFU is not None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    assert CA.device_peak_flops("cuda:0", "fp32") == 67e12 and CA.device_peak_flops("cuda:0", "bf16") == 989.5e12
+    assert CA.device_peak_flops("cuda:0", "fp8") == 1979e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
+    assert CA.device_peak_flops("cuda:0", "fp32") == 19.5e12 and CA.device_peak_flops("cuda:0", "fp8") is None
+    account = CA.RunAccount(TINY, device="cuda", dtype="bf16", dtype_by_kind={"generate": "fp32"})
+    account.add_tokens("train", n_tokens=1000, context_len=100)
+    account.add_generate(prompt_len=10, new_tokens=20, n_sequences=8)
+    assert account.summary(wall_s=1.0)["mfu"] is not None
 
 
 TINY = F.Shape(n_layers=2, body_params=73728, head_params=6400, qk_dim=64, v_dim=64)

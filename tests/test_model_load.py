@@ -1,6 +1,7 @@
 """The one model resolver (r1lab.model.load) and the commands that load through it: every form of a model argument,
 clear errors, and the device every command puts the model on."""
 import argparse
+import json
 
 import pytest
 import torch
@@ -63,6 +64,23 @@ def test_a_mistyped_run_beside_its_folder_is_called_a_missing_directory(tmp_path
     with pytest.raises(CheckpointError, match=r"^runs/nope: no such directory \(runs/ is here, without nope\); as a "
                                               r"Hugging Face hub id: not available offline"):
         resolve_checkpoint("runs/nope")
+
+
+def test_a_checkpoint_stored_in_bf16_loads_as_float32_master_weights(tmp_path, ckpt):
+    """As hub models are stored; transformers 5 would load them in bf16, where AdamW's small updates round away."""
+    import shutil
+
+    from r1lab.model.load import load_model
+
+    model, tok = load_model(str(ckpt))
+    stored = tmp_path / "bf16"
+    model.to(torch.bfloat16).save_pretrained(stored)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(ckpt / name, stored / name)
+    assert json.loads((stored / "config.json").read_text())["dtype"] == "bfloat16"
+    loaded, _ = load_model(str(stored))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert {p.dtype for p in load_model(str(stored), torch.bfloat16)[0].parameters()} == {torch.bfloat16}
 
 
 def test_an_unloadable_model_directory_is_one_line(tmp_path, ckpt):

@@ -87,15 +87,15 @@ def _read_json(path: Path) -> dict:
 
 
 def device_peak_flops(device="cpu", dtype="bf16") -> float | None:
-    """Peak FLOP/s to measure MFU against: the GPU preset on CUDA (None for a GPU r1lab has no preset for, or
-    fp32), the measured matmul peak on CPU, None elsewhere."""
+    """Peak FLOP/s to measure MFU against: the GPU preset on CUDA (None for a GPU r1lab has no preset for), the
+    measured matmul peak on CPU, None elsewhere."""
     import torch
 
     device = torch.device(device)
     name = dtype_name(dtype)
     if device.type == "cuda":
         gpu = gpu_from_device_name(torch.cuda.get_device_name(device))
-        return None if gpu is None or name == "fp32" or (name == "fp8" and gpu.fp8 is None) else gpu.peak(name)
+        return None if gpu is None or (name == "fp8" and gpu.fp8 is None) else gpu.peak(name)
     if device.type == "cpu":
         return measure_matmul_peak(name)
     return None

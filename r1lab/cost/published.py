@@ -23,26 +23,29 @@ class GPU:
     name: str
     bf16: float  # dense BF16 tensor-core peak, FLOP/s
     fp8: float | None  # dense FP8 peak, FLOP/s (None: no FP8 tensor cores)
+    fp32: float  # FP32 on the CUDA cores, FLOP/s: torch's float32 matmuls by default (TF32 off)
     price: float  # assumed rental price, $ per GPU-hour
     note: str
 
     def peak(self, precision: str = "bf16") -> float:
         """GPUS["A100"].peak("bf16") == 312e12"""
-        value = {"bf16": self.bf16, "fp16": self.bf16, "fp8": self.fp8}.get(precision)
+        value = {"bf16": self.bf16, "fp16": self.bf16, "fp8": self.fp8, "fp32": self.fp32}.get(precision)
         if value is None:
-            raise ValueError(f"{self.name} has no {precision} peak in r1lab; valid: bf16, fp16, fp8 (not on A100)")
+            raise ValueError(f"{self.name} has no {precision} peak in r1lab; valid: bf16, fp16, fp32, fp8 (not on "
+                             f"A100)")
         return value
 
 
-# Peaks: half of NVIDIA's datasheet "with sparsity" figures. H800 has H100 SXM compute (its NVLink is cut).
+# Tensor-core peaks: half of NVIDIA's datasheet "with sparsity" figures; FP32: the datasheets' (no sparsity there).
+# H800 has H100 SXM compute (its NVLink is cut).
 GPUS = {
     g.name: g
     for g in [
-        GPU("H800", 989.5e12, 1979e12, 2.00, "H100 SXM compute; $2/h is the DeepSeek-V3 report's assumption"),
-        GPU("H100", 989.5e12, 1979e12, 2.50, "SXM5 80GB; assumed on-demand rate"),
-        GPU("H200", 989.5e12, 1979e12, 3.50, "SXM 141GB, H100 compute with more memory; assumed rate"),
-        GPU("A100", 312e12, None, 1.50, "SXM4 80GB, no FP8; assumed rate"),
-        GPU("B200", 2250e12, 4500e12, 5.00, "HGX B200 (1000 W); assumed rate"),
+        GPU("H800", 989.5e12, 1979e12, 67e12, 2.00, "H100 SXM compute; $2/h is the DeepSeek-V3 report's assumption"),
+        GPU("H100", 989.5e12, 1979e12, 67e12, 2.50, "SXM5 80GB; assumed on-demand rate"),
+        GPU("H200", 989.5e12, 1979e12, 67e12, 3.50, "SXM 141GB, H100 compute with more memory; assumed rate"),
+        GPU("A100", 312e12, None, 19.5e12, 1.50, "SXM4 80GB, no FP8; assumed rate"),
+        GPU("B200", 2250e12, 4500e12, 80e12, 5.00, "HGX B200 (1000 W); assumed rate"),
     ]
 }
 

@@ -231,6 +231,9 @@ class VLLMBackend:
 
     def wake(self) -> None:
         if self.asleep:
+            # subtle: vLLM's memory comes from outside torch's caching allocator, so what training left cached there
+            # would not be free for its weights and KV cache (TRL empties it too)
+            torch.cuda.empty_cache()
             self.llm.wake_up()  # restores the weights pushed last (offloaded at sleep)
             self.asleep = False
 

@@ -243,8 +243,10 @@ def setup(cfg: RLConfig) -> Run:
                                    **parse_knobs(task, held_out_task_args(cfg)))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
-    account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32",
-                         dtype_by_kind={"generate": "fp32"})  # rollouts and evaluation sample in fp32 (see below)
+    engine = cfg.rollout_backend == "engine"
+    dtype = "bf16" if amp is not None else "fp32"
+    account = RunAccount(model.config, device=device.type, dtype=dtype,  # r1lab's engine samples in fp32 (see below)
+                         dtype_by_kind={"generate": "fp32" if engine else dtype})
     start, wall_before = 0, 0.0
     if resume is not None:
         state = restore_trainer_state(resume)
@@ -257,7 +259,6 @@ def setup(cfg: RLConfig) -> Run:
     # and the log-probs that train the policy come from the training forward pass anyway. vLLM runs in the training
     # dtype (bf16 on GPUs, as everyone runs it), and TIS corrects for the difference.
     rows = cfg.prompts_per_step // world * cfg.samples_per_prompt  # one rollout call; the engine admits them all
-    engine = cfg.rollout_backend == "engine"
     gen_model = parallel.plain_copy(model, device) if parallel.is_wrapped(model) and engine else model
     # vLLM takes the policy itself: it loads parallel.inference_weights (LoRA merged, FSDP gathered) at each sync
     backend = make_backend(cfg.rollout_backend, gen_model, tokenizer, max_batch_size=rows,
