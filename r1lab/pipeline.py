@@ -256,7 +256,7 @@ def summary_table(out: Path, names: list[str]) -> str:
     for name in names:
         r = json.loads((out / "eval" / f"{name}.json").read_text(encoding="utf-8"))
         done = out / name / ".done"
-        wall = json.loads(done.read_text())["wall_s"] if done.is_file() else float("nan")
+        wall = f"{json.loads(done.read_text())['wall_s']:.0f}" if done.is_file() else "-"  # the base: no stage
         lines.append(f"{name:<10}{r['pass1']:>9.3f}{r['cons_at_k']:>9.3f}{r['format_rate']:>9.3f}"
-                     f"{r['response_len']['mean']:>9.1f}{wall:>9.0f}")
+                     f"{r['response_len']['mean']:>9.1f}{wall:>9}")
     return "\n".join(lines)

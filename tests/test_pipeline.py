@@ -122,3 +122,17 @@ def test_quick_pipeline_runs_every_stage_and_resumes_after_a_kill(tmp_path):
     # the same folder with other settings is refused, and nothing in it changes
     again = subprocess.run(cmd + ["--set", "rs_n=17"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "other settings (rs_n)" in again.stderr
+
+
+def test_the_summary_table_gives_each_stage_its_wall_time_and_the_base_none(tmp_path):
+    from r1lab.pipeline import summary_table
+
+    (tmp_path / "eval").mkdir()
+    for name, p in (("base", 0.1), ("rl", 0.35)):
+        (tmp_path / "eval" / f"{name}.json").write_text(json.dumps(
+            {"pass1": p, "cons_at_k": p, "format_rate": 1.0, "response_len": {"mean": 100.0}}))
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / ".done").write_text(json.dumps({"wall_s": 61.4}))
+    rows = summary_table(tmp_path, ["base", "rl"]).splitlines()[1:]
+    assert rows[1].split() == ["base", "0.100", "0.100", "1.000", "100.0", "-"]
+    assert rows[2].split() == ["rl", "0.350", "0.350", "1.000", "100.0", "61"]
