@@ -1,14 +1,15 @@
 """GPU check (issue 16): rollouts in r1lab's engine vs vLLM, FSDP2 training MFU, peak memory and vLLM's weight sync,
 on randomly initialised Qwen2.5-0.5B / 1.5B shapes (no downloads), printed as ONE table.
 
-    scripts/gpu_check.sh [--json FILE]           # the real run, < 8 minutes on one H200 (its header: the table)
+    scripts/gpu_check.sh [--json FILE]           # the real run, < 10 minutes on one H200 (its header: the table)
     python benchmarks/gpu_check.py --smoke       # every part in this process: tiny configs, fp32, CPU, ~40 s
     # what the shell script runs, each under `timeout`:
     torchrun --nproc_per_node N benchmarks/gpu_check.py --part train --rows R.jsonl
     python benchmarks/gpu_check.py --part engine,vllm,sync --rows R.jsonl
     python benchmarks/gpu_check.py --table R.jsonl [--json FILE]
 
-The code: gpu_common.py (shared by every part), gpu_rollouts.py (parts a and d); here: part b, the table, main.
+The code: gpu_common.py (shared by every part), gpu_rollouts.py (parts a and d), gpu_rl.py (part e); here: part b,
+the table, main.
 
 Parts (each time-boxed; a failing part becomes an ERROR row and the next part runs):
   a  engine, vllm  rollout tokens/s of make_backend("engine") and make_backend("vllm") on the 0.5B policy: the same
@@ -30,6 +31,8 @@ Parts (each time-boxed; a failing part becomes an ERROR row and the next part ru
                    tolerance, after the sync they match again (tolerance: tests/tolerances.py's rounding rule for the
                    dtype). Before the sync vLLM must still give the old log-probs (a sleeping engine on a GPU wakes
                    with the weights of the last sync: the push is sync_weights' alone).
+  e  rl            `r1lab rl` end to end on the device: the shipped countdown base, one step, then steps=2 resuming from
+                   its checkpoint (gpu_rl.py). Pass: both exit 0, steps 1 and 2 logged once each, an MFU logged.
 
 --smoke (automatic without a CUDA device): a 2-layer Qwen2 with the real vocabulary, fp32 (--bf16: the GPU's dtypes,
 on a CPU with avx512_bf16), a handful of tokens; the targets do not apply, the sync check does. The tokenizer is
@@ -51,6 +54,7 @@ import torch
 
 from gpu_common import (GPU, PARTS, SMOKE, VOCAB, Sizes, build_model, environment, error_row, free_memory, guarded,
                         peak_gib, record, reset_peak)
+from gpu_rl import part_rl
 from gpu_rollouts import part_rollouts
 
 
@@ -169,11 +173,13 @@ def part_train(S: Sizes, device, amp, rows_path) -> None:
 
 TARGETS = {"ratio": 5.0, "train": 0.40}  # vLLM / engine tokens/s; MFU without checkpointing
 MEASURES = {"engine": "rollout tok/s, r1lab engine", "vllm": "rollout tok/s, vLLM", "ratio": "vLLM / engine",
-            "train": "train MFU, FSDP2", "train_gc": "train MFU, FSDP2 + grad ckpt", "sync": "vLLM weight sync"}
-LABELS = {"train": "b", "train_gc": "b", "engine": "a", "vllm": "a", "ratio": "a", "sync": "d"}
+            "train": "train MFU, FSDP2", "train_gc": "train MFU, FSDP2 + grad ckpt", "sync": "vLLM weight sync",
+            "rl": "r1lab rl, 2 steps + resume"}
+LABELS = {"train": "b", "train_gc": "b", "engine": "a", "vllm": "a", "ratio": "a", "sync": "d", "rl": "e"}
 
 
-KEYS = {"engine": ["engine"], "vllm": ["vllm"], "train": ["train", "train_gc"], "sync": ["sync"]}  # part -> rows
+KEYS = {"engine": ["engine"], "vllm": ["vllm"], "train": ["train", "train_gc"], "sync": ["sync"],
+        "rl": ["rl"]}  # part -> rows
 
 
 def finish_rows(rows: list[dict], smoke: bool, parts=PARTS) -> list[dict]:
@@ -188,7 +194,7 @@ def finish_rows(rows: list[dict], smoke: bool, parts=PARTS) -> list[dict]:
                            else "ERROR", "note": "needs both rollout rows"}
     expected = {k for p in parts for k in KEYS[p]} | ({"ratio"} if {"engine", "vllm"} <= set(parts) else set())
     out = []
-    for key in [k for k in ("engine", "vllm", "ratio", "train", "train_gc", "sync") if k in expected]:
+    for key in [k for k in ("engine", "vllm", "ratio", "train", "train_gc", "sync", "rl") if k in expected]:
         r = dict(by_key.get(key) or {"key": key, "verdict": "ERROR",
                                      "note": "no result: its process died or was killed (see the log above)"})
         target = None if smoke else TARGETS.get(key)
@@ -207,6 +213,8 @@ def result_text(r: dict) -> str:
         return f"{r['ratio']:.2f}x"
     if r["key"] == "sync":
         return f"{r['after']:.3g} {'<=' if r['after'] <= r['tol'] else '>'} {r['tol']:.3g}"
+    if r["key"] == "rl":
+        return "runs, resumes" if r["verdict"] == "PASS" else "-"
     if r["key"].startswith("train"):
         mfu = "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%"
         return f"{mfu} ({r['tokens_per_s']:,.0f} tok/s)"
@@ -216,7 +224,7 @@ def result_text(r: dict) -> str:
 def target_text(r: dict) -> str:
     t = r["target"]
     if t is None:
-        return "logp match" if r["key"] == "sync" else "-"
+        return {"sync": "logp match", "rl": "exit 0"}.get(r["key"], "-")
     return f">= {t:g}x" if r["key"] == "ratio" else f">= {100 * t:.0f}%"
 
 
@@ -274,7 +282,10 @@ def main(argv=None) -> int:
         rows_path = tempfile.mkstemp(prefix="gpu_check-", suffix=".jsonl")[1]
     if "train" in parts:  # first: it leaves no process group behind for vLLM's own
         part_train(S, device, amp, rows_path)
-    part_rollouts(S, device, amp, parts, rows_path, args.vllm_eager)
+    if {"engine", "vllm", "sync"} & set(parts):
+        part_rollouts(S, device, amp, parts, rows_path, args.vllm_eager)
+    if "rl" in parts:
+        part_rl(S, rows_path)
     if args.rows is None:
         return report(rows_path, args.json, smoke, parts, S.dtype)
     return 0

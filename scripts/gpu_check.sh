@@ -8,7 +8,7 @@
 #                                                     # (0.32.0 tested on CPU)
 # Run from anywhere; r1lab is imported from this checkout (PYTHONPATH), no install needed.
 #
-# Steps and their limits (8 minutes in all on one H200; a step that fails or is killed leaves ERROR rows and the next
+# Steps and their limits (10 minutes in all on one H200; a step that fails or is killed leaves ERROR rows and the next
 # step still runs):
 #   1. nvidia-smi and versions                                              ~10 s
 #   2. torchrun --nproc_per_node <GPUs> gpu_check.py --part train          <= 150 s   b, c: FSDP2 MFU, peak memory
@@ -16,7 +16,8 @@
 #      (inside: engine 45 s, vLLM build + rollout 150 s, sync 60 s. vLLM runs with CUDA graphs and torch.compile, as
 #      RL would use it, about a minute to build; --vllm-eager builds faster and decodes slower. If that build fails
 #      or outruns its time box, the sync part builds an eager engine of its own.)
-#   4. python gpu_check.py --table                                         the table; JSON too with --json FILE
+#   4. python gpu_check.py --part rl                                       <= 160 s   e: `r1lab rl` 2 steps + resume
+#   5. python gpu_check.py --table                                         the table; JSON too with --json FILE
 # Without a CUDA device it runs in smoke mode: tiny configs, fp32, CPU, the FSDP part on 2 gloo processes (~1 min).
 #
 # Expected output, the last lines (N, G, S: numbers; the notes are longer):
@@ -28,6 +29,7 @@
 #   b     train MFU, FSDP2              N.N% (N tok/s)     >= 40%      PASS     G         S       1 rank(s) on cuda ...
 #   b     train MFU, FSDP2 + grad ckpt  N.N% (N tok/s)     -           ok       G         S       1 rank(s) on cuda ...
 #   d     vLLM weight sync              N <= TOL           logp match  PASS     -         S       max |vLLM logp - ...
+#   e     r1lab rl, 2 steps + resume    runs, resumes      exit 0      PASS     -         S       steps logged [1, 2]...
 # Targets: vLLM >= 5x the engine's rollout tokens/s (0.5B, 256 x 256 new tokens, bf16); training MFU >= 40% without
 # checkpointing (1.5B, FSDP2, bf16; MFU = 6 N tokens/s / (GPUs x 989.5 TFLOP/s)); the weight sync's log-probs match
 # within the bf16 tolerance after the sync and not before the step's change. Verdicts: PASS / FAIL against a target,
@@ -86,4 +88,5 @@ step "$T_TRAIN" "train (torchrun, $NPROC processes)" "$PY" -m torch.distributed.
   --nproc_per_node "$NPROC" benchmarks/gpu_check.py --part train --rows "$ROWS" ${FLAGS[@]+"${FLAGS[@]}"}
 step "$T_ROLLOUTS" "engine, vllm, sync" "$PY" benchmarks/gpu_check.py --part engine,vllm,sync --rows "$ROWS" \
   ${FLAGS[@]+"${FLAGS[@]}"}
+step 160 "rl" "$PY" benchmarks/gpu_check.py --part rl --rows "$ROWS" ${FLAGS[@]+"${FLAGS[@]}"}
 "$PY" benchmarks/gpu_check.py --table "$ROWS" ${JSON:+--json "$JSON"} ${FLAGS[@]+"${FLAGS[@]}"}

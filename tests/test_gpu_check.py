@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py, gpu_common.py, gpu_rollouts.py and scripts/gpu_check.sh (issue 16's GPU check) in smoke
+"""benchmarks/gpu_check.py, gpu_common.py, gpu_rollouts.py, gpu_rl.py and scripts/gpu_check.sh (issue 16's GPU check) in smoke
 mode on the CPU: the shapes are Qwen2.5's, a failing part becomes its row and the others run, the verdicts follow the
 targets, and the whole script runs end to end (the FSDP part on 2 gloo processes under torchrun). The vLLM parts skip
 where vllm is not importable; with it (/work/vllm-venv/bin/python -m pytest tests/test_gpu_check.py) they run too, and
@@ -74,7 +74,7 @@ def test_a_part_that_raises_or_outruns_its_time_box_is_an_error_row_and_the_next
     table = gpu_check.finish_rows(list(got.values()), smoke=False)
     assert [(r["key"], r["verdict"]) for r in table] == [
         ("engine", "ERROR"), ("vllm", "ERROR"), ("ratio", "ERROR"), ("train", "ERROR"), ("train_gc", "ERROR"),
-        ("sync", "PASS")]
+        ("sync", "PASS"), ("rl", "ERROR")]
     assert "died or was killed" in table[3]["note"]
     assert gpu_check.report(rows, tmp_path / "t.json", smoke=False) == 1
 
@@ -82,15 +82,24 @@ def test_a_part_that_raises_or_outruns_its_time_box_is_an_error_row_and_the_next
 def test_verdicts_follow_the_targets_and_smoke_mode_has_none():
     rows = [{"key": "engine", "tokens_per_s": 1000.0}, {"key": "vllm", "tokens_per_s": 4990.0},
             {"key": "train", "tokens_per_s": 5e4, "mfu": 0.40}, {"key": "train_gc", "tokens_per_s": 4e4, "mfu": 0.3},
-            {"key": "sync", "verdict": "PASS", "after": 0.01, "tol": 0.5}]
+            {"key": "sync", "verdict": "PASS", "after": 0.01, "tol": 0.5},
+            {"key": "rl", "verdict": "PASS", "note": "steps logged [1, 2]"}]
     verdicts = {r["key"]: r["verdict"] for r in gpu_check.finish_rows(rows, smoke=False)}
     assert verdicts == {"engine": "ok", "vllm": "ok", "ratio": "FAIL", "train": "PASS", "train_gc": "ok",
-                        "sync": "PASS"}
+                        "sync": "PASS", "rl": "PASS"}
     rows[1]["tokens_per_s"] = 5000.0
     assert {r["key"]: r["verdict"] for r in gpu_check.finish_rows(rows, smoke=False)}["ratio"] == "PASS"
     assert {r["verdict"] for r in gpu_check.finish_rows(rows, smoke=True)} == {"ok", "PASS"}
     text = gpu_check.table(gpu_check.finish_rows(rows, smoke=False))
-    assert "5.00x" in text and "40.0% (50,000 tok/s)" in text and "0.01 <= 0.5" in text
+    assert "5.00x" in text and "40.0% (50,000 tok/s)" in text and "0.01 <= 0.5" in text and "runs, resumes" in text
+
+
+def test_an_rl_run_that_fails_is_a_fail_row_with_its_last_error_line(tmp_path, monkeypatch):
+    gpu_rl = load_benchmark("gpu_rl")
+    fails = [sys.executable, "-c", "import sys; print('first', file=sys.stderr); sys.exit('r1lab rl: broken')"]
+    monkeypatch.setattr(gpu_rl, "rl_command", lambda out, steps: fails)
+    row = gpu_rl.run_rl_twice(tmp_path / "run", timeout_s=60)
+    assert row["verdict"] == "FAIL" and row["note"] == "steps=1 exited 1: r1lab rl: broken"
 
 
 def test_the_shell_script_in_smoke_mode_runs_every_part_and_prints_one_table(tmp_path):
@@ -101,7 +110,8 @@ def test_the_shell_script_in_smoke_mode_runs_every_part_and_prints_one_table(tmp
     assert "train (torchrun, 2 processes) done" in out.stdout
     result = json.loads((tmp_path / "table.json").read_text())  # --json FILE is relative to the caller's directory
     rows = {r["key"]: r for r in result["rows"]}
-    assert result["smoke"] and list(rows) == ["engine", "vllm", "ratio", "train", "train_gc", "sync"]
+    assert result["smoke"] and list(rows) == ["engine", "vllm", "ratio", "train", "train_gc", "sync", "rl"]
+    assert rows["rl"]["verdict"] == "PASS" and rows["rl"]["note"].startswith("steps logged [1, 2], resumed at 1")
     assert rows["engine"]["verdict"] == "ok" and rows["engine"]["tokens_per_s"] > 0
     for key in ("train", "train_gc"):
         assert rows[key]["verdict"] == "ok" and rows[key]["mfu"] > 0
@@ -112,7 +122,7 @@ def test_the_shell_script_in_smoke_mode_runs_every_part_and_prints_one_table(tmp
         assert rows["vllm"]["verdict"] == "ok" and rows["sync"]["verdict"] == "PASS", rows["sync"]["note"]
     else:
         assert rows["vllm"]["verdict"] == rows["sync"]["verdict"] == rows["ratio"]["verdict"] == "SKIP"
-    assert out.stdout.rstrip().splitlines()[-6].startswith("a     rollout tok/s, r1lab engine")
+    assert out.stdout.rstrip().splitlines()[-7].startswith("a     rollout tok/s, r1lab engine")
 
 
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable (run with /work/vllm-venv/bin/python -m pytest)")
