@@ -125,8 +125,8 @@ def load_policy(path: str, cfg: ScaleConfig, base: str, resume: bool = False):
 
         model, tokenizer = load_model(resolve_checkpoint(adapter_base(path)))  # the base, merged if it is an adapter
         model = PeftModel.from_pretrained(model, path, is_trainable=True)
-    else:
-        model, tokenizer = load_model(path)
+    else:  # every weight trains: float32 master weights, whatever the checkpoint stores (load_model says why)
+        model, tokenizer = load_model(path, None if cfg.lora_r else torch.float32)
         if cfg.lora_r:
             model = add_lora(model, cfg, base, seed=getattr(cfg, "seed", 0))
     if cfg.grad_checkpointing:

@@ -66,11 +66,14 @@ def test_a_mistyped_run_beside_its_folder_is_called_a_missing_directory(tmp_path
         resolve_checkpoint("runs/nope")
 
 
-def test_a_checkpoint_stored_in_bf16_loads_as_float32_master_weights(tmp_path, ckpt):
-    """As hub models are stored; transformers 5 would load them in bf16, where AdamW's small updates round away."""
+def test_a_checkpoint_stored_in_bf16_trains_float32_master_weights(tmp_path, ckpt):
+    """As hub models are stored. transformers 5 loads them in bf16, where AdamW's small updates round away: a policy
+    that trains every weight loads in float32; inference and LoRA's frozen base keep bf16, LoRA's adapters float32."""
     import shutil
 
     from r1lab.model.load import load_model
+    from r1lab.parallel import ScaleConfig, load_policy
+    from r1lab.pretrain.train import PretrainConfig, build_or_resume
 
     model, tok = load_model(str(ckpt))
     stored = tmp_path / "bf16"
@@ -78,9 +81,15 @@ def test_a_checkpoint_stored_in_bf16_loads_as_float32_master_weights(tmp_path, c
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(ckpt / name, stored / name)
     assert json.loads((stored / "config.json").read_text())["dtype"] == "bfloat16"
-    loaded, _ = load_model(str(stored))
-    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
-    assert {p.dtype for p in load_model(str(stored), torch.bfloat16)[0].parameters()} == {torch.bfloat16}
+
+    def dtypes(m, trainable=None):
+        return {p.dtype for p in m.parameters() if trainable is None or p.requires_grad == trainable}
+
+    assert dtypes(load_model(str(stored))[0]) == {torch.bfloat16}  # inference: as stored
+    assert dtypes(load_policy(str(stored), ScaleConfig(), base=str(stored))[0]) == {torch.float32}  # rl, sft
+    assert dtypes(build_or_resume(PretrainConfig(model=str(stored)), None)[0]) == {torch.float32}  # pretrain
+    lora = load_policy(str(stored), ScaleConfig(lora_r=4), base=str(stored))[0]
+    assert dtypes(lora, trainable=True) == {torch.float32} and dtypes(lora, trainable=False) == {torch.bfloat16}
 
 
 def test_an_unloadable_model_directory_is_one_line(tmp_path, ckpt):

@@ -196,20 +196,19 @@ def trained_task_args(path, task: str) -> str | None:
 
 
 def load_model(path_or_id: str, dtype=None):
-    """(model, tokenizer) from a resolved model directory or hub id; the tokenizer pads on the left. The weights are
-    float32 unless `dtype` says otherwise, whatever the checkpoint stores.
+    """(model, tokenizer) from a resolved model directory or hub id; the tokenizer pads on the left. The weights are in
+    `dtype`, else as transformers loads them: the dtype the checkpoint stores (transformers 5; 4.x loaded float32).
 
-    subtle: transformers 5 loads a checkpoint in the dtype its config names (dtype="auto" by default; 4.x loaded
-    float32). Hub models are stored in bf16, and AdamW on bf16 weights rounds small updates away (at lr 5e-7 a step
-    moves a weight of 0.02 by ~1e-8, against bf16's spacing of ~1e-4 there): training needs float32 master weights,
-    and autocast (or FSDP's mixed precision) runs the compute in bf16.
+    subtle: hub models are stored in bf16, and AdamW on bf16 weights rounds small updates away (at lr 5e-7 a step
+    moves a weight of 0.02 by ~1e-8, against bf16's spacing of ~1e-4 there). So whatever trains every weight asks for
+    torch.float32 (autocast or FSDP's mixed precision runs the compute in bf16); inference, and LoRA's frozen base
+    (peft keeps its adapters in float32), keep the stored dtype: half the memory.
 
     A LoRA checkpoint (adapter_config.json, no config.json: r1lab.parallel) loads its base and the adapter, merged
     into the base's weights (a plain model). Raises CheckpointError, one line naming the directory, when transformers
     cannot read it (a truncated, empty or garbage model.safetensors, a broken config, a hub id that is neither cached
     nor reachable).
     """
-    import torch
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -217,7 +216,7 @@ def load_model(path_or_id: str, dtype=None):
         return _load_adapter(Path(path_or_id), dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, **({"dtype": dtype} if dtype is not None else {}))
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         first = _error_line(e)
         if isinstance(e, SafetensorError):

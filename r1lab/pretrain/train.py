@@ -123,11 +123,11 @@ def build_or_resume(cfg: PretrainConfig, resume: Path | None):
 
     if resume is not None:
         print(f"pretrain: resuming from {resume}")
-        return load_model(str(resume))
+        return load_model(str(resume), torch.float32)  # master weights (load_model says why)
     if cfg.model in PRESETS:
         tokenizer = build_tokenizer()
         return build_model(cfg.model, tokenizer, max_positions=max(1024, cfg.seq_len), seed=cfg.seed), tokenizer
-    return load_model(resolve_checkpoint(cfg.model))
+    return load_model(resolve_checkpoint(cfg.model), torch.float32)
 
 
 def make_optimizer(model, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:

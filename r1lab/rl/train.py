@@ -217,7 +217,7 @@ def setup(cfg: RLConfig) -> Run:
         if cfg.lora_r:
             ref_model = model  # the base is the policy with its adapters disabled: no second copy
         else:
-            ref_model = model if resume is None else load_model(str(base_path))[0].to(device)
+            ref_model = model if resume is None else load_model(str(base_path), torch.float32)[0].to(device)
             ref_model = parallel.shard(copy.deepcopy(ref_model).eval().requires_grad_(False), cfg, amp)
     model = parallel.shard(model, cfg, amp)
     if rank == 0:
