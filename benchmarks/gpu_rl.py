@@ -34,8 +34,8 @@ def run_rl_twice(out: Path, timeout_s: float) -> dict:
             return {"key": "rl", "verdict": "FAIL", "seconds": round(time.perf_counter() - t0, 1),
                     "note": f"steps={steps} exited {proc.returncode}: {tail}"[:300]}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r["step"] for r in rows if r.get("stage") == "rl" and "reward" in r]
-    last = next((r for r in reversed(rows) if r.get("stage") == "rl" and "reward" in r), {})
+    steps_logged = [r for r in rows if r.get("stage") == "rl" and "reward" in r]  # the step rows, not evaluations
+    steps, last = [r["step"] for r in steps_logged], (steps_logged[-1] if steps_logged else {})
     ok = steps == [1, 2] and last.get("mfu") is not None  # a restart instead of a resume would log step 1 twice
     mfu = "none" if last.get("mfu") is None else f"{last['mfu']:.1%}"
     note = (f"steps logged {steps}, resumed at 1; step 2: reward {last.get('reward')}, MFU {mfu}, "

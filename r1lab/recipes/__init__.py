@@ -26,20 +26,24 @@ CONFIGS = {"pretrain": ("r1lab.pretrain.train", "PretrainConfig"), "sft": ("r1la
            "rl": ("r1lab.rl.config", "RLConfig"), "pipeline": ("r1lab.pipeline", "PipelineConfig")}
 
 
-def recipe_command(path: Path) -> str | None:
-    """The command whose config has every key of the recipe at `path` (`r1lab sft` for sft_countdown), or None: for
-    telling a user who gave `r1lab rl` an SFT recipe which command it is for."""
+def recipe_command(path: Path, cls) -> str | None:
+    """When the recipe at `path` has a key that `cls` (the asking command's config) lacks: the command whose config
+    has every one of its keys (`r1lab sft` for sft_countdown given to `r1lab rl`). Else None."""
     import dataclasses
     import importlib
     import tomllib
+
+    def names(config_cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(config_cls)}
 
     try:
         keys = set(tomllib.loads(Path(path).read_text()))
     except (OSError, ValueError):
         return None
+    if keys <= names(cls):
+        return None
     for command, (module, name) in CONFIGS.items():
-        fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
-        if keys <= fields:
+        if keys <= names(getattr(importlib.import_module(module), name)):
             return command
     return None
 
@@ -51,9 +55,9 @@ def load_recipe_config(cls, command: str, recipe: Path | None, overrides: list[s
 
     try:
         return load_config(cls, recipe, overrides)
-    except ConfigError as e:
-        other = recipe_command(recipe) if recipe is not None and f"in {recipe};" in str(e) else None
-        if other is not None and other != command:
+    except ConfigError:
+        other = recipe_command(recipe, cls) if recipe is not None else None
+        if other is not None:
             raise ConfigError(f"{recipe.name} is an `r1lab {other}` recipe; this command takes `r1lab {command}` "
                               f"recipes") from None
         raise
