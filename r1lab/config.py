@@ -155,12 +155,14 @@ def check_stage(cfg, ranges: dict[str, str], choices: dict[str, tuple] | None = 
     """check_config plus what every training stage shares: cfg.task, cfg.template and cfg.dtype name things that
     exist, and each field in knob_keys holds valid generator knobs for the task (ConfigError naming the field)."""
     from r1lab.runtime import DTYPES
-    from r1lab.tasks import TASK_MODULES, get_task, parse_knobs
+    from r1lab.tasks import get_task, parse_knobs
     from r1lab.tasks.common import TEMPLATES
 
-    check_config(cfg, ranges, {"task": tuple(TASK_MODULES), "template": tuple(TEMPLATES), "dtype": DTYPES,
-                               **(choices or {})})
-    task = get_task(cfg.task)
+    check_config(cfg, ranges, {"template": tuple(TEMPLATES), "dtype": DTYPES, **(choices or {})})
+    try:
+        task = get_task(cfg.task)
+    except ValueError as e:
+        raise ConfigError(f"task = {cfg.task!r}: {e}") from None
     knobbed = [key for key in knob_keys if getattr(cfg, key)]
     if knobbed and not hasattr(task, "generate"):  # a dataset task under a recipe written for a generated one
         clear = " ".join(f"--set {key}=" for key in knobbed)

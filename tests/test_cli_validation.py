@@ -21,7 +21,7 @@ PRETRAIN = ["pretrain", "--recipe", "countdown_base_short"]
     (RL + ["--set", "max_new_tokens=0"], "max_new_tokens = 0: must be >= 1"),
     (RL + ["--set", "temperature=-1"], "temperature = -1.0: must be > 0"),
     (RL + ["--set", "template=fancy"], "template = 'fancy': must be one of"),
-    (RL + ["--set", "task=chess"], "task = 'chess': must be one of"),
+    (RL + ["--set", "task=chess"], "task = 'chess': unknown task 'chess'"),
     (RL + ["--set", "task=gsm8k"], "task = 'gsm8k' is a dataset, which takes no generator knobs, and task_args set "
                                    "them: clear them (--set task_args=) and give its problems as data"),
     (["rl", "--recipe", "sft_countdown"], "sft_countdown.toml is an `r1lab sft` recipe; this command takes `r1lab rl`"),

@@ -17,7 +17,8 @@ HELP = "generate instances of a synthetic task (train or test split) into a JSON
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help="task name (countdown, arithmetic, logic)")
+    parser.add_argument("--task", required=True,
+                        help="a task with a generator: countdown, arithmetic, logic, or your own (.py file or module)")
     parser.add_argument("--n", type=int, required=True, help="how many instances")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--split", choices=["train", "test"], default="train", help="which split (default train)")

@@ -15,7 +15,8 @@ def add_problem_arguments(p: argparse.ArgumentParser, split: str, model: bool = 
     if model:
         p.add_argument("--model", required=True,
                        help="shipped base name (e.g. countdown-base), run dir, model dir or hub id")
-    p.add_argument("--task", required=True, help="task name (countdown, arithmetic, gsm8k, math, logic)")
+    p.add_argument("--task", required=True,
+                   help="task: countdown, arithmetic, gsm8k, math, logic, or your own (.py file or module path)")
     p.add_argument("--data", help="JSONL / Parquet file, folder or hub id of problems (required for gsm8k, math)")
     p.add_argument("--split", default=split, help=f"split to generate or load (default {split})")
     p.add_argument("--n", type=int, help="problems: generated (default 500) or the first N of --data")

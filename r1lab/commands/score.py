@@ -21,7 +21,8 @@ HELP = "score a JSONL file of completions with a task's verifier: adds reward/co
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="JSONL, one object per line: the task's fields plus `completion`")
-    parser.add_argument("--task", required=True, help="task name (countdown, arithmetic, gsm8k, math, logic)")
+    parser.add_argument("--task", required=True,
+                        help="task: countdown, arithmetic, gsm8k, math, logic, or your own (.py file or module path)")
     parser.add_argument("--out", help="where to write the scored lines (default: FILE.scored.jsonl)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     parser.add_argument("--accuracy-weight", type=float, default=1.0, help="reward for a correct answer")

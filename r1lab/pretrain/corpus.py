@@ -221,6 +221,9 @@ def arithmetic_trace(a: int, op: str, b: int, rng: random.Random, cfg: CorpusCon
     return render_completion("\n".join(lines) + "\n", str(result)), True
 
 
+CORPORA = ("countdown", "arithmetic")  # the tasks whose search traces this module writes
+
+
 def corpus_document(task, example: dict, rng: random.Random, cfg, template: str):
     """(prompt, completion) of one pretraining document for `task`, or None when the problem has no trace.
 
@@ -231,7 +234,7 @@ def corpus_document(task, example: dict, rng: random.Random, cfg, template: str)
     elif task.NAME == "arithmetic":
         completion, _ = arithmetic_trace(example["a"], example["op"], example["b"], rng, cfg)
     else:
-        raise ValueError(f"no pretraining corpus for task {task.NAME!r}; corpora exist for countdown, arithmetic")
+        raise ValueError(f"no pretraining corpus for task {task.NAME!r}; corpora exist for {', '.join(CORPORA)}")
     if completion is None:  # no legal first step under max_value: nothing to show for this problem
         return None
     return task.prompt(example, template=template), completion

@@ -70,11 +70,17 @@ RANGES = {
 def check(cfg: PretrainConfig) -> None:
     """Every setting is valid before any work starts or any folder is made: ranges, names (task, template, dtype),
     the task's knobs, and the model (a preset, or a checkpoint to continue from). ValueError naming the key."""
-    from r1lab.config import check_stage
+    from r1lab.config import ConfigError, check_stage
     from r1lab.model.load import resolve_checkpoint
     from r1lab.model.presets import PRESETS
+    from r1lab.pretrain.corpus import CORPORA
+    from r1lab.tasks import get_task
 
     check_stage(cfg, RANGES)
+    if get_task(cfg.task).NAME not in CORPORA:
+        raise ConfigError(f"task = {cfg.task!r}: pretraining writes its corpus from search traces of "
+                          f"{' and '.join(CORPORA)} problems only; pretrain on one of them, then train on this "
+                          "task with `r1lab sft` or `r1lab rl`")
     if cfg.model not in PRESETS:
         resolve_checkpoint(cfg.model)
 

@@ -31,10 +31,17 @@ TASK_MODULES = {
 
 
 def get_task(name: str):
-    """The task module registered under `name`; a clear error lists the valid names."""
-    if name not in TASK_MODULES:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_MODULES)}")
-    return importlib.import_module(TASK_MODULES[name])
+    """The task module registered under `name`, or the user's own task: a .py file or an importable module that
+    follows the protocol above (r1lab.tasks.user fills in prompt, messages, answer_key and difficulty when absent).
+    A clear error lists the valid names."""
+    if name in TASK_MODULES:
+        return importlib.import_module(TASK_MODULES[name])
+    from r1lab.tasks.user import load_user_task, looks_like_user_task
+
+    if not looks_like_user_task(name):
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_MODULES)}, or your own task as a .py "
+                         "file or a module path (see examples/tasks/sort_numbers.py)")
+    return load_user_task(name)
 
 
 def task_names() -> list[str]:
