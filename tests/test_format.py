@@ -133,3 +133,21 @@ def test_chat_template_writes_an_assistant_turn_as_render_completion_does():
     turn = text.split("Assistant: <think>", 1)[1].removesuffix(tok.eos_token + "\n")
     assert turn == render_completion("2+3=5", "5")
     assert split_reasoning(turn) == ("2+3=5", "5")
+
+
+@pytest.mark.parametrize("task_name, example, answer", [
+    ("countdown", {"nums": [1, 2, 3], "target": 9}, "(1 + 2) * 3"),
+    ("arithmetic", {"a": 12, "op": "*", "b": 3}, "36"),
+    ("gsm8k", {"question": "q", "answer": "#### 18"}, "18"),
+    ("math", {"problem": "p", "answer": "\\frac{1}{2}"}, "\\frac{1}{2}"),
+])
+def test_a_long_reasoning_keeps_its_answer(task_name, example, answer):
+    """A 32K-token answer of a reasoning model is ~130K characters; its answer comes last. A bound of 20K characters
+    graded these wrong (and gsm8k's last-number rule then read a number from the cut reasoning)."""
+    from r1lab.tasks import get_task
+
+    task = get_task(task_name)
+    reasoning = "try 7 and 19, no. " * 8_000  # 144,000 characters
+    assert task.score(f"{reasoning}</think> <answer>{answer}</answer>", example).correct
+    assert task.score(f"{reasoning}</think> <answer>{answer}</answer>", example).format_ok
+    assert not task.score(f"{reasoning}</think> <answer>4</answer>", example).correct

@@ -31,7 +31,10 @@ from typing import NamedTuple
 THINK_START, THINK_END = "<think>", "</think>"
 ANSWER_START, ANSWER_END = "<answer>", "</answer>"
 TAGS = (THINK_START, THINK_END, ANSWER_START, ANSWER_END)
-MAX_COMPLETION_CHARS = 20_000  # verifiers cut longer completions to this before any parsing
+# Verifiers cut longer completions to this before any parsing. Reasoning models write 32K-tokens answers (R1's
+# evaluation budget), ~130K characters; a bound below that loses the answer, which comes last. Every rule is linear:
+# a hostile completion of this size costs a verifier under 0.1 s (session 21).
+MAX_COMPLETION_CHARS = 500_000
 
 R1_SYSTEM = (
     "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
