@@ -83,8 +83,11 @@ def test_interface_gold_difficulty_check():
 
 def test_answer_key():
     key = task.answer_key
-    assert key("</think> <answer>\\dfrac{1}{2}</answer>", HALF) == key("\\boxed{\\frac {1}{2}}", HALF) == "\\frac{1}{2}"
+    assert key("</think> <answer>\\dfrac{1}{2}</answer>", HALF) == key("\\boxed{\\frac {1}{2}}", HALF) == "1/2"
     assert key("</think> <answer>0.50</answer>", HALF) == key("the answer is 1/2.", HALF) == "1/2"
+    assert key("\\boxed{\\frac12}", HALF) == "1/2" and key("\\boxed{-\\tfrac{3}{6}}", HALF) == "-1/2"
+    assert key("\\boxed{\\dfrac{x}{2}}", HALF) == key("\\boxed{\\frac {x}{2}}", HALF) == "\\frac{x}{2}"
+    assert key("\\boxed{\\frac{1}{0}}", HALF) == "\\frac{1}{0}"
     assert key("\\boxed{\\left( 3, 4 \\right)}", HALF) == "(3,4)"
     assert key("nothing", HALF) is None
 

@@ -14,16 +14,19 @@ from fractions import Fraction
 DEFAULT_MARKERS = ("check", "back,", "wait", "verify", "let me re")
 
 # subtle: a leading minus belongs to the first operand only at the start of an expression ("-2184+8594=6410"),
-# never after a digit ("13-9=4" is thirteen minus nine).
-_STEP = re.compile(r"(?<![0-9.])((?<![0-9]-)-?[0-9]{1,12})\s*([-+*/])\s*([0-9]{1,12})\s*=\s*(-?[0-9]{1,24})(?![0-9.])")
+# never after a digit ("13-9=4" is thirteen minus nine). A step is one operation: the tail of a chain is none
+# ("16 - 3 - 4 = 9" is no step "3 - 4 = 9", nor "2 * 3 + 4 = 10" one "3 + 4 = 10").
+_STEP = re.compile(r"(?<![0-9.])(?<![-+*/])(?<![-+*/] )((?<![0-9]-)-?[0-9]{1,12})\s*([-+*/])\s*([0-9]{1,12})\s*=\s*"
+                   r"(-?[0-9]{1,24})(?![0-9.])")
 _REJECT = re.compile(r"(?<![0-9.])([0-9]{1,12})([-+*/])([0-9]{1,12}) no\b")
 _ATTEMPT = re.compile(r" vs -?[0-9]+ (?:hit|miss)")
 
 
 def parse_steps(text: str) -> list[tuple[bool, int]]:
-    """(is it true, its stated result) for each "a op b = c" step with integers; division must be exact.
+    """(is it true, its stated result) for each "a op b = c" step with integers; division must be exact. A chain
+    of operations is not a step.
 
-    >>> parse_steps("7-3=4, 4*5=21")
+    >>> parse_steps("7-3=4, 4*5=21, 16 - 3 - 4 = 9")
     [(True, 4), (False, 21)]
     """
     out = []

@@ -143,7 +143,8 @@ def score(completion, example, accuracy_weight: float = 1.0, format_weight: floa
 
     strict=True (an RL reward option) also refuses an answer the reasoning does not support: every "a op b = c"
     step in the reasoning must be true, and the last one must reach the target; every rejected step ("10/3 no")
-    must be true too. Without it, RL on a small model
+    must be true too. A chain ("3*5+7=22") is no step, so reasoning written only in chains is refused: the option
+    is for models that show one operation a step, as r1lab's corpus does. Without it, RL on a small model
     learns to keep the answers and let the arithmetic in its reasoning decay (dev/LOG.md).
     """
     parsed = parse_completion(completion)

@@ -3,7 +3,8 @@ r"""Final answers out of free-form math completions (gsm8k, math): pure, linear-
 The completion is read by r1lab.tasks.format.parse_completion, the rule every verifier and the server share. Its
 answer is the first of these that is present:
 
-    1. <answer>X</answer>      the parser's answer: the last block after the first </think>
+    1. <answer>X</answer>      the parser's answer: the last block after the first </think> (the body of
+                               its \boxed{} when it holds exactly one: "The answer is \boxed{5}" is 5)
     2. the last \boxed{X}      balanced braces, at most MAX_ANSWER_CHARS inside (\fbox{} too)
     3. #### X                  the last one: GSM8K's own solutions end this way
     4. "the answer is X"       the last one, X up to the end of its sentence or line
@@ -36,6 +37,7 @@ MAX_ANSWER_CHARS = 1000  # a \boxed{} body or answer longer than this is no answ
 MAX_NUMBER_CHARS = 50  # longer digit strings are not numbers (and int() refuses > 4300 digits anyway)
 
 _BOX_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
+_BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_IS = re.compile(r"\banswer is\b\s*:?", re.I)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")  # subtle: not at a comma: "the answer is 18, 17" is two answers
 # 1,234 only with groups of three, so "1,2345" is two numbers and "1,8" is no number; no exponents, no unicode
@@ -55,7 +57,7 @@ HEDGES = frozenset("""or and nor not no none never but plus minus except than ei
     perhaps possibly probably approximately approx about around roughly nearly almost least most""".split())
 NOT_UNITS = HEDGES | frozenset("""is are was were be isnt isn't arent aren't wasnt wasn't wrong incorrect false true
     right correct answer""".split())
-_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))  # and markdown bold
 _BOX_OPEN = re.compile(r"[\s$]*(?:\\[(\[])?[\s$]*\\(?:boxed|fbox)\s*\{\s*")  # what may stand before a whole box
 _BOX_CLOSE = re.compile(r"\s*\}[\s$.]*(?:\\[)\]])?[\s$.]*")
 
@@ -82,7 +84,10 @@ def extract_answer(completion) -> Extracted:
     """
     parsed = parse_completion(completion)
     if parsed.answer is not None:
-        return Extracted(clean(parsed.answer), parsed.format_ok, "answer_tag")
+        answer = clean(parsed.answer)
+        if len(_BOX_START.findall(answer)) == 1 and (boxed := last_boxed(answer)):
+            answer = clean(boxed)  # "<answer>The answer is $\boxed{5}$</answer>" states 5, as the box would alone
+        return Extracted(answer, parsed.format_ok, "answer_tag")
     text = ascii_minus(parsed.content if parsed.closed else parsed.reasoning)
     boxed = last_boxed(text)
     if boxed:
@@ -133,8 +138,8 @@ def last_boxed(text: str) -> str | None:
 
 
 def clean(answer: str) -> str:
-    r"""An answer without its wrapping: $...$, \(...\), \[...\], a \boxed{} that is all of it, a trailing period;
-    minus signs made ASCII.
+    r"""An answer without its wrapping: $...$, \(...\), \[...\], **...**, a \boxed{} that is all of it, a trailing
+    period; minus signs made ASCII.
 
     >>> clean(r" $\boxed{7}$. ")
     '7'

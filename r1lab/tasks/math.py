@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+from fractions import Fraction
 from functools import lru_cache
 from math import ceil, comb, inf, log2
 
@@ -77,6 +78,9 @@ _SIDE_BY_SIDE = re.compile(r"\d(?:\s|~|\\[,;:! ]|\\q?quad(?![A-Za-z])|\\hspace\{
 _PARSE_TIME = re.compile(r"\\(?:sqrt\s*\[|[dt]?binom\s*\{|(?:gcd|lcm|operatorname\s*\{\s*(?:gcd|lcm)\s*\})\s*[({])")
 _BIG_ARGUMENT = re.compile(r"[\^!]|\d{5}|\\")  # a power, a factorial, a command, 10,000 or more
 _CARET = re.compile(r"\^\s*")
+# A number written as a fraction, for the vote key: \frac{1}{2}, \dfrac12, -\tfrac{3}{4}, \frac{-1}{2}.
+_FRACTION = re.compile(r"\s*(?P<sign>-)?\s*\\[dt]?frac\s*(?:\{\s*(?P<num>-?\d{1,50})\s*\}|(?P<num1>\d))"
+                       r"\s*(?:\{\s*(?P<den>\d{1,50})\s*\}|(?P<den1>\d))\s*", re.ASCII)
 _BIG_EXPONENT = re.compile(r"!|\d{6}")  # a factorial, 100,000 or more
 _DIGIT_SUBSCRIPT = re.compile(r"[\d})\]]\s*_")  # "17_18" reads as 18; "1011_2" (a base) only as in the reference
 _LIST_SEPARATOR = re.compile(r"[,;]|\\text\s*\{\s*(?:or|and)\s*\}|\b(?:or|and)\b")
@@ -181,7 +185,9 @@ def _big_before_parse(answer: str, truth: str) -> bool:
     _big_before_parse(r"(10^{10^{10}}, 1)", "1") is True"""
     for m in _PARSE_TIME.finditer(answer):
         end = m.end() - 1  # at the argument's opening bracket
-        for _ in range(2):  # a binomial's two arguments, a root's index
+        # a binomial's two arguments, a root's index alone (its radicand is a plain expression, _bits-checked
+        # after the parse: \sqrt[3]{x^2} is fine)
+        for _ in range(1 if m.group().startswith("\\sqrt") else 2):
             close = _closing(answer, end)
             if close < 0 or _BIG_ARGUMENT.search(answer, end, close):
                 return True
@@ -206,8 +212,9 @@ def _big_before_parse(answer: str, truth: str) -> bool:
         base = m.start()
         while base > 0 and answer[base - 1].isdigit():
             base -= 1
-        if exponent.isdigit() and len(exponent) < 7 and 3.33 * (m.start() - base) * int(exponent) > MAX_BITS:
-            return True
+        digits = answer[base:m.start()]
+        if digits and exponent.isdigit() and len(exponent) < 7 and log2(max(int(digits), 1)) * int(exponent) > MAX_BITS:
+            return True  # 10^{2024} has 6,724 bits: fine; 10^{4000} is not
     return False
 
 
@@ -291,12 +298,12 @@ def is_equivalent(truth: str, answer) -> bool:
     if not isinstance(truth, str) or not isinstance(answer, str) or not answer.strip():
         return False
     truth, answer = truth.strip(), ascii_minus(answer).strip()
+    if answer == truth:  # math-verify compares the strings first as well; before the guards, which may refuse it
+        return True
     if len(answer) > MAX_ANSWER_CHARS or _nesting(answer) > MAX_NESTING or _hedged(answer, truth) \
             or answer.count(",") + answer.count(";") > MAX_ITEMS \
             or _big_before_parse(answer, truth):
         return False
-    if answer == truth:  # math-verify compares the strings first as well
-        return True
     return call_bounded(_verify, (truth, answer), VERIFY_TIMEOUT_S, default=False)
 
 
@@ -323,13 +330,16 @@ def score(completion, example, accuracy_weight: float = 1.0, format_weight: floa
 
 
 def answer_key(completion, example) -> str | None:
-    r"""The extracted answer, lightly normalised for majority vote: a number in lowest terms ("0.5" -> "1/2"),
-    else the LaTeX without spaces, \left/\right or \dfrac ("\dfrac{1}{2}" and "\frac {1}{2}" share a key; "0.5"
-    and "\frac{1}{2}" do not: keys are strings, not math-verify classes)."""
+    r"""The extracted answer, lightly normalised for majority vote: a number in lowest terms, a fraction of two
+    integers included ("0.5", "\frac12" and "\dfrac{1}{2}" -> "1/2"), else the LaTeX without spaces, \left/\right
+    or \dfrac ("\frac{x}{2}" and "\frac {x}{2}" share a key; "\frac{x}{2}" and "0.5x" do not: keys are strings,
+    not math-verify classes)."""
     answer = extract_answer(completion).answer
     if not answer or len(answer) > MAX_ANSWER_CHARS:
         return None
     value = parse_number(answer)
+    if value is None and (m := _FRACTION.fullmatch(answer)) and int(m["den"] or m["den1"]):
+        value = Fraction(int(m["num"] or m["num1"]), int(m["den"] or m["den1"])) * (-1 if m["sign"] else 1)
     if value is not None:
         return str(value)
     return _KEY_DROP.sub("", answer).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
