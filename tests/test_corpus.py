@@ -101,3 +101,15 @@ def test_arithmetic_traces_are_true_or_an_open_guess(op):
             guesses += 1
             assert think.startswith("guess ") and not arithmetic.score("<think>" + text, ex).correct
     assert 30 < guesses < 90
+
+
+@pytest.mark.parametrize("text, steps", [
+    ("7-3=4, 4*5=21", [(True, 4), (False, 21)]),
+    ("-2184+8594=6410", [(True, 6410)]),  # a leading minus at the start of an expression is the operand's sign
+    ("13-9=4", [(True, 4)]),
+    ("16 - 3 - 4 = 9", []),  # the tail of a chain is no step: it used to read as a wrong "3 - 4 = 9"
+    ("2 * 3 + 4 = 10", []),
+    ("x = 3 + 4 = 7", [(True, 7)]),
+])
+def test_arithmetic_steps_are_single_operations(text, steps):
+    assert parse_steps(text) == steps

@@ -31,6 +31,10 @@ def test_extract_doctests():
 @pytest.mark.parametrize("completion, answer, source, format_ok", [
     ("x = 1/2</think> <answer>\\frac{1}{2}</answer>", "\\frac{1}{2}", "answer_tag", True),
     ("</think><answer>$\\boxed{1/2}$.</answer>", "1/2", "answer_tag", True),
+    ("</think> <answer>The answer is $\\boxed{5}$</answer>", "5", "answer_tag", True),  # its one box states it
+    ("</think> <answer>$x = \\boxed{5}$</answer>", "5", "answer_tag", True),
+    ("</think> <answer>\\boxed{5} or \\boxed{6}</answer>", "\\boxed{5} or \\boxed{6}", "answer_tag", True),
+    ("</think> <answer>**5**</answer>", "5", "answer_tag", True),  # markdown bold
     ("</think> <answer></answer> \\boxed{7}", "", "answer_tag", False),  # an empty answer is still the answer
     ("<answer>7</answer> \\boxed{8}", "8", "boxed", False),  # no </think>: no tag answer, the text is read whole
     ("\\boxed{7}</think> the answer is 8.", "8", "answer_is", False),  # after </think>, only the reply is read
@@ -54,6 +58,9 @@ def test_extraction_paths(completion, answer, source, format_ok):
     ("(3, -1)", "(3,-1)"), ("[1,2)", "[1, 2)"), ("2\\sqrt{3}", "\\sqrt{12}"), ("x^2+2x+1", "(x+1)^2"),
     ("\\text{(C)}", "C"), ("\\pi/2", "\\frac{\\pi}{2}"), ("1,000", "1000"), ("\\infty", "\\infty"),
     ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    # the guards refused these, although the answer is the reference itself or its plain equal (session 21)
+    ("\\sqrt[3]{x^2}", "\\sqrt[3]{x^2}"), ("\\sqrt[3]{\\frac{3}{4}}", "\\sqrt[3]{\\frac{3}{4}}"),
+    ("\\sqrt[3]{4}", "\\sqrt[3]{2^2}"), ("10^{2024}", "10^{2024}"), ("10^{2024}", "10^{2024} "),
 ])
 def test_equivalent(truth, answer):
     assert task.is_equivalent(truth, answer)
