@@ -91,6 +91,25 @@ def test_old_turns_are_dropped_to_fit_the_context():
         session.reply("z" * 200, lambda r, c: None)  # the message alone does not fit
 
 
+def test_a_long_reply_budget_keeps_the_turns_that_leave_it_half_the_context():
+    """max_new_tokens of the whole context used to drop every turn, though the reply got the same room with them."""
+    tok = build_tokenizer()
+    engine = Engine(tiny_model(tok, max_positions=160), tok)
+    session = ChatSession(engine, SamplingParams(temperature=0, max_new_tokens=160))
+    session.history = [{"role": "user", "content": "question 0"}, {"role": "assistant", "content": "x"}]
+    ids, room = session.prompt_ids("last question")
+    assert "question 0" in tok.decode(ids) and room == 160 - len(ids) and len(ids) <= 80
+    session.history = session.history * 4  # past half the context: the oldest turns go
+    ids, room = session.prompt_ids("last question")
+    assert len(ids) <= 80 and room == 160 - len(ids) and tok.decode(ids).count("question 0") < 4
+
+
+@pytest.mark.parametrize("flag", ["--max-thinking-tokens", "--num-ignore"])
+def test_negative_counts_are_refused(flag, capsys):
+    assert main(["chat", "--model", "countdown-base", flag, "-1"]) == 2
+    assert f"{flag} must be at least 0, got -1" in capsys.readouterr().err
+
+
 def test_a_reply_the_engine_failed_is_reported_and_not_kept(engine, monkeypatch):
     """The engine ends a row whose forced-token hook raises with finish_reason "error"; the chat says so in one
     bracketed line and the conversation stays as it was."""

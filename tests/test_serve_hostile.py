@@ -54,6 +54,18 @@ def test_api_key_is_required_on_v1_and_health_stays_open(url):
     assert httpx.get(url + "/health").json()["status"] == "ok"
 
 
+def test_null_asks_for_the_default_as_the_openai_sdk_sends_it(url):
+    """The SDK's types are Optional and it sends a None as null; a wrapper passing temperature=cfg.get(...) got 400s."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+    nulls = dict(n=None, temperature=None, top_p=None, stream=None, seed=None, max_tokens=None)
+    reply = client.chat.completions.create(model=MODEL, messages=USER, max_completion_tokens=3, **nulls)
+    assert len(reply.choices) == 1 and reply.usage.completion_tokens <= 3
+    text = client.completions.create(model=MODEL, prompt="User: 2+2\nAssistant:", max_tokens=3,
+                                     extra_body={"top_k": None, "num_ignore": None, "min_thinking_tokens": None},
+                                     **{k: v for k, v in nulls.items() if k != "max_tokens"})
+    assert len(text.choices) == 1 and text.usage.completion_tokens <= 3
+
+
 def test_the_key_comes_from_the_flag_or_the_environment_and_an_open_host_without_one_warns():
     assert access("flag", "0.0.0.0", {"R1LAB_API_KEY": "env"}) == ("flag", None)
     assert access(None, "0.0.0.0", {"R1LAB_API_KEY": "env"}) == ("env", None)
@@ -86,6 +98,8 @@ CASES = [  # (path, body: dict -> JSON, bytes -> as is, (callable, n) -> chunked
     ("chat", chat(stop=["a", ""]), 400, "stop", None),
     ("chat", chat(stop=[1]), 400, "stop", None),
     ("chat", chat(stream_options="yes"), 400, "stream_options", None),
+    ("chat", chat(stream_options={"include_usage": True}), 400, "stream_options", None),  # without stream, as vLLM
+    ("chat", chat(model=None), 400, "model", None),  # null is the default only where there is one
     ("chat", chat(logit_bias={"5": 100}), 400, "logit_bias", None),
     ("chat", raw("n", "9" * 4000), 400, "n", None),  # parsed, then out of range
     ("chat", raw("user", "9" * 5000), 400, None, "invalid_json"),  # past the parser's 4300 digits

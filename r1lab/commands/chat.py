@@ -116,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"r1lab chat: {e}", file=sys.stderr)
         return 2
+    for flag, value in (("--max-thinking-tokens", args.max_thinking_tokens), ("--num-ignore", args.num_ignore)):
+        if value is not None and value < 0:
+            print(f"r1lab chat: {flag} must be at least 0, got {value}", file=sys.stderr)
+            return 2
     end = args.thinking_end
     if end is not None and (args.max_thinking_tokens is None or not end.endswith("</think>")):
         print("r1lab chat: --thinking-end is what --max-thinking-tokens forces: it needs --max-thinking-tokens and "

@@ -35,12 +35,17 @@ class ChatSession:
             raise ValueError(f"thinking_end {thinking_end!r} must end with {THINK_END}")
 
     def prompt_ids(self, user: str) -> tuple[list[int], int]:
-        """The prompt for a new user message and the tokens left for the reply; drops the oldest turns to fit."""
+        """The prompt for a new user message and the tokens left for the reply; drops the oldest turns to fit.
+
+        A turn is dropped only while the reply would get less than max_new_tokens, or half the context when that is
+        smaller (max_new_tokens of the whole context would otherwise drop every turn for room the reply has anyway).
+        """
         limit = self.engine.max_positions or 10 ** 9
+        want = min(self.params.max_new_tokens, limit // 2)
         history = list(self.history)
         while True:
             ids = chat_prompt_ids(self.engine.tokenizer, self.system + history + [{"role": "user", "content": user}])
-            if len(ids) + self.params.max_new_tokens <= limit or not history:
+            if len(ids) + want <= limit or not history:
                 return ids, min(self.params.max_new_tokens, limit - len(ids))
             history = history[2:]  # one user message and its reply
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 # field -> the values that mean "off", accepted and ignored
 UNSUPPORTED = {
@@ -79,6 +79,9 @@ def too_many_containers(body: bytes, limit: int = MAX_JSON_CONTAINERS) -> bool:
     return int(np.count_nonzero(((b == ord("{")) | (b == ord("["))) & outside)) > limit
 
 
+NULL_IS_DEFAULT = ("n", "temperature", "top_p", "top_k", "stream", "min_thinking_tokens", "num_ignore")
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -103,8 +106,19 @@ class Sampling(BaseModel):
     num_ignore: int = Field(0, ge=0, le=MAX_COUNT)
     thinking_end: str | None = Field(None, min_length=1, max_length=MAX_STOP_CHARS)  # what max_thinking forces
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_the_default(cls, data):
+        """The openai SDK sends a parameter given as None as JSON null (its types are Optional); as in vLLM, null asks
+        for the default."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in NULL_IS_DEFAULT}
+        return data
+
     def check(self) -> None:
         """What one field's type cannot say, as an ApiError naming the parameter."""
+        if self.stream_options is not None and not self.stream:
+            raise ApiError(400, "stream_options is only allowed with stream: true", "stream_options")
         for name, off in UNSUPPORTED.items():
             if (self.model_extra or {}).get(name) not in off:
                 raise ApiError(400, f"{name} is not supported by this server", name)
