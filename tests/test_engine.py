@@ -386,3 +386,17 @@ def test_thinking_budget_hook_counts_once_and_lets_a_natural_end_be():
     assert hook([1, 2, 3, 5, 9, 7]) is None  # forced once
     with pytest.raises(ValueError):
         thinking_budget([], [9], 3)
+
+
+def test_a_stop_string_split_by_tokens_that_decode_to_nothing_still_stops():
+    """Special tokens decode to "" (skip_special_tokens), so a fixed window of tokens could hold less text than the
+    stop string: "Q" + 50 pads + "</think>" ran on to the length limit (found by a review, session 21)."""
+    from r1lab.engine.engine import finish_reason, stop_window
+
+    tok = build_tokenizer()
+    params = SamplingParams(max_new_tokens=1000, stop=["Q</think>"])
+    think_end = tok.convert_tokens_to_ids("</think>")
+    ids = tok.encode("xyz Q", add_special_tokens=False) + [tok.pad_token_id] * 50 + [think_end]
+    assert finish_reason(ids, params, {tok.eos_token_id}, tok, stop_window(params)) == "stop"
+    ids[-52] = tok.convert_tokens_to_ids("R")  # no stop string in the text: the widened window finds none
+    assert finish_reason(ids, params, {tok.eos_token_id}, tok, stop_window(params)) is None

@@ -233,6 +233,13 @@ def finish_reason(token_ids: list[int], params: SamplingParams, eos_ids: set[int
         return "eos"
     if params.stop:
         tail = tokenizer.decode(token_ids[-window:], skip_special_tokens=True)
+        # subtle: special tokens decode to "" here, so a window of them can hide a stop string's start; widen it until
+        # the text before the last token could hold the longest stop string (one decode in the usual case)
+        if len(tail) < window and window < len(token_ids):
+            longest, last = max(map(len, params.stop)), len(tokenizer.decode(token_ids[-1:], skip_special_tokens=True))
+            while len(tail) - last < longest - 1 and window < len(token_ids):
+                window *= 2
+                tail = tokenizer.decode(token_ids[-window:], skip_special_tokens=True)
         if any(s in tail for s in params.stop):
             return "stop"
     if len(token_ids) >= params.max_new_tokens:
