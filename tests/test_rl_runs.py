@@ -93,6 +93,11 @@ def test_two_gloo_processes_match_one(tmp_path):
     n, depth = 16 * 160, 2 * config.num_hidden_layers + 1
     g = rows_one[0]["grad_norm"]
     assert abs(rows_two[0]["grad_norm"] - g) <= rounding_atol(g, n, depth)
+    # The account holds both ranks' work (it held rank 0's half before session 21); MFU is against two peaks.
+    acc_one, acc_two = (json.loads((tmp_path / d / "account.json").read_text()) for d in ("one", "two"))
+    assert (acc_one["devices"], acc_two["devices"]) == (1, 2) and acc_two["peak_source"].startswith("2 x cpu")
+    assert acc_two["flops_by_kind"]["generate"] == pytest.approx(acc_one["flops_by_kind"]["generate"], rel=1e-9)
+    assert acc_two["flops"] == pytest.approx(acc_one["flops"], rel=0.1)  # training: each rank's prompts once
 
 
 def test_main_accepts_a_run_directory_as_model(tmp_path, capsys):

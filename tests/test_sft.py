@@ -234,6 +234,8 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     assert [s for s, _, _ in a] == [s for s, _, _ in b] == [1, 2, 3]
     assert abs(a[0][1] - b[0][1]) <= logprob_atol(config, 30.0, context=256)
     assert all(abs(x[1] - y[1]) < 1e-3 for x, y in zip(a, b))
+    acc_one, acc_two = (json.loads((d / "account.json").read_text()) for d in (one, two))
+    assert acc_two["flops"] == acc_one["flops"] and (acc_one["devices"], acc_two["devices"]) == (1, 2)
 
 
 def test_records_longer_than_seq_len_are_counted_in_a_warning(tmp_path, capsys):

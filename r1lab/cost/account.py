@@ -122,9 +122,14 @@ class RunAccount:
 
     def __init__(self, model=None, *, device="cpu", dtype="bf16", peak_flops: float | dict | None = None,
                  rent_gpu: str = "H100", rent_mfu: float = 0.4, rent_price: float | None = None,
-                 dtype_by_kind: dict[str, str] | None = None):
+                 dtype_by_kind: dict[str, str] | None = None, devices: int = 1):
         """dtype: what the work runs in; dtype_by_kind: the kinds that run in another (e.g. {"generate": "fp32"}).
-        peak_flops: one FLOP/s for every dtype, or {dtype: FLOP/s}; what it lacks is measured or looked up."""
+        peak_flops: one FLOP/s for every dtype, or {dtype: FLOP/s}; what it lacks is measured or looked up.
+        devices: how many processes share the work (a data-parallel world): the account holds every process's FLOPs
+        (sum_over_ranks), and MFU is against `devices` times one device's peak."""
+        if devices < 1:
+            raise ValueError(f"devices must be at least 1, got {devices}")
+        self.devices = devices
         self.shape = None if model is None else F.shape_of(model)
         self.device, self.dtype = str(device), dtype_name(dtype)
         self.dtype_by_kind = None if dtype_by_kind is None else {k: dtype_name(v) for k, v in dtype_by_kind.items()}
@@ -159,6 +164,18 @@ class RunAccount:
     def add_generate(self, prompt_len: int, new_tokens: int, n_sequences: int = 1) -> None:
         self.add(F.generate_flops(self._shape(), prompt_len, new_tokens, n_sequences), "generate")
 
+    def sum_over_ranks(self, before: dict[str, float], sum_fn) -> None:
+        """Make what each rank added since `before` (a copy of flops_by_kind) the sum of every rank's: each rank
+        counts its own share of a step, and rank 0 writes the account. sum_fn: runtime.all_sum (the identity in a
+        world of one); a collective, so every rank calls it at the same point."""
+        kinds = ("generate", "train", "train_frozen", "forward")  # fixed: every rank sends the same vector
+        stray = set(self.flops_by_kind) - set(kinds)
+        if stray:
+            raise ValueError(f"sum_over_ranks sums {kinds} only, not {sorted(stray)}")
+        summed = sum_fn([self.flops_by_kind.get(k, 0.0) - before.get(k, 0.0) for k in kinds])
+        self.flops_by_kind = {k: before.get(k, 0.0) + d for k, d in zip(kinds, summed)
+                              if before.get(k, 0.0) + d > 0 or k in before}
+
     def _shape(self) -> F.Shape:
         if self.shape is None:
             raise ValueError("RunAccount(model=None) counts only add(flops); pass a config to count tokens")
@@ -175,12 +192,15 @@ class RunAccount:
         return self._peaks[dtype]
 
     def summary(self, wall_s: float) -> dict:
-        total = self.flops
+        """The account at `wall_s` seconds. flops_per_s is the whole world's; peak_flops_per_s is one device's; mfu is
+        against `devices` of them."""
+        total, n = self.flops, self.devices
         rate = total / wall_s if wall_s > 0 else None
         source = " measured matmul" if self.device == "cpu" else ""
         out = {"flops": total, "wall_s": wall_s, "flops_per_s": rate, "peak_flops_per_s": self.peak_flops,
-               "mfu": rate / self.peak_flops if rate is not None and self.peak_flops else None,
-               "peak_source": f"{self.device} {self.dtype}{source}", "flops_by_kind": dict(self.flops_by_kind)}
+               "mfu": rate / (n * self.peak_flops) if rate is not None and self.peak_flops else None,
+               "peak_source": f"{f'{n} x ' if n > 1 else ''}{self.device} {self.dtype}{source}", "devices": n,
+               "flops_by_kind": dict(self.flops_by_kind)}
         if self.dtype_by_kind is not None:
             dtypes = {k: self.dtype_by_kind.get(k, self.dtype) for k, f in self.flops_by_kind.items() if f > 0}
             peaks = {d: self._peak(d) for d in sorted({self.dtype, *dtypes.values()})}
@@ -188,7 +208,7 @@ class RunAccount:
             ideal = [f / peaks[dtypes[k]] if peaks[dtypes[k]] else None
                      for k, f in self.flops_by_kind.items() if f > 0]
             out.update(dtype_by_kind=dtypes, peak_by_dtype=peaks,
-                       mfu=sum(ideal) / wall_s if wall_s > 0 and None not in ideal else None)
+                       mfu=sum(ideal) / (n * wall_s) if wall_s > 0 and None not in ideal else None)
         out["rented_cost"] = rented_cost(total, self.rent["gpu"], self.rent["mfu"], self.rent["price"])
         return out
 
@@ -196,7 +216,8 @@ class RunAccount:
 def mfu_label(summary: dict) -> str:
     """What the MFU figure of a RunAccount.summary() was measured against, e.g.
     "MFU 21.0% of cpu bf16 measured matmul peak", or with kinds in different dtypes
-    "MFU 21.0% against cpu measured matmul peaks per kind: generate fp32, train/forward bf16"."""
+    "MFU 21.0% against cpu measured matmul peaks per kind: generate fp32, train/forward bf16"; a world of two processes
+    "MFU 21.0% of 2 x cpu bf16 measured matmul peak"."""
     mfu = "n/a" if summary["mfu"] is None else f"{summary['mfu']:.1%}"
     kinds = {k: f for k, f in (summary.get("flops_by_kind") or {}).items() if f > 0}
     dtypes = summary.get("dtype_by_kind")
@@ -204,9 +225,11 @@ def mfu_label(summary: dict) -> str:
         by_dtype: dict[str, list[str]] = {}
         for kind, dtype in dtypes.items():
             by_dtype.setdefault(dtype, []).append(kind)
-        device, _, source = summary["peak_source"].partition(" ")
+        n = summary.get("devices", 1)
+        prefix = f"{n} x " if n > 1 else ""
+        device, _, source = summary["peak_source"].removeprefix(prefix).partition(" ")
         source = source.partition(" ")[2]  # "cpu bf16 measured matmul" -> "measured matmul"
-        where = " ".join(filter(None, (device, source)))
+        where = prefix + " ".join(filter(None, (device, source)))
         per_kind = ", ".join(f"{'/'.join(ks)} {d}" for d, ks in by_dtype.items())
         return f"MFU {mfu} against {where} peaks per kind: {per_kind}"
     label = f"MFU {mfu} of {summary['peak_source']} peak"

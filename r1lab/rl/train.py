@@ -246,7 +246,7 @@ def setup(cfg: RLConfig) -> Run:
     engine = cfg.rollout_backend == "engine"
     dtype = "bf16" if amp is not None else "fp32"
     account = RunAccount(model.config, device=device.type, dtype=dtype,  # r1lab's engine samples in fp32 (see below)
-                         dtype_by_kind={"generate": "fp32" if engine else dtype})
+                         dtype_by_kind={"generate": "fp32" if engine else dtype}, devices=runtime.rank_and_world()[1])
     start, wall_before = 0, 0.0
     if resume is not None:
         state = restore_trainer_state(resume)
@@ -298,6 +298,7 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
     pool = run.later_pool if cfg.curriculum_step and step + 1 >= cfg.curriculum_step else run.pool
     roll, stats = collect_rollouts(step, run.backend, run.task, pool, cfg, run.algo, logprobs=tis_cap(cfg) > 0)
     t_gen = time.time() - t0
+    before = dict(run.account.flops_by_kind)  # this rank's share is added below, then summed over the ranks
     for c in roll.completions:
         run.account.add_generate(len(c.prompt_ids), len(c.token_ids))
     metrics = rollout_metrics(roll, thinking_budget=bool(cfg.max_thinking_tokens))
@@ -308,6 +309,7 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
     run.backend.sync_weights(run.gen_model)  # the next rollouts sample from the updated policy
     for kind, (n_tokens, context_len) in processed.items():
         run.account.add_tokens("train_frozen" if kind == "train" and cfg.lora_r else kind, n_tokens, context_len)
+    run.account.sum_over_ranks(before, runtime.all_sum)
     dt = time.time() - t0
     metrics.update(train_metrics)
     metrics.update({"lr": lr, "step_time_s": dt, "gen_time_s": t_gen, "train_time_s": dt - t_gen,

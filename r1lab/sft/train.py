@@ -229,7 +229,8 @@ def setup(cfg: SFTConfig) -> Run:
                                    **parse_knobs(task, cfg.task_args))
     opt = make_optimizer(model, cfg, device)
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32",
-                         dtype_by_kind={"generate": "fp32"})  # its held-out evaluation samples in fp32
+                         dtype_by_kind={"generate": "fp32"},  # its held-out evaluation samples in fp32
+                         devices=runtime.rank_and_world()[1])  # train_step counts every rank's tokens
     start, wall_before = 0, 0.0
     if resume is not None:
         state = restore_trainer_state(resume)
