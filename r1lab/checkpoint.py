@@ -106,6 +106,8 @@ def commit_checkpoint(run_dir, step: int, tmp: Path, keep_last: int) -> Path:
             shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):  # leftovers of killed writers
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(".latest.tmp-*"):  # write_text_atomic's, killed between its write and its rename
+        stale.unlink(missing_ok=True)
     return final
 
 

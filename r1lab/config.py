@@ -159,6 +159,7 @@ def check_stage(cfg, ranges: dict[str, str], choices: dict[str, tuple] | None = 
     from r1lab.tasks.common import TEMPLATES
 
     check_config(cfg, ranges, {"template": tuple(TEMPLATES), "dtype": DTYPES, **(choices or {})})
+    check_out_dir(cfg.out_dir)
     try:
         task = get_task(cfg.task)
     except ValueError as e:
@@ -174,3 +175,37 @@ def check_stage(cfg, ranges: dict[str, str], choices: dict[str, tuple] | None = 
             parse_knobs(task, getattr(cfg, key) or "")
         except ValueError as e:
             raise ConfigError(f"{key}: {e}") from None
+
+
+# What may change when a run resumes: how long it runs and how it saves and logs, never what it computes.
+RESUME_FREE = ("out_dir", "steps", "epochs", "save_every", "keep_last", "threads", "wandb", "tensorboard",
+               "sample_every")
+
+
+def check_resume(cfg, checkpoint) -> None:
+    """ConfigError when the checkpoint a run is about to resume was written under other settings than cfg (apart
+    from RESUME_FREE): one folder would hold two runs, its metrics one unmarked mix of them, its next checkpoint a
+    config that did not make its weights. A checkpoint without a readable config (another writer) is not checked."""
+    from r1lab.model.load import saved_config
+
+    theirs = saved_config(checkpoint)
+    mine = json.loads(json.dumps(config_to_dict(cfg), default=str))  # tuples -> lists, as they read back
+    diff = [k for k in mine if k in theirs and k not in RESUME_FREE and mine[k] != theirs[k]]
+    if diff:
+        changes = ", ".join(f"{k} {theirs[k]!r} -> {mine[k]!r}" for k in diff)
+        raise ConfigError(f"{Path(checkpoint).parent.parent} holds a run with other settings ({changes}); resume it "
+                          f"with its own (only {', '.join(RESUME_FREE[1:])} may change), use another --out, or start "
+                          f"a new run from its weights with --set model={Path(checkpoint).parent.parent}")
+
+
+def check_out_dir(out_dir: str) -> None:
+    """ConfigError when a run could not write its folder (a file there, or no write access to it or to the folder
+    it would be made in), found without making it."""
+    import os
+
+    path = Path(out_dir)
+    existing = next(p for p in [path, *path.resolve().parents] if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"out_dir = {out_dir!r}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir = {out_dir!r}: {existing} is not writable")

@@ -10,6 +10,7 @@ A line is bad when it is not UTF-8, not JSON, or not a JSON object. Blank lines 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -107,7 +108,8 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder: the error worth seeing is the write's, above
+            tmp.unlink(missing_ok=True)
 
 
 def write_jsonl(path: str | Path, rows) -> None:

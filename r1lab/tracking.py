@@ -29,13 +29,15 @@ def _fmt(v) -> str:
 
 class MetricsLogger:
     def __init__(self, run_dir, stage: str, wandb: bool = False, tensorboard: bool = False, config: dict | None = None,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None, also: tuple[str, ...] = ()):
+        """also: other JSONL logs of the run with a "step" in each row (RL's samples.jsonl), kept by the same rule."""
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None:
-            truncate_metrics(self.path, resume_step)
-        elif self.path.exists():
-            self.path.unlink()
+        for path in [self.path, *(self.path.parent / name for name in also)]:
+            if resume_step is not None:
+                truncate_metrics(path, resume_step)
+            elif path.exists():  # a fresh run: nothing of an earlier, aborted one stays
+                path.unlink()
         self.stage = stage
         self.t0 = time.time()
         self._wandb = self._tb = None

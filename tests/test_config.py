@@ -81,3 +81,15 @@ def test_inherited_knobs_are_flat_keys(tmp_path):
     assert (cfg.p, cfg.steps) == (0.75, 3) and "p = 0.75" in format_config(cfg)
     with pytest.raises(ConfigError, match="valid keys for Stage: p, steps"):
         load_config(Stage, None, ["q=1"])
+
+
+def test_an_out_dir_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    """It used to be a traceback from the first mkdir or write (a read-only folder, or a file in the way)."""
+    from r1lab.pretrain.train import PretrainConfig, check
+
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(ConfigError, match=f"out_dir = '{out}': {tmp_path / 'file'} is a file, not a folder"):
+            check(PretrainConfig(out_dir=str(out)))
+    check(PretrainConfig(out_dir=str(tmp_path / "new" / "run")))
+    assert not (tmp_path / "new").exists()  # checked without making it

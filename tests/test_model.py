@@ -93,6 +93,7 @@ def test_checkpoint_rotation_and_stale_tmp_cleanup(tmp_path, tok):
     model = build_model("tiny-1m", tok)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / ".tmp-step_000001-999").mkdir()  # a writer killed mid-save
+    (tmp_path / "checkpoints" / ".latest.tmp-998").write_text("step_0")  # killed while pointing `latest`
     for step in (1, 2, 3):
         save_checkpoint(tmp_path, step, model, tok, {}, None, keep_last=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())

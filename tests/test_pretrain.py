@@ -69,6 +69,18 @@ def test_batches_are_packed_and_prompt_is_unlabelled(tmp_path):
     assert "Using the numbers" not in labelled and " vs " in labelled
 
 
+def test_a_run_resumes_only_under_its_own_settings(tmp_path):
+    """A run directory resumed with another lr (or model, data, seq_len, ...) used to go on silently, one metrics file
+    mixing two runs; now it is refused before any work. How long it runs, saves and logs may change."""
+    run = tmp_path / "run"
+    main(load_config(PretrainConfig, None, TINY + ["steps=2", "save_every=2", f"out_dir={run}"]))
+    for extra, change in [(["lr=1e-2"], "lr 0.003 -> 0.01"), (["seq_len=48", "model=tiny-3m"], "model 'tiny-1m' ->")]:
+        with pytest.raises(ConfigError, match=rf"holds a run with other settings \({change}.*--set model={run}"):
+            main(load_config(PretrainConfig, None, TINY + ["steps=4"] + extra + [f"out_dir={run}"]))
+    main(load_config(PretrainConfig, None, TINY + ["steps=3", "save_every=3", "keep_last=2", f"out_dir={run}"]))
+    assert [step for step, _, _ in losses(run)] == [1, 2, 3]
+
+
 def test_pretrain_learns_and_resumes_exactly_after_kill(tmp_path):
     straight = tmp_path / "straight"
     cfg = load_config(PretrainConfig, None, TINY + ["steps=8", "save_every=8", f"out_dir={straight}"])

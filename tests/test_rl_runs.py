@@ -39,14 +39,14 @@ def test_resume_after_kill_matches_an_unbroken_run(tmp_path):
     """Exactly: the resumed run does the same float operations in the same order (one thread) from the same state,
     even when the kill tore the last line of metrics.jsonl and of the cached problem pool."""
     curriculum = "eval_task_args=min_numbers=4,max_numbers=4,max_number=12,max_target=30"  # held out: 4 numbers
-    straight = run_rl(tmp_path / "straight", ["steps=4", "save_every=4", curriculum])
+    straight = run_rl(tmp_path / "straight", ["steps=4", "save_every=4", curriculum, "sample_every=1"])
     assert straight.wait() == 0, straight.stderr.read().decode()[-2000:]
     (eval_file,) = (tmp_path / "straight").glob("countdown-test-*.jsonl")
     (train_file,) = (tmp_path / "straight").glob("countdown-train-*.jsonl")
     assert {len(json.loads(ln)["nums"]) for ln in eval_file.read_text().splitlines()} == {4}
     assert {len(json.loads(ln)["nums"]) for ln in train_file.read_text().splitlines()} == {3}
     killed_dir = tmp_path / "killed"
-    proc = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum])
+    proc = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum, "sample_every=1"])
     latest = killed_dir / "checkpoints" / "latest"
     deadline = time.time() + 300
     while not latest.exists() and proc.poll() is None and time.time() < deadline:
@@ -59,10 +59,17 @@ def test_resume_after_kill_matches_an_unbroken_run(tmp_path):
         f.write('{"step": 3, "stage": "rl", "rew')
     (pool,) = killed_dir.glob("countdown-train-*.jsonl")
     pool.write_bytes(pool.read_bytes()[:-7])
-    resumed = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum])
+    resumed = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum, "sample_every=1"])
     assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:]
     ref = metric_rows(tmp_path / "straight")
     assert len([r for r in ref if "reward" in r]) == 4 and metric_rows(killed_dir) == ref
+    samples = (tmp_path / "straight" / "samples.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in samples.splitlines()] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert (killed_dir / "samples.jsonl").read_text() == samples  # the killed run's rows after step 2 went
+    # A finished run run again: no second final evaluation (its row read back), nothing appended.
+    again = run_rl(killed_dir, ["steps=4", "save_every=2", curriculum, "sample_every=1"])
+    assert again.wait() == 0, again.stderr.read().decode()[-2000:]
+    assert metric_rows(killed_dir) == ref and (killed_dir / "samples.jsonl").read_text() == samples
 
 
 def free_port():

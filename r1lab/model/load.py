@@ -169,12 +169,13 @@ def trained_template(path) -> str | None:
     """
     from r1lab.tasks.common import TEMPLATES
 
-    template = _r1lab_config(path).get("template")
+    template = saved_config(path).get("template")
     return template if template in TEMPLATES else None
 
 
-def _r1lab_config(path) -> dict:
-    """The r1lab_config.json of a checkpoint r1lab wrote; {} for a hub id, another directory or an unreadable file."""
+def saved_config(path) -> dict:
+    """The r1lab_config.json of a checkpoint r1lab wrote (the config of the run that wrote it); {} for a hub id,
+    another directory or an unreadable file."""
     try:
         config = json.loads((Path(path) / "r1lab_config.json").read_text())
     except (OSError, ValueError):
@@ -190,7 +191,7 @@ def trained_task_args(path, task: str) -> str | None:
     >>> trained_task_args(ASSETS / "countdown-base", "countdown"), trained_task_args("Qwen/Qwen2.5-0.5B", "countdown")
     ('min_numbers=3,max_numbers=4,max_number=12,max_target=100', None)
     """
-    config = _r1lab_config(path)
+    config = saved_config(path)
     if config.get("task") != task:
         return None
     knobs = config.get("eval_task_args") or config.get("task_args")

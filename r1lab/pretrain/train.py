@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from r1lab import runtime
-from r1lab.config import config_to_dict, format_config
+from r1lab.config import check_resume, config_to_dict, format_config
 from r1lab.pretrain.corpus import CorpusConfig, corpus_document
 
 
@@ -191,6 +191,8 @@ def main(cfg: PretrainConfig) -> Path:
     amp = runtime.autocast_dtype(cfg.dtype, device)
     task = get_task(cfg.task)
     resume = latest_checkpoint(run_dir)
+    if resume is not None:
+        check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
     model, tokenizer = build_or_resume(cfg, resume)
     model.to(device)
     print(format_config(cfg))

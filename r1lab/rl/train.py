@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from r1lab import parallel, runtime
-from r1lab.config import config_to_dict, format_config
+from r1lab.config import check_resume, config_to_dict, format_config
 from r1lab.rl import algos
 from r1lab.rl.config import RLConfig, algorithm, eval_budget, held_out_task_args
 from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, micro_batches, pack, pack_logprobs,
@@ -210,6 +210,8 @@ def setup(cfg: RLConfig) -> Run:
     knobs = parse_knobs(task, cfg.task_args)
     base_path = resolve_checkpoint(cfg.model)  # a run directory resolves to its latest checkpoint
     resume = latest_checkpoint(run_dir)
+    if resume is not None:
+        check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
     model, tokenizer = parallel.load_policy(str(resume or base_path), cfg, base=base_path, resume=resume is not None)
     model.to(device)
     ref_model = None
@@ -254,7 +256,8 @@ def setup(cfg: RLConfig) -> Run:
         start, wall_before = state["step"], state["wall_s"]
         account.flops_by_kind = dict(state["flops_by_kind"])
     log = MetricsLogger(run_dir, "rl", cfg.wandb and rank == 0, cfg.tensorboard and rank == 0, config_to_dict(cfg),
-                        resume_step=start if resume is not None else None) if rank == 0 else None
+                        resume_step=start if resume is not None else None,
+                        also=("samples.jsonl",)) if rank == 0 else None
     # subtle: r1lab's engine generates in fp32; bf16 autocast made sampling slower on CPU (benchmarks/engine_speed.py),
     # and the log-probs that train the policy come from the training forward pass anyway. vLLM runs in the training
     # dtype (bf16 on GPUs, as everyone runs it), and TIS corrects for the difference.
@@ -334,11 +337,15 @@ def save(run: Run, done: int) -> None:
                           "flops_by_kind": run.account.flops_by_kind}, run.opt, run.cfg, keep_last=run.cfg.keep_last)
 
 
-def finish(run: Run) -> None:
-    """The final evaluation and the run's cost account (rank 0)."""
+def finish(run: Run, final: dict | None) -> None:
+    """The run's cost account and its final evaluation (rank 0). final: the evaluation this session ran at the last
+    step, None when the run had finished before (it is read back from metrics.jsonl, not run twice)."""
     from r1lab.cost.account import format_account
+    from r1lab.jsonl import read_jsonl
 
-    final = evaluate(run, run.cfg.steps)
+    if final is None:
+        rows = [r for r in read_jsonl(run.log.path, bad="torn") if r.get("step") == run.cfg.steps]
+        final = {k.removeprefix("eval/"): v for r in rows for k, v in r.items() if k.startswith("eval/")}
     summary = run.account.summary(run.wall_s())
     (run.run_dir / "account.json").write_text(json.dumps(summary, indent=2))
     print(f"rl: done; final eval {json.dumps(final)}\n{format_account(summary)}")
@@ -352,6 +359,7 @@ def main(cfg: RLConfig) -> Path:
     run = setup(cfg)
     if run.start == 0 and run.rank == 0:
         evaluate(run, 0)
+    final = None
     for step in range(run.start, cfg.steps):
         metrics, roll = rl_step(run, step)
         done = step + 1
@@ -359,11 +367,12 @@ def main(cfg: RLConfig) -> Path:
             run.log.log(done, metrics, console_keys=CONSOLE_KEYS)
             if cfg.sample_every and done % cfg.sample_every == 0:
                 print_samples(run.run_dir, done, roll, run.task, cfg)
-        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps and run.rank == 0:
-            evaluate(run, done)
+            if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.steps:
+                # the final one too, before the last checkpoint: a rerun of a finished run logs no second one
+                final = evaluate(run, done)
         if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
             save(run, done)  # every rank: each writes its optimizer shard under FSDP
     if run.rank == 0:
-        finish(run)
+        finish(run, final)
     barrier()
     return latest_checkpoint(run.run_dir)

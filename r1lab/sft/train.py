@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from r1lab import parallel, runtime
-from r1lab.config import config_to_dict, format_config
+from r1lab.config import check_resume, config_to_dict, format_config
 from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.pretrain.train import cosine_lr, make_optimizer
 from r1lab.sft.data import IGNORE, block_causal_mask, collate, load_records, pack, shift, tokenize_record
@@ -206,6 +206,8 @@ def setup(cfg: SFTConfig) -> Run:
     device = runtime.device()
     amp = runtime.autocast_dtype(cfg.dtype, device)
     resume = latest_checkpoint(run_dir)
+    if resume is not None:
+        check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
     base = resolve_checkpoint(cfg.model)
     model, tokenizer = parallel.load_policy(str(resume or base), cfg, base=base, resume=resume is not None)
     max_pos = getattr(model.config, "max_position_embeddings", None)
