@@ -50,6 +50,7 @@ def test_hand_computed():
     assert F.forward_flops(s, 3, 3, causal=False) - 3 * 30 == 2 * 1 * 9 * 16
     assert F.forward_flops(s, 3, 3, causal=True) - 3 * 30 == 2 * 1 * 6 * 16  # 1 + 2 + 3 positions
     assert F.train_flops(s, 4, 1) == 3 * 248
+    assert F.frozen_train_flops(s, 4, 1) == 2 * 4 * 30 + 3 * 4 * 32 == 624
 
 
 def test_forward_matches_flop_counter(model):
@@ -68,6 +69,22 @@ def test_train_matches_flop_counter(model):
     assert F.train_flops(model.config, B * T, T, causal=False) == total
     masked = F.attention_flops(F.shape_of(model.config), B * T * (T - 1) / 2)
     assert total - F.train_flops(model.config, B * T, T) == 3 * masked  # forward + two backward matmuls each
+
+
+def test_frozen_train_matches_flop_counter(model):
+    """LoRA's case: frozen weights, gradients through the activations. The weight matmuls' backward has no weight
+    gradient (2x their forward); attention has no weights and keeps both backward matmuls (3x): counting the whole
+    pass as 2x forward missed one attention forward."""
+    x = torch.randint(0, 100, (B, T))
+    model.requires_grad_(False)
+    try:
+        embeds = model.model.embed_tokens(x).detach().requires_grad_(True)
+        total, _ = counted(lambda: model(inputs_embeds=embeds, labels=x).loss.backward())
+    finally:
+        model.requires_grad_(True)
+    assert F.frozen_train_flops(model.config, B * T, T, causal=False) == total
+    s = F.shape_of(model.config)
+    assert total - 2 * F.forward_flops(model.config, B * T, T, causal=False) == F.attention_flops(s, B * T * T)
 
 
 def test_generate_matches_flop_counter(model):

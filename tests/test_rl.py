@@ -217,6 +217,8 @@ def test_dynamic_sampling_judges_groups_by_accuracy_alone():
     roll, stats = collect_rollouts(0, Scripted(), countdown, [wrong, right], cfg, algo)
     assert [ex["target"] for ex in roll.examples] == [10] * 8  # the batch filled with the right group, twice
     assert stats == {"groups_sampled": 4, "groups_dropped": 2}  # the all-wrong group, in each of the 2 rounds
+    # what the step's generation cost: all 16 rows sampled, the dropped ones too (the account counted 8)
+    assert len(roll.sampled) == 16 and sorted({n for _, n in roll.sampled}) == [4, 16]
     assert roll.rewards.tolist() == pytest.approx([1.1, -0.9, 0.1, -0.9] * 2)  # the penalty still shapes what is kept
     half = dataclasses.replace(algo, overlong_penalty=0.5)  # its size at the budget
     roll, _ = collect_rollouts(0, Scripted(), countdown, [wrong, right], cfg, half)

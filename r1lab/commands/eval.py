@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from r1lab import runtime
-    from r1lab.cost.account import RunAccount, format_account
+    from r1lab.cost.account import RunAccount, compute_dtype, format_account
     from r1lab.commands.options import check_thinking_arguments, load_task_problems_model
     from r1lab.jsonl import write_jsonl, write_text_atomic
     from r1lab.evaluation.behaviour import DEFAULT_MARKERS
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"r1lab eval: {e}", file=sys.stderr)
         return 2
     amp = runtime.autocast_dtype(args.dtype, model.device)
-    account = RunAccount(model.config, device=model.device.type, dtype=args.dtype)
+    account = RunAccount(model.config, device=model.device.type, dtype=compute_dtype(model, amp))
     settings = {
         "model": args.model, "model_path": path, "task": task.NAME, "data": source, "split": args.split,
         "n": len(examples), "seed": args.seed, "knobs": parse_knobs(task, args.task_args) if not args.data else {},

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     {"teacher": ...} (README: a local teacher is rejection sampling from a teacher checkpoint)."""
     from r1lab import runtime
     from r1lab.commands.options import check_selection_arguments, load_task_problems_model
-    from r1lab.cost.account import RunAccount, format_account
+    from r1lab.cost.account import RunAccount, compute_dtype, format_account
     from r1lab.evaluation.evaluate import run_eval
     from r1lab.evaluation.traces import pass_rates, select
     from r1lab.jsonl import write_jsonl, write_text_atomic
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, fields: dict | None = None, name: str = "sampl
     print(f"r1lab {name}: {path} on {len(examples)} {task.NAME} problems ({source}) x {args.samples} samples{budget}",
           flush=True)
     t0 = time.perf_counter()
-    account = RunAccount(model.config, device=model.device.type, dtype="fp32")  # the engine samples in fp32
+    account = RunAccount(model.config, device=model.device.type, dtype=compute_dtype(model))  # the weights' dtype
     _, samples = run_eval(model, tokenizer, task, examples, template=args.template, samples=args.samples,
                           temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                           seed=args.sampling_seed, greedy=False, batch_size=args.batch_size, account=account,

@@ -28,6 +28,15 @@ def dtype_name(dtype) -> str:
     return _DTYPES[key]
 
 
+def compute_dtype(model, autocast=None) -> str:
+    """What a model's matmuls run in: the autocast dtype when one is on, else its weights' (a bf16 hub checkpoint
+    loaded for inference runs in bf16, and its MFU belongs against the bf16 peak)."""
+    if autocast is not None:
+        return dtype_name(autocast)
+    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), "float32")
+    return dtype_name(weights)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("R1LAB_CACHE") or Path.home() / ".cache" / "r1lab")
 
@@ -152,11 +161,10 @@ class RunAccount:
 
     def add_tokens(self, kind: str, n_tokens: int, context_len: int) -> None:
         """kind "train" (forward + backward), "train_frozen" (forward + backward through frozen weights: LoRA, whose
-        backward computes no weight gradients of the base, 2x forward; the adapters' own FLOPs are r/hidden of it
-        and left out) or "forward", for n_tokens in sequences of context_len. Model FLOPs: a recomputed forward
+        backward computes no weight gradients of the base: flops.frozen_train_flops) or "forward", for n_tokens in
+        sequences of context_len. Model FLOPs: a recomputed forward
         (gradient checkpointing) is not counted, as MFU is defined."""
-        count = {"train": F.train_flops, "forward": F.forward_flops,
-                 "train_frozen": lambda *a: 2 * F.forward_flops(*a)}
+        count = {"train": F.train_flops, "forward": F.forward_flops, "train_frozen": F.frozen_train_flops}
         if kind not in count:
             raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(count)} (or add(flops, kind))")
         self.add(count[kind](self._shape(), n_tokens, context_len), kind)

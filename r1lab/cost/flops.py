@@ -89,6 +89,19 @@ def train_flops(config, n_tokens: int, context_len: int, causal: bool = True) ->
     return 3 * forward_flops(config, n_tokens, context_len, causal)
 
 
+def frozen_train_flops(config, n_tokens: int, context_len: int, causal: bool = True) -> float:
+    """Forward + backward FLOPs when the weights are frozen (LoRA's base): the weight matmuls' backward computes the
+    input's gradient only (2× their forward in all), attention, which has no weights, still both (3×). An adapter's
+    own FLOPs (r / hidden of the base's) are left out.
+
+    frozen_train_flops(Shape(1, 10, 5, 8, 8), n_tokens=4, context_len=1) == 2*4*2*15 + 3*4*2*1*1*16   # == 624
+    """
+    _check(n_tokens=n_tokens, context_len=context_len)
+    s = shape_of(config)
+    matmuls = 2 * (s.body_params + s.head_params) * n_tokens
+    return 2 * matmuls + 3 * attention_flops(s, n_tokens * _positions(context_len, causal))
+
+
 def generate_flops(config, prompt_len: int, new_tokens: int, n_sequences: int = 1, causal: bool = True) -> float:
     """FLOPs to sample new_tokens after a prompt of prompt_len, with a KV cache, for n_sequences sequences.
 

@@ -6,7 +6,8 @@ R response tokens (T = P + R) does:
 
     generate   S sampled sequences with a KV cache        flops.generate_flops(P, R) each
     train      mu forward + backward passes over S x T    flops.train_flops(S*T, T) each (3x forward); with LoRA
-                                                          2x forward: the frozen base gets no weight gradients
+                                                          flops.frozen_train_flops: no weight gradients for the
+                                                          frozen base (2x its matmuls, 3x attention)
     reference  with a KL term, the reference's log-probs  flops.forward_flops(S*T, T)
     old_logp   with mu > 1 or the KL in the reward        flops.forward_flops(S*T, T)
 
@@ -58,8 +59,10 @@ def rl_flops(config, work: RLWork) -> dict[str, float]:
     """
     P, R = work.prompt_tokens, work.response_tokens
     forward = _forward(config, work)
+    T = P + R
+    frozen = work.steps * F.frozen_train_flops(config, work.prompts_per_step * work.samples_per_prompt * T, T)
     out = {"generate": work.sequences * F.generate_flops(config, P, R),
-           "train": work.mu * (2 if work.lora else 3) * forward}
+           "train": work.mu * (frozen if work.lora else 3 * forward)}
     if work.reference:
         out["reference"] = forward
     if work.old_logp:

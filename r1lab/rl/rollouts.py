@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,9 @@ class Rollouts:
     completions: list         # (B,) engine Completions
     scores: list              # (B,) task Scores
     rewards: torch.Tensor     # (B,) after penalties
+    # (prompt tokens, new tokens) of every completion sampled, the groups dynamic sampling dropped included: what
+    # the step's generation cost
+    sampled: list = field(default_factory=list)
 
 
 def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algorithm):
@@ -75,6 +78,7 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
                                 seed=(base + rank * per_rank * G * GOLDEN) % 2**63, logprobs=logprobs,
                                 **thinking_budget(cfg))
         completions = backend.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
+        kept.sampled += [(len(c.prompt_ids), len(c.token_ids)) for c in completions]
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
         keep = torch.ones(len(batch), dtype=torch.bool)
@@ -90,7 +94,7 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
             break
     n = per_rank * G
     if algo.dynamic_sampling and len(kept.examples) == 0:  # every group was flat: train on the last round
-        kept = Rollouts(examples, completions, scores, rewards)
+        kept = Rollouts(examples, completions, scores, rewards, kept.sampled)
     kept.examples, kept.completions, kept.scores = kept.examples[:n], kept.completions[:n], kept.scores[:n]
     kept.rewards = kept.rewards[:n]
     return kept, stats
