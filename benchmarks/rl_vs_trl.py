@@ -34,8 +34,9 @@ own longest; TRL's `generate` keeps every row to the end and its micro-batches k
 A step's time is the wall time between the ends of consecutive steps (TRL: on_step_end callbacks, so the Trainer's
 data loading and bookkeeping count; r1lab: the loop of `r1lab rl` -- collect_rollouts, rollout_metrics, train_on --
 without its logging, evaluation and checkpoints). The first `--warmup` steps are dropped, then the median is
-reported. FLOP/s = model FLOPs of the step (r1lab/flops.py: generate_flops of every sample plus train_flops of the
-padded batch, as r1lab's RunAccount counts them) / step time; the peak is this machine's matmul rate
+reported. FLOP/s = model FLOPs of the step (r1lab/flops.py: generate_flops of every sample, each with its prompt's
+prefill, plus train_flops of the padded batch; the same count for both frameworks, though r1lab's own account
+prefills a group's prompt once) / step time; the peak is this machine's matmul rate
 (r1lab.cost.measure_matmul_peak, measured afresh here unless --cached-peak) with the same threads and dtype.
 """
 from __future__ import annotations

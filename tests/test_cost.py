@@ -338,3 +338,19 @@ def test_the_compute_dtype_is_autocasts_else_the_weights():
     model = torch.nn.Linear(2, 2)
     assert compute_dtype(model) == "fp32" and compute_dtype(model, torch.bfloat16) == "bf16"
     assert compute_dtype(model.to(torch.bfloat16)) == "bf16"
+
+
+def test_a_group_of_samples_prefills_its_prompt_once():
+    """The engine (and vLLM's prefix cache) prefill a prompt once for its G samples, and the training pass counts
+    each group's prompt once; generation charged a full prefill to every sample (+43% on a prompt-heavy step)."""
+    shape = F.Shape(n_layers=2, body_params=1000, head_params=300, qk_dim=16, v_dim=16)
+    account = CA.RunAccount(shape, peak_flops=1e9)
+    account.add_group(10, [6, 1, 0, 3])
+    prefill = F.generate_flops(shape, 10, 1)
+    decode = [F.generate_flops(shape, 10, n) - prefill for n in (6, 3)]
+    assert account.flops == prefill + sum(decode)
+    # one sample alone is what generate_flops counts; a prompt never sampled from costs nothing
+    alone = CA.RunAccount(shape, peak_flops=1e9)
+    alone.add_group(10, [6])
+    alone.add_group(10, [0, 0])
+    assert alone.flops == F.generate_flops(shape, 10, 6)

@@ -121,7 +121,7 @@ class RunAccount:
         account = RunAccount(model.config, device="cpu", dtype="bf16", dtype_by_kind={"generate": "fp32"})
         account.add_tokens("train", n_tokens=B * T, context_len=T)            # a forward + backward
         account.add_tokens("forward", n_tokens=B * T, context_len=T)          # e.g. reference log-probs
-        account.add_generate(prompt_len=P, new_tokens=N, n_sequences=B * G)   # rollouts
+        account.add_group(prompt_len=P, new_tokens=[N1, N2, ...])              # one prompt's G rollouts
         metrics.update(account.summary(wall_s=time.perf_counter() - t0))
         # {"flops": 3.1e12, "wall_s": 42.0, "flops_per_s": 7.4e10, "peak_flops_per_s": 1.2e11, "mfu": 0.61,
         #  "flops_by_kind": {"train": ..., "forward": ..., "generate": ...},
@@ -171,6 +171,14 @@ class RunAccount:
 
     def add_generate(self, prompt_len: int, new_tokens: int, n_sequences: int = 1) -> None:
         self.add(F.generate_flops(self._shape(), prompt_len, new_tokens, n_sequences), "generate")
+
+    def add_group(self, prompt_len: int, new_tokens: list[int]) -> None:
+        """Samples of one prompt (an RL group, an evaluation's k samples): the prompt is prefilled once, as the engine
+        and vLLM's prefix cache run it and as the training pass counts its prompts, then each sample decodes."""
+        shape, sampled = self._shape(), [n for n in new_tokens if n > 0]
+        if sampled:
+            prefill = F.generate_flops(shape, prompt_len, 1)  # the prompt's positions and the first token's logits
+            self.add(prefill + sum(F.generate_flops(shape, prompt_len, n) - prefill for n in sampled), "generate")
 
     def sum_over_ranks(self, before: dict[str, float], sum_fn) -> None:
         """Make what each rank added since `before` (a copy of flops_by_kind) the sum of every rank's: each rank

@@ -181,11 +181,12 @@ def score_sample(task, example: dict, problem: int, prompt: str, text: str, toke
 def _complete(backend, task, examples, prompts, k: int, params, account, greedy: bool = False) -> list[Sample]:
     """k completions of every prompt in one backend call, scored."""
     outs = backend.generate([p for p in prompts for _ in range(k)], params)  # row p*k + j
+    if account is not None:
+        for i in range(0, len(outs), k):  # a prompt's k samples share its prefill
+            account.add_group(len(outs[i].prompt_ids), [len(o.token_ids) for o in outs[i:i + k]])
     rows = []
     for i, o in enumerate(outs):
         p = i // k
-        if account is not None:
-            account.add_generate(len(o.prompt_ids), len(o.token_ids))
         rows.append(score_sample(task, examples[p], p, prompts[p], o.text, len(o.token_ids), o.finish_reason, greedy,
                                  thinking_cut=params.max_thinking_tokens is not None and 0 in o.mask))
     return rows

@@ -302,8 +302,9 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
     roll, stats = collect_rollouts(step, run.backend, run.task, pool, cfg, run.algo, logprobs=tis_cap(cfg) > 0)
     t_gen = time.time() - t0
     before = dict(run.account.flops_by_kind)  # this rank's share is added below, then summed over the ranks
-    for prompt_len, new_tokens in roll.sampled:  # dynamic sampling's dropped groups cost their generation too
-        run.account.add_generate(prompt_len, new_tokens)
+    G = cfg.samples_per_prompt
+    for i in range(0, len(roll.sampled), G):  # each group's prompt once; dynamic sampling's dropped groups too
+        run.account.add_group(roll.sampled[i][0], [n for _, n in roll.sampled[i:i + G]])
     metrics = rollout_metrics(roll, thinking_budget=bool(cfg.max_thinking_tokens))
     train_metrics, processed = train_on(model, run.ref_model, run.opt, roll, cfg, run.algo, run.amp,
                                         run.tokenizer.pad_token_id, run.device)
