@@ -229,11 +229,27 @@ def _fmt(v) -> str:
     return str(v) if isinstance(v, int) else f"{v:.4g}"
 
 
+def last_value(run: Run, key: str):
+    """The value the run logged last for `key`, None if never. When that is a NaN or an infinity, a note of it and
+    of the last finite value ("NaN at step 12; 0.5 at step 9"): a run that ended broken must not look healthy, and a
+    metric with nothing to average at the end (no right answers: response_len_correct) keeps its last figure."""
+    rows = [(r.get("step", i), r.get(key)) for i, r in enumerate(run.metrics)]
+    rows = [(step, v) for step, v in rows if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not rows:
+        return None
+    step, v = rows[-1]
+    if math.isfinite(v):
+        return v
+    finite = [(s, x) for s, x in rows if math.isfinite(x)]
+    note = f"{'NaN' if math.isnan(v) else v} at step {step}"
+    return note + (f"; {_fmt(finite[-1][1])} at step {finite[-1][0]}" if finite else "")
+
+
 def final_figures(runs: list[Run]) -> list[tuple[str, list]]:
     """(metric, [last value in each run or None]), headline metrics first."""
     names = metric_names(runs)
     names = [m for m in HEADLINE if m in names] + [m for m in names if m not in HEADLINE]
-    return [(m, [(series(run, m)[1] or [None])[-1] for run in runs]) for m in names]
+    return [(m, [last_value(run, m) for run in runs]) for m in names]
 
 
 def metric_group(metric: str) -> str:

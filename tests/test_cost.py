@@ -111,6 +111,7 @@ def test_gpu_presets():
     assert C.gpu_from_device_name("NVIDIA A100-SXM4-80GB").name == "A100"
     assert C.gpu_from_device_name("NVIDIA H200").name == "H200"
     assert C.gpu_from_device_name("NVIDIA H100 PCIe") is None
+    assert C.gpu_from_device_name("NVIDIA H200 NVL") is None and C.gpu_from_device_name("NVIDIA H800 PCIe") is None
     assert C.gpu_from_device_name("NVIDIA GeForce RTX 4090") is None
     assert C.rented_cost(3600 * 989.5e12 * 0.4, "H100", 0.4, price=3.0) == {
         "gpu": "H100", "precision": "bf16", "mfu": 0.4, "price_per_hour": 3.0, "gpu_hours": 1.0, "dollars": 3.0}
@@ -139,13 +140,17 @@ def test_formatting():
 
 # --- this machine's peak and the run account -----------------------------------------------------------------------
 
-def test_measure_matmul_peak_is_cached(tmp_path, monkeypatch):
+def test_measure_matmul_peak_is_cached_after_the_best_of_three(tmp_path, monkeypatch):
+    """One measurement taken while other work ran used to stand for good; now the best of the first three does."""
     monkeypatch.setenv("R1LAB_CACHE", str(tmp_path))
-    peak = CA.measure_matmul_peak("fp32", size=128, seconds=0.02)
-    assert 1e6 < peak < 1e14
+    peaks = [CA.measure_matmul_peak("fp32", size=128, seconds=0.02) for _ in range(CA.MEASUREMENTS)]
+    assert 1e6 < peaks[0] < 1e14 and peaks == sorted(peaks)  # each keeps the best so far
     table = json.loads((tmp_path / "cpu_peak.json").read_text())
-    assert list(table.values()) == [peak] and "|fp32|threads=" in next(iter(table))
-    assert CA.measure_matmul_peak("float32", size=128, seconds=0.02) == peak  # read back, not measured again
+    assert list(table.values()) == [{"flops": peaks[-1], "n": 3}] and "|fp32|threads=" in next(iter(table))
+    assert CA.measure_matmul_peak("float32", size=128, seconds=0.02) == peaks[-1]  # read back, not measured again
+    key = next(iter(table))
+    (tmp_path / "cpu_peak.json").write_text(json.dumps({key: 123.0}))  # an older cache's plain number stands
+    assert CA.measure_matmul_peak("fp32", size=128, seconds=0.02) == 123.0
     with pytest.raises(ValueError, match="bf16, fp16, fp32"):
         CA.measure_matmul_peak("fp8")
 
@@ -293,7 +298,9 @@ def test_cli_what_if(r1lab):
     assert r["gpu_hours"] == pytest.approx(3.2856e24 / (989.5e12 * 0.5) / 3600, rel=float64_rtol(8))
     assert r["dollars"] == pytest.approx(2 * r["gpu_hours"], rel=float64_rtol(4))
     code, out, _ = r1lab("--active-params", "37e9", "--tokens", "14.8T", "--gpu", "H800", "--gpu-hours", "2,664K")
-    assert code == 0 and "34.6%" in out and "implied" in out and "$5,328,000" in out
+    assert code == 0 and "34.6%" in out and "implied" in out and "$5,328,000" in out and "over 100%" not in out
+    code, out, _ = r1lab("--active-params", "37B", "--tokens", "14.8T", "--gpu-hours", "100")
+    assert code == 0 and "922351.4%  (implied by --gpu-hours); over 100%: these hours cannot do this work" in out
     code, out, _ = r1lab("--params", "1B", "--tokens", "1T", "--layers", "16", "--attn-dim", "2048",
                          "--context-len", "2048", "--json")
     attention = F.train_flops(F.Shape(16, 0, 0, 2048, 2048), n_tokens=1e12, context_len=2048)

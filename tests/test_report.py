@@ -232,3 +232,16 @@ def test_trackers_that_are_not_installed_only_warn(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "wandb is not installed" in err and "tensorboard is not installed" in err
     assert [(r["step"], r["stage"], r["reward"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(1, "rl", 0.5), (2, "rl", 0.75)]
+
+
+def test_a_run_that_ends_in_nan_does_not_look_healthy():
+    """Final figures used to skip non-finite values, showing a run whose loss became NaN with its last finite loss."""
+    from pathlib import Path
+
+    from r1lab.report import Run, final_figures
+
+    nan = float("nan")
+    run = Run("broken", Path("."), [{"step": 1, "acc": 0.5, "loss": 2.0}, {"step": 2, "acc": nan, "loss": 1.5},
+                                    {"step": 3, "acc": nan}, {"step": 4, "acc": float("inf"), "odd": nan}])
+    figures = dict(final_figures([run]))
+    assert figures["acc"] == ["inf at step 4; 0.5 at step 1"] and figures["loss"] == [1.5]

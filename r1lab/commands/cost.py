@@ -194,7 +194,8 @@ def _what_if(args) -> dict:
             ["tokens", format_si(args.tokens)],
             ["training FLOPs", f"{flops:.4g}  = {formula}"],
             ["GPU", f"{gpu.name}, dense {args.precision.upper()} peak {peak / 1e12:g} TFLOP/s"],
-            ["MFU", _pct(mfu) + ("  (implied by --gpu-hours)" if args.gpu_hours is not None else "")],
+            ["MFU", _pct(mfu) + ("  (implied by --gpu-hours)" if args.gpu_hours is not None else "")
+             + ("; over 100%: these hours cannot do this work at this peak" if mfu > 1 else "")],
             ["GPU-hours", f"{hours:,.0f}" if hours >= 10 else f"{hours:.3g}"],
             ["cost", (f"${cost:,.0f}" if cost >= 10 else f"${cost:.3g}") + f"  at ${price:.2f} per GPU-hour"]]
     return {"mode": "what-if", "params": params, "active_params": active, "tokens": args.tokens,

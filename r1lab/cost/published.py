@@ -66,8 +66,9 @@ def gpu_from_device_name(device_name: str) -> GPU | None:
     name = device_name.upper()
     for key in GPUS:
         if re.search(rf"\b{key}\b", name):
-            # subtle: H100 PCIe / NVL have lower clocks and peaks than the SXM part the preset describes
-            if key == "H100" and ("PCIE" in name or "NVL" in name):
+            # subtle: the PCIe / NVL cards of H100, H200 and H800 have lower clocks and peaks than the SXM parts the
+            # presets describe (H200 NVL: ~835 dense bf16 TFLOP/s against 989.5)
+            if key in ("H100", "H200", "H800") and ("PCIE" in name or "NVL" in name):
                 return None
             return GPUS[key]
     return None
