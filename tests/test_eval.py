@@ -247,3 +247,18 @@ def test_a_model_trained_on_other_knobs_is_told_which(capsys):
             in capsys.readouterr().err)
     assert main(argv + ["--task-arg", "max_number=12"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_the_results_record_the_dtype_that_ran(tmp_path, capsys):
+    """A checkpoint stored in bf16 loads and runs in bf16 for inference; eval recorded "fp32" (its --dtype default)
+    and read its MFU against the fp32 peak."""
+    from r1lab.model.load import load_model, resolve_checkpoint
+
+    model, tok = load_model(resolve_checkpoint("countdown-base"))
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tok.save_pretrained(tmp_path / "bf16")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(tmp_path / "bf16"), "--task", "countdown", "--n", "1", "--samples", "1",
+                 "--max-new-tokens", "4", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["dtype"] == "bf16" and "of cpu bf16 measured matmul peak" in capsys.readouterr().out

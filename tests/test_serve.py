@@ -371,3 +371,17 @@ def test_scheduler_survives_an_engine_error_and_limits_jobs(monkeypatch):
             scheduler.stop()
 
     asyncio.run(scenario())
+
+
+def test_reasoning_tokens_estimated_from_text_never_exceed_the_completion():
+    """Where </think> is several tokens (Qwen2.5's and Llama-3's tokenizers) the reasoning is re-tokenized; partial
+    UTF-8 bytes decode to U+FFFD, which re-encode longer: a server reported 16 reasoning tokens of 8 completed."""
+    from types import SimpleNamespace
+
+    from r1lab.serve.app import Server
+
+    fake = SimpleNamespace(think_end_id=None, tokenizer=build_tokenizer())
+    reply = SimpleNamespace(reasoning="\ufffd" * 16, completion=SimpleNamespace(token_ids=[7] * 8))
+    assert Server._reasoning_tokens(fake, reply) == 8
+    reply.reasoning = "ab"
+    assert Server._reasoning_tokens(fake, reply) == 2

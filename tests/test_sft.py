@@ -272,3 +272,19 @@ def test_input_errors_found_after_the_model_loads_exit_2_without_a_traceback(tmp
     assert cli_main(["sft", "--data", str(plain), "--set", "seq_len=5000", "--out", str(out)]) == 2
     assert "the model has only 1024 positions" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_plain_record_encodes_its_prompt_as_the_engine_does():
+    """A tokenizer that adds a BOS (Llama, R1-Distill): SFT tokenized plain prompts without it while eval, sampling
+    and RL encode them with it, so a cold start trained on prompts the model never saw again."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{ch: i + 3 for i, ch in enumerate("abc: ")}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    ids, labelled = tokenize_record({"prompt": "ab: ", "completion": "c"}, tok)
+    assert ids[:5] == tok("ab: ")["input_ids"] == [0, 3, 4, 6, 7]  # what Engine.encode feeds the model
+    assert ids == [0, 3, 4, 6, 7, 5, 1] and labelled == [0] * 5 + [1, 1]  # one BOS; the completion and EOS learnt

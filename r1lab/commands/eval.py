@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "case-insensitively; end one with a comma by writing it last or doubled "
                                      "(default: check,back,,wait,verify,let me re)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
-                   help="fp32 (default; faster than bf16 autocast for generation on CPUs) or bf16 autocast")
+                   help="fp32 (default; faster than bf16 autocast for generation on CPUs) or bf16 autocast; a "
+                        "checkpoint stored in bf16 runs in bf16 either way (the results record what ran)")
     p.add_argument("--out", metavar="FILE.json", help="write every figure and the settings as JSON")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object instead of the table")
     p.add_argument("--completions-out", metavar="FILE.jsonl", help="write one JSON line per completion")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         "n": len(examples), "seed": args.seed, "knobs": parse_knobs(task, args.task_args) if not args.data else {},
         "samples": args.samples, "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
         "max_new_tokens": args.max_new_tokens, "template": args.template, "sampling_seed": args.sampling_seed,
-        "greedy": args.greedy, "markers": list(markers), "batch_size": args.batch_size, "dtype": args.dtype,
+        "greedy": args.greedy, "markers": list(markers), "batch_size": args.batch_size, "dtype": account.dtype,
         "device": str(model.device), "backend": args.backend, "max_thinking_tokens": args.max_thinking_tokens,
         "thinking_end": args.thinking_end,
     }

@@ -380,7 +380,9 @@ class Server:
     def _reasoning_tokens(self, c: CompletionText) -> int:
         if self.think_end_id is not None:
             return reasoning_tokens(c.completion.token_ids, self.think_end_id)
-        return len(self.tokenizer(c.reasoning, add_special_tokens=False)["input_ids"])  # a multi-token tag: estimate
+        # a multi-token tag: an estimate, capped (partial UTF-8 bytes decode to U+FFFD, which re-encodes longer)
+        return min(len(self.tokenizer(c.reasoning, add_special_tokens=False)["input_ids"]),
+                   len(c.completion.token_ids))
 
 
 class JobResponse(StreamingResponse):

@@ -78,7 +78,10 @@ def _ids(tokenizer, text: str) -> list[int]:
 def tokenize_record(row: dict, tokenizer, where: str = "record") -> tuple[list[int], list[int]]:
     """(tokens, labelled): the record's token ids and a 0/1 flag per token, 1 where the loss falls."""
     if "messages" not in row:
-        p, c = _ids(tokenizer, row["prompt"]), _ids(tokenizer, row["completion"]) + [tokenizer.eos_token_id]
+        # subtle: the prompt with the tokenizer's own special tokens (a Llama / R1-Distill BOS), exactly as the engine
+        # encodes it for eval, sampling and RL; the completion continues it, so without any
+        p = tokenizer(row["prompt"])["input_ids"]
+        c = _ids(tokenizer, row["completion"]) + [tokenizer.eos_token_id]
         return p + c, [0] * len(p) + [1] * len(c)
     msgs = row["messages"]
     # Each assistant turn k is labelled from the end of the rendered prefix messages[:k] + generation prompt to the
