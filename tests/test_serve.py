@@ -381,7 +381,32 @@ def test_reasoning_tokens_estimated_from_text_never_exceed_the_completion():
     from r1lab.serve.app import Server
 
     fake = SimpleNamespace(think_end_id=None, tokenizer=build_tokenizer())
-    reply = SimpleNamespace(reasoning="\ufffd" * 16, completion=SimpleNamespace(token_ids=[7] * 8))
+    reply = SimpleNamespace(reasoning="\ufffd" * 16, completion=SimpleNamespace(token_ids=[7] * 8), splitter=object())
     assert Server._reasoning_tokens(fake, reply) == 8
     reply.reasoning = "ab"
     assert Server._reasoning_tokens(fake, reply) == 2
+
+
+def test_a_template_that_opens_no_thinking_gets_its_reply_as_content(ckpt, tmp_path):
+    """An Instruct template (Qwen2.5, Llama 3) leaves the model outside <think>: its whole reply is content, as vLLM
+    gives it without a reasoning parser. The server used to file it all under reasoning_content, content empty."""
+    import shutil
+
+    plain = tmp_path / "instruct"
+    shutil.copytree(ckpt, plain)
+    tok = build_tokenizer()
+    tok.chat_template = ("{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}Assistant: {% endif %}")
+    tok.save_pretrained(plain)
+    proc, url = serve_load.start_server(str(plain), "--threads", "1", "--served-model-name", MODEL,
+                                        "--log-level", "warning")
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+        chat = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=24, temperature=0)
+        text = client.completions.create(model=MODEL, prompt="User: 2+3\nAssistant: ", max_tokens=24, temperature=0)
+    finally:
+        serve_load.stop_server(proc)
+    message = chat.choices[0].message
+    assert message.content == text.choices[0].text and len(message.content) > 0
+    assert not getattr(message, "reasoning_content", None)
+    assert chat.usage.completion_tokens_details.reasoning_tokens == 0

@@ -38,7 +38,7 @@ from r1lab.engine.forcing import budget_forcer
 from r1lab.serve.protocol import (MAX_JSON_CONTAINERS, ApiError, ChatRequest, CompletionRequest, error_body,
                                   too_many_containers, validation_error)
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
-from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids, reasoning_tokens
+from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids, opens_thinking, reasoning_tokens
 from r1lab.tasks.format import THINK_END
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # engine -> OpenAI finish_reason
@@ -209,7 +209,8 @@ class Server:
         except Busy as e:
             raise ApiError(429, str(e), None, "rate_limit_exceeded", "rate_limit_error") from None
         stop = req.stop_list()
-        choices = [CompletionText(self.tokenizer, stop, split=chat) for _ in specs]
+        split = chat and opens_thinking(self.tokenizer, prompts[0])  # a chat request renders one prompt
+        choices = [CompletionText(self.tokenizer, stop, split=split) for _ in specs]
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": self.model_name, "system_fingerprint": None}
         n_prompt = sum(len(p) for p in prompts)
@@ -378,6 +379,8 @@ class Server:
         return usage
 
     def _reasoning_tokens(self, c: CompletionText) -> int:
+        if c.splitter is None:  # a reply that never thought (its prompt opened no <think>)
+            return 0
         if self.think_end_id is not None:
             return reasoning_tokens(c.completion.token_ids, self.think_end_id)
         # a multi-token tag: an estimate, capped (partial UTF-8 bytes decode to U+FFFD, which re-encodes longer)

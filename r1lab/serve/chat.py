@@ -12,7 +12,7 @@ import dataclasses
 
 from r1lab.engine import EngineBatch
 from r1lab.engine.forcing import budget_forcer
-from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids
+from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids, opens_thinking
 from r1lab.tasks.format import THINK_END
 
 
@@ -63,7 +63,7 @@ class ChatSession:
         seed = None if self.seed is None else self.seed + self.turns
         batch = EngineBatch(self.engine)
         batch.add(ids, params, forced, seed)
-        out = CompletionText(self.engine.tokenizer, params.stop)
+        out = CompletionText(self.engine.tokenizer, params.stop, split=opens_thinking(self.engine.tokenizer, ids))
         while batch:
             for ev in batch.step():
                 on_delta(*out.push([ev]))

@@ -12,7 +12,7 @@ as history.
 """
 from __future__ import annotations
 
-from r1lab.tasks.format import StreamSplitter, held_suffix, parse_completion
+from r1lab.tasks.format import THINK_END, THINK_START, StreamSplitter, held_suffix, parse_completion
 
 WAIT = "Wait"  # what s1 appends when it suppresses the end of thinking
 
@@ -90,6 +90,17 @@ def split_reasoning(text: str) -> tuple[str, str]:
     """
     parsed = parse_completion(text, limit=None)
     return parsed.reasoning, parsed.content
+
+
+def opens_thinking(tokenizer, prompt_ids: list[int]) -> bool:
+    """Whether a rendered chat prompt leaves the model inside <think> (r1lab's template, DeepSeek-R1-Distill's: its
+    reply starts with reasoning), judged by its last tag. An Instruct template that opens none (Qwen2.5, Llama 3)
+    gets its whole reply as content, as vLLM gives it without a reasoning parser.
+
+    A prompt ending "Assistant: <think>" (or "<think>\n") opens it; one ending "<|im_start|>assistant\n" does not.
+    """
+    tail = tokenizer.decode(prompt_ids[-64:], skip_special_tokens=False)
+    return tail.rfind(THINK_START) > tail.rfind(THINK_END)
 
 
 def reasoning_tokens(token_ids: list[int], think_end_id: int | None) -> int:
