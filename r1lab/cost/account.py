@@ -71,11 +71,13 @@ def measure_matmul_peak(dtype="bf16", size: int = 2048, seconds: float = 1.0, ca
     key = f"{cpu_model()}|{name}|threads={torch.get_num_threads()}|torch={torch.__version__}|n={size}"
     path = cache_dir() / "cpu_peak.json"
     table = _read_json(path) if cache else {}
-    known = table.get(key)
-    known = {"flops": known, "n": MEASUREMENTS} if isinstance(known, (int, float)) else known  # an older cache
-    if isinstance(known, dict) and known.get("n", 0) >= MEASUREMENTS:
-        return float(known["flops"])
-    a, b = torch.randn(size, size, dtype=torch_dtype), torch.randn(size, size, dtype=torch_dtype)
+    counted = f"{key}|measurements"  # beside the value, so an older r1lab still reads the value as a number
+    if isinstance(table.get(key), (int, float)) and table.get(counted, MEASUREMENTS) >= MEASUREMENTS:
+        return float(table[key])
+    # subtle: a generator of its own; drawing from torch's global one would move every later draw of the run
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(torch_dtype)
+    b = torch.randn(size, size, generator=gen).to(torch_dtype)
     a @ b  # warm-up: first call allocates and picks kernels
     best, start = math.inf, time.perf_counter()
     while True:
@@ -87,9 +89,9 @@ def measure_matmul_peak(dtype="bf16", size: int = 2048, seconds: float = 1.0, ca
     peak = 2 * size**3 / best
     if cache:
         table = _read_json(path)  # another process may have written meanwhile
-        known = table.get(key) if isinstance(table.get(key), dict) else {"flops": 0.0, "n": 0}
-        peak = max(peak, float(known.get("flops", 0.0)))
-        table[key] = {"flops": peak, "n": int(known.get("n", 0)) + 1}
+        known = table.get(key) if isinstance(table.get(key), (int, float)) else 0.0
+        peak = max(peak, float(known))
+        table[key], table[counted] = peak, int(table.get(counted, 0)) + 1
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
