@@ -185,10 +185,11 @@ RESUME_FREE = ("out_dir", "steps", "epochs", "save_every", "keep_last", "threads
 def check_resume(cfg, checkpoint) -> None:
     """ConfigError when the checkpoint a run is about to resume was written under other settings than cfg (apart
     from RESUME_FREE): one folder would hold two runs, its metrics one unmarked mix of them, its next checkpoint a
-    config that did not make its weights. A checkpoint without a readable config (another writer) is not checked."""
+    config that did not make its weights. None (a fresh run) and a checkpoint without a readable config (another
+    writer) are not checked."""
     from r1lab.model.load import saved_config
 
-    theirs = saved_config(checkpoint)
+    theirs = {} if checkpoint is None else saved_config(checkpoint)
     mine = json.loads(json.dumps(config_to_dict(cfg), default=str))  # tuples -> lists, as they read back
     diff = [k for k in mine if k in theirs and k not in RESUME_FREE and mine[k] != theirs[k]]
     if diff:

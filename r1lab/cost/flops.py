@@ -96,10 +96,8 @@ def frozen_train_flops(config, n_tokens: int, context_len: int, causal: bool = T
 
     frozen_train_flops(Shape(1, 10, 5, 8, 8), n_tokens=4, context_len=1) == 2*4*2*15 + 3*4*2*1*1*16   # == 624
     """
-    _check(n_tokens=n_tokens, context_len=context_len)
-    s = shape_of(config)
-    matmuls = 2 * (s.body_params + s.head_params) * n_tokens
-    return 2 * matmuls + 3 * attention_flops(s, n_tokens * _positions(context_len, causal))
+    attention = attention_flops(shape_of(config), n_tokens * _positions(context_len, causal))
+    return 2 * forward_flops(config, n_tokens, context_len, causal) + attention  # the third attention pass
 
 
 def generate_flops(config, prompt_len: int, new_tokens: int, n_sequences: int = 1, causal: bool = True) -> float:

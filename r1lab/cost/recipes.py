@@ -59,10 +59,8 @@ def rl_flops(config, work: RLWork) -> dict[str, float]:
     """
     P, R = work.prompt_tokens, work.response_tokens
     forward = _forward(config, work)
-    T = P + R
-    frozen = work.steps * F.frozen_train_flops(config, work.prompts_per_step * work.samples_per_prompt * T, T)
-    out = {"generate": work.sequences * F.generate_flops(config, P, R),
-           "train": work.mu * (frozen if work.lora else 3 * forward)}
+    train = _forward(config, work, F.frozen_train_flops) if work.lora else 3 * forward
+    out = {"generate": work.sequences * F.generate_flops(config, P, R), "train": work.mu * train}
     if work.reference:
         out["reference"] = forward
     if work.old_logp:
@@ -78,10 +76,10 @@ def recompute_flops(config, work: RLWork) -> float:
     return work.mu * _forward(config, work)
 
 
-def _forward(config, work: RLWork) -> float:
-    """One forward over every step's sequences, prompt and response: steps x forward_flops(S*T, T)."""
+def _forward(config, work: RLWork, flops=F.forward_flops) -> float:
+    """One pass over every step's sequences, prompt and response: steps x flops(S*T, T) (a forward by default)."""
     T = work.prompt_tokens + work.response_tokens
-    return work.steps * F.forward_flops(config, work.prompts_per_step * work.samples_per_prompt * T, T)
+    return work.steps * flops(config, work.prompts_per_step * work.samples_per_prompt * T, T)
 
 
 def matmul_params(config) -> float:

@@ -191,8 +191,7 @@ def main(cfg: PretrainConfig) -> Path:
     amp = runtime.autocast_dtype(cfg.dtype, device)
     task = get_task(cfg.task)
     resume = latest_checkpoint(run_dir)
-    if resume is not None:
-        check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
+    check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
     model, tokenizer = build_or_resume(cfg, resume)
     model.to(device)
     print(format_config(cfg))

@@ -210,8 +210,7 @@ def setup(cfg: RLConfig) -> Run:
     knobs = parse_knobs(task, cfg.task_args)
     base_path = resolve_checkpoint(cfg.model)  # a run directory resolves to its latest checkpoint
     resume = latest_checkpoint(run_dir)
-    if resume is not None:
-        check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
+    check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
     model, tokenizer = parallel.load_policy(str(resume or base_path), cfg, base=base_path, resume=resume is not None)
     model.to(device)
     ref_model = None
@@ -248,7 +247,7 @@ def setup(cfg: RLConfig) -> Run:
     engine = cfg.rollout_backend == "engine"
     dtype = "bf16" if amp is not None else "fp32"
     account = RunAccount(model.config, device=device.type, dtype=dtype,  # r1lab's engine samples in fp32 (see below)
-                         dtype_by_kind={"generate": "fp32" if engine else dtype}, devices=runtime.rank_and_world()[1])
+                         dtype_by_kind={"generate": "fp32" if engine else dtype}, devices=world)
     start, wall_before = 0, 0.0
     if resume is not None:
         state = restore_trainer_state(resume)

@@ -194,7 +194,7 @@ def setup(cfg: SFTConfig) -> Run:
     from r1lab.checkpoint import latest_checkpoint, restore_trainer_state
     from r1lab.config import ConfigError
     from r1lab.cost.account import RunAccount
-    from r1lab.model.load import load_model, resolve_checkpoint
+    from r1lab.model.load import resolve_checkpoint
     from r1lab.tasks import get_task, parse_knobs
     from r1lab.tasks.common import cached_generate
     from r1lab.tracking import MetricsLogger
@@ -206,8 +206,7 @@ def setup(cfg: SFTConfig) -> Run:
     device = runtime.device()
     amp = runtime.autocast_dtype(cfg.dtype, device)
     resume = latest_checkpoint(run_dir)
-    if resume is not None:
-        check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
+    check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
     base = resolve_checkpoint(cfg.model)
     model, tokenizer = parallel.load_policy(str(resume or base), cfg, base=base, resume=resume is not None)
     max_pos = getattr(model.config, "max_position_embeddings", None)
@@ -232,7 +231,7 @@ def setup(cfg: SFTConfig) -> Run:
     opt = make_optimizer(model, cfg, device)
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32",
                          dtype_by_kind={"generate": "fp32"},  # its held-out evaluation samples in fp32
-                         devices=runtime.rank_and_world()[1])  # train_step counts every rank's tokens
+                         devices=world)  # train_step counts every rank's tokens
     start, wall_before = 0, 0.0
     if resume is not None:
         state = restore_trainer_state(resume)

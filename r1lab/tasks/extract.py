@@ -36,8 +36,8 @@ from r1lab.tasks.format import parse_completion
 MAX_ANSWER_CHARS = 1000  # a \boxed{} body or answer longer than this is no answer (real MATH answers are < 200)
 MAX_NUMBER_CHARS = 50  # longer digit strings are not numbers (and int() refuses > 4300 digits anyway)
 
-_BOX_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOX_TOKENS = re.compile(_BOX_START.pattern + r"|[{}]")
 _ANSWER_IS = re.compile(r"\banswer is\b\s*:?", re.I)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")  # subtle: not at a comma: "the answer is 18, 17" is two answers
 # 1,234 only with groups of three, so "1,2345" is two numbers and "1,8" is no number; no exponents, no unicode
