@@ -154,11 +154,11 @@ def check_stage(cfg, ranges: dict[str, str], choices: dict[str, tuple] | None = 
                 knob_keys: tuple[str, ...] = ("task_args",)) -> None:
     """check_config plus what every training stage shares: cfg.task, cfg.template and cfg.dtype name things that
     exist, and each field in knob_keys holds valid generator knobs for the task (ConfigError naming the field)."""
+    from r1lab.prompts import PROMPT_TEMPLATES
     from r1lab.runtime import DTYPES
     from r1lab.tasks import get_task, parse_knobs
-    from r1lab.tasks.common import TEMPLATES
 
-    check_config(cfg, ranges, {"template": tuple(TEMPLATES), "dtype": DTYPES, **(choices or {})})
+    check_config(cfg, ranges, {"template": PROMPT_TEMPLATES, "dtype": DTYPES, **(choices or {})})
     check_out_dir(cfg.out_dir)
     try:
         task = get_task(cfg.task)

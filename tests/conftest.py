@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 import importlib
+import string
 import sys
 import time
 from pathlib import Path
@@ -98,3 +99,33 @@ def kill_after_first_checkpoint(args: list[str], run_dir, timeout_s: float = 240
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert latest.exists(), "the run never wrote its first checkpoint"
+
+
+# A chat template that writes its BOS, as Llama-3's and DeepSeek-R1-Distill's do.
+CHAT = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+BOS = "<s>"
+
+
+def bos_tokenizer(chat_template=CHAT):
+    """A Llama-3-like tokenizer built here: one token per printable character and per format tag; encoding adds
+    <s>, as a Llama tokenizer does, and `chat_template` (default CHAT) writes it too."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from r1lab.tasks.format import TAGS
+
+    specials = ["<pad>", "</s>", "<unk>", BOS]
+    chars = [c for c in string.printable if c not in "\x0b\x0c\r"]
+    core = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(specials + list(TAGS) + chars)},
+                                      unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    core.decoder = decoders.Fuse()
+    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
+    core.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, 3)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS, eos_token="</s>", pad_token="<pad>",
+                                  unk_token="<unk>")
+    tok.chat_template = chat_template
+    tok.padding_side = "left"
+    return tok

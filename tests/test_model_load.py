@@ -118,6 +118,8 @@ def test_serve_and_chat_put_the_model_on_the_runtime_device(ckpt, monkeypatch):
 
 @pytest.mark.parametrize("written, template", [
     ('{"template": "r1", "steps": 3}', "r1"),
+    ('{"template": "chat-r1"}', "r1"),  # the chat turns a chat template renders
+    ('{"template": "chat"}', "short"),
     ('{"template": "chatml"}', None),  # not a template r1lab renders
     ('{"steps": 3}', None),
     ('["template", "short"]', None),

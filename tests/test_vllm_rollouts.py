@@ -207,3 +207,22 @@ def test_eval_through_vllm_gives_the_engines_greedy_figures(base, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["settings"]["backend"] == "vllm" and r["completions"] == 8
 
+
+
+def test_a_chat_prompt_reaches_vllm_with_one_bos_as_in_the_engine():
+    """A Llama-3-like tokenizer (encoding adds a BOS, its chat template writes one): vLLM gets the ids the engine
+    feeds, for the rendered chat prompt and a plain one, and samples the same greedy tokens."""
+    from conftest import bos_tokenizer
+
+    from r1lab.prompts import render
+    from r1lab.tasks import get_task
+
+    tok = bos_tokenizer()
+    model = tiny_model(tok, max_positions=256)
+    task = get_task("arithmetic")
+    ex = task.generate(1, seed=0)[0]
+    prompts = [render(task, ex, "chat", tok), render(task, ex, "short")]
+    want = Engine(model, tok).generate(prompts, GREEDY)
+    got = make_backend("vllm", model, tok, max_batch_size=4).generate(prompts, GREEDY)
+    assert [c.prompt_ids for c in got] == [c.prompt_ids for c in want]
+    assert [c.prompt_ids.count(tok.bos_token_id) for c in got] == [1, 1] and tokens(got) == tokens(want)

@@ -331,26 +331,36 @@ def _model_shape(model: str):
 def _prompt_tokens(cfg) -> tuple[float, str]:
     """(prompt tokens a sequence, how they were found): one training prompt rendered with the recipe's template
     (drawn from the task's generator; for a dataset task, a typical question's length), then tokenized by the
-    model's own tokenizer when it is a local directory, else estimated at 4 characters a token."""
+    model's own tokenizer when it is a local directory, else estimated at 4 characters a token. A chat template
+    without the model's tokenizer is estimated by the plain prompt of the same turns."""
     from pathlib import Path
 
     from r1lab.cost.recipes import QUESTION_CHARS, estimate_tokens
     from r1lab.model.load import ASSETS
+    from r1lab.prompts import CHAT_TEMPLATES, encode
     from r1lab.tasks import get_task, parse_knobs
-    from r1lab.tasks.common import render_prompt
+    from r1lab.tasks.common import render_messages, render_prompt
 
-    task = get_task(cfg.task)
-    if hasattr(task, "generate"):
-        example = task.generate(1, seed=cfg.seed, split="train", **parse_knobs(task, cfg.task_args))[0]
-        prompt, what = task.prompt(example, template=cfg.template), f"one {cfg.task} prompt"
-    else:
-        n = QUESTION_CHARS.get(cfg.task, 200)
-        prompt, what = render_prompt("x" * n, cfg.template), f"the {cfg.template} template + a {n}-character question"
+    tokenizer = None
     local = ASSETS / cfg.model if (ASSETS / cfg.model / "config.json").exists() else Path(cfg.model).expanduser()
     if local.is_dir():
         from r1lab.model.load import resolve_checkpoint
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(str(local)))
-        return float(len(tokenizer(prompt)["input_ids"])), f"{what}, the model's tokenizer"
+    task, plain = get_task(cfg.task), CHAT_TEMPLATES.get(cfg.template, cfg.template)
+    if hasattr(task, "generate"):
+        example = task.generate(1, seed=cfg.seed, split="train", **parse_knobs(task, cfg.task_args))[0]
+        prompt, turns = task.prompt(example, template=plain), task.messages(example, template=plain)
+        what = f"one {cfg.task} prompt"
+    else:
+        n = QUESTION_CHARS.get(cfg.task, 200)
+        prompt, turns = render_prompt("x" * n, plain), render_messages("x" * n, plain)
+        what = f"the {plain} template + a {n}-character question"
+    if cfg.template in CHAT_TEMPLATES and tokenizer is not None and tokenizer.chat_template:
+        prompt = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    elif cfg.template in CHAT_TEMPLATES:
+        what += f" (the chat template estimated as the {plain} prompt)"
+    if tokenizer is not None:
+        return float(len(encode(tokenizer, prompt))), f"{what}, the model's tokenizer"
     return float(estimate_tokens(len(prompt))), f"{what}: {len(prompt)} characters / 4"

@@ -118,6 +118,7 @@ def _run_api(args: argparse.Namespace) -> int:
     from r1lab.evaluation.journal import Journal
     from r1lab.evaluation.traces import pass_rates, select
     from r1lab.jsonl import check_writable, write_jsonl
+    from r1lab.prompts import CHAT_TEMPLATES
     from r1lab.tasks import get_task
     from r1lab.tasks.problems import load_problems
 
@@ -125,6 +126,10 @@ def _run_api(args: argparse.Namespace) -> int:
     try:
         check_selection_arguments(args)
         _check_api_arguments(args)
+        if args.template in CHAT_TEMPLATES:
+            raise ValueError(f"--template {args.template}: a chat template renders the student's prompts with the "
+                             f"student's tokenizer, which distill from an API does not load; use short or r1 (the "
+                             f"local form, --teacher, renders the teacher's)")
         task = get_task(args.task)
         examples, source = load_problems(task, args.data, args.n, args.seed, args.split, args.task_args)
         for out in filter(None, (args.out, args.pass_rates, args.account, journal_path)):

@@ -3,6 +3,8 @@
     r1lab eval --model runs/rl --task countdown --samples 8                 500 test instances (seed 1) of countdown
     r1lab eval --model countdown-base --task countdown --n 200 --task-arg max_numbers=5 --out eval.json
     r1lab eval --model Qwen/Qwen2.5-0.5B --task gsm8k --data data/gsm8k_test.jsonl --template r1 --max-new-tokens 1024
+    r1lab eval --model deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --task math --data math500.jsonl --template chat \
+        --samples 16 --max-new-tokens 32768                      through the model's own chat template
     r1lab eval --model runs/rl --task countdown --backend vllm             sampled by vLLM (pip install 'r1lab[vllm]')
 
 --model is a shipped base name, a run directory (its latest checkpoint), a model directory or a hub id.

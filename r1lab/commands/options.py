@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from r1lab.prompts import PROMPT_TEMPLATES
 from r1lab.tasks.format import THINK_END, check_thinking_budget
 
 
@@ -30,7 +31,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (default 0.6, as R1)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95, as R1)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="generation budget per completion (default 512)")
-    p.add_argument("--template", default="short", choices=["short", "r1"], help="prompt template (default short)")
+    p.add_argument("--template", default="short", choices=PROMPT_TEMPLATES,
+                   help="prompt template: short or r1 (plain text, for base models), chat (the model's chat template "
+                        "around the question) or chat-r1 (R1's system prompt first); default short")
     p.add_argument("--sampling-seed", type=int, default=0, help="seed of the sampled completions (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="rows the engine runs at once (default 256)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
@@ -91,6 +94,7 @@ def load_task_problems_model(args: argparse.Namespace, outputs=()) -> tuple:
     from r1lab.engine import check_backend
     from r1lab.jsonl import check_writable
     from r1lab.model.load import load_checkpoint
+    from r1lab.prompts import check_template
     from r1lab.tasks import get_task
     from r1lab.tasks.problems import load_problems
 
@@ -100,6 +104,7 @@ def load_task_problems_model(args: argparse.Namespace, outputs=()) -> tuple:
         check_writable(out)
     check_backend(args.backend)
     loaded = load_checkpoint(args.model)
+    check_template(args.template, loaded[1])  # a chat template needs the model's own
     if not args.data and not args.task_args:
         note = trained_knobs_note(task, loaded[2], args.model)
         if note:

@@ -65,6 +65,7 @@ import torch
 
 from r1lab.engine.decode import decode_step_for
 from r1lab.engine.kvcache import cache_kwarg
+from r1lab.prompts import encode
 from r1lab.tasks.format import THINK_END, check_thinking_budget
 
 GOLDEN = 0x9E3779B97F4A7C15  # spreads row seeds of one generate() call far apart
@@ -155,7 +156,7 @@ class Engine:
         self._text_ids: dict[str, list[int]] = {}
 
     def encode(self, prompt: str) -> list[int]:
-        return self.tokenizer(prompt)["input_ids"]
+        return encode(self.tokenizer, prompt)
 
     def token_ids(self, text: str) -> list[int]:
         """`text`'s token ids without special tokens added (a marker or phrase to force or to look for), cached."""
@@ -167,8 +168,8 @@ class Engine:
                  forced: ForceFn | None = None) -> list[Completion]:
         """Complete every prompt; at most max_batch_size rows run at once, refilled as rows finish.
 
-        Text prompts are encoded with tokenizer(prompt) (its default special tokens); pass token ids (e.g. from
-        apply_chat_template) to control them exactly. `forced` is applied to every row.
+        Text prompts are encoded by r1lab.prompts.encode (the tokenizer's special tokens, one BOS at most); pass
+        token ids to control them exactly. `forced` is applied to every row.
         """
         from r1lab.engine.batch import EngineBatch  # it builds on this module's types
 

@@ -103,6 +103,7 @@ import torch
 
 from r1lab.engine.engine import Completion, SamplingParams, eos_token_ids, row_seed
 from r1lab.engine.runs import Run, RunOut, generate_in_runs
+from r1lab.prompts import encode
 
 CPU_KV_CACHE_CAP = 2 * 2 ** 30  # bytes of KV cache on CPU at most; vLLM queues requests that do not fit
 
@@ -197,7 +198,7 @@ class VLLMBackend:
     def generate(self, prompts: list[str] | list[list[int]], params: SamplingParams) -> list[Completion]:
         import vllm
 
-        ids = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
+        ids = [encode(self.tokenizer, p) if isinstance(p, str) else list(p) for p in prompts]
         if params.max_thinking_tokens is not None:
             seeds = [row_seed(params.seed, i) for i in range(len(ids))]
             with self.awake():

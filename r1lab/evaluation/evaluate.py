@@ -202,13 +202,14 @@ def run_eval(model, tokenizer, task, examples, *, template: str = "short", sampl
     one already built (RL's, holding the policy's current weights). max_thinking_tokens / thinking_end: a thinking
     budget for every pass (SamplingParams); summarize() counts the completions it cut (thinking_cut_rate)."""
     from r1lab.engine import SamplingParams, make_backend
+    from r1lab.prompts import render
 
     if not examples or samples < 1:
         raise ValueError(f"need at least one example and one sample, got {len(examples)} and {samples}")
     sampler = backend if not isinstance(backend, str) else make_backend(backend, model, tokenizer,
                                                                          autocast_dtype=autocast_dtype,
                                                                          max_batch_size=batch_size)
-    prompts = [task.prompt(ex, template=template) for ex in examples]
+    prompts = [render(task, ex, template, tokenizer) for ex in examples]
     budget = {"max_thinking_tokens": max_thinking_tokens, "thinking_end": thinking_end}
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                             seed=seed, **budget)

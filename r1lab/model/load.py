@@ -161,15 +161,18 @@ def adapter_base(path) -> str:
 
 
 def trained_template(path) -> str | None:
-    """The plain prompt template a checkpoint r1lab wrote was trained on ("short" for the shipped bases and the
-    recipes): its r1lab_config.json's `template`. None for a hub id or any directory r1lab did not write.
+    """The chat turns (task.messages' template, "r1" or "short") of the prompts a checkpoint r1lab wrote was trained
+    on: its r1lab_config.json's `template` ("short" for the shipped bases and the recipes), or for a chat template
+    the turns it renders ("chat" -> "short", "chat-r1" -> "r1"). None for a hub id or any directory r1lab did not write.
 
     >>> trained_template(ASSETS / "countdown-base"), trained_template("Qwen/Qwen2.5-0.5B")
     ('short', None)
     """
+    from r1lab.prompts import CHAT_TEMPLATES
     from r1lab.tasks.common import TEMPLATES
 
     template = saved_config(path).get("template")
+    template = CHAT_TEMPLATES.get(template, template)
     return template if template in TEMPLATES else None
 
 

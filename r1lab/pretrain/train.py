@@ -31,7 +31,7 @@ class PretrainConfig(CorpusConfig):
     task: str = "countdown"
     out_dir: str = "runs/pretrain"
     model: str = "tiny-3m"               # a preset name, or a Hugging Face path / hub id to continue from
-    template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
+    template: str = "short"              # the corpus's plain prompt template (r1lab.tasks.common.TEMPLATES)
     seed: int = 0
     task_args: str = "min_numbers=3,max_numbers=4,max_number=12,max_target=100"  # the task generator's knobs
     train_instances: int = 20000         # distinct training problems; each step draws fresh traces for them
@@ -75,8 +75,9 @@ def check(cfg: PretrainConfig) -> None:
     from r1lab.model.presets import PRESETS
     from r1lab.pretrain.corpus import CORPORA
     from r1lab.tasks import get_task
+    from r1lab.tasks.common import TEMPLATES
 
-    check_stage(cfg, RANGES)
+    check_stage(cfg, RANGES, {"template": tuple(TEMPLATES)})  # the corpus is plain text: no chat template
     if get_task(cfg.task).NAME not in CORPORA:
         raise ConfigError(f"task = {cfg.task!r}: pretraining writes its corpus from search traces of "
                           f"{' and '.join(CORPORA)} problems only; pretrain on one of them, then train on this "

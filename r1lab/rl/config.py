@@ -25,7 +25,7 @@ class RLConfig(ScaleConfig):
     eval_data: str = ""                  # held-out problems from a file, folder or hub id (its test split)
     model: str = "countdown-base"        # a shipped base name, an r1lab checkpoint or any Hugging Face path / id
     out_dir: str = "runs/rl"
-    template: str = "short"              # plain prompt template (r1lab.tasks.common.TEMPLATES)
+    template: str = "short"              # prompt template (r1lab.prompts: short, r1, or the model's chat, chat-r1)
     rollout_backend: str = "engine"      # who samples the rollouts: r1lab.engine.BACKENDS ("engine", "vllm")
     tis_cap: float | None = None         # truncated IS cap against the rollout log-probs; None: 2 with vllm, 0 (off)
                                          # with the engine (rollouts.tis_cap); 0 turns it off

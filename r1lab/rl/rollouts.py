@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from r1lab.prompts import render
 from r1lab.rl import algos
 from r1lab.runtime import all_gather_objects, autocast, rank_and_world
 
@@ -53,7 +54,7 @@ def thinking_budget(cfg: RLConfig, evaluation: bool = False) -> dict:
 
 
 def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.Algorithm,
-                     logprobs: bool = False) -> tuple[Rollouts, dict]:
+                     logprobs: bool = False, tokenizer=None) -> tuple[Rollouts, dict]:
     """This rank's share of P prompts x G samples; with dynamic sampling, groups whose answers are all right or all
     wrong are replaced (DAPO's rule, 0 < correct < G, on the verifier's accuracy alone: a group of wrong answers that
     differ only in format or length, by the format bonus or the overlong penalty, would teach only that).
@@ -77,7 +78,7 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 seed=(base + rank * per_rank * G * GOLDEN) % 2**63, logprobs=logprobs,
                                 **thinking_budget(cfg))
-        completions = backend.generate([task.prompt(ex, template=cfg.template) for ex in examples], params)
+        completions = backend.generate([render(task, ex, cfg.template, tokenizer) for ex in examples], params)
         kept.sampled += [(len(c.prompt_ids), len(c.token_ids)) for c in completions]
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
@@ -155,14 +156,14 @@ def rollout_metrics(roll: Rollouts, thinking_budget: bool = False) -> dict:
     } | ({"thinking_cut_rate": statistics.mean(r.forced for r in rows)} if thinking_budget else {})
 
 
-def print_samples(run_dir: Path, step: int, roll: Rollouts, task, cfg: RLConfig, n: int = 2) -> None:
+def print_samples(run_dir: Path, step: int, roll: Rollouts, task, cfg: RLConfig, tokenizer=None, n: int = 2) -> None:
     """A few decoded rollouts on the console and in samples.jsonl: the best and the worst of the first group."""
     group = list(range(min(cfg.samples_per_prompt, len(roll.completions))))
     group.sort(key=lambda i: -float(roll.rewards[i]))
     picks = group[:1] + group[-1:] if n == 2 else group[:n]
     with open(run_dir / "samples.jsonl", "a") as f:
         for i in picks:
-            row = {"step": step, "prompt": task.prompt(roll.examples[i], template=cfg.template),
+            row = {"step": step, "prompt": render(task, roll.examples[i], cfg.template, tokenizer),
                    "completion": roll.completions[i].text, "reward": float(roll.rewards[i]),
                    "correct": roll.scores[i].correct}
             f.write(json.dumps(row) + "\n")

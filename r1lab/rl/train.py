@@ -41,6 +41,7 @@ import torch
 
 from r1lab import parallel, runtime
 from r1lab.config import check_resume, config_to_dict, format_config
+from r1lab.prompts import check_template
 from r1lab.rl import algos
 from r1lab.rl.config import RLConfig, algorithm, eval_budget, held_out_task_args
 from r1lab.rl.rollouts import (Rollouts, collect_rollouts, forward_tokens, micro_batches, pack, pack_logprobs,
@@ -212,6 +213,7 @@ def setup(cfg: RLConfig) -> Run:
     resume = latest_checkpoint(run_dir)
     check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
     model, tokenizer = parallel.load_policy(str(resume or base_path), cfg, base=base_path, resume=resume is not None)
+    check_template(cfg.template, tokenizer)  # a chat template needs the model's own
     model.to(device)
     ref_model = None
     if algos.needs_reference(algo.kl_coef):
@@ -298,7 +300,8 @@ def rl_step(run: Run, step: int) -> tuple[dict, Rollouts]:
         group["lr"] = lr
     model.eval()
     pool = run.later_pool if cfg.curriculum_step and step + 1 >= cfg.curriculum_step else run.pool
-    roll, stats = collect_rollouts(step, run.backend, run.task, pool, cfg, run.algo, logprobs=tis_cap(cfg) > 0)
+    roll, stats = collect_rollouts(step, run.backend, run.task, pool, cfg, run.algo, logprobs=tis_cap(cfg) > 0,
+                                   tokenizer=run.tokenizer)
     t_gen = time.time() - t0
     before = dict(run.account.flops_by_kind)  # this rank's share is added below, then summed over the ranks
     G = cfg.samples_per_prompt
@@ -366,7 +369,7 @@ def main(cfg: RLConfig) -> Path:
         if run.rank == 0:
             run.log.log(done, metrics, console_keys=CONSOLE_KEYS)
             if cfg.sample_every and done % cfg.sample_every == 0:
-                print_samples(run.run_dir, done, roll, run.task, cfg)
+                print_samples(run.run_dir, done, roll, run.task, cfg, run.tokenizer)
             if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.steps:
                 # the final one too, before the last checkpoint: a rerun of a finished run logs no second one
                 final = evaluate(run, done)

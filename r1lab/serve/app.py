@@ -245,7 +245,7 @@ class Server:
                 self._check_chars(len(p), "prompt")
             else:
                 self._check_tokens(len(p), "prompt")
-        out = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompt]
+        out = [self.engine.encode(p) if isinstance(p, str) else list(p) for p in prompt]
         vocab = len(self.tokenizer)
         if any(not 0 <= t < vocab for ids in out for t in ids):
             raise ApiError(400, f"prompt: token ids must be in [0, {vocab})", "prompt")

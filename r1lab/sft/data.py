@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from r1lab.jsonl import JsonlError, read_jsonl_numbered
+from r1lab.prompts import encode
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant", "tool")
@@ -80,7 +81,7 @@ def tokenize_record(row: dict, tokenizer, where: str = "record") -> tuple[list[i
     if "messages" not in row:
         # subtle: the prompt with the tokenizer's own special tokens (a Llama / R1-Distill BOS), exactly as the engine
         # encodes it for eval, sampling and RL; the completion continues it, so without any
-        p = tokenizer(row["prompt"])["input_ids"]
+        p = encode(tokenizer, row["prompt"])
         c = _ids(tokenizer, row["completion"]) + [tokenizer.eos_token_id]
         return p + c, [0] * len(p) + [1] * len(c)
     msgs = row["messages"]

@@ -30,6 +30,7 @@ from r1lab import parallel, runtime
 from r1lab.config import check_resume, config_to_dict, format_config
 from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
 from r1lab.pretrain.train import cosine_lr, make_optimizer
+from r1lab.prompts import check_template
 from r1lab.sft.data import IGNORE, block_causal_mask, collate, load_records, pack, shift, tokenize_record
 
 
@@ -43,7 +44,7 @@ class SFTConfig(ScaleConfig):
     # held-out evaluation with the task's verifier
     task: str = "countdown"
     task_args: str = "min_numbers=3,max_numbers=4,max_number=12,max_target=100"
-    template: str = "short"              # plain prompt template the evaluation renders (r1lab.tasks.common.TEMPLATES)
+    template: str = "short"              # prompt template the evaluation renders (r1lab.prompts.PROMPT_TEMPLATES)
     eval_every: int = 0                  # 0: only after the last step
     eval_instances: int = 100            # 0: no evaluation
     eval_max_new_tokens: int = 512
@@ -209,6 +210,8 @@ def setup(cfg: SFTConfig) -> Run:
     check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
     base = resolve_checkpoint(cfg.model)
     model, tokenizer = parallel.load_policy(str(resume or base), cfg, base=base, resume=resume is not None)
+    if cfg.eval_instances:
+        check_template(cfg.template, tokenizer)  # the evaluation's chat template needs the model's own
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and cfg.seq_len > max_pos:
         raise ConfigError(f"seq_len = {cfg.seq_len}: the model has only {max_pos} positions")
