@@ -101,11 +101,12 @@ def test_chat_plain_and_streamed_agree_and_split_at_think_end(client, offline):
     assert (s_reasoning, s_content, s_finish) == (reasoning, msg.content, r.choices[0].finish_reason)
     assert s_usage.model_dump() == usage.model_dump()
     # the offline engine with the same seed and forcing gives the raw text; reasoning is exactly what precedes
-    # </think> and content is the rest without <answer> tags
+    # </think> (less a leading <think>, which this random model writes: never part of the reasoning) and content is
+    # the rest without <answer> tags
     ids = chat_prompt_ids(offline.tokenizer, USER)
     forced = budget_forcer(offline.tokenizer.convert_tokens_to_ids("</think>"), offline.encode("Wait"), 8)
     raw = offline.generate([ids], SamplingParams(max_new_tokens=40, seed=3), forced=forced)[0]
-    assert "</think>" in raw.text and raw.text.split("</think>")[0] == reasoning
+    assert "</think>" in raw.text and raw.text.split("</think>")[0].removeprefix("<think>") == reasoning
     end = offline.tokenizer.convert_tokens_to_ids("</think>")
     assert usage.completion_tokens_details.reasoning_tokens == raw.token_ids.index(end) <= 8
     assert msg.content == split_reasoning(raw.text)[1] and len(raw.token_ids) == usage.completion_tokens
@@ -410,3 +411,35 @@ def test_a_template_that_opens_no_thinking_gets_its_reply_as_content(ckpt, tmp_p
     assert message.content == text.choices[0].text and len(message.content) > 0
     assert not getattr(message, "reasoning_content", None)
     assert chat.usage.completion_tokens_details.reasoning_tokens == 0
+
+
+@pytest.mark.parametrize("text, opened, split, want", [
+    ("\n<think>\nabc</think>\n<answer>7</answer>", False, True, ("\nabc", "7")),  # the reply opens it itself
+    ("The answer is 7", False, True, ("", "The answer is 7")),
+    ("<thinking aloud: 7", False, True, ("", "<thinking aloud: 7")),  # not the tag: held, then shown
+    ("  <th", False, True, ("", "  <th")),  # cut off while it could still have been the tag
+    ("<think>abc</think> <answer>7</answer>", True, True, ("abc", "7")),  # re-opened after the prompt opened it
+    ("\nabc</think> <answer>7</answer>", True, True, ("\nabc", "7")),
+    ("<think>abc", False, True, ("abc", "")),  # never closed: all reasoning
+    ("<think>abc</think>", False, False, ("", "<think>abc</think>")),  # /v1/completions: the raw text
+])
+def test_a_reply_that_opens_its_own_thinking_is_split_and_the_tag_dropped(text, opened, split, want):
+    """A model that writes <think> itself after a prompt that opened none (Qwen3-style, or one RL taught the tags
+    under an Instruct template) used to get the tags and its reasoning as content; a leading <think> after a
+    prompt that opened one stayed in reasoning_content. Every chunking of the token stream adds up to the same."""
+    import random
+    from types import SimpleNamespace
+
+    from r1lab.serve.text import CompletionText
+
+    tok = build_tokenizer()
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    events = [SimpleNamespace(token_id=t, completion=None) for t in ids[:-1]]
+    events.append(SimpleNamespace(token_id=ids[-1], completion=SimpleNamespace(text=text)))
+    rng = random.Random(0)
+    for trial in range(20):
+        cuts = sorted(rng.sample(range(1, len(events)), min(trial, len(events) - 1))) if trial else []
+        out = CompletionText(tok, [], split=split, opened=opened)
+        deltas = [out.push(events[a:b]) for a, b in zip([0, *cuts], [*cuts, len(events)])]
+        assert ("".join(r for r, _ in deltas), "".join(c for _, c in deltas)) == want == (out.reasoning, out.content)
+        assert (out.splitter is not None) == bool(want[0]) or not split

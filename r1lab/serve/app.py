@@ -209,8 +209,8 @@ class Server:
         except Busy as e:
             raise ApiError(429, str(e), None, "rate_limit_exceeded", "rate_limit_error") from None
         stop = req.stop_list()
-        split = chat and opens_thinking(self.tokenizer, prompts[0])  # a chat request renders one prompt
-        choices = [CompletionText(self.tokenizer, stop, split=split) for _ in specs]
+        opened = chat and opens_thinking(self.tokenizer, prompts[0])  # a chat request renders one prompt
+        choices = [CompletionText(self.tokenizer, stop, split=chat, opened=opened) for _ in specs]
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": self.model_name, "system_fingerprint": None}
         n_prompt = sum(len(p) for p in prompts)
@@ -379,7 +379,7 @@ class Server:
         return usage
 
     def _reasoning_tokens(self, c: CompletionText) -> int:
-        if c.splitter is None:  # a reply that never thought (its prompt opened no <think>)
+        if c.splitter is None:  # a reply that never thought (neither its prompt nor the reply opened <think>)
             return 0
         if self.think_end_id is not None:
             return reasoning_tokens(c.completion.token_ids, self.think_end_id)

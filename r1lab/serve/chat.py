@@ -63,7 +63,7 @@ class ChatSession:
         seed = None if self.seed is None else self.seed + self.turns
         batch = EngineBatch(self.engine)
         batch.add(ids, params, forced, seed)
-        out = CompletionText(self.engine.tokenizer, params.stop, split=opens_thinking(self.engine.tokenizer, ids))
+        out = CompletionText(self.engine.tokenizer, params.stop, opened=opens_thinking(self.engine.tokenizer, ids))
         while batch:
             for ev in batch.step():
                 on_delta(*out.push([ev]))

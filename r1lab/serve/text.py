@@ -58,12 +58,19 @@ class CompletionText:
     """One completion's engine events turned into text: (reasoning, content) deltas, or ("", text) with split=False
     (/v1/completions); the totals accumulate in .reasoning and .content.
 
+    A chat reply (split=True) is split at </think> when its prompt opened <think> (`opened`, opens_thinking) or the
+    reply opens one itself (a Qwen3-style model, or one RL taught to write the tags after an Instruct template);
+    else it is all content. A leading <think> is dropped, never part of the reasoning, as in vLLM's reasoning
+    parsers: the reply's first characters are held until they show whether it begins with one.
+
     The server and `r1lab chat` both use it, so a streamed reply always adds up to the non-streamed one.
     """
 
-    def __init__(self, tokenizer, stop: list[str], split: bool = True):
+    def __init__(self, tokenizer, stop: list[str], split: bool = True, opened: bool = True):
         self.text = TextStream(tokenizer, stop)
-        self.splitter = StreamSplitter() if split else None
+        self.split, self.opened = split, opened
+        self.head: str | None = "" if split else None  # the reply's start while it may still open <think>
+        self.splitter: StreamSplitter | None = None  # once the reply is known to think
         self.reasoning = self.content = ""
         self.completion = None  # the engine's Completion once finished
 
@@ -74,12 +81,27 @@ class CompletionText:
             delta = self.text.push([e.token_id for e in events])
         else:  # subtle: not push(): the last token may complete a stop string, which the final text cuts off
             delta = self.text.finish(self.completion.text)
+        if self.head is not None:
+            delta = self._start(self.head + delta, final=self.completion is not None)
         r, c = self.splitter.push(delta) if self.splitter else ("", delta)
         if self.splitter and self.completion is not None:
             r2, c2 = self.splitter.finish()
             r, c = r + r2, c + c2
         self.reasoning, self.content = self.reasoning + r, self.content + c
         return r, c
+
+    def _start(self, text: str, final: bool) -> str:
+        """The reply's text so far while undecided: "" (held) while it could still begin with <think>; then the text
+        to split or show, the splitter made when the reply thinks."""
+        head = text.lstrip()
+        if not final and THINK_START.startswith(head):  # "", "<", "<th", ...: wait for more
+            self.head = text
+            return ""
+        self.head = None
+        own = head.startswith(THINK_START)
+        if own or self.opened:
+            self.splitter = StreamSplitter()
+        return head[len(THINK_START):] if own else text
 
 
 def split_reasoning(text: str) -> tuple[str, str]:
