@@ -43,6 +43,20 @@ def test_keep_all_puts_correct_first_when_shortest_first():
     assert [r["completion"] for r in recs] == ["ok", "long right", "wrong", "yes", "x", "no"]
 
 
+def test_keep_correct_keeps_only_well_formed_finished_traces_and_never_a_problems_messages():
+    """A correct answer that runs on to the token limit, or holds tags in its reasoning, teaches a model not to stop
+    or not to close its thinking (R1 keeps correct and readable samples). A problem's `messages` (NuminaMath-CoT,
+    OpenR1-Math) used to ride along in the record, and `r1lab sft` learnt it instead of the verified trace."""
+    from dataclasses import replace
+
+    examples = [{**EXAMPLES[0], "messages": [{"role": "assistant", "content": "the dataset's solution"}]}]
+    group = [s(0, "cut", True), s(0, "bad", True), s(0, "good", True), s(0, "wrong", False)]
+    group[0], group[1] = replace(group[0], finish_reason="length"), replace(group[1], format_ok=False)
+    recs = select(group, examples)
+    assert [r["completion"] for r in recs] == ["good"] and "messages" not in recs[0]
+    assert [r["completion"] for r in select(group, examples, keep="all")] == ["cut", "bad", "good", "wrong"]
+
+
 def test_pass_rates_and_bad_arguments():
     assert pass_rates(SAMPLES, EXAMPLES) == [{**EXAMPLES[0], "pass_rate": 0.75, "samples": 4},
                                              {**EXAMPLES[1], "pass_rate": 0.25, "samples": 4}]

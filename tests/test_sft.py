@@ -288,3 +288,15 @@ def test_a_plain_record_encodes_its_prompt_as_the_engine_does():
     ids, labelled = tokenize_record({"prompt": "ab: ", "completion": "c"}, tok)
     assert ids[:5] == tok("ab: ")["input_ids"] == [0, 3, 4, 6, 7]  # what Engine.encode feeds the model
     assert ids == [0, 3, 4, 6, 7, 5, 1] and labelled == [0] * 5 + [1, 1]  # one BOS; the completion and EOS learnt
+
+
+def test_a_record_holding_both_forms_is_refused_and_a_completions_own_eos_is_not_doubled():
+    from r1lab.model.tokenizer import build_tokenizer
+    from r1lab.sft.data import record_problem
+
+    both = {"prompt": "p", "completion": "c", "messages": [{"role": "assistant", "content": "x"}]}
+    assert "both 'messages' and 'prompt'/'completion'" in record_problem(both)
+    tok = build_tokenizer()
+    plain, labelled = tokenize_record({"prompt": "1+1", "completion": "2</think>"}, tok)
+    own, _ = tokenize_record({"prompt": "1+1", "completion": "2</think>" + tok.eos_token}, tok)
+    assert own == plain and plain[-2:] == [tok.convert_tokens_to_ids("</think>"), tok.eos_token_id]

@@ -43,7 +43,8 @@ def test_split_reply(reasoning, content, expected):
 @pytest.mark.parametrize("content, finish, expected", [
     ("3+4=7, 7-2=5 vs 9 mi", "length", "3+4=7, 7-2=5 vs 9 mi"),          # cut in the <think> the template opened
     ("3+4=7</think> <answer>7</answer>", "length", "3+4=7</think> <answer>7</answer>"),  # closed: as before
-    ("so <answer>7</answer> and", "length", "</think> <answer>7</answer>"),  # an answer block: an answer
+    # an answer drafted while thinking, then cut: still thinking (it read as an empty reasoning and a right answer)
+    ("so <answer>7</answer> and", "length", "so <answer>7</answer> and"),
     ("7", "stop", "</think> <answer>7</answer>"),                          # finished: a bare answer
 ])
 def test_a_reply_cut_off_without_a_reasoning_parser_is_reasoning(content, finish, expected):

@@ -8,8 +8,9 @@ settings that make a journal this run's). The client that fetches the replies is
 A reply is read by one rule (split_reply, rebuild):
 - reasoning: `reasoning_content` (DeepSeek's API, r1lab serve), else `reasoning` (recent vLLM), else the text before
   </think> in `content` (a server without a reasoning parser; a leading <think> dropped); "" when there is none.
-  Without a parser, a reply cut off by max_tokens (finish_reason "length") before any </think> or <answer> is all
-  reasoning: the chat template opened <think> (R1's and r1lab's do) and the teacher never closed it.
+  Without a parser, a reply cut off by max_tokens (finish_reason "length") before any </think> is all reasoning,
+  <answer> drafts included: the chat template opened <think> (R1's and r1lab's do) and the teacher never closed it,
+  as the task's verifier reads the same text from a local teacher.
 - answer: from `content` (what follows that </think> when inline): the last complete <answer>X</answer> when there is
   one (vLLM keeps the tags), else the whole content without answer tags, stripped (DeepSeek and r1lab serve send the
   bare answer).
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 from r1lab.jsonl import parse_line
 from r1lab.tasks.common import TEMPLATES
-from r1lab.tasks.format import ANSWER_START, THINK_END, THINK_START, parse_completion, render_completion
+from r1lab.tasks.format import THINK_END, THINK_START, parse_completion, render_completion
 
 GOLDEN = 0x9E3779B97F4A7C15  # r1lab.engine.engine.GOLDEN, the engine's row-seed rule (not imported: it pulls torch)
 USAGE = ("prompt", "completion", "reasoning")  # token counts kept per reply; reasoning is part of completion
@@ -58,8 +59,7 @@ def split_reply(reasoning: str | None, content: str, cut: bool = False) -> tuple
     if not reasoning:
         head, closed, rest = content.partition(THINK_END)
         lead = head.lstrip()
-        opened = cut and ANSWER_START not in content  # cut off in a <think> the chat template opened
-        if closed or lead.startswith(THINK_START) or opened:  # inline thinking; unclosed: cut off while thinking
+        if closed or lead.startswith(THINK_START) or cut:  # inline thinking; unclosed: cut off while thinking
             reasoning = lead[len(THINK_START):] if lead.startswith(THINK_START) else head
             content = rest
     # subtle: tasks/format.py's answer rule, applied to the content alone (parse_completion reads after </think>)

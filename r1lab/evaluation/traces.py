@@ -6,11 +6,13 @@
 
 Pure functions of scored `Sample`s (r1lab.evaluation.evaluate) and the problems they index: no model, no I/O.
 A record is the problem's own fields plus `prompt`, `completion` (the exact text the verifier scored, so `r1lab sft`
-trains on it), `correct`, `pass_rate` (the problem's correct fraction over its K samples) and `tokens`.
+trains on it), `correct`, `pass_rate` (the problem's correct fraction over its K samples) and `tokens`. A problem's
+`messages` field (NuminaMath's and OpenR1-Math's solutions) is left out: `r1lab sft` would learn it instead.
 """
 from __future__ import annotations
 
 KEEP = ("correct", "all")
+SFT_FORMS = ("messages",)  # problem fields r1lab sft reads as the record to learn (prompt, completion are set here)
 
 
 def _by_problem(samples) -> dict[int, list]:
@@ -37,7 +39,9 @@ def select(samples, examples: list[dict], keep: str = "correct", per_problem: in
            shortest_first: bool = False, extra=None) -> list[dict]:
     """The kept records, grouped by problem in problem order.
 
-    keep="correct" keeps only verified-correct samples; keep="all" keeps wrong ones too (with correct false).
+    keep="correct" keeps the verified-correct samples that are well-formed (format_ok) and finished (not cut at
+    the token limit), as the R1 paper keeps correct and readable ones: a cut or run-on trace teaches the model not
+    to stop; keep="all" keeps every sample (with correct false for wrong ones).
     Within a problem, completions are deduplicated by their text (the first kept), then at most `per_problem`
     are kept (None: all). Sample order is kept, unless shortest_first, which puts correct ones first, shortest
     (fewest generated tokens) first, then wrong ones the same way.
@@ -53,7 +57,7 @@ def select(samples, examples: list[dict], keep: str = "correct", per_problem: in
     records = []
     for p, group in sorted(_by_problem(samples).items()):
         rate = sum(s.correct for s in group) / len(group)
-        chosen = [s for s in group if s.correct or keep == "all"]
+        chosen = [s for s in group if keep == "all" or (s.correct and s.format_ok and s.finish_reason != "length")]
         if shortest_first:
             chosen.sort(key=lambda s: (not s.correct, s.tokens))  # stable: ties keep sample order
         seen: set[str] = set()
@@ -65,6 +69,7 @@ def select(samples, examples: list[dict], keep: str = "correct", per_problem: in
             kept.append(s)
             if per_problem is not None and len(kept) == per_problem:
                 break
-        records += [{**examples[p], "prompt": s.prompt, "completion": s.completion, "correct": bool(s.correct),
+        problem = {k: v for k, v in examples[p].items() if k not in SFT_FORMS}
+        records += [{**problem, "prompt": s.prompt, "completion": s.completion, "correct": bool(s.correct),
                      "pass_rate": rate, "tokens": s.tokens, **(extra(s) if extra else {})} for s in kept]
     return records

@@ -31,6 +31,8 @@ class SFTDataError(ValueError):
 
 def record_problem(row: dict) -> str | None:
     """What is wrong with a parsed record, or None. record_problem({"prompt": "a"}) names the missing completion."""
+    if "messages" in row and ("prompt" in row or "completion" in row):
+        return "a record holds both 'messages' and 'prompt'/'completion': which one to learn is ambiguous"
     if "messages" in row:
         msgs = row["messages"]
         if not isinstance(msgs, list) or not msgs:
@@ -82,7 +84,8 @@ def tokenize_record(row: dict, tokenizer, where: str = "record") -> tuple[list[i
         # subtle: the prompt with the tokenizer's own special tokens (a Llama / R1-Distill BOS), exactly as the engine
         # encodes it for eval, sampling and RL; the completion continues it, so without any
         p = encode(tokenizer, row["prompt"])
-        c = _ids(tokenizer, row["completion"]) + [tokenizer.eos_token_id]
+        c = _ids(tokenizer, row["completion"])
+        c += [tokenizer.eos_token_id] if c[-1:] != [tokenizer.eos_token_id] else []  # one EOS, if it holds its own
         return p + c, [0] * len(p) + [1] * len(c)
     msgs = row["messages"]
     # Each assistant turn k is labelled from the end of the rendered prefix messages[:k] + generation prompt to the
