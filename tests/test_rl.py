@@ -232,6 +232,10 @@ def test_a_rollout_temperature_with_tis_is_refused():
     with pytest.raises(ConfigError, match=r"temperature = 0.6 with truncated IS \(tis_cap 2.0\).*set tis_cap = 0"):
         check(load_config(RLConfig, None, ["temperature=0.6", "tis_cap=2"]))
     check(load_config(RLConfig, None, ["temperature=0.6"]))  # the engine's default: no TIS
+    # LoRA dropout: the trainer's log-probs with it, the backend's without (0.16 apart in one probe): noise as weights
+    with pytest.raises(ConfigError, match=r"lora_dropout = 0.1 with truncated IS \(tis_cap 2.0\).*lora_dropout = 0"):
+        check(load_config(RLConfig, None, ["temperature=1", "tis_cap=2", "lora_r=8", "lora_dropout=0.1"]))
+    check(load_config(RLConfig, None, ["temperature=1", "lora_r=8", "lora_dropout=0.1"]))  # no TIS
 
 
 def test_tis_weights_scale_the_update_by_the_capped_ratio(rollouts):

@@ -149,3 +149,18 @@ def test_a_lora_policys_pushed_weights_are_peft_merge():
         assert (w - reference[name]).abs().max().item() <= atol, name
     merged = [name for name in pushed if not torch.equal(pushed[name], base[name])]
     assert len(merged) == 4 * 7  # q, k, v, o, gate, up and down of each of the 4 layers; nothing else
+
+
+def test_room_is_checked_as_the_engines_and_one_more_position_for_a_budgets_forced_log_probs():
+    """vLLM cut a row at its max_model_len and called it "length" where the engine refuses; and a thinking budget
+    with log-probs scores forced tokens that end a row with a 1-token run past the last position, which vLLM
+    rejected mid-rollout (the real runs: tests/test_vllm_rollouts.py)."""
+    model = tiny()  # 64 positions
+    backend = VLLMBackend(RecordingLLM(), model, None)
+    backend.check_room([[1] * 60, [1] * 2], SamplingParams(max_new_tokens=4))  # exactly full: as the engine
+    with pytest.raises(ValueError, match=r"^prompt \(60\) \+ max_new_tokens \(5\) exceeds the model's 64 positions"):
+        backend.check_room([[1] * 60], SamplingParams(max_new_tokens=5))
+    budget = SamplingParams(max_new_tokens=4, max_thinking_tokens=2, logprobs=True)
+    with pytest.raises(ValueError, match=r"\(4\) and one more for the log-probs of a thinking budget's forced"):
+        backend.check_room([[1] * 60], budget)
+    backend.check_room([[1] * 59], budget)

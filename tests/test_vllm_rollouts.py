@@ -226,3 +226,25 @@ def test_a_chat_prompt_reaches_vllm_with_one_bos_as_in_the_engine():
     got = make_backend("vllm", model, tok, max_batch_size=4).generate(prompts, GREEDY)
     assert [c.prompt_ids for c in got] == [c.prompt_ids for c in want]
     assert [c.prompt_ids.count(tok.bos_token_id) for c in got] == [1, 1] and tokens(got) == tokens(want)
+
+
+def test_past_the_models_positions_vllm_refuses_as_the_engine_and_a_full_budget_row_keeps_its_log_probs():
+    """A row that would pass the model's positions is refused by both backends (vLLM used to cut it short and call
+    it "length"); a thinking budget whose forced text ends a row that fills the positions but one gets the forced
+    tokens' log-probs (one position more was a vLLM error mid-rollout)."""
+    model, tok = policy(max_positions=64)
+    prompt = tok("User: what is 12+7+3*5-2?\nAssistant: <think>")["input_ids"]
+    n = 64 - len(prompt)
+    backend = make_backend("vllm", model, tok, max_batch_size=4)
+    over = SamplingParams(temperature=0, max_new_tokens=n + 1)
+    for generate in (Engine(model, tok).generate, backend.generate):
+        with pytest.raises(ValueError, match=rf"prompt \({len(prompt)}\) \+ max_new_tokens \({n + 1}\) exceeds"):
+            generate([prompt], over)
+    budget = dict(temperature=0, max_thinking_tokens=4, logprobs=True,
+                  thinking_end="I have thought enough and give up now.</think>")
+    with pytest.raises(ValueError, match="one more for the log-probs"):
+        backend.generate([prompt], SamplingParams(max_new_tokens=n, **budget))
+    want = Engine(model, tok).generate([prompt], SamplingParams(max_new_tokens=n - 1, **budget))[0]
+    got = backend.generate([prompt], SamplingParams(max_new_tokens=n - 1, **budget))[0]
+    assert got.token_ids == want.token_ids and got.mask == want.mask and got.mask[-1] == 0  # ends on forced tokens
+    assert len(got.logprobs) == n - 1 and all(math.isfinite(x) for x in got.logprobs)

@@ -130,6 +130,10 @@ def check(cfg: RLConfig) -> None:
         raise ConfigError(f"temperature = {cfg.temperature} with truncated IS (tis_cap {tis_cap(cfg)}): the rollout "
                           f"backend's log-probs are of the raw distribution, the loss's of logits / temperature; "
                           f"set tis_cap = 0 or temperature = 1")
+    if cfg.lora_r and cfg.lora_dropout and tis_cap(cfg) > 0:
+        raise ConfigError(f"lora_dropout = {cfg.lora_dropout} with truncated IS (tis_cap {tis_cap(cfg)}): the "
+                          f"trainer's log-probs (with dropout) would be compared with the rollout backend's "
+                          f"(without), so the weights measure dropout noise; set lora_dropout = 0 or tis_cap = 0")
     if not cfg.thinking_end.endswith(THINK_END):
         raise ConfigError(f"thinking_end = {cfg.thinking_end!r}: must end with {THINK_END!r}")
     algorithm(cfg)
