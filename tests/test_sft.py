@@ -300,3 +300,28 @@ def test_a_record_holding_both_forms_is_refused_and_a_completions_own_eos_is_not
     plain, labelled = tokenize_record({"prompt": "1+1", "completion": "2</think>"}, tok)
     own, _ = tokenize_record({"prompt": "1+1", "completion": "2</think>" + tok.eos_token}, tok)
     assert own == plain and plain[-2:] == [tok.convert_tokens_to_ids("</think>"), tok.eos_token_id]
+
+
+def test_packing_is_first_fit_exactly():
+    """The tree search puts each record where a scan of the open sequences would; the scan grew quadratically
+    (3.65 s at 40K records, against 0.33 s: dev/LOG.md, session 22)."""
+    def first_fit(lengths, seq_len, seed):
+        order = list(range(len(lengths)))
+        random.Random(f"{seed}/pack").shuffle(order)
+        packs, room = [], []
+        for i in order:
+            j = next((j for j, r in enumerate(room) if lengths[i] <= r), len(packs))
+            if j == len(packs):
+                packs.append([])
+                room.append(seq_len)
+            packs[j].append(i)
+            room[j] -= lengths[i]
+        return packs
+
+    rng = random.Random(0)
+    for trial in range(500):
+        seq_len = rng.randint(1, 40)
+        lengths = [rng.randint(1, seq_len) for _ in range(rng.randint(0, 50))]
+        assert pack(lengths, seq_len, trial) == first_fit(lengths, seq_len, trial)
+    with pytest.raises(ValueError, match="a record of 6 tokens is longer than seq_len = 5"):
+        pack([3, 6], 5, 0)
