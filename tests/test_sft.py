@@ -325,3 +325,16 @@ def test_packing_is_first_fit_exactly():
         assert pack(lengths, seq_len, trial) == first_fit(lengths, seq_len, trial)
     with pytest.raises(ValueError, match="a record of 6 tokens is longer than seq_len = 5"):
         pack([3, 6], 5, 0)
+
+
+def test_a_warm_up_that_covers_the_whole_run_is_said(tmp_path, capsys):
+    """A cold start of a few hundred traces is 3-6 steps: sft_countdown's 10 warm-up steps kept the learning rate
+    below lr for the whole run, silently (the R1 recipes now set warmup_steps=1 for it)."""
+    data = write(tmp_path / "traces.jsonl", traces(4))
+    common = ["--data", str(data), "--set", "seq_len=512", "--set", "eval_instances=0", "--set", "threads=1",
+              "--set", "steps=2", "--set", "lr=1e-4"]
+    assert cli_main(["sft", *common, "--set", "warmup_steps=10", "--out", str(tmp_path / "a")]) == 0
+    assert "warmup_steps = 10 covers all 2 steps: the learning rate peaks at 2e-05, not lr = 0.0001" in \
+        capsys.readouterr().err
+    assert cli_main(["sft", *common, "--set", "warmup_steps=1", "--out", str(tmp_path / "b")]) == 0
+    assert "warning" not in capsys.readouterr().err

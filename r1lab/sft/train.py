@@ -225,6 +225,10 @@ def setup(cfg: SFTConfig) -> Run:
         print(format_config(cfg))
         print(f"sft: {len(examples)} records in {len(packs)} packed sequences of {cfg.seq_len}; {total} steps of "
               f"{per_step} sequences; world {world}; device {device}; autocast {amp}; from {resume or cfg.model}")
+        if cfg.warmup_steps >= total:  # a cold start of a few hundred traces is a few steps
+            print(f"sft: warning: warmup_steps = {cfg.warmup_steps} covers all {total} steps: the learning rate "
+                  f"peaks at {cosine_lr(total - 1, total, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio):.3g}, not lr = "
+                  f"{cfg.lr:g} (--set warmup_steps=N with N < {total})", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a bad record or model has written nothing
     task = get_task(cfg.task)
     eval_set = []
