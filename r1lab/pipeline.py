@@ -110,6 +110,35 @@ def check(cfg: PipelineConfig) -> None:
         for item in getattr(cfg, key):
             if "=" not in item:
                 raise ConfigError(f"{key}: expected KEY=VALUE items, got {item!r}")
+    check_stages(cfg)
+
+
+# a stage -> the pipeline keys that set it
+STAGE_KEYS = {"zero": "zero_recipe, zero_set", "cold": "cold_recipe, cold_set", "rl": "rl_recipe, rl_set",
+              "sft": "sft_recipe, sft_set", "rl2": "rl_recipe, rl_set, rl2_set"}
+
+
+def check_stages(cfg: PipelineConfig) -> None:
+    """Each rl and sft stage's recipe and settings, checked by its command's own check before any stage runs (a
+    typo in cold_set stopped the pipeline after its earlier stages, then the fixed setting was refused as another
+    run's): the base stands in for the model an earlier stage will make, and an SFT stage's data is not read."""
+    from r1lab.cli import build_parser
+    from r1lab.commands.stage import load_stage_config
+    from r1lab.rl.config import RLConfig
+    from r1lab.rl.config import check as check_rl
+    from r1lab.sft.train import SFTConfig, check_settings
+
+    checks = {"rl": (RLConfig, check_rl), "sft": (SFTConfig, check_settings)}
+    parser = build_parser()
+    for stage in plan(cfg):
+        if stage.argv[0] in checks:
+            args = parser.parse_args(stage.argv)
+            args.model = cfg.base
+            cls, check_stage = checks[args.command]
+            try:
+                check_stage(load_stage_config(cls, args, args.command))
+            except ValueError as e:
+                raise ConfigError(f"stage {stage.name} ({STAGE_KEYS[stage.name]}): {e}") from None
 
 
 def _sets(items) -> list[str]:
@@ -181,7 +210,8 @@ def _done(folder: Path) -> Path:
 
 
 def _claim(cfg: PipelineConfig) -> None:
-    """Save the config as out_dir/pipeline.json, or refuse when the folder holds a run with other settings."""
+    """Save the config as out_dir/pipeline.json, or refuse when the folder holds a run with other settings (threads
+    may change, as the stages' own resume allows)."""
     from r1lab.jsonl import write_text_atomic
 
     out = Path(cfg.out_dir)
@@ -193,8 +223,8 @@ def _claim(cfg: PipelineConfig) -> None:
             theirs = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: unreadable ({e}); remove it or use another --out") from None
-        if theirs != mine:
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k != "threads")
+        if diff:
             raise ConfigError(f"{out} holds a pipeline run with other settings ({', '.join(diff)}); "
                               "use another --out, or the same settings to resume it")
         return

@@ -77,17 +77,25 @@ RANGES = {
 
 
 def check(cfg: SFTConfig) -> None:
-    """Every setting and every record is valid before any work starts or any folder is made: ranges, names, the
-    task's knobs, the model argument, and each line of the data (SFTDataError naming FILE:LINE)."""
-    from r1lab.config import ConfigError, check_stage
+    """Every setting and every record is valid before any work starts or any folder is made: check_settings, then
+    each line of the data (SFTDataError naming FILE:LINE)."""
+    from r1lab.config import ConfigError
+
+    check_settings(cfg)
+    if not cfg.data:
+        raise ConfigError("data: no data file (use --data FILE.jsonl or --set data=FILE.jsonl)")
+    load_records(cfg.data)
+
+
+def check_settings(cfg: SFTConfig) -> None:
+    """Ranges, names, the task's knobs and the model argument: what `r1lab pipeline` checks of its SFT stages before
+    their data exists."""
+    from r1lab.config import check_stage
     from r1lab.model.load import resolve_checkpoint
 
     check_stage(cfg, {**RANGES, **SCALE_RANGES})
     check_scale(cfg)
-    if not cfg.data:
-        raise ConfigError("data: no data file (use --data FILE.jsonl or --set data=FILE.jsonl)")
     resolve_checkpoint(cfg.model)
-    load_records(cfg.data)
 
 
 def prepare_examples(cfg: SFTConfig, tokenizer) -> list[tuple[list[int], list[int]]]:
