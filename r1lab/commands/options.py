@@ -64,7 +64,8 @@ def add_selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-per-problem", type=int, metavar="M", help="at most M records per problem (default: all)")
     p.add_argument("--shortest-first", action="store_true", help="keep the shortest correct completions first")
     p.add_argument("--keep", default="correct", choices=["correct", "all"],
-                   help="correct (default) or all: wrong ones too, with correct false")
+                   help="correct (default): verified-correct, well-formed and finished (not cut at the token "
+                        "limit); all: every sample, wrong ones with correct false")
     p.add_argument("--pass-rates", metavar="FILE.jsonl", help="write one line per problem: its fields + pass_rate")
     p.add_argument("--account", metavar="FILE.json",
                    help="write the run's cost account as JSON: a local model's generation FLOPs and tokens (from an "
