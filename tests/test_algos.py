@@ -374,6 +374,7 @@ def test_presets():
     ("grpo", {"loss_agg": "mean"}, "unknown loss_agg 'mean'; valid: token_mean"),
     ("grpo", {"kl_estimator": "k4"}, "unknown kl_estimator 'k4'; valid: k1, k2, k3"),
     ("grpo", {"kl_as_reward": True}, "kl_as_reward: .* advantage 'grpo' does not have; use advantage = 'reinforce_pp'"),
+    ("grpo", {"kl_estimator": "k1"}, "'k1' as a loss term: its gradient is zero in expectation"),
 ])
 def test_preset_errors_list_the_valid_names(name, overrides, listed):
     with pytest.raises(ValueError, match=listed):

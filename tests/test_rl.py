@@ -135,6 +135,10 @@ def test_every_algorithm_setting_is_a_config_field():
     assert settings <= {f.name for f in dataclasses.fields(RLConfig)}
     cfg = RLConfig(preset="dapo", policy_loss="ppo_clip", kl_estimator="k2", clip_high=0.3)
     assert algorithm(cfg) == algos.preset("dapo", kl_estimator="k2", clip_high=0.3)
+    # KL in the reward: k1 unless asked (k3 there followed KL(pi||ref) - KL(ref||pi), which nearly cancels)
+    folded = dict(preset="grpo", advantage="reinforce_pp", kl_as_reward=True)
+    assert algorithm(RLConfig(**folded)).kl_estimator == "k1"
+    assert algorithm(RLConfig(**folded, kl_estimator="k3")).kl_estimator == "k3"
     with pytest.raises(ValueError, match="valid: ppo_clip"):
         algorithm(RLConfig(policy_loss="ppo"))
 
@@ -306,3 +310,36 @@ def test_shared_prompt_logp_equals_a_full_forward(rollouts):
     depth = 2 * model.config.num_hidden_layers + 1
     for (name, p1), p2, mag in zip(m1.named_parameters(), m2.parameters(), mags):
         assert float((p1.grad - p2.grad).norm()) <= rounding_atol(float(mag.norm()), n, depth), name
+
+
+def test_dynamic_sampling_leaves_every_rank_the_same_rows(tmp_path):
+    """Two gloo ranks; rank 1's groups are mostly flat, so within max_sampling_rounds it refills only 3 of its 4
+    groups. It used to train on 12 rows against rank 0's 16: fewer micro-batches, and under FSDP (a collective in
+    every forward and backward) rank 0 waited for it until the timeout. Both now keep 12."""
+    from test_runtime import torchrun_script
+
+    out = torchrun_script(tmp_path, f"""import torch
+from r1lab.config import load_config
+from r1lab.engine import Completion
+from r1lab.rl.config import RLConfig, algorithm
+from r1lab.rl.rollouts import collect_rollouts
+from r1lab.tasks import get_task
+from r1lab.tasks.format import render_completion
+runtime.init_distributed()
+rank = dist.get_rank()
+task = get_task("arithmetic")
+pool = task.generate(40, 0)
+answers = {{task.prompt(ex, template="short"): ex["answer"] for ex in pool}}
+
+class Scripted:  # rank 0: one right answer in every group; rank 1: in the first group of a round only
+    def generate(self, prompts, params):
+        return [Completion([1], [2], [1], render_completion("r", str(answers[p] + (k % 4 != 0 or
+                           (rank == 1 and k >= 4)))), "eos") for k, p in enumerate(prompts)]
+
+cfg = load_config(RLConfig, None, ["preset=dapo", "task=arithmetic", "task_args=", "prompts_per_step=8",
+                                   "samples_per_prompt=4", "max_sampling_rounds=3"])
+roll, stats = collect_rollouts(0, Scripted(), task, pool, cfg, algorithm(cfg))
+open({str(tmp_path)!r} + f"/rank{{rank}}", "w").write(f"{{len(roll.examples)}} {{stats['groups_dropped']}}")
+""")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["12 0", "12 9"]

@@ -429,6 +429,10 @@ class Algorithm:
             raise ValueError(f"kl_as_reward: KL as a reward penalty needs per-token returns, which advantage "
                              f"{self.advantage!r} does not have; use advantage = 'reinforce_pp' or a KL loss "
                              f"(kl_as_reward = false)")
+        if self.kl_coef and not self.kl_as_reward and self.kl_estimator == "k1":
+            raise ValueError("kl_estimator 'k1' as a loss term: its gradient is zero in expectation (the mean of the "
+                             "score function), so it would not hold the policy near the reference; use k3 (GRPO's) "
+                             "or k2, or fold k1 into the rewards (kl_as_reward = true)")
 
 
 PRESETS = {

@@ -172,9 +172,14 @@ def check_problem_sources(cfg: RLConfig) -> None:
 
 
 def algorithm(cfg: RLConfig) -> algos.Algorithm:
-    """The preset's settings with every config field that is set (not None) on top; a ValueError for bad names."""
+    """The preset's settings with every config field that is set (not None) on top; a ValueError for bad names.
+    KL folded into the rewards takes k1 unless kl_estimator is set (REINFORCE++'s, OpenRLHF's): k1 in the reward
+    follows KL's gradient, while the presets' k3 there follows KL(pi||ref) - KL(ref||pi), which nearly cancels."""
     names = [f.name for f in dataclasses.fields(algos.Algorithm)]
-    return algos.preset(cfg.preset, **{k: getattr(cfg, k) for k in names if getattr(cfg, k) is not None})
+    overrides = {k: getattr(cfg, k) for k in names if getattr(cfg, k) is not None}
+    if overrides.get("kl_as_reward") and "kl_estimator" not in overrides:
+        overrides["kl_estimator"] = "k1"
+    return algos.preset(cfg.preset, **overrides)
 
 
 # ------------------------------------------------------------------------------------------------------------------

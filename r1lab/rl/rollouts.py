@@ -96,6 +96,11 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
     n = per_rank * G
     if algo.dynamic_sampling and len(kept.examples) == 0:  # every group was flat: train on the last round
         kept = Rollouts(examples, completions, scores, rewards, kept.sampled)
+    if algo.dynamic_sampling and world > 1:
+        # subtle: a rank that could not refill its share keeps fewer rows, so fewer micro-batches; under FSDP every
+        # forward and backward is a collective, and the rank with more waited for the other until the timeout.
+        # Every rank trains on the fewest kept (whole groups: each rank keeps whole groups).
+        n = min(n, *all_gather_objects(len(kept.examples)))
     kept.examples, kept.completions, kept.scores = kept.examples[:n], kept.completions[:n], kept.scores[:n]
     kept.rewards = kept.rewards[:n]
     return kept, stats
