@@ -8,9 +8,9 @@ Templates (PROMPT_TEMPLATES):
   inside <think>. The tokenizer is not needed.
 - "chat", "chat-r1": the tokenizer's chat template, with its generation prompt, over the task's chat turns:
   the question alone ("chat": no system prompt, as DeepSeek recommends for R1 and its Distill models: "all
-  instructions in the user prompt"), or R1's system prompt then the question with the task's format instructions ("chat-r1": how
-  open-r1 and TRL's GRPO examples prompt an Instruct model to write <think>/<answer>). r1lab's own tokenizer has a
-  chat template too: its "chat" renders exactly the short prompt.
+  instructions in the user prompt"), or R1's system prompt then the question with the task's format instructions
+  ("chat-r1": how open-r1 and TRL's GRPO examples prompt an Instruct model to write <think>/<answer>). r1lab's own
+  tokenizer has a chat template too: its "chat" renders exactly the short prompt.
 
 encode() keeps one rule for every prompt: the tokenizer's own special tokens (a Llama or R1-Distill BOS), as a base
 model saw its pretraining text, except where the text already starts with the BOS a chat template writes. A prompt
