@@ -154,7 +154,8 @@ def render_md(blocks) -> str:
 
 
 def render_html(blocks, title: str) -> str:
-    from r1lab.report import _table, embedded_figure, html_page
+    from r1lab.evaluation.table import html_table
+    from r1lab.report import embedded_figure, html_page
 
     e = html.escape
     parts = []
@@ -166,7 +167,7 @@ def render_html(blocks, title: str) -> str:
         elif b[0] == "ul":
             parts.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in b[1]) + "</ul>")
         elif b[0] == "table":
-            parts.append(_table([e(h) for h in b[1]], [[e(c) for c in row] for row in b[2]]))
+            parts.append(html_table([e(h) for h in b[1]], [[e(c) for c in row] for row in b[2]]))
         elif b[0] == "pre":
             parts.append(f"<pre>{e(b[1])}</pre>")
         elif b[0] == "img":

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1lab.evaluation.table import html_table, number, render_evaluations
 from r1lab.jsonl import read_jsonl
 
 # (file stem, title, panels); each panel is the metrics that share one y axis. Metrics no run has are skipped, and
@@ -60,7 +61,7 @@ HEADLINE = ["reward", "acc", "eval/pass1", "pass1", "eval/cons_at_k", "eval/gree
 GROUPS = [
     ("Throughput and cost", ("time", "per_s", "flops", "mfu", "tokens")),
     ("Optimisation", ("loss", "kl", "entropy", "grad", "clip", "ratio", "lr")),
-    ("Length and behaviour", ("len", "format", "trunc", "attempt", "step_acc", "marker", "steps_per")),
+    ("Length and behaviour", ("len", "format", "trunc", "cut", "attempt", "step_acc", "marker", "steps_per")),
     ("Outcome", ("reward", "acc", "pass", "cons", "greedy", "std", "groups")),
 ]
 GROUP_ORDER = ["Outcome", "Length and behaviour", "Optimisation", "Throughput and cost", "Other"]
@@ -115,17 +116,17 @@ def load_run(run_dir, name: str | None = None) -> Run:
                _jsonl(path / "samples.jsonl"), _json(path / "account.json"))
 
 
-def _number(v) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
-
-
 def series(run: Run, key: str) -> tuple[list[float], list[float]]:
     """(steps, values) of one metric; rows without it, or with a non-finite value, are skipped."""
-    points = [(r.get("step", i), _number(r.get(key))) for i, r in enumerate(run.metrics)]
-    points = [(s, v) for s, v in points if v is not None and _number(s) is not None]
+    points = [(r.get("step", i), number(r.get(key))) for i, r in enumerate(run.metrics)]
+    points = [(s, v) for s, v in points if v is not None and number(s) is not None]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def nonfinite_steps(run: Run, key: str) -> list[float]:
+    """The steps at which a metric was logged as NaN or an infinity (series() leaves them out)."""
+    return [r.get("step", i) for i, r in enumerate(run.metrics)
+            if isinstance(r.get(key), float) and not math.isfinite(r[key]) and number(r.get("step", i)) is not None]
 
 
 def metric_names(runs: list[Run]) -> list[str]:
@@ -134,7 +135,7 @@ def metric_names(runs: list[Run]) -> list[str]:
     for run in runs:
         for row in run.metrics:
             for k, v in row.items():
-                if k not in NOT_METRICS and _number(v) is not None:
+                if k not in NOT_METRICS and number(v) is not None:
                     seen.setdefault(k, None)
     return list(seen)
 
@@ -167,14 +168,26 @@ def smooth_window(n: int) -> int:
 
 
 def smooth(values: list[float], window: int | None = None) -> list[float]:
-    """Centred rolling mean; the window shrinks at the ends rather than padding, so no point is invented.
-    smooth([1, 2, 6, 3], window=3) == [1.5, 3.0, 11 / 3, 4.5]"""
+    """Centred rolling mean; near the ends the window narrows on both sides alike (a one-sided window would lag a
+    trend: a collapse in the last steps drew its line ends six times too high), so the end points are their own.
+    smooth([1, 2, 6, 3], window=3) == [1.0, 3.0, 11 / 3, 3.0]"""
     w = smooth_window(len(values)) if window is None else window
-    h = w // 2
-    return [sum(values[max(0, i - h):i + h + 1]) / len(values[max(0, i - h):i + h + 1]) for i in range(len(values))]
+    n, h = len(values), w // 2
+    out = []
+    for i in range(n):
+        k = min(h, i, n - 1 - i)
+        out.append(sum(values[i - k:i + k + 1]) / (2 * k + 1))
+    return out
+
+
+def _plot_text(text: str) -> str:
+    """A name as matplotlib shows it literally: "$" is not mathtext, and a leading "_" does not hide a legend entry."""
+    text = text.replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
 
 
 RAW_ALPHA = 0.25  # the raw per-step points, faint behind the smoothed line
+UNSMOOTHED = {"lr", "flops"}  # a schedule and a running total: every point is exact, a mean would bend them
 
 
 def _figure(runs: list[Run], title: str, panels: list[tuple[str, ...]], path: Path):
@@ -186,34 +199,44 @@ def _figure(runs: list[Run], title: str, panels: list[tuple[str, ...]], path: Pa
     fig = Figure(figsize=(5.2 * cols, 3.4 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colors = [f"C{i % 10}" for i in range(max(len(runs), max(len(p) for p in panels)))]
-    styles = ["-", "--", ":", "-."]
+    # several runs: a colour per run, and per metric a line style and a marker, 16 before any pair repeats
+    styles = [(line, mark) for mark in (None, "s", "^", "x") for line in ("-", "--", ":", "-.")]
     for ax, panel in zip(axes, panels):
+        all_steps = set()
         for r, run in enumerate(runs):
             for m, metric in enumerate(panel):
                 steps, values = series(run, metric)
+                label = _plot_text(metric if len(runs) == 1 else f"{run.name}: {metric}")
+                color, (style, mark) = (colors[m], ("-", None)) if len(runs) == 1 else (colors[r], styles[m % 16])
+                broken = nonfinite_steps(run, metric)
+                if broken:  # NaN / inf: marked along the top, where no value can be drawn
+                    ax.plot(broken, [0.97] * len(broken), "v", color=color, transform=ax.get_xaxis_transform(),
+                            label=f"{label}: NaN/inf at {len(broken)} steps", markersize=6, clip_on=False)
                 if not steps:
                     continue
-                # one run: a colour per metric; several: a colour per run and a line style per metric
-                color, style = (colors[m], "-") if len(runs) == 1 else (colors[r], styles[m % len(styles)])
-                label = metric if len(runs) == 1 else f"{run.name}: {metric}"
-                marker = "o" if len(steps) <= 30 else None
-                smoothed = smooth(values)
-                if smoothed == values:  # too few points to smooth: the raw line is the curve
-                    ax.plot(steps, values, style, color=color, label=label, marker=marker, markersize=3)
+                all_steps.update(steps)
+                marker = "os^xDv<>"[m % 8] if len(steps) <= 30 else mark  # few points: each metric its own
+                smoothed = values if metric in UNSMOOTHED else smooth(values)
+                if smoothed == values:  # too few points to smooth, or exact ones: the raw line is the curve
+                    ax.plot(steps, values, style, color=color, label=label, marker=marker, markersize=3,
+                            markevery=max(1, len(steps) // 12))
                     continue
-                ax.plot(steps, values, "-", color=color, alpha=RAW_ALPHA, linewidth=0.8, marker=marker,
-                        markersize=2)
-                ax.plot(steps, smoothed, style, color=color, label=f"{label} (smoothed)", linewidth=1.8)
+                ax.plot(steps, values, "-", color=color, alpha=RAW_ALPHA, linewidth=0.8)
+                ax.plot(steps, smoothed, style, color=color, label=f"{label} (smoothed)", linewidth=1.8,
+                        marker=mark, markersize=4, markevery=max(1, len(steps) // 12))
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(all_steps) == 1:  # one step: integer ticks need a range of more than one
+            ax.set_xlim(min(all_steps) - 1, min(all_steps) + 1)
+        ax.ticklabel_format(axis="y", useOffset=False)  # lr 1e-4 read "1e-16+1e-4" with an offset
         if len(panels) > 1:
-            ax.set_title(", ".join(panel), fontsize=9)
+            ax.set_title(_plot_text(", ".join(panel)), fontsize=9)
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=7)
+        if ax.has_data():  # below the axes: inside, 8-12 entries hid the curves
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title)
+    fig.suptitle(_plot_text(title))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return fig
@@ -266,109 +289,6 @@ def grouped_figures(runs: list[Run]) -> list[tuple[str, list[tuple[str, list]]]]
     return [(g, rows) for g, rows in groups.items() if rows]
 
 
-# --- evaluations (`r1lab eval --out` files) ------------------------------------------------------------------------
-
-def parse_eval_spec(spec: str) -> tuple[str, Path]:
-    """"LABEL=FILE" or a bare FILE, labelled by its name without an "eval_" prefix.
-    parse_eval_spec("after RL=out/eval_rl.json") == ("after RL", Path("out/eval_rl.json"));
-    parse_eval_spec("out/eval_base.json") == ("base", Path("out/eval_base.json"))"""
-    label, sep, file = spec.partition("=")
-    if sep and label and "/" not in label:
-        return label, Path(file)
-    path = Path(spec)
-    return path.stem.removeprefix("eval_") or path.stem, path
-
-
-def read_evaluation(path) -> dict:
-    """An `r1lab eval --out` file; ValueError (one line, naming the file) when it is not one."""
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
-    if not isinstance(value, dict) or _number(value.get("pass1")) is None:
-        raise ValueError(f"{path}: not an r1lab eval file (no numeric pass1)")
-    return value
-
-
-def _get(d, *keys):
-    for k in keys:
-        d = d.get(k) if isinstance(d, dict) else None
-    return _number(d)
-
-
-def eval_rows(evals: list[dict]) -> list[tuple[str, list[float | None], str]]:
-    """(row label, [value per evaluation], format) of the before/after table; "" as the format marks a section row.
-    The length row's values are the means; its cells add (right / wrong) in render."""
-    ks = sorted({e.get("samples") for e in evals if isinstance(e.get("samples"), int)})
-    k = str(ks[0]) if len(ks) == 1 else "k"
-    pass_ks = sorted({int(x) for e in evals for x in (e.get("pass_at_k") or {}) if str(x).isdigit()} - {1})
-    rows = [(f"pass@1 (mean of {k} samples)", [_get(e, "pass1") for e in evals], "{:.3f}"),
-            (f"cons@{k} (majority vote)", [_get(e, "cons_at_k") for e in evals], "{:.3f}")]
-    rows += [(f"pass@{n}", [_get(e, "pass_at_k", str(n)) for e in evals], "{:.3f}") for n in pass_ks]
-    if any(_get(e, "greedy_acc") is not None for e in evals):
-        rows.append(("greedy accuracy", [_get(e, "greedy_acc") for e in evals], "{:.3f}"))
-    rows += [("format rate", [_get(e, "format_rate") for e in evals], "{:.3f}"),
-             ("truncation rate", [_get(e, "truncated_rate") for e in evals], "{:.3f}"),
-             *([("thinking cut at budget", [_get(e, "thinking_cut_rate") for e in evals], "{:.3f}")]
-               if any(_get(e, "settings", "max_thinking_tokens") is not None for e in evals) else []),
-             ("response length, mean (right / wrong)", [_get(e, "response_len", "mean") for e in evals], "len"),
-             ("attempts per response", [_get(e, "behaviour", "attempts") for e in evals], "{:.2f}"),
-             ("arithmetic steps correct", [_get(e, "behaviour", "step_acc") for e in evals], "{:.3f}")]
-    buckets = list(dict.fromkeys(b for e in evals for b in (e.get("by_difficulty") or {})))
-    if buckets:
-        rows.append(("pass@1 by difficulty", [None] * len(evals), ""))
-        for b in buckets:
-            n = {_get(e, "by_difficulty", b, "problems") for e in evals} - {None}
-            label = f"{b} ({int(n.pop())} problems)" if len(n) == 1 else str(b)
-            rows.append((label, [_get(e, "by_difficulty", b, "pass1") for e in evals], "{:.3f}"))
-    return rows
-
-
-def _eval_cell(e: dict, value, fmt: str) -> str:
-    if value is None:
-        return "&ndash;"
-    if fmt != "len":
-        return fmt.format(value)
-    right, wrong = (_get(e, "response_len", k) for k in ("mean_correct", "mean_wrong"))
-    parts = ["&ndash;" if x is None else f"{x:.1f}" for x in (right, wrong)]
-    return f"{value:.1f} ({parts[0]} / {parts[1]})"
-
-
-def render_evaluations(evaluations: list[tuple[str, dict]]) -> str:
-    """The before/after table (with a change column for two evaluations) and one settings line per evaluation."""
-    labels, evals = [lbl for lbl, _ in evaluations], [e for _, e in evaluations]
-    delta = len(evals) == 2
-    header = [""] + [html.escape(lbl) for lbl in labels] + (["change"] if delta else [])
-    rows = []
-    for name, values, fmt in eval_rows(evals):
-        if not fmt:
-            rows.append([f"<b>{html.escape(name)}</b>"] + [""] * (len(header) - 1))
-            continue
-        row = [html.escape(name)] + [_eval_cell(e, v, fmt) for e, v in zip(evals, values)]
-        if delta:
-            a, b = values
-            row.append("&ndash;" if a is None or b is None else
-                       (f"{b - a:+.1f}" if fmt == "len" else fmt.replace("{:", "{:+").format(b - a)))
-        rows.append(row)
-    notes = []
-    for label, e in evaluations:
-        st = e.get("settings") if isinstance(e.get("settings"), dict) else {}
-        what = [f"{st.get('model', '?')} on {e.get('problems', '?')} {st.get('task', '?')} problems x "
-                f"{e.get('samples', '?')} samples"]
-        what += [f"{k} {st[k]}" for k in ("temperature", "max_new_tokens", "seed") if k in st]
-        if st.get("max_thinking_tokens") is not None:
-            what.append(f"thinking budget {st['max_thinking_tokens']} (forced {st.get('thinking_end', '?')!r})")
-        notes.append(f"<li><b>{html.escape(label)}</b>: {html.escape(', '.join(what))}</li>")
-    return ("<h2>Result: evaluations before and after</h2><div class='result'>" + _table(header, rows) + "</div>"
-            + f"<ul class='meta'>{''.join(notes)}</ul>")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _account(account: dict) -> str:
     from r1lab.cost.account import format_account
 
@@ -380,12 +300,16 @@ def _account(account: dict) -> str:
     for k, v in account.items():
         if isinstance(v, dict):
             flat.update({f"{k}.{sub}": x for sub, x in v.items()})
-    return line + _table(["", "value"], [[html.escape(k), _fmt(v)] for k, v in flat.items()])
+    return line + html_table(["", "value"], [[html.escape(k), _fmt(v)] for k, v in flat.items()])
+
+
+# Unicode's direction overrides and isolates: in model output they would reorder the text a reader sees
+_BIDI = {c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
 
 
 def _sample(row: dict) -> str:
     head = ", ".join(f"{k} {_fmt(row[k])}" for k in ("step", "reward", "correct") if k in row)
-    text = f"{row.get('prompt', '')}{row.get('completion', '')}"
+    text = f"{row.get('prompt', '')}{row.get('completion', '')}".translate(_BIDI)
     return f"<div class='sample'><div class='meta'>{head}</div><pre>{html.escape(text)}</pre></div>"
 
 
@@ -394,7 +318,7 @@ table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;
 td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
 pre{background:#f6f6f6;padding:0.6em;white-space:pre-wrap;word-break:break-all;max-height:24em;overflow:auto}
 .meta{color:#666;font-size:0.9em}figure{margin:0}.row{display:flex;flex-wrap:wrap;gap:0.5em 2em;align-items:flex-start}
-.row h3{margin:0.3em 0 0}.result td,.result th{padding:4px 12px}.result{font-size:1.1em}"""
+.row h3{margin:0.3em 0 0}.result td,.result th{padding:4px 12px}.result{font-size:1.1em}.warn{color:#a30}"""
 
 
 def embedded_figure(caption: str, path) -> str:
@@ -422,7 +346,7 @@ def render_html(runs: list[Run], plots: list[tuple[str, Path]], samples_per_run:
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if evaluations:
         parts.append(render_evaluations(list(evaluations)))
-    parts += ["<h2>Runs</h2>", _table(["run", "directory", "stage", "rows", "last step"], overview)]
+    parts += ["<h2>Runs</h2>", html_table(["run", "directory", "stage", "rows", "last step"], overview)]
     if plots:
         parts.append("<h2>Plots</h2><p class='meta'>Lines from 20 logged points on: centred rolling means over the "
                      "faint per-step values.</p><div class='row'>")
@@ -434,7 +358,7 @@ def render_html(runs: list[Run], plots: list[tuple[str, Path]], samples_per_run:
         parts.append("<h2>Last value of every metric</h2><div class='row'>")
         for group, figures in groups:
             rows = [[html.escape(m)] + [_fmt(v) for v in vs] for m, vs in figures]
-            parts.append(f"<div><h3>{html.escape(group)}</h3>{_table(['metric'] + names, rows)}</div>")
+            parts.append(f"<div><h3>{html.escape(group)}</h3>{html_table(['metric'] + names, rows)}</div>")
         parts.append("</div>")
     for name, run in zip(names, runs):
         parts.append(f"<h2>Run {name}</h2>")
@@ -448,8 +372,21 @@ def render_html(runs: list[Run], plots: list[tuple[str, Path]], samples_per_run:
                          f"{len(run.samples)})</h3>")
             parts += [_sample(row) for row in run.samples[-samples_per_run:]]
         if not (run.metrics or run.config or run.account or run.samples):
-            parts.append("<p>Nothing to report: no metrics.jsonl, config, account.json or samples.jsonl.</p>")
+            parts.append(f"<p>Nothing to report: {html.escape(_nothing(run.path))}</p>")
     return html_page(title, parts)
+
+
+def _nothing(path: Path) -> str:
+    """Why a folder gave nothing, and where its runs are when it holds some (a demo's or a pipeline's folder)."""
+    empty = (path / "metrics.jsonl").is_file()
+    what = ("metrics.jsonl is empty, and there is no config, account.json or samples.jsonl" if empty else
+            "no metrics.jsonl, config, account.json or samples.jsonl")
+    runs = sorted(str(p.parent) for p in path.glob("*/metrics.jsonl"))
+    evals = sorted(str(p) for p in path.glob("eval*.json")) + sorted(str(p) for p in path.glob("eval/*.json"))
+    if not runs:
+        return what + "."
+    return (f"{what}. It holds the runs {', '.join(runs)}" + (f" and the evaluations {', '.join(evals)}" if evals
+            else "") + f": r1lab report {' '.join(runs)}" + "".join(f" --eval {e}" for e in evals))
 
 
 def write_report(run_dirs, out_dir, samples_per_run: int = 6, title: str = "r1lab report",

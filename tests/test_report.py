@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from r1lab.cli import main
+from r1lab.evaluation.table import parse_eval_spec
 from r1lab.report import (CSP, RAW_ALPHA, GROUP_ORDER, final_figures, grouped_figures, load_run, metric_group,
-                          parse_eval_spec, smooth, smooth_window, _figure)
+                          smooth, smooth_window, _figure)
 
 HOSTILE = "<script>document.title='pwned'</script><img src='x' onerror='1'> & </pre>"
 RL_KEYS = ["reward", "acc", "format_rate", "response_len", "response_len_correct", "response_len_wrong", "kl",
@@ -165,7 +166,9 @@ def test_parse_eval_spec():
 
 
 def test_smoothing_keeps_the_raw_points(tmp_path):
-    assert smooth([1, 2, 6, 3], window=3) == pytest.approx([1.5, 3.0, 11 / 3, 4.5])
+    assert smooth([1, 2, 6, 3], window=3) == pytest.approx([1.0, 3.0, 11 / 3, 3.0])
+    line = [0.04 + 0.01 * s for s in range(97)]  # a trend is kept to its ends (a one-sided window lagged it)
+    assert smooth(line) == pytest.approx(line)
     assert smooth([5.0, 1.0]) == [5.0, 1.0]  # under 20 points: left alone
     assert [smooth_window(n) for n in (1, 19, 20, 59, 60, 100)] == [1, 1, 3, 5, 7, 11]
     values = [float(s % 2) for s in range(60)]  # 0, 1, 0, 1: noise around 0.5
@@ -176,6 +179,67 @@ def test_smoothing_keeps_the_raw_points(tmp_path):
     assert len(lines) == 2 and len(raw) == 1 and list(raw[0].get_ydata()) == values
     smoothed = next(ln for ln in lines if ln is not raw[0])
     assert smoothed.get_label() == "reward (smoothed)" and max(abs(v - 0.5) for v in smoothed.get_ydata()[3:-3]) < 0.1
+
+
+def test_the_plots_show_what_a_reader_must_not_miss(tmp_path):
+    """From a review in a browser: NaN / inf steps vanished from the curves; lr was smoothed (step 1 drawn at 7.5e-5
+    for a logged 5e-5) and a flat lr over 1000 steps got an offset axis ("1e-16+1e-4"); the 5th metric of a panel
+    repeated the 1st's line when runs overlay; a run named "_scratch" vanished from the legend and a "$" parsed as
+    mathtext; one step got fractional ticks."""
+    rows = [{"step": s, "loss": float("nan") if s >= 90 else 1.0 / (s + 1), "lr": 1e-4 * min(1.0, (s + 1) / 10),
+             "grad_norm": float("inf") if s == 15 else 1.0} for s in range(100)]
+    write_jsonl(tmp_path / "_scratch" / "metrics.jsonl", rows)
+    write_jsonl(tmp_path / "b$x$" / "metrics.jsonl", rows)
+    runs = [load_run(tmp_path / "_scratch"), load_run(tmp_path / "b$x$")]
+    fig = _figure(runs[:1], "Loss", [("loss",), ("lr",), ("grad_norm",)], tmp_path / "a.png")
+    loss, lr, grad = fig.axes[:3]
+    nan = [ln for ln in loss.get_lines() if "NaN/inf at 10 steps" in ln.get_label()]
+    assert len(nan) == 1 and list(nan[0].get_xdata()) == list(range(90, 100))
+    assert [ln.get_label() for ln in grad.get_lines()] == ["grad_norm: NaN/inf at 1 steps", "grad_norm"]
+    (lr_line,) = lr.get_lines()  # one exact line, no smoothed copy
+    assert list(lr_line.get_ydata()) == [r["lr"] for r in rows] and not lr.yaxis.get_major_formatter().get_useOffset()
+    fig = _figure(runs, "Many", [("loss", "lr", "grad_norm", "x", "y", "z")], tmp_path / "b.png")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "\u200b_scratch: loss: NaN/inf at 10 steps" in labels and any(t.startswith("b\\$x\\$") for t in labels)
+    write_jsonl(tmp_path / "one" / "metrics.jsonl", [{"step": 3, "reward": 0.5}])
+    fig = _figure([load_run(tmp_path / "one")], "One", [("reward",)], tmp_path / "c.png")
+    assert fig.axes[0].get_xlim() == (2, 4)
+    six = [{"step": s, **{f"m{i}": s * i for i in range(6)}} for s in range(40)]
+    write_jsonl(tmp_path / "six" / "metrics.jsonl", six)
+    write_jsonl(tmp_path / "six2" / "metrics.jsonl", six)
+    fig = _figure([load_run(tmp_path / "six"), load_run(tmp_path / "six2")], "Six", [tuple(f"m{i}" for i in range(6))],
+                  tmp_path / "d.png")
+    drawn = [ln for ln in fig.axes[0].get_lines() if ln.get_color() == "C0" and ln.get_alpha() != RAW_ALPHA]
+    assert len({(ln.get_linestyle(), ln.get_marker()) for ln in drawn}) == 6  # six metrics, six looks
+
+
+def test_evaluations_of_other_problems_show_no_change(tmp_path):
+    """A 3-number evaluation beside a 4-number one read as "RL made it worse" (-0.312): the settings lines looked
+    alike. Now the table says which settings differ and has no change column."""
+    from r1lab.evaluation.table import differing, render_evaluations
+
+    a = json.loads(make_eval(tmp_path / "a.json", 0.5, 50.0).read_text())
+    a["settings"]["knobs"] = {"min_numbers": 3}
+    b = json.loads(json.dumps(a))
+    b["settings"]["knobs"] = {"min_numbers": 4}
+    assert differing([a, a]) == [] and differing([a, b]) == ["knobs"]
+    page = render_evaluations([("base", a), ("after RL", b)])
+    assert "differ in knobs: they are not one comparison" in page and "<th>change</th>" not in page
+    assert "knobs {&quot;min_numbers&quot;: 4}" in page  # the differing setting in each settings line
+    assert "<th>change</th>" in render_evaluations([("base", a), ("after RL", a)])
+
+
+def test_a_folder_of_runs_points_at_them_and_model_output_keeps_its_order(tmp_path):
+    from r1lab.report import Run, _sample, render_html
+
+    demo = tmp_path / "demo"
+    write_jsonl(demo / "rl" / "metrics.jsonl", [{"step": 1, "reward": 0.5}])
+    make_eval(demo / "eval_base.json", 0.2, 40.0)
+    page = render_html([load_run(demo)], [])
+    assert f"It holds the runs {demo / 'rl'} and the evaluations {demo / 'eval_base.json'}" in page
+    (demo / "metrics.jsonl").write_text("")
+    assert "metrics.jsonl is empty" in render_html([Run("demo", demo)], [])
+    assert "RTL\\u202eLTR" in _sample({"completion": "RTL\u202eLTR"})  # a direction override shown, not obeyed
 
 
 def test_metric_groups_keep_every_metric(report):

@@ -190,7 +190,7 @@ def test_the_demo_evaluates_under_its_recipes_budget_and_shows_the_cuts(tmp_path
 
 
 def test_the_report_table_shows_the_cut_rate_when_a_budget_was_set():
-    from r1lab.report import eval_rows, render_evaluations
+    from r1lab.evaluation.table import eval_rows, render_evaluations
 
     with_budget = {"pass1": 0.3, "thinking_cut_rate": 0.4,
                    "settings": {"max_thinking_tokens": 480, "thinking_end": "give up</think>"}}

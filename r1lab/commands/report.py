@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from r1lab.report import parse_eval_spec, read_evaluation, write_report
+    from r1lab.evaluation.table import parse_eval_spec, read_evaluation
+    from r1lab.report import write_report
 
     missing = [d for d in args.runs if not Path(d).is_dir()]
     if missing:
