@@ -4,7 +4,7 @@
     r1lab demo --from-scratch       pretrains its own base first (countdown_base_scratch: tiny-1m on 3-number problems
                                     with numbers <= 8), then GRPO and the evaluations on those problems (15-22 minutes)
     r1lab demo --quick              a shortened run (CI); exits 1 unless accuracy rises
-    r1lab demo --r1                 the R1 pipeline instead (`r1lab pipeline --recipe r1_countdown_demo`, ~11 minutes):
+    r1lab demo --r1                 the R1 pipeline instead (`r1lab pipeline --recipe r1_countdown_demo`, ~14 minutes):
                                     R1-Zero teacher -> cold start -> GRPO -> rejection sampling -> SFT, every model
                                     evaluated on the same held-out problems
 
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretrain a base model first (countdown_base_scratch) instead of using the shipped one")
     p.add_argument("--quick", action="store_true", help="a shortened run for CI; fails unless accuracy rises")
     p.add_argument("--r1", action="store_true",
-                   help="the R1 pipeline (cold start, GRPO, rejection sampling, SFT) in ~11 minutes, in OUT/r1")
+                   help="the R1 pipeline (cold start, GRPO, rejection sampling, SFT) in ~14 minutes, in OUT/r1")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
 
 
