@@ -194,18 +194,18 @@ class VLLMBackend:
         self.llm, self.model, self.tokenizer, self.sleeps = llm, model, tokenizer, sleeps
         self.folder = folder  # the TemporaryDirectory vLLM was built from, deleted with the backend
         self.asleep = False
-        self.max_positions = getattr(model.config, "max_position_embeddings", None)  # vLLM's max_model_len
 
     def check_room(self, ids: list[list[int]], params: SamplingParams) -> None:
         """ValueError, as the engine's, for a prompt + max_new_tokens past the model's positions (vLLM would cut the
         row at its max_model_len, short of max_new_tokens, and call it "length"). Under a thinking budget with
         log-probs one more position is needed: forced tokens that end a row are scored by a 1-token run after it."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)  # vLLM's max_model_len
         extra = int(params.logprobs and params.max_thinking_tokens is not None)
         longest = max(map(len, ids), default=0)
-        if self.max_positions is not None and longest + params.max_new_tokens + extra > self.max_positions:
+        if limit is not None and longest + params.max_new_tokens + extra > limit:
             why = " and one more for the log-probs of a thinking budget's forced tokens" if extra else ""
             raise ValueError(f"prompt ({longest}) + max_new_tokens ({params.max_new_tokens}){why} exceeds the "
-                             f"model's {self.max_positions} positions")
+                             f"model's {limit} positions")
 
     def generate(self, prompts: list[str] | list[list[int]], params: SamplingParams) -> list[Completion]:
         import vllm

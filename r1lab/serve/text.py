@@ -68,7 +68,7 @@ class CompletionText:
 
     def __init__(self, tokenizer, stop: list[str], split: bool = True, opened: bool = True):
         self.text = TextStream(tokenizer, stop)
-        self.split, self.opened = split, opened
+        self.opened = opened
         self.head: str | None = "" if split else None  # the reply's start while it may still open <think>
         self.splitter: StreamSplitter | None = None  # once the reply is known to think
         self.reasoning = self.content = ""
