@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from r1lab.engine.decode import SharedPrefix, has_hooks
-from r1lab.engine.engine import (Completion, Engine, Event, ForceFn, SamplingParams, completion_text, eval_mode,
-                                 finish_reason, stop_window)
+from r1lab.engine.engine import (Completion, Engine, Event, ForceFn, SamplingParams, check_room, completion_text,
+                                 eval_mode, finish_reason, stop_window)
 from r1lab.engine.forcing import request_budget
 from r1lab.engine.kvcache import cat_caches, map_cache, new_cache
 from r1lab.engine.sampling import sample
@@ -75,10 +75,7 @@ class EngineBatch:
             raise ValueError("empty prompt: a row needs at least one token")
         if min(prompt_ids) < 0 or max(prompt_ids) >= self.engine.vocab_size:
             raise ValueError(f"prompt token ids must be in [0, {self.engine.vocab_size})")
-        limit = self.engine.max_positions
-        if limit is not None and len(prompt_ids) + params.max_new_tokens > limit:
-            raise ValueError(f"prompt ({len(prompt_ids)}) + max_new_tokens ({params.max_new_tokens}) exceeds the "
-                             f"model's {limit} positions")
+        check_room(len(prompt_ids), params, self.engine.max_positions)
         if params.max_thinking_tokens is not None:
             if forced is not None:
                 raise ValueError("a request takes a thinking budget (max_thinking_tokens) or a forced-token hook, "

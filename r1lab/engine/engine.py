@@ -213,6 +213,14 @@ class Engine:
             return self.lean_step(ids, attn, pos, cache, shared)
 
 
+def check_room(prompt_len: int, params: SamplingParams, limit: int | None, extra: int = 0, why: str = "") -> None:
+    """ValueError when a prompt of prompt_len tokens, params.max_new_tokens and `extra` positions (what `why` says
+    they are for) pass the model's `limit` positions (None: no limit). Both backends check with it."""
+    if limit is not None and prompt_len + params.max_new_tokens + extra > limit:
+        raise ValueError(f"prompt ({prompt_len}) + max_new_tokens ({params.max_new_tokens}){why} exceeds the model's "
+                         f"{limit} positions")
+
+
 def eos_token_ids(model, tokenizer) -> set[int]:
     """The ids that end a row: the tokenizer's EOS and the model's generation config's (one id or a list)."""
     eos = getattr(model.generation_config, "eos_token_id", None) if hasattr(model, "generation_config") else None

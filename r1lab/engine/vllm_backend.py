@@ -101,7 +101,7 @@ from pathlib import Path
 
 import torch
 
-from r1lab.engine.engine import Completion, SamplingParams, eos_token_ids, row_seed
+from r1lab.engine.engine import Completion, SamplingParams, check_room, eos_token_ids, row_seed
 from r1lab.engine.runs import Run, RunOut, generate_in_runs
 from r1lab.prompts import encode
 
@@ -199,13 +199,10 @@ class VLLMBackend:
         """ValueError, as the engine's, for a prompt + max_new_tokens past the model's positions (vLLM would cut the
         row at its max_model_len, short of max_new_tokens, and call it "length"). Under a thinking budget with
         log-probs one more position is needed: forced tokens that end a row are scored by a 1-token run after it."""
-        limit = getattr(self.model.config, "max_position_embeddings", None)  # vLLM's max_model_len
         extra = int(params.logprobs and params.max_thinking_tokens is not None)
-        longest = max(map(len, ids), default=0)
-        if limit is not None and longest + params.max_new_tokens + extra > limit:
-            why = " and one more for the log-probs of a thinking budget's forced tokens" if extra else ""
-            raise ValueError(f"prompt ({longest}) + max_new_tokens ({params.max_new_tokens}){why} exceeds the "
-                             f"model's {limit} positions")
+        check_room(max(map(len, ids), default=0), params,
+                   getattr(self.model.config, "max_position_embeddings", None),  # vLLM's max_model_len
+                   extra, " and one more for the log-probs of a thinking budget's forced tokens" if extra else "")
 
     def generate(self, prompts: list[str] | list[list[int]], params: SamplingParams) -> list[Completion]:
         import vllm

@@ -78,7 +78,8 @@ def collect_rollouts(step: int, backend, task, pool, cfg: RLConfig, algo: algos.
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 seed=(base + rank * per_rank * G * GOLDEN) % 2**63, logprobs=logprobs,
                                 **thinking_budget(cfg))
-        completions = backend.generate([render(task, ex, cfg.template, tokenizer) for ex in examples], params)
+        prompts = [render(task, ex, cfg.template, tokenizer) for ex in batch]  # once a prompt, not once a sample
+        completions = backend.generate([p for p in prompts for _ in range(G)], params)
         kept.sampled += [(len(c.prompt_ids), len(c.token_ids)) for c in completions]
         scores, rewards = score_rollouts(task, examples, completions, cfg, algo)
         stats["groups_sampled"] += len(batch)
