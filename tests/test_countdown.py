@@ -275,6 +275,30 @@ def test_impossible_request_raises_instead_of_looping():
         cd.generate(50, 0, min_numbers=3, max_numbers=3, max_number=1, max_target=3)
 
 
+def test_a_negative_target_may_be_written_after_the_expression():
+    # before: "... = -12" was graded wrong although the knobs allow min_target < 0
+    row = cd.generate(1, 0, "test", min_target=-20, max_target=-1)[0]
+    found = cd.solve(row["nums"], row["target"])
+    assert cd.score(f"x</think> <answer>{found} = {row['target']}</answer>", row).correct
+    assert cd.score(f"x</think> <answer>{found} = \u2212{-row['target']}</answer>", row).correct
+    assert not cd.score(f"x</think> <answer>{found} = {-row['target']}</answer>", row).correct
+    assert not cd.score(f"x</think> <answer>{found} = - {-row['target']}</answer>", row).correct
+
+
+def test_the_prompt_says_every_number_is_used():
+    # the verifier requires every number; TinyZero's "can only be used once" reads as "at most once"
+    assert "each number must be used exactly once" in cd.question(EX)
+
+
+def test_whole_number_knobs_refuse_fractions():
+    from r1lab.tasks import get_task, parse_knobs
+    assert parse_knobs(cd, "max_number=12.0") == {"max_number": 12}
+    with pytest.raises(ValueError, match="'max_number' takes a whole number"):
+        parse_knobs(cd, "max_number=12.5")
+    with pytest.raises(ValueError, match="'max_depth' takes a whole number"):  # nested without end before
+        parse_knobs(get_task("logic"), "max_depth=2.5")
+
+
 # --- loading -----------------------------------------------------------------------------------------------------
 
 def test_load_jsonl(tmp_path):

@@ -201,6 +201,25 @@ def test_load_jsonl_fixture(tmp_path):
         task.load(path)
 
 
+def test_load_a_json_array_and_a_snapshot_with_two_configurations(tmp_path):
+    array = tmp_path / "gsm8k.json"
+    array.write_text(json.dumps(FIXTURE, indent=1))
+    assert task.load(array) == FIXTURE  # before: "invalid JSON (Expecting value at column 2)"
+    array.write_text(json.dumps([FIXTURE[0], 7]))
+    with pytest.raises(ValueError, match=r"gsm8k\.json row 2: expected a JSON object, got int"):
+        task.load(array)
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    snapshot = tmp_path / "snapshot"  # openai/gsm8k as downloaded: main/ and socratic/ side by side
+    for config in ("main", "socratic"):
+        (snapshot / config).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(FIXTURE), snapshot / config / "test-00000-of-00001.parquet")
+    assert task.load(snapshot) == FIXTURE  # before: every problem twice
+    from r1lab.tasks.common import load_rows
+    with pytest.raises(ValueError, match="test files in 2 folders .* each a configuration of one dataset"):
+        load_rows(snapshot, ("question",))
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pyarrow") or importlib.util.find_spec("pandas"),
                     reason="pyarrow/pandas installed: the missing-library error cannot happen")
 def test_load_parquet_without_pyarrow_says_so(tmp_path):

@@ -229,3 +229,57 @@ def test_load_reads_kk_rows(tmp_path):
     path.write_text(json.dumps({**kk, "solution": [True]}) + "\n")
     with pytest.raises(ValueError, match=r"\.jsonl:1: "):
         lg.load(path)
+
+
+# --- the generator's identity: one puzzle, one split ------------------------------------------------------------
+
+def _relabelled(statements, order):
+    """The puzzle with person order[k] listed k-th."""
+    position = {person: k for k, person in enumerate(order)}
+
+    def move(s):
+        return [s[0], position[s[1]]] if s[0] in ("telling-truth", "lying") else [s[0]] + [move(x) for x in s[1:]]
+    return [move(statements[person]) for person in order]
+
+
+def test_canonical_form_ignores_the_order_of_people_and_operands():
+    import random
+    rng = random.Random(0)
+    for row in lg.generate(100, 0, "train", max_depth=3, max_width=4):
+        st = row["statements"]
+        for _ in range(3):
+            order = list(range(len(st)))
+            rng.shuffle(order)
+            assert lg.canonical_form(_relabelled(st, order)) == lg.canonical_form(st)
+    # up to SEMANTIC_PEOPLE, meaning decides: "if Zoey is a knight then Oliver is a knave" is "Zoey is a knave or
+    # Oliver is a knave"; past it, wording does, but not the order of commutative operands
+    if_then = [["lying", 1], ["->", ["telling-truth", 0], ["lying", 1]]]
+    either = [["lying", 1], ["or", ["lying", 0], ["lying", 1]]]
+    assert lg.canonical_form(if_then) == lg.canonical_form(either)
+    assert lg.canonical_form(if_then) != lg.canonical_form([["lying", 1], ["and", ["lying", 0], ["lying", 1]]])
+    rest = [["telling-truth", 0], ["lying", 1], ["telling-truth", 2], ["lying", 3]]
+    five = [["and", ["lying", 0], ["telling-truth", 1]]] + rest
+    assert lg.canonical_form(five) == lg.canonical_form([["and", ["telling-truth", 1], ["lying", 0]]] + rest)
+    assert lg.canonical_form(five) != lg.canonical_form([["->", ["lying", 0], ["telling-truth", 1]]] + rest)
+    assert lg.canonical_form(five) != lg.canonical_form([["->", ["telling-truth", 1], ["lying", 0]]] + rest)
+
+
+def test_train_and_test_share_no_puzzle_even_with_its_people_reordered():
+    # before: the split hashed person indices, and 14 of 31 two-person test puzzles had a twin in train (51 of
+    # 300 test puzzles meant what a train puzzle meant)
+    train = {lg.canonical_form(r["statements"]) for r in lg.generate(2000, 0, "train")}
+    test = lg.generate(300, 1, "test")
+    assert sum(lg.canonical_form(r["statements"]) in train for r in test) == 0
+    twins = [_relabelled(r["statements"], list(range(len(r["names"])))[::-1]) for r in test]
+    assert sum(lg.canonical_form(t) in train for t in twins) == 0
+
+
+def test_no_statement_fixes_its_speaker_without_reasoning():
+    # before: 36% of puzzles held a statement like "Avery is a knave if and only if Avery is a knight"
+    for row in lg.generate(150, 3, "test", max_depth=3, max_width=4) + lg.generate(150, 3, "test"):
+        n = len(row["statements"])
+        for s in row["statements"]:
+            assert lg._truth(s, n) not in (0, (1 << 2**n) - 1), s
+            if s[0] not in ("telling-truth", "lying"):
+                leaves = [x[1] for x in s[1:] if x[0] in ("telling-truth", "lying")]
+                assert len(leaves) == len(set(leaves)), s

@@ -106,8 +106,27 @@ def test_load_fills_answer_from_solution(tmp_path):
     assert rows[0] == HALF and rows[1]["answer"] == "5"
     assert len(task.load(path, limit=1)) == 1
     path.write_text(json.dumps({"problem": "p", "solution": "no boxed answer"}) + "\n")
+    with pytest.raises(ValueError, match=r"no usable row; .*\.jsonl:1: its solution has no \\boxed\{\} answer"):
+        task.load(path)
+    path.write_text(json.dumps({"problem": "p"}) + "\n")
     with pytest.raises(ValueError, match=r"\.jsonl:1: missing field 'answer'"):
         task.load(path)
+
+
+def test_load_reads_upstream_math_solutions(tmp_path, capsys):
+    # MATH train as shipped: train/algebra/24014 ends "$\boxed 2$" (no braces), a few end in an empty \boxed{};
+    # before, the first stopped the whole load and an earlier braced box won over a later bare one
+    rows = [{"problem": "a", "solution": "So $x=\\boxed{3}$."},
+            {"problem": "b", "solution": "Hence our answer is $\\boxed 2$."},
+            {"problem": "c", "solution": "First $y=\\boxed{4}$; the answer is $\\boxed 9$."},
+            {"problem": "d", "solution": "So it is $\\boxed{}$."},
+            {"problem": "e", "solution": "Not $\\boxed 7$ but $\\boxed{\\frac{1}{2}}$."}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = task.load(path, split="train")
+    assert [r["answer"] for r in loaded] == ["3", "2", "9", "\\frac{1}{2}"]
+    assert "skipped 1 of 5 rows that have no reference answer, first " in capsys.readouterr().err
+    assert task.score("x</think> <answer>9</answer>", loaded[2]).correct
 
 
 # Hostile answers against HALF (1/2). Each returns a Score within the bound; none is evaluated by Python.
@@ -270,7 +289,9 @@ def test_many_threads_each_return_within_their_bound():
         got = list(pool.map(lambda i: _timed_call(30 if i % 4 == 0 else 0.01, 1.0), range(32)))
     assert [r for r, _ in got] == ["late" if i % 4 == 0 else None for i in range(32)]
     assert max(dt for _, dt in got) < 1.0 + THREAD_SLACK_S
-    assert max(dt for i, (_, dt) in enumerate(got) if i % 4) < 0.5  # nobody waited for the hung calls
+    # nobody waited for the hung calls: that takes their whole 1.0 s bound (0.5 here failed once at 0.59 s, with
+    # two other test runs on the 2 cores spawning workers)
+    assert max(dt for i, (_, dt) in enumerate(got) if i % 4) < 1.0
 
 
 def test_the_wait_for_a_worker_counts_in_the_bound(monkeypatch):

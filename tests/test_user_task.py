@@ -59,11 +59,13 @@ def test_the_example_loads_once_by_any_path_and_grades(monkeypatch):
     assert task.score("2, 5, 9", ex) == Score(0.0, False, False, None)  # no </think>: still thinking
     assert task.answer_key(completion("2, 5, 9"), ex) == task.answer_key(completion("2,5,9"), ex) == "2,5,9"
     assert task.difficulty(ex) == "3 numbers"
-    assert task.prompt(ex, "short") == render_prompt("Sort 5, 2, 9 from smallest to largest.", "short")
+    assert task.prompt(ex, "short") == render_prompt("Sort 5, 2, 9 from smallest to largest. Answer with the sorted "
+                                                     "numbers, separated by commas.", "short")
+    assert task.score(completion("[2 5 9]"), ex).correct and not task.score(completion("2 and 5 and 9"), ex).correct
     knobs = parse_knobs(task, "max_count=4,max_value=20")
     train, test = task.generate(60, 0, "train", **knobs), task.generate(20, 0, "test", **knobs)
     assert all(3 <= len(r["numbers"]) <= 4 and max(r["numbers"]) <= 20 for r in train + test)
-    assert not {tuple(r["numbers"]) for r in train} & {tuple(r["numbers"]) for r in test}
+    assert not {tuple(sorted(r["numbers"])) for r in train} & {tuple(sorted(r["numbers"])) for r in test}
     with pytest.raises(ValueError, match="sort_numbers has no knob 'digits'"):
         parse_knobs(task, "digits=3")
 

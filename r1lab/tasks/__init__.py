@@ -83,8 +83,8 @@ def parse_knobs(task, items: str | list[str]) -> dict:
     """Generator keyword arguments from "k=v,k=v" or ["k=v", ...], checked against task.generate's signature.
 
     parse_knobs(countdown, "max_numbers=3,max_number=12") == {"max_numbers": 3, "max_number": 12}
-    An unknown knob, a missing "=", or text for a numeric knob is a ValueError that names the knob and lists the
-    valid ones with their defaults.
+    An unknown knob, a missing "=", text for a numeric knob or a fraction for a whole-number one is a ValueError
+    that names the knob and lists the valid ones with their defaults; "2.0" for a whole-number knob is 2.
     """
     pairs = [s for s in items.split(",")] if isinstance(items, str) else list(items)
     valid = knob_defaults(task) if pairs and any(p.strip() for p in pairs) else {}
@@ -100,5 +100,9 @@ def parse_knobs(task, items: str | list[str]) -> dict:
         value, default = parse_value(text), valid[name]
         if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
             raise ValueError(f"knob {name!r} takes a number (default {default}), got {text.strip()!r}")
+        if type(default) is int and type(value) is float:  # max_depth=2.5 made logic nest without end
+            if not value.is_integer():
+                raise ValueError(f"knob {name!r} takes a whole number (default {default}), got {text.strip()!r}")
+            value = int(value)
         knobs[name] = value
     return knobs

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,20 +108,23 @@ def generate_distinct(n: int, split: str, keys: tuple[str, ...], draw, build, wh
     return rows
 
 
+class SkipRow(ValueError):
+    """Raised by a loader's fix(row) for a row the dataset itself leaves without a reference answer (a few MATH
+    solutions end in an empty \\boxed{}): load_rows drops it and says how many it dropped."""
+
+
 def load_rows(source: str | Path, fields: tuple[str, ...], split: str = "test", limit: int | None = None,
               hub_config: str | None = None, fix=None) -> list[dict]:
-    """Rows of a JSONL or Parquet file, or of a folder holding `{split}.jsonl` / `{split}*.parquet` (the Hugging
-    Face layout), each checked to have `fields`. Anything else that reads as a hub id ("org/name") is loaded from
-    the Hugging Face hub (load_hub; `hub_config` names its configuration).
+    """Rows of a JSONL, JSON-array or Parquet file, or of a folder holding `{split}.jsonl` / `{split}*.parquet`
+    (the Hugging Face layout; _split_files), each checked to have `fields`. Anything else that reads as a hub id
+    ("org/name") is loaded from the Hugging Face hub (load_hub; `hub_config` names its configuration).
 
-    fix(row) normalises a row in place (a task's types) and raises ValueError for a row it cannot use. Every error
-    names where the row came from: FILE:LINE for JSONL, FILE row N (1-based) for Parquet and hub datasets."""
+    fix(row) normalises a row in place (a task's types) and raises ValueError for a row it cannot use, or SkipRow
+    for one to drop with a warning (an error if it drops every row). Every error names where the row came from:
+    FILE:LINE for JSONL, FILE row N (1-based) for JSON arrays, Parquet and hub datasets."""
     path = Path(source)
     if path.is_dir():
-        found = sorted(path.glob(f"{split}.jsonl")) + sorted(path.glob(f"**/{split}*.parquet"))
-        if not found:
-            raise FileNotFoundError(f"{source}: no {split}.jsonl or {split}*.parquet in this folder")
-        located = [item for p in found for item in _read_file(p)]
+        located = [item for p in _split_files(path, split, hub_config) for item in _read_file(p)]
     elif path.is_file():
         located = _read_file(path)
     elif _looks_local(str(source)):
@@ -128,6 +132,7 @@ def load_rows(source: str | Path, fields: tuple[str, ...], split: str = "test", 
     else:
         located = [(f"{source} row {k}", row) for k, row in enumerate(load_hub(str(source), split, limit, hub_config), 1)]
     located = located[:limit] if limit is not None else located
+    kept, skipped = [], []
     for where, row in located:
         missing = [f for f in fields if f not in row]
         if missing:
@@ -135,9 +140,34 @@ def load_rows(source: str | Path, fields: tuple[str, ...], split: str = "test", 
         if fix is not None:
             try:
                 fix(row)
+            except SkipRow as e:
+                skipped.append(f"{where}: {e}")
+                continue
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{where}: {e}") from None
-    return [row for _, row in located]
+        kept.append(row)
+    if skipped and not kept:
+        raise ValueError(f"{source}: no usable row; {skipped[0]}")
+    if skipped:
+        print(f"warning: {source}: skipped {len(skipped)} of {len(located)} rows that have no reference answer, "
+              f"first {skipped[0]}", file=sys.stderr)
+    return kept
+
+
+def _split_files(folder: Path, split: str, config: str | None) -> list[Path]:
+    """The files of `split` in a folder: {split}.jsonl, or {split}*.parquet anywhere below. A snapshot of a hub
+    dataset with several configurations (openai/gsm8k: main/ and socratic/) holds each problem once per
+    configuration: the one named `config` is read, and without one the folder is refused."""
+    found = sorted(folder.glob(f"{split}.jsonl")) + sorted(folder.glob(f"**/{split}*.parquet"))
+    if not found:
+        raise FileNotFoundError(f"{folder}: no {split}.jsonl or {split}*.parquet in this folder")
+    groups = sorted({p.parent for p in found})
+    if len(groups) == 1:
+        return found
+    if config is not None and folder / config in groups:
+        return [p for p in found if p.parent == folder / config]
+    raise ValueError(f"{folder}: {split} files in {len(groups)} folders ({', '.join(str(g) for g in groups)}), "
+                     "each a configuration of one dataset; give one of them")
 
 
 def _looks_local(source: str) -> bool:
@@ -147,7 +177,17 @@ def _looks_local(source: str) -> bool:
 
 
 def _read_file(path: Path) -> list[tuple[str, dict]]:
-    """(where, row) for each row of a JSONL or Parquet file; where is FILE:LINE or FILE row N."""
+    """(where, row) for each row of a JSONL or Parquet file, or of a .json file holding one JSON array of objects;
+    where is FILE:LINE or FILE row N."""
+    if path.suffix == ".json" and path.read_bytes().lstrip()[:1] == b"[":
+        try:
+            rows = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"{path}: not a JSON array of objects nor JSONL ({str(e)[:80]})") from None
+        for k, row in enumerate(rows, 1):
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} row {k}: expected a JSON object, got {type(row).__name__}")
+        return [(f"{path} row {k}", row) for k, row in enumerate(rows, 1)]
     if path.suffix != ".parquet":
         return [(f"{path}:{lineno}", row) for lineno, row in read_jsonl_numbered(path)]
     try:

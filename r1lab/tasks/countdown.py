@@ -26,10 +26,13 @@ FIELDS = ("nums", "target")
 
 QUESTION = (
     "Using the numbers {nums}, create an equation that equals {target}. You can use basic arithmetic operations "
-    "(+, -, *, /) and each number can only be used once. Show your work in <think> </think> tags and return the "
-    "final equation in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
+    "(+, -, *, /) and each number must be used exactly once. Show your work in <think> </think> tags and return "
+    "the final equation in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
 )
-# The "short" template is for tiny character-level models, where every prompt character costs compute.
+# TinyZero's wording, "each number can only be used once", read as "at most once", lets a subset solve the problem,
+# which the verifier (like TinyZero's) grades wrong: 192 of 500 recipe problems have a subset solution.
+# The "short" template is for tiny character-level models, where every prompt character costs compute; r1lab's
+# base learnt from its corpus that every number is used, and the wording it was pretrained on stays.
 SHORT_QUESTION = "Using the numbers {nums}, create an equation that equals {target}."
 
 MAX_EXPR_CHARS = 200
@@ -37,7 +40,7 @@ MAX_NODES = 64  # a 6-number answer has 11 nodes
 MAX_MAGNITUDE = 10**18  # bound on |numerator| and denominator of every value; 1000**6 still fits
 MAX_NUMBERS = 6
 _EXPR_CHARS = re.compile(r"[0-9+\-*/() \t\n]+")  # ASCII only: int() would also take '٣' or '３'
-_TARGET = re.compile(r"\s*[0-9]{1,19}\s*")
+_TARGET = re.compile(r"\s*-?[0-9]{1,19}\s*")
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _ASCII_OPS = str.maketrans({**dict.fromkeys(MINUS_SIGNS, "-"), "\u00d7": "*", "\u00f7": "/"})
 
@@ -300,8 +303,8 @@ def _identity(nums, target) -> dict:
 def generate(n: int, seed: int, split: str = "train", min_numbers: int = 3, max_numbers: int = 4,
              max_number: int = 100, min_target: int = 1, max_target: int = 100) -> list[dict]:
     """n distinct solvable instances of `split`: a size uniform in [min_numbers, max_numbers], numbers uniform in
-    [1, max_number], target uniform in [min_target, max_target], kept when solve() finds a solution and the content
-    hash lands in `split`.
+    [1, max_number], target drawn uniformly from [min_target, max_target], kept when solve() finds a solution and
+    the content hash lands in `split`. Small targets are solvable from more draws, so the kept ones lean small.
 
     The size is drawn first and kept until an instance of that size is accepted, so sizes are equally likely.
     (Drawing it afresh with every try lets the solvability filter pick it: 3 numbers reach far fewer targets

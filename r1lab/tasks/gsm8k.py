@@ -10,6 +10,7 @@ MAX_COMPLETION_CHARS, so no timeout is needed.
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 from r1lab.tasks.common import Score, combine, load_rows, render_messages, render_prompt
 from r1lab.tasks.extract import MAX_ANSWER_CHARS, extract_answer, parse_number, to_number
@@ -82,7 +83,7 @@ def difficulty(example: dict) -> str:
 def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
     """GSM8K rows from a JSONL or Parquet file (split is then ignored), a folder of them, or a Hugging Face id
     (openai/gsm8k, config "main"; needs the `datasets` library and network access)."""
-    config = HF_CONFIG if str(source).rstrip("/").endswith("gsm8k") else None
+    config = HF_CONFIG if str(source).rstrip("/").endswith("gsm8k") or Path(source).is_dir() else None
     return load_rows(source, FIELDS, split, limit, hub_config=config, fix=_fix)
 
 

@@ -16,6 +16,7 @@ import json
 import random
 import re
 from functools import lru_cache
+from itertools import permutations, product
 
 from r1lab.tasks.common import Score, combine, generate_distinct, load_rows, render_messages, render_prompt
 from r1lab.tasks.format import parse_completion
@@ -38,7 +39,9 @@ MAX_PEOPLE = 8
 MAX_ANSWER_CHARS = 2_000
 _SPLIT = re.compile(r"[\n;,]|\band\b", re.I)
 _CLAUSE = re.compile(r"(?:\(?[0-9]{1,2}[).:]|[-*])?\s*([A-Za-z]+)\s+is\s+an?\s+(knight|knave)\s*\.?", re.I | re.A)
-_KEY = ("statements",)  # what defines a puzzle, for ids and the train/test split
+_KEY = ("canonical",)  # what defines a generated puzzle, for ids and the train/test split: canonical_form()
+_COMMUTATIVE = ("and", "or", "<=>")
+SEMANTIC_PEOPLE = 4  # puzzles of up to this many people are told apart by meaning, not wording: canonical_form
 
 
 # --- the solver: truth tables as bitsets over all 2^n assignments ------------------------------------------------
@@ -148,15 +151,97 @@ def answer_key(completion, example) -> str | None:
 
 # --- the generator -----------------------------------------------------------------------------------------------
 
-def _random_statement(rng: random.Random, n: int, depth: int, width: int, speaker: int | None = None) -> list:
+def _shape(statement, labels, mark: int | None = None) -> str:
+    """A statement as text with person j written as labels[j] (person `mark` as "*"), the operands of and / or /
+    <=> sorted: "A and B" and "B and A" read alike."""
+    op, args = statement[0], statement[1:]
+    if op in ("telling-truth", "lying"):
+        return f"{op[0]}{'*' if args[0] == mark else labels[args[0]]}"
+    parts = [_shape(s, labels, mark) for s in args]
+    return f"{op}({','.join(sorted(parts) if op in _COMMUTATIVE else parts)})"
+
+
+def _people(statement) -> set[int]:
+    return {statement[1]} if statement[0] in ("telling-truth", "lying") else set().union(*map(_people, statement[1:]))
+
+
+def _relabel(statement, position: dict[int, int]) -> list:
+    if statement[0] in ("telling-truth", "lying"):
+        return [statement[0], position[statement[1]]]
+    return [statement[0]] + [_relabel(s, position) for s in statement[1:]]
+
+
+def canonical_form(statements) -> str:
+    """The puzzle up to the order of its people: the same text for every relabelling, so a puzzle whose people are
+    merely listed in another order cannot land in train and test both.
+
+    Up to SEMANTIC_PEOPLE people it is what each person's statement means (its truth table), the least over all
+    orderings: two people make only about a hundred different puzzles, so wording alone ("if A then B" / "A is a
+    knave or B is a knight") must not tell a test puzzle from its train twin. Past that, wordings rarely meet, and
+    it is the statements' text with the operands of and / or / <=> sorted: people are first told apart by what
+    they say and what is said of them (colour refinement, invariant under relabelling), then the least text over
+    the orderings that keep those colours in order, usually one or a few, not n!.
+
+    >>> canonical_form([["lying", 1], ["telling-truth", 0]]) == canonical_form([["telling-truth", 1], ["lying", 0]])
+    True
+    """
+    n = len(statements)
+    if n <= SEMANTIC_PEOPLE:
+        tables = []
+        for order in permutations(range(n)):
+            position = {person: k for k, person in enumerate(order)}
+            tables.append(tuple(_truth(_relabel(statements[i], position), n) for i in order))
+        return f"tables{min(tables)}"
+    mentions = [_people(s) for s in statements]
+    colour = [0] * n
+    for _ in range(n):
+        labels = [f"c{c}" for c in colour]
+        sigs = [(colour[i], _shape(statements[i], labels, mark=i),
+                 sorted(_shape(statements[j], labels, mark=i) for j in range(n) if j != i and i in mentions[j]))
+                for i in range(n)]
+        ranks = {sig: k for k, sig in enumerate(sorted(set(map(repr, sigs))))}
+        refined = [ranks[repr(sig)] for sig in sigs]
+        if len(set(refined)) == len(set(colour)):
+            break  # stable: each round only splits classes
+        colour = refined
+    classes = [[i for i in range(n) if colour[i] == c] for c in sorted(set(colour))]
+    best = None
+    for ordering in product(*(permutations(c) for c in classes)):
+        order = [i for part in ordering for i in part]
+        position = {person: k for k, person in enumerate(order)}
+        labels = [str(position[j]) for j in range(n)]
+        text = "|".join(_shape(statements[i], labels) for i in order)
+        best = text if best is None or text < best else best
+    return best
+
+
+def _degenerate(statement, n: int) -> bool:
+    """Whether a statement is always true or always false ("Avery is a knave if and only if Avery is a knight"),
+    or a connective names one person twice among its own leaves ("Ava is a knight or Ava is a knight")."""
+    table = _truth(statement, n)
+    if table in (0, (1 << 2**n) - 1):
+        return True
+    if statement[0] in ("telling-truth", "lying"):
+        return False
+    leaves = [s[1] for s in statement[1:] if s[0] in ("telling-truth", "lying")]
+    return len(leaves) != len(set(leaves)) or any(_degenerate(s, n) for s in statement[1:])
+
+def _random_statement(rng: random.Random, n: int, depth: int, width: int, speaker: int | None = None,
+                      avoid: frozenset = frozenset()) -> list:
     """A leaf ("j is a knight/knave") or a connective over smaller statements. A top-level leaf is about someone
-    else: "I am a knight" says nothing and "I am a knave" cannot be said."""
+    else: "I am a knight" says nothing and "I am a knave" cannot be said. The leaves of one connective name
+    different people ("Ava is a knight or Ava is a knave" is no statement), so and/or take at most n operands."""
     if depth == 1 or rng.random() < 0.4:
-        target = rng.choice([j for j in range(n) if j != speaker] if n > 1 else [0])
+        target = rng.choice([j for j in range(n) if j != speaker and j not in avoid] or [0])
         return [rng.choice(["telling-truth", "lying"]), target]
     op = rng.choice(["and", "or", "->", "<=>"])
-    k = rng.randint(2, width) if op in ("and", "or") else 2
-    return [op] + [_random_statement(rng, n, depth - 1, width) for _ in range(k)]
+    k = rng.randint(2, min(width, n)) if op in ("and", "or") else 2
+    parts, named = [], set()
+    for _ in range(k):
+        parts.append(_random_statement(rng, n, depth - 1, width, avoid=frozenset(named)))
+        if parts[-1][0] in ("telling-truth", "lying"):
+            named.add(parts[-1][1])
+    return [op] + parts
 
 
 def _say(statement, names: list[str]) -> str:
@@ -192,7 +277,9 @@ def generate(n: int, seed: int, split: str = "train", min_people: int = 2, max_p
              max_depth: int = 2, max_width: int = 2) -> list[dict]:
     """n distinct puzzles of `split` with exactly one solution. Statements nest up to max_depth levels deep
     (2: a connective over "j is a knight/knave" leaves), and/or take up to max_width operands. Instances are told
-    apart, and split, by their statements alone, so renaming the people cannot carry a test puzzle into train.
+    apart, and split, by canonical_form(statements): neither the names, the order of the people nor the order of
+    commutative operands can carry a test puzzle into train. No statement is always true or always false, and no
+    connective names one person twice among its leaves: such a statement fixes its speaker without reasoning.
 
     subtle: with leaves alone ("i says j is a knight") every constraint reads role_i == role_j or role_i != role_j,
     so flipping everyone is a second solution; uniqueness needs a connective, hence max_depth >= 2."""
@@ -205,9 +292,11 @@ def generate(n: int, seed: int, split: str = "train", min_people: int = 2, max_p
     def draw():
         k = rng.randint(min_people, max_people)
         statements = [_random_statement(rng, k, max_depth, max_width, speaker=i) for i in range(k)]
-        return {"statements": statements}, statements
+        return {"canonical": canonical_form(statements)}, statements
 
     def build(statements) -> dict | None:
+        if any(_degenerate(s, len(statements)) for s in statements):
+            return None
         solutions = solve(statements)
         if len(solutions) != 1:
             return None

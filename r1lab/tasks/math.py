@@ -40,7 +40,7 @@ from math_verify import parse, verify
 from sympy.core.function import UndefinedFunction
 from sympy.matrices import MatrixBase
 
-from r1lab.tasks.common import Score, ascii_minus, combine, load_rows, render_messages, render_prompt
+from r1lab.tasks.common import Score, SkipRow, ascii_minus, combine, load_rows, render_messages, render_prompt
 from r1lab.tasks.extract import MAX_ANSWER_CHARS, NOT_UNITS, extract_answer, last_boxed, parse_number
 from r1lab.tasks.verify_timeout import call_bounded
 
@@ -91,17 +91,31 @@ _PLAIN_FUNCTIONS = (sympy.sin, sympy.cos, sympy.tan, sympy.cot, sympy.sec, sympy
 _FACTORIAL_LIKE = (sympy.factorial, sympy.factorial2, sympy.subfactorial, sympy.gamma, sympy.RisingFactorial,
                    sympy.FallingFactorial)
 _UNEVALUATED = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit, sympy.Derivative)
+# A box without braces, as a few MATH solutions end ("$\boxed 2$", train/algebra/24014): the token after it
+_BARE_BOX = re.compile(r"\\(?:boxed|fbox)\s+([^\s${}\\]+)")
+_BRACED_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def gold(example) -> str | None:
-    """The reference answer: `answer`, else the last \\boxed{} of `solution`; None when there is neither."""
+    """The reference answer: `answer`, else the last \\boxed{} of `solution` (or a last bare "\\boxed 2"); None when
+    there is neither."""
     if not isinstance(example, dict):
         return None
     answer = example.get("answer")
     if isinstance(answer, str) and answer.strip():
         return answer.strip()
     solution = example.get("solution")
-    return last_boxed(solution) if isinstance(solution, str) else None
+    if not isinstance(solution, str):
+        return None
+    bare = None
+    for bare in _BARE_BOX.finditer(solution):
+        pass
+    braced = None
+    for braced in _BRACED_BOX.finditer(solution):
+        pass
+    if bare is not None and (braced is None or bare.start() > braced.start()):
+        return bare.group(1).removesuffix(".") or None  # "the answer is $\boxed 9$" after an earlier \boxed{4}
+    return last_boxed(solution)
 
 
 @lru_cache(maxsize=8192)  # GRPO groups repeat answers; sympy results are immutable, so sharing them is safe
@@ -381,5 +395,7 @@ def load(source, split: str = "test", limit: int | None = None) -> list[dict]:
 def _fix(row: dict) -> None:
     if "answer" not in row and gold(row) is not None:
         row["answer"] = gold(row)
+    if "answer" not in row and isinstance(row.get("solution"), str):
+        raise SkipRow("its solution has no \\boxed{} answer")  # MATH train has a few with an empty \boxed{}
     if problem := check(row):
         raise ValueError(problem)
