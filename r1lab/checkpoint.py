@@ -40,11 +40,30 @@ def save_model_dir(path: Path, model, tokenizer, config: dict | None = None, dty
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in (state_dict or model.state_dict()).items()}
     model.save_pretrained(path, safe_serialization=True, state_dict=state)
-    tokenizer.save_pretrained(path)
+    save_tokenizer(path, tokenizer)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(path)
     if config is not None:
         (path / "r1lab_config.json").write_text(json.dumps(config, indent=2, default=str))
+
+
+PORTABLE_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}  # transformers 5 name -> 4.x and 5.x
+
+
+def save_tokenizer(path: Path, tokenizer) -> None:
+    """tokenizer.save_pretrained(path), loadable by every transformers the project allows (>= 4.51).
+
+    subtle: transformers 5 writes "tokenizer_class": "TokenizersBackend" for a plain fast tokenizer, a class 4.x
+    lacks (AutoTokenizer fails there); "PreTrainedTokenizerFast" names the same tokenizer in 4.x and 5.x, so it is
+    written instead. A model's own class (Qwen2Tokenizer, ...) is left as it is."""
+    tokenizer.save_pretrained(path)
+    config_file = Path(path) / "tokenizer_config.json"
+    if not config_file.exists():
+        return
+    config = json.loads(config_file.read_text())
+    if config.get("tokenizer_class") in PORTABLE_TOKENIZER_CLASSES:
+        config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASSES[config["tokenizer_class"]]
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def rng_state() -> dict:

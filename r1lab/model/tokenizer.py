@@ -50,7 +50,9 @@ def build_tokenizer():
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token=EOS, pad_token=PAD, unk_token=UNK, bos_token=None,
         clean_up_tokenization_spaces=False, model_max_length=4096,
+        padding_side="left",  # generation pads on the left
     )
+    # subtle: padding_side goes to the constructor: set afterwards, save_pretrained does not write it and
+    # AutoTokenizer reloads the tokenizer padding on the right.
     tok.chat_template = CHAT_TEMPLATE
-    tok.padding_side = "left"  # generation pads on the left
     return tok

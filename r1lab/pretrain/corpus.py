@@ -58,7 +58,7 @@ class CorpusConfig:
     """The corpus knobs, one home: the traces read them from here and PretrainConfig inherits them."""
     give_up_prob: float = 0.2            # countdown
     max_attempts: int = 16
-    max_value: int = 200
+    max_value: int = 200                 # every step's result <= it; pretrain refuses a max_target above it
     backtrack_prob: float = 0.15
     greedy_finish_prob: float = 0.5
     reject_prob: float = 0.5

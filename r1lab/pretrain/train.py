@@ -71,19 +71,42 @@ def check(cfg: PretrainConfig) -> None:
     """Every setting is valid before any work starts or any folder is made: ranges, names (task, template, dtype),
     the task's knobs, and the model (a preset, or a checkpoint to continue from). ValueError naming the key."""
     from r1lab.config import ConfigError, check_stage
-    from r1lab.model.load import resolve_checkpoint
+    from r1lab.model.load import CheckpointError, resolve_checkpoint
     from r1lab.model.presets import PRESETS
     from r1lab.pretrain.corpus import CORPORA
-    from r1lab.tasks import get_task
+    from r1lab.tasks import get_task, knob_defaults, parse_knobs
     from r1lab.tasks.common import TEMPLATES
 
     check_stage(cfg, RANGES, {"template": tuple(TEMPLATES)})  # the corpus is plain text: no chat template
-    if get_task(cfg.task).NAME not in CORPORA:
+    task = get_task(cfg.task)
+    if task.NAME not in CORPORA:
         raise ConfigError(f"task = {cfg.task!r}: pretraining writes its corpus from search traces of "
                           f"{' and '.join(CORPORA)} problems only; pretrain on one of them, then train on this "
                           "task with `r1lab sft` or `r1lab rl`")
+    if task.NAME == "countdown":
+        # subtle: every step of a countdown trace stays within [0, max_value] (corpus.random_attempt), so a target
+        # above max_value is never reached: its traces would all end in failure, teaching the model to fail there.
+        max_target = {**knob_defaults(task), **parse_knobs(task, cfg.task_args)}["max_target"]
+        if max_target > cfg.max_value:
+            raise ConfigError(f"max_value = {cfg.max_value} is below the task's max_target = {max_target} "
+                              f"(task_args): every step of a corpus trace stays within [0, max_value], so no trace "
+                              f"of a problem with a target above {cfg.max_value} can reach it; raise max_value "
+                              f"(--set max_value={max_target}) or lower max_target")
     if cfg.model not in PRESETS:
-        resolve_checkpoint(cfg.model)
+        try:
+            resolve_checkpoint(cfg.model)
+        except CheckpointError as e:
+            if _looks_like_preset(cfg.model):  # "tiny-2m": say so, not only "not available offline"
+                raise ConfigError(f"model = {cfg.model!r}: unknown preset or model; presets: {', '.join(PRESETS)} "
+                                  f"(as a model: {str(e).removeprefix(cfg.model + ': ')})") from None
+            raise
+
+
+def _looks_like_preset(name: str) -> bool:
+    """Whether a model name that resolves to nothing was meant as a preset: tiny-*, or a bare name (no folder in it,
+    not a path that exists). A bare name may be a hub id too ("gpt2"): the caller says both."""
+    bare = not any(c in name for c in "/\\") and not name.startswith((".", "~")) and not Path(name).exists()
+    return name.startswith("tiny-") or bare
 
 
 def cosine_lr(step: int, total: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
@@ -122,8 +145,48 @@ def make_batch(step: int, micro: int, cfg: PretrainConfig, task, instances, toke
     return x[:, :-1].contiguous(), y[:, 1:].contiguous()
 
 
-def build_or_resume(cfg: PretrainConfig, resume: Path | None):
-    """(model, tokenizer): the checkpoint to resume, else a fresh preset, else the model to continue from."""
+def make_problems(task, cfg: PretrainConfig, run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(training problems, evaluation problems), before the run folder is made: knobs the generator refuses, or that
+    cannot give so many distinct problems ("found only 132 of 400"), are a ConfigError and nothing is written.
+
+    subtle: a fresh run generates them in memory (cached_generate would make the folder to write its cache); a run
+    folder that exists already (a resume) reads and writes its cache as before. Both are the same rows: generation
+    is a pure function of (seed, split, knobs)."""
+    from r1lab.config import ConfigError
+    from r1lab.tasks import parse_knobs
+    from r1lab.tasks.common import cached_generate
+
+    knobs = parse_knobs(task, cfg.task_args)
+
+    def make(key: str, n: int, seed: int, split: str) -> list[dict]:
+        try:
+            if run_dir.is_dir():
+                return cached_generate(task, n, seed, split, run_dir, **knobs)
+            return task.generate(n, seed=seed, split=split, **knobs)
+        except ValueError as e:
+            raise ConfigError(f"task_args = {cfg.task_args!r}, {key} = {n}: {e}") from None
+
+    instances = make("train_instances", cfg.train_instances, cfg.seed, "train")
+    eval_set = make("eval_instances", cfg.eval_instances, cfg.seed + 1, "test") if cfg.eval_instances else []
+    return instances, eval_set
+
+
+def eval_positions(cfg: PretrainConfig, task, eval_set: list[dict], tokenizer) -> int:
+    """The positions the in-run evaluation needs: its longest prompt + eval_max_new_tokens (0 without problems)."""
+    from r1lab.prompts import encode, render
+
+    if not eval_set:
+        return 0
+    longest = max(len(encode(tokenizer, render(task, ex, cfg.template, tokenizer))) for ex in eval_set)
+    return longest + cfg.eval_max_new_tokens
+
+
+def build_or_resume(cfg: PretrainConfig, resume: Path | None, task=None, eval_set: list[dict] = ()):
+    """(model, tokenizer): the checkpoint to resume, else a fresh preset, else the model to continue from.
+
+    subtle: a preset gets max(1024, seq_len, what the evaluation needs) positions. The shipped recipes' prompts +
+    512 new tokens fit in 1024, so their models are as before; the "r1" template's ~625-token countdown prompt
+    gets more, instead of the engine refusing at the first evaluation (a run that could then not be resumed)."""
     from r1lab.model.load import load_model, resolve_checkpoint
     from r1lab.model.presets import PRESETS, build_model
     from r1lab.model.tokenizer import build_tokenizer
@@ -133,8 +196,28 @@ def build_or_resume(cfg: PretrainConfig, resume: Path | None):
         return load_model(str(resume), torch.float32)  # master weights (load_model says why)
     if cfg.model in PRESETS:
         tokenizer = build_tokenizer()
-        return build_model(cfg.model, tokenizer, max_positions=max(1024, cfg.seq_len), seed=cfg.seed), tokenizer
+        positions = max(1024, cfg.seq_len, eval_positions(cfg, task, eval_set, tokenizer))
+        return build_model(cfg.model, tokenizer, max_positions=positions, seed=cfg.seed), tokenizer
     return load_model(resolve_checkpoint(cfg.model), torch.float32)
+
+
+def check_room(cfg: PretrainConfig, model, tokenizer, task, eval_set: list[dict]) -> None:
+    """ConfigError, before any work, when the model's positions hold neither seq_len nor the evaluation's longest
+    prompt + eval_max_new_tokens (a model to continue from, or a run resumed from before presets got the room)."""
+    from r1lab.config import ConfigError
+
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    if cfg.seq_len > limit:
+        raise ConfigError(f"seq_len = {cfg.seq_len}: the model has only {limit} positions")
+    need = eval_positions(cfg, task, eval_set, tokenizer)
+    if need > limit:
+        room = limit - (need - cfg.eval_max_new_tokens)  # what the longest prompt leaves for new tokens
+        fix = f"lower eval_max_new_tokens to at most {room}" if room > 0 else "use a shorter template"
+        raise ConfigError(f"eval_max_new_tokens = {cfg.eval_max_new_tokens}: the longest evaluation prompt "
+                          f"(template {cfg.template!r}) + {cfg.eval_max_new_tokens} new tokens need {need} positions, "
+                          f"and the model has {limit}; {fix}, or set eval_instances = 0")
 
 
 def make_optimizer(model, cfg: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -148,29 +231,48 @@ def make_optimizer(model, cfg: PretrainConfig, device: torch.device) -> torch.op
 
 
 def train_step(step: int, model, opt, cfg: PretrainConfig, task, instances, tokenizer, device, amp) -> dict:
-    """One optimizer step over grad_accum micro-batches: {"loss", "lr", "grad_norm", "tokens"}."""
+    """One optimizer step over grad_accum micro-batches: {"loss", "lr", "grad_norm", "tokens"}.
+
+    Pretraining runs on one process (no distributed set-up), so the step's token count is this process's."""
     lr = lr_at(step, cfg)
     for group in opt.param_groups:
         group["lr"] = lr
-    loss_sum, n_tok = 0.0, 0
-    for micro in range(cfg.grad_accum):
-        x, y = make_batch(step, micro, cfg, task, instances, tokenizer)
+    batches = [make_batch(step, micro, cfg, task, instances, tokenizer) for micro in range(cfg.grad_accum)]
+    # subtle: the loss is a sum over labelled tokens divided by the step's total count (all micro-batches, known
+    # before any forward pass), so the gradient does not depend on how the step is split into micro-batches.
+    n_step = sum(int((y != -100).sum()) for _, y in batches)
+    loss_sum = 0.0
+    for x, y in batches:
         x, y = x.to(device), y.to(device)
         with runtime.autocast(device, amp):
             logits = model(input_ids=x).logits  # (B, T, vocab)
-        # subtle: the loss is a sum over labelled tokens divided by the step's total count, so the gradient
-        # does not depend on how the step is split into micro-batches.
-        n_step = int((y != -100).sum())
         loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
                                                  ignore_index=-100, reduction="sum")
-        (loss / max(1, n_step) / cfg.grad_accum).backward()
+        (loss / max(1, n_step)).backward()
         loss_sum += float(loss.detach())
-        n_tok += n_step
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return {"loss": loss_sum / max(1, n_tok), "lr": lr, "grad_norm": grad_norm,
+    return {"loss": loss_sum / max(1, n_step), "lr": lr, "grad_norm": grad_norm,
             "tokens": cfg.grad_accum * cfg.device_batch_size * cfg.seq_len}
+
+
+def warn_schedule(cfg: PretrainConfig, resumed_steps: int | None, start: int) -> None:
+    """Warnings on stderr about the learning-rate schedule: a warm-up covering every step, and `steps` changed on
+    resume (resumed_steps: the schedule's length the run was saved under), which moves the cosine under it."""
+    import sys
+
+    if cfg.warmup_steps >= cfg.steps:
+        print(f"pretrain: warning: warmup_steps = {cfg.warmup_steps} covers all {cfg.steps} steps: the learning rate "
+              f"peaks at {lr_at(cfg.steps - 1, cfg):.3g}, not lr = {cfg.lr:g} (--set warmup_steps=N with "
+              f"N < {cfg.steps})", file=sys.stderr)
+    if resumed_steps is not None and resumed_steps != cfg.steps:
+        before = cosine_lr(start, resumed_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+        print(f"pretrain: warning: steps changed on resume ({resumed_steps} -> {cfg.steps}): the cosine schedule is "
+              f"recomputed over all {cfg.steps} steps, so the learning rate at step {start} is "
+              f"{lr_at(start, cfg):.3g} where the saved run's schedule had {before:.3g} "
+              f"({'a jump back up' if lr_at(start, cfg) > before else 'a drop'}), then decays to "
+              f"{cfg.lr * cfg.min_lr_ratio:.3g} at step {cfg.steps}", file=sys.stderr)
 
 
 def main(cfg: PretrainConfig) -> Path:
@@ -180,37 +282,37 @@ def main(cfg: PretrainConfig) -> Path:
     from r1lab.checkpoint import latest_checkpoint, restore_trainer_state, rng_state, save_checkpoint
     from r1lab.cost.account import RunAccount, format_account
     from r1lab.evaluation.evaluate import evaluate_model
+    from r1lab.model.load import saved_config
     from r1lab.model.presets import count_parameters
-    from r1lab.tasks import get_task, parse_knobs
-    from r1lab.tasks.common import cached_generate
+    from r1lab.tasks import get_task
     from r1lab.tracking import MetricsLogger
 
     runtime.set_threads(cfg.threads)
     run_dir = Path(cfg.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = runtime.device()
     amp = runtime.autocast_dtype(cfg.dtype, device)
     task = get_task(cfg.task)
     resume = latest_checkpoint(run_dir)
     check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
-    model, tokenizer = build_or_resume(cfg, resume)
+    instances, eval_set = make_problems(task, cfg, run_dir)
+    model, tokenizer = build_or_resume(cfg, resume, task, eval_set)
+    check_room(cfg, model, tokenizer, task, eval_set)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: bad knobs or a model too short have written nothing
     model.to(device)
     print(format_config(cfg))
     print(f"pretrain: {count_parameters(model) / 1e6:.2f}M parameters, device {device}, autocast {amp}")
 
-    knobs = parse_knobs(task, cfg.task_args)
-    instances = cached_generate(task, cfg.train_instances, cfg.seed, "train", run_dir, **knobs)
-    eval_set = []
-    if cfg.eval_instances:
-        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs)
     opt = make_optimizer(model, cfg, device)
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32")
     start, tokens_seen, wall_before = 0, 0, 0.0  # wall_before: wall time of earlier (interrupted) sessions
+    resumed_steps = None  # the schedule's length the resumed run was saved under
     if resume is not None:
         state = restore_trainer_state(resume, opt)
         start, tokens_seen = state["step"], state["tokens_seen"]
         account.flops_by_kind = dict(state.get("flops_by_kind", {}))
         wall_before = state.get("wall_s", 0.0)
+        resumed_steps = state.get("schedule_steps", saved_config(resume).get("steps"))  # older: its config's
+    warn_schedule(cfg, resumed_steps, start)
     config_dict = config_to_dict(cfg)
     log = MetricsLogger(run_dir, "pretrain", cfg.wandb, cfg.tensorboard, config_dict,
                         resume_step=start if resume is not None else None)
@@ -244,6 +346,7 @@ def main(cfg: PretrainConfig) -> Path:
             save_checkpoint(run_dir, done, model, tokenizer, config_dict,
                             {"optimizer": opt.state_dict(), "rng": rng_state(), "step": done,
                              "tokens_seen": tokens_seen, "flops_by_kind": account.flops_by_kind,
+                             "schedule_steps": cfg.steps,
                              "wall_s": wall_before + time.time() - t_run}, keep_last=cfg.keep_last)
     bar.close()
     log.close()
