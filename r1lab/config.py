@@ -182,20 +182,21 @@ RESUME_FREE = ("out_dir", "steps", "epochs", "save_every", "keep_last", "threads
                "sample_every")
 
 
-def check_resume(cfg, checkpoint) -> None:
+def check_resume(cfg, checkpoint, free: tuple[str, ...] = ()) -> None:
     """ConfigError when the checkpoint a run is about to resume was written under other settings than cfg (apart
-    from RESUME_FREE): one folder would hold two runs, its metrics one unmarked mix of them, its next checkpoint a
-    config that did not make its weights. None (a fresh run) and a checkpoint without a readable config (another
-    writer) are not checked."""
+    from RESUME_FREE and `free`, what the stage checks itself): one folder would hold two runs, its metrics one
+    unmarked mix of them, its next checkpoint a config that did not make its weights. None (a fresh run) and a
+    checkpoint without a readable config (another writer) are not checked."""
     from r1lab.model.load import saved_config
 
     theirs = {} if checkpoint is None else saved_config(checkpoint)
     mine = json.loads(json.dumps(config_to_dict(cfg), default=str))  # tuples -> lists, as they read back
-    diff = [k for k in mine if k in theirs and k not in RESUME_FREE and mine[k] != theirs[k]]
+    allowed = RESUME_FREE + tuple(free)
+    diff = [k for k in mine if k in theirs and k not in allowed and mine[k] != theirs[k]]
     if diff:
         changes = ", ".join(f"{k} {theirs[k]!r} -> {mine[k]!r}" for k in diff)
         raise ConfigError(f"{Path(checkpoint).parent.parent} holds a run with other settings ({changes}); resume it "
-                          f"with its own (only {', '.join(RESUME_FREE[1:])} may change), use another --out, or start "
+                          f"with its own (only {', '.join(allowed[1:])} may change), use another --out, or start "
                           f"a new run from its weights with --set model={Path(checkpoint).parent.parent}")
 
 

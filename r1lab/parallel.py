@@ -102,7 +102,9 @@ def add_lora(model, cfg: ScaleConfig, base_name: str, seed: int = 0):
     targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
-    model.name_or_path = base_name  # what adapter_config.json records as the base
+    # what adapter_config.json records as the base: a local folder by its absolute path, so that the checkpoint loads
+    # from any working directory (a hub id as it is)
+    model.name_or_path = str(Path(base_name).resolve()) if Path(base_name).is_dir() else base_name
     try:
         with torch.random.fork_rng(devices=[]):  # lora_A's random init: the same in every run and on every rank
             torch.manual_seed(seed)
@@ -245,6 +247,27 @@ def full_state(model, rank0_only: bool = False) -> dict:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=rank0_only))
 
 
+def tied_keys(model) -> set[str]:
+    """Names of the base architecture's weights that are another weight under a second name (a tied output
+    embedding), when its config ties them: a checkpoint holds each tied weight once, as transformers saves it, and
+    loading ties it again. tied_keys(a Llama with tie_word_embeddings) == {"lm_head.weight"}"""
+    base = model.get_base_model() if is_lora(model) else model
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    if not getattr(config, "tie_word_embeddings", False):
+        return set()
+    # transformers 5: all_tied_weights_keys {tied name: source}; 4: _tied_weights_keys [tied name]
+    keys = getattr(base, "all_tied_weights_keys", None) or getattr(base, "_tied_weights_keys", None) or ()
+    return set(keys)
+
+
+def untied(state: dict, model) -> dict:
+    """`state` (base architecture names) without the tied copies (tied_keys). subtle: under FSDP the gathered full
+    state dict holds the embedding twice, as two tensors, which transformers' save (it finds ties by shared storage)
+    would write twice; plain state dicts share the storage, and dropping the name there changes nothing."""
+    drop = tied_keys(model)
+    return {k: v for k, v in state.items() if k not in drop}
+
+
 def inference_weights(model) -> dict:
     """{Hugging Face name: tensor} of the base architecture, what an inference engine loads: LoRA merged, FSDP
     gathered (collective). The whole model at once; iter_inference_weights() holds one weight at a time."""
@@ -334,7 +357,7 @@ def save_policy(run_dir, step: int, model, tokenizer, config: dict, trainer_stat
     directory (or a LoRA adapter, and with lora_save_merged the merged model too), trainer_state.pt, and the optimizer
     state: in trainer_state.pt, or under FSDP sharded in optim/ (torch.distributed.checkpoint, one file per rank)."""
     from r1lab import runtime
-    from r1lab.checkpoint import begin_checkpoint, commit_checkpoint, save_model_dir
+    from r1lab.checkpoint import begin_checkpoint, commit_checkpoint, save_model_dir, save_tokenizer
 
     rank = runtime.rank_and_world()[0]
     tmp = begin_checkpoint(run_dir, step) if rank == 0 else None
@@ -352,16 +375,16 @@ def save_policy(run_dir, step: int, model, tokenizer, config: dict, trainer_stat
     if rank == 0:
         if is_lora(model):
             model.save_pretrained(tmp, state_dict=full)  # peft keeps the adapter's entries
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tmp, tokenizer)
             if cfg.lora_save_merged:
                 scalings, fifo = _lora_scalings(model)
                 # subtle: in a folder of its own; transformers' from_pretrained on a folder holding adapter_config.json
                 # loads the adapter onto whatever model it finds there
                 save_model_dir(tmp / "merged", model.get_base_model(), tokenizer,
-                               state_dict=merged_weights(full, scalings, fifo))
+                               state_dict=untied(merged_weights(full, scalings, fifo), model))
             (tmp / "r1lab_config.json").write_text(json.dumps(config, indent=2, default=str))
         else:
-            save_model_dir(tmp, model, tokenizer, config, state_dict=full)
+            save_model_dir(tmp, model, tokenizer, config, state_dict=untied(full, model))
         torch.save(state, tmp / "trainer_state.pt")
     runtime.barrier()
     final = commit_checkpoint(run_dir, step, tmp, keep_last) if rank == 0 else None

@@ -294,6 +294,13 @@ def test_lora_sft_and_fsdp_sft(tmp_path):
     assert abs(plain[0]["loss"] - fsdp[0]["loss"]) <= rounding_atol(plain[0]["loss"], n, depth)
     assert abs(plain[0]["grad_norm"] - fsdp[0]["grad_norm"]) <= rounding_atol(plain[0]["grad_norm"], n, depth)
     assert fsdp[-1]["loss"] < fsdp[0]["loss"] and lora[-1]["loss"] < lora[0]["loss"]
+    from safetensors import safe_open
+
+    names = []
+    for name in ("plain", "fsdp"):  # rank 0's gathered state holds the tied embedding once, as the plain save does
+        with safe_open(str(tmp_path / name / "checkpoints" / "step_000004" / "model.safetensors"), "pt") as f:
+            names.append(set(f.keys()))
+    assert names[0] == names[1] and "lm_head.weight" not in names[1]
     assert is_adapter_dir(tmp_path / "lora" / "checkpoints" / "step_000004")
     proc = subprocess.run([sys.executable, "-m", "r1lab.cli", "eval", "--model", str(tmp_path / "lora"), "--task",
                            "arithmetic", "--n", "4", "--samples", "1", "--max-new-tokens", "32", "--no-greedy",
@@ -315,3 +322,58 @@ def test_bad_scale_settings_exit_2_and_write_nothing(tmp_path, capsys, settings,
     assert main(["rl", "--model", BASE, "--out", str(out), "--set", "steps=1"] +
                 sum((["--set", s] for s in settings), [])) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_fsdp_checkpoints_hold_a_tied_embedding_once(tmp_path):
+    """FSDP's gathered state dict holds the tied output embedding as a second tensor; model.safetensors and merged/
+    hold it once, as a plain save does (the same keys as the base's files), and it loads tied again."""
+    from safetensors import safe_open
+
+    from r1lab.parallel import tied_keys
+    from test_sft import traces, write
+
+    def keys(path):
+        with safe_open(str(path), "pt") as f:
+            return set(f.keys())
+
+    data = write(tmp_path / "traces.jsonl", traces(8, seed=3, task_name="arithmetic"))
+    settings = [f"data={data}", "seq_len=128", "device_batch_size=1", "steps=1", "eval_instances=0", "threads=1",
+                "dtype=fp32", "task=arithmetic", "task_args=", "fsdp=true"]
+    # subtle: two ranks; in a world of one the gathered tensors still share the model's storage, which transformers
+    # sees as a tie
+    run("sft", tmp_path / "full", settings, nproc=2)
+    run("sft", tmp_path / "lora", settings + ["lora_r=4", "lora_alpha=8", "lora_save_merged=true"], nproc=2)
+    base = keys(f"{BASE}/model.safetensors")
+    assert tied_keys(load_model(BASE)[0]) == {"lm_head.weight"} and "lm_head.weight" not in base
+    for ckpt in (tmp_path / "full" / "checkpoints" / "step_000001", tmp_path / "lora" / "checkpoints" /
+                 "step_000001" / "merged"):
+        assert keys(ckpt / "model.safetensors") == base, ckpt
+        model, _ = load_model(str(ckpt))
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_a_lora_checkpoint_of_a_relative_base_loads_from_another_directory(tmp_path, monkeypatch):
+    """adapter_config.json names a local base by its absolute path (a hub id stays as it is)."""
+    from test_sft import traces, write
+
+    from r1lab.config import load_config
+    from r1lab.sft.train import SFTConfig
+    from r1lab.sft.train import main as sft_main
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    shutil.copytree(BASE, work / "base")
+    elsewhere.mkdir()
+    data = write(tmp_path / "traces.jsonl", traces(8, seed=3, task_name="arithmetic"))
+    monkeypatch.chdir(work)
+    sft_main(load_config(SFTConfig, None, [f"data={data}", "model=base", "out_dir=run", "seq_len=128", "steps=1",
+                                           "device_batch_size=2", "eval_instances=0", "threads=1", "dtype=fp32",
+                                           "task=arithmetic", "task_args=", "lora_r=4", "lora_alpha=8"]))
+    ckpt = work / "run" / "checkpoints" / "step_000001"
+    assert adapter_base(ckpt) == str(work / "base")
+    monkeypatch.chdir(elsewhere)
+    model, _ = load_model(str(ckpt))
+    assert set(model.state_dict()) == set(load_model(BASE)[0].state_dict())
+    from r1lab.model.tokenizer import build_tokenizer
+
+    hub = add_lora(tiny_model(build_tokenizer()), ScaleConfig(lora_r=4), "someone/some-model")
+    assert hub.peft_config["default"].base_model_name_or_path == "someone/some-model"

@@ -338,3 +338,72 @@ def test_a_warm_up_that_covers_the_whole_run_is_said(tmp_path, capsys):
         capsys.readouterr().err
     assert cli_main(["sft", *common, "--set", "warmup_steps=1", "--out", str(tmp_path / "b")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_resume_keeps_the_steps_global_batch_on_any_split_and_refuses_another(tmp_path):
+    """The checkpoint keeps the step's global sequence count (B x grad_accum x world); a resume may split it otherwise
+    (2 x 2 -> 4 x 1: the same sequences, the same update to rounding), and any other count (one rank resuming two
+    ranks' run with their per-rank settings; another B here) is refused before any work, naming settings that keep
+    it. A checkpoint without the count (written before it was kept) keeps the old rule: B and grad_accum fixed."""
+    from r1lab.config import ConfigError
+
+    data = write(tmp_path / "traces.jsonl", traces(16, seed=2, task_name="arithmetic"))
+    common = ["seq_len=128", "steps=2", "save_every=1", "keep_last=2", "lr=1e-3", "warmup_steps=0",
+              "eval_instances=0", "threads=1", "dtype=fp32", "task=arithmetic", "task_args=", f"data={data}"]
+    straight = tmp_path / "straight"
+    sft_main(load_config(SFTConfig, None, common + ["device_batch_size=2", "grad_accum=2", f"out_dir={straight}"]))
+    state_1 = straight / "checkpoints" / "step_000001" / "trainer_state.pt"
+    assert torch.load(state_1, weights_only=False)["per_step"] == 4
+
+    def cut(name, per_step="keep"):
+        import shutil
+
+        d = tmp_path / name
+        shutil.copytree(straight, d)
+        shutil.rmtree(d / "checkpoints" / "step_000002")
+        (d / "checkpoints" / "latest").write_text("step_000001")
+        (d / "metrics.jsonl").write_text((straight / "metrics.jsonl").read_text().splitlines(keepends=True)[0])
+        state = torch.load(d / "checkpoints" / "step_000001" / "trainer_state.pt", weights_only=False)
+        if per_step is None:
+            del state["per_step"]
+        elif per_step != "keep":
+            state["per_step"] = per_step
+        torch.save(state, d / "checkpoints" / "step_000001" / "trainer_state.pt")
+        return d
+
+    def resume(d, b, a):
+        return sft_main(load_config(SFTConfig, None, common + [f"device_batch_size={b}", f"grad_accum={a}",
+                                                               f"out_dir={d}"]))
+
+    split = cut("split")
+    resume(split, 4, 1)
+    want, got = ([json.loads(x) for x in open(d / "metrics.jsonl")] for d in (straight, split))
+    assert [r["step"] for r in got] == [1, 2] and got[0] == want[0]
+    for key in ("tokens", "labelled_tokens", "record_tokens"):  # the same sequences
+        assert got[1][key] == want[1][key], key
+    assert abs(got[1]["loss"] - want[1]["loss"]) <= rounding_atol(want[1]["loss"], 4 * 128, 2 * 6 + 1)
+
+    refused = cut("half")
+    with pytest.raises(ConfigError, match=r"trained on 4 sequences a step, and device_batch_size = 2 x grad_accum = 1 "
+                                          r"x 1 rank\(s\) = 2 .*--set device_batch_size=2 --set grad_accum=2 or "
+                                          r"--set device_batch_size=4 --set grad_accum=1"):
+        resume(refused, 2, 1)
+    two_ranks = cut("two_ranks", per_step=8)  # as if written by 2 ranks of 2 x 2
+    with pytest.raises(ConfigError, match=r"trained on 8 sequences a step.*--set device_batch_size=2 --set "
+                                          r"grad_accum=4 or --set device_batch_size=4 --set grad_accum=2"):
+        resume(two_ranks, 2, 2)
+    for d in (refused, two_ranks):  # nothing was written
+        assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["latest", "step_000001"]
+        assert len((d / "metrics.jsonl").read_text().splitlines()) == 1
+    old = cut("old", per_step=None)
+    with pytest.raises(ConfigError, match=r"other settings \(device_batch_size 2 -> 4, grad_accum 2 -> 1\)"):
+        resume(old, 4, 1)
+
+
+def test_batch_splits():
+    from r1lab.sft.train import batch_splits
+
+    assert batch_splits(4, 2, 1) == [(2, 2), (4, 1)]
+    assert batch_splits(3, 2, 2) == [(3, 1)]
+    assert batch_splits(8, 4, 2) == [(4, 2), (8, 1)]  # B and grad_accum both kept: one way
+    assert batch_splits(6, 4, 3) == [(2, 3), (6, 1)]

@@ -196,8 +196,9 @@ def setup(cfg: RLConfig) -> Run:
     from r1lab.model.load import load_model, resolve_checkpoint
     from r1lab.tasks import get_task, parse_knobs
     from r1lab.tasks.common import cached_generate
-    from r1lab.tracking import MetricsLogger
+    from r1lab.tracking import MetricsLogger, check_tracking
 
+    check_tracking(cfg)  # W&B that cannot log: said before the model loads (rl.config.check does not look)
     runtime.init_distributed()
     rank, world = rank_and_world()
     if cfg.prompts_per_step % world:

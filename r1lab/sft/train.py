@@ -12,6 +12,11 @@ its own seeded permutation; global sequence i of the run is perm(i // N)[i % N],
 function of (seed, s) and a resumed run (kill -9 included) logs the same numbers as an unbroken one. Departure from
 per-epoch repacking: records packed together stay together in every epoch.
 
+Resume on another number of ranks: the checkpoint keeps the step's global sequence count (per_step = B x grad_accum
+x world), and a resumed run must split the same count (B x grad_accum 2 x 2 or 4 x 1 on 1 rank for 2 x 1 on 2), so
+every step reads the same sequences and makes the same update, to rounding; device_batch_size and grad_accum may
+change for it, and any other total is refused before any work (checkpoints from before per_step was kept: no change).
+
 Shapes: B = device_batch_size sequences of T = seq_len tokens.
 """
 from __future__ import annotations
@@ -88,14 +93,46 @@ def check(cfg: SFTConfig) -> None:
 
 
 def check_settings(cfg: SFTConfig) -> None:
-    """Ranges, names, the task's knobs and the model argument: what `r1lab pipeline` checks of its SFT stages before
-    their data exists."""
+    """Ranges, names, the task's knobs, the model argument and the trackers: what `r1lab pipeline` checks of its SFT
+    stages before their data exists."""
     from r1lab.config import check_stage
     from r1lab.model.load import resolve_checkpoint
+    from r1lab.tracking import check_tracking
 
     check_stage(cfg, {**RANGES, **SCALE_RANGES})
     check_scale(cfg)
+    check_tracking(cfg)
     resolve_checkpoint(cfg.model)
+
+
+BATCH_SPLIT = ("device_batch_size", "grad_accum")  # may change on resume, keeping B x grad_accum x world
+
+
+def batch_splits(n: int, batch: int, accum: int) -> list[tuple[int, int]]:
+    """(device_batch_size, grad_accum) pairs of product n, keeping one of the two given where it divides n.
+    batch_splits(4, 2, 1) == [(2, 2), (4, 1)];  batch_splits(3, 2, 2) == [(3, 1)]"""
+    out = [(batch, n // batch)] if n % batch == 0 else []
+    out += [(n // accum, accum)] if n % accum == 0 else []
+    out += [(n, 1)]
+    return list(dict.fromkeys(out))[:2]
+
+
+def check_per_step(cfg: SFTConfig, world: int, per_step: int, where) -> None:
+    """ConfigError unless B x grad_accum x world equals the per_step sequences of the run's steps so far: another
+    total would re-read or skip data (step s reads sequences s x per_step ...) and change the update."""
+    from r1lab.config import ConfigError
+
+    mine = cfg.device_batch_size * cfg.grad_accum * world
+    if mine == per_step:
+        return
+    if per_step % world:
+        fix = f"resume on a number of ranks that divides {per_step}"
+    else:
+        fix = "use " + " or ".join(f"--set device_batch_size={b} --set grad_accum={a}"
+                                   for b, a in batch_splits(per_step // world, cfg.device_batch_size, cfg.grad_accum))
+    raise ConfigError(f"{where} trained on {per_step} sequences a step, and device_batch_size = "
+                      f"{cfg.device_batch_size} x grad_accum = {cfg.grad_accum} x {world} rank(s) = {mine} would "
+                      f"change its batch and data order: {fix} (on {world} rank(s))")
 
 
 def prepare_examples(cfg: SFTConfig, tokenizer) -> list[tuple[list[int], list[int]]]:
@@ -200,7 +237,7 @@ class Run:
 def setup(cfg: SFTConfig) -> Run:
     """Load the model (the run's latest checkpoint on resume), tokenize and pack every record, and only then make
     the run directory, the held-out set, the optimizer and the logger."""
-    from r1lab.checkpoint import latest_checkpoint, restore_trainer_state
+    from r1lab.checkpoint import latest_checkpoint, load_trainer_state, set_rng_state
     from r1lab.config import ConfigError
     from r1lab.cost.account import RunAccount
     from r1lab.model.load import resolve_checkpoint
@@ -215,7 +252,11 @@ def setup(cfg: SFTConfig) -> Run:
     device = runtime.device()
     amp = runtime.autocast_dtype(cfg.dtype, device)
     resume = latest_checkpoint(run_dir)
-    check_resume(cfg, resume)  # the same run, or a clear error: never two runs in one folder
+    state = load_trainer_state(resume) if resume is not None else {}
+    # the same run, or a clear error: never two runs in one folder; its steps' global batch kept on any world size
+    check_resume(cfg, resume, free=BATCH_SPLIT if "per_step" in state else ())
+    if "per_step" in state:
+        check_per_step(cfg, world, state["per_step"], run_dir)
     base = resolve_checkpoint(cfg.model)
     model, tokenizer = parallel.load_policy(str(resume or base), cfg, base=base, resume=resume is not None)
     if cfg.eval_instances:
@@ -249,7 +290,7 @@ def setup(cfg: SFTConfig) -> Run:
                          devices=world)  # train_step counts every rank's tokens
     start, wall_before = 0, 0.0
     if resume is not None:
-        state = restore_trainer_state(resume)
+        set_rng_state(state["rng"])
         parallel.restore_optimizer(resume, model, opt, state)
         start, wall_before = state["step"], state["wall_s"]
         account.flops_by_kind = dict(state["flops_by_kind"])
@@ -280,7 +321,7 @@ def save(run: Run, done: int) -> None:
     from r1lab.checkpoint import rng_state
 
     parallel.save_policy(run.run_dir, done, run.model, run.tokenizer, config_to_dict(run.cfg),
-                         {"rng": rng_state(), "step": done, "wall_s": run.wall_s(),
+                         {"rng": rng_state(), "step": done, "wall_s": run.wall_s(), "per_step": run.schedule.per_step,
                           "flops_by_kind": run.account.flops_by_kind}, run.opt, run.cfg, keep_last=run.cfg.keep_last)
 
 
