@@ -107,9 +107,10 @@ CHAT = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['conten
 BOS = "<s>"
 
 
-def bos_tokenizer(chat_template=CHAT):
-    """A Llama-3-like tokenizer built here: one token per printable character and per format tag; encoding adds
-    <s>, as a Llama tokenizer does, and `chat_template` (default CHAT) writes it too."""
+def bos_tokenizer(chat_template=CHAT, tags: bool = True):
+    """A Llama-3-like tokenizer built here: one token per printable character and (tags) per format tag; encoding
+    adds <s>, as a Llama tokenizer does, and `chat_template` (default CHAT) writes it too. tags=False spells
+    </think> in several tokens, as Qwen2.5's and Llama 3's tokenizers do."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -117,12 +118,13 @@ def bos_tokenizer(chat_template=CHAT):
 
     specials = ["<pad>", "</s>", "<unk>", BOS]
     chars = [c for c in string.printable if c not in "\x0b\x0c\r"]
-    core = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(specials + list(TAGS) + chars)},
-                                      unk_token="<unk>"))
+    words = specials + (list(TAGS) if tags else []) + chars
+    core = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(words)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     core.decoder = decoders.Fuse()
     core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
+    if tags:
+        core.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
     core.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, 3)])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS, eos_token="</s>", pad_token="<pad>",
                                   unk_token="<unk>")

@@ -126,3 +126,25 @@ def test_a_reply_the_engine_failed_is_reported_and_not_kept(engine, monkeypatch)
     assert chat_loop(session, io.StringIO("2+3\n"), out, color=False) == 0
     assert "[generation failed:" in out.getvalue() and "hook broke" in out.getvalue()
     assert session.history == [] and session.turns == 0
+
+
+def test_a_thinking_budget_where_think_end_is_several_tokens():
+    """Qwen2.5's and Llama 3's tokenizers spell </think> in several tokens: convert_tokens_to_ids gave their unk (or
+    None), so a budget forced <unk> (Qwen: its EOS) or failed every turn. The engine's own budget matches the
+    marker's tokens; "Wait" (num_ignore) needs one </think> token and says so."""
+    from conftest import CHAT, bos_tokenizer
+
+    tok = bos_tokenizer(CHAT.replace("<|assistant|>\n{% endif %}", "<|assistant|>\n<think>{% endif %}"), tags=False)
+    assert len(tok("</think>", add_special_tokens=False)["input_ids"]) == 8
+    engine = Engine(tiny_model(tok), tok)
+    params = SamplingParams(temperature=1.0, max_new_tokens=40)
+    session = ChatSession(engine, params, max_thinking=4, seed=0)
+    reasoning, content = session.reply("2+3", lambda r, c: None)
+    ids = chat_prompt_ids(tok, [{"role": "user", "content": "2+3"}])
+    offline = engine.generate([ids], SamplingParams(temperature=1.0, max_new_tokens=40, max_thinking_tokens=4,
+                                                    seed=0))[0].text
+    assert "</think>" in offline and len(offline.split("</think>")[0]) <= 4
+    assert (reasoning, content) == split_reasoning(offline)
+    with pytest.raises(ValueError, match="needs </think> to be one token"):
+        ChatSession(engine, params, max_thinking=4, num_ignore=1)
+

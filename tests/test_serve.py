@@ -443,3 +443,34 @@ def test_a_reply_that_opens_its_own_thinking_is_split_and_the_tag_dropped(text, 
         deltas = [out.push(events[a:b]) for a, b in zip([0, *cuts], [*cuts, len(events)])]
         assert ("".join(r for r, _ in deltas), "".join(c for _, c in deltas)) == want == (out.reasoning, out.content)
         assert (out.splitter is not None) == bool(want[0]) or not split
+
+
+def test_a_thinking_budget_where_think_end_is_several_tokens(tmp_path):
+    """Qwen2.5's and Llama 3's tokenizers spell </think> in several tokens: the server answered every
+    max_thinking_tokens with 400 "no single </think> token", so `r1lab distill --max-thinking-tokens` against it
+    failed at once. A budget alone now runs as the engine's own, which matches the marker's tokens; "Wait"
+    (min_thinking_tokens, num_ignore) needs one </think> token and the 400 says so."""
+    from conftest import CHAT, bos_tokenizer
+
+    from r1lab.checkpoint import save_model_dir
+
+    tok = bos_tokenizer(CHAT.replace("<|assistant|>\n{% endif %}", "<|assistant|>\n<think>{% endif %}"), tags=False)
+    save_model_dir(tmp_path / "ckpt", tiny_model(tok), tok)
+    proc, url = serve_load.start_server(str(tmp_path / "ckpt"), "--threads", "1", "--served-model-name", MODEL,
+                                        "--log-level", "warning")
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+        chat = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=40, temperature=1.0, seed=0,
+                                              extra_body={"max_thinking_tokens": 4})
+        with pytest.raises(openai.BadRequestError, match="needs </think> to be one token"):
+            client.chat.completions.create(model=MODEL, messages=USER, max_tokens=40,
+                                           extra_body={"max_thinking_tokens": 8, "min_thinking_tokens": 4})
+    finally:
+        serve_load.stop_server(proc)
+    engine = Engine(*load_model(str(tmp_path / "ckpt")))
+    ids = chat_prompt_ids(engine.tokenizer, [{"role": "user", "content": USER[0]["content"]}])
+    offline = engine.generate([ids], SamplingParams(temperature=1.0, max_new_tokens=40, max_thinking_tokens=4,
+                                                    seed=0))[0].text
+    assert "</think>" in offline and len(offline.split("</think>")[0]) <= 4
+    message = chat.choices[0].message
+    assert (message.reasoning_content or "", message.content) == split_reasoning(offline)

@@ -294,7 +294,7 @@ class Server:
                                    "context_length_exceeded")
                 max_tokens = max_tokens or room
             params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=max(req.top_k, 0),
-                                    max_new_tokens=max_tokens or 256, stop=req.stop_list())
+                                    max_new_tokens=max_tokens or 256, stop=req.stop_list(), **self._budget(req))
             for _ in range(req.n):
                 k = len(specs)
                 seed = None if req.seed is None else (req.seed + k * GOLDEN) % 2 ** 63
@@ -302,11 +302,16 @@ class Server:
         return specs
 
     def _forcer(self, req):
-        if not req.forces_thinking():
+        """The forced-token hook of a request that shapes its thinking (budget_forcer), or None. Where this
+        tokenizer spells </think> in several tokens (Qwen2.5's, Llama 3's) a budget alone is the engine's own
+        (_budget); "Wait" for min_thinking_tokens / num_ignore replaces one sampled </think>, so it needs one."""
+        if not req.forces_thinking() or self._budget(req):
             return None
         if self.think_end_id is None:
-            raise ApiError(400, f"this model's tokenizer has no single {THINK_END} token to force",
-                           "max_thinking_tokens")
+            field = "min_thinking_tokens" if req.min_thinking_tokens else "num_ignore"
+            raise ApiError(400, f"{field} replaces the model's {THINK_END} by \"Wait\", which needs {THINK_END} to be "
+                                "one token; this model's tokenizer spells it in several (max_thinking_tokens alone "
+                                "works)", field)
         close = None
         if req.thinking_end is not None:
             close = self.tokenizer(req.thinking_end, add_special_tokens=False)["input_ids"]
@@ -314,6 +319,14 @@ class Server:
             raise ApiError(400, f"thinking_end must end with this model's {THINK_END} token", "thinking_end")
         return budget_forcer(self.think_end_id, self.wait_ids, req.max_thinking_tokens, req.min_thinking_tokens,
                              req.num_ignore, close)
+
+    def _budget(self, req) -> dict:
+        """SamplingParams fields for the engine's thinking budget (engine.forcing.thinking_budget, which matches a
+        several-token </think>): a request that asks max_thinking_tokens alone of such a tokenizer; else {}."""
+        if self.think_end_id is not None or req.max_thinking_tokens is None or req.min_thinking_tokens or \
+                req.num_ignore:
+            return {}
+        return {"max_thinking_tokens": req.max_thinking_tokens, "thinking_end": req.thinking_end or THINK_END}
 
     # -- engine events to responses -------------------------------------------------------------------------------
 

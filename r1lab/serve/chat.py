@@ -26,11 +26,17 @@ class ChatSession:
         self.history: list[dict] = []
         self.turns = 0
         tok = engine.tokenizer
-        self.think_end_id = tok.convert_tokens_to_ids(THINK_END)
+        end = tok.convert_tokens_to_ids(THINK_END)
+        self.think_end_id = end if isinstance(end, int) and end != tok.unk_token_id else None
         self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
-        self.max_thinking, self.num_ignore = max_thinking, num_ignore
+        self.max_thinking, self.num_ignore, self.thinking_end = max_thinking, num_ignore, thinking_end
+        if thinking_end is not None and not thinking_end.endswith(THINK_END):
+            raise ValueError(f"thinking_end {thinking_end!r} must end with {THINK_END}")
+        if self.think_end_id is None and num_ignore:  # as the server says it (Server._forcer)
+            raise ValueError(f"num_ignore replaces the model's {THINK_END} by \"Wait\", which needs {THINK_END} to be "
+                             "one token; this model's tokenizer spells it in several (max_thinking alone works)")
         # what max_thinking forces: </think>, or a closing text that ends with it (thinking_budget's "give up")
-        self.close_ids = None if thinking_end is None else engine.token_ids(thinking_end)
+        self.close_ids = None if thinking_end is None or self.think_end_id is None else engine.token_ids(thinking_end)
         if self.close_ids is not None and self.close_ids[-1:] != [self.think_end_id]:
             raise ValueError(f"thinking_end {thinking_end!r} must end with {THINK_END}")
 
@@ -57,7 +63,10 @@ class ChatSession:
             raise ValueError(f"the message alone fills the model's {self.engine.max_positions}-token context")
         params = dataclasses.replace(self.params, max_new_tokens=room)
         forced = None
-        if self.max_thinking is not None or self.num_ignore:
+        if self.think_end_id is None and self.max_thinking is not None:  # a several-token </think>: the engine's
+            params = dataclasses.replace(params, max_thinking_tokens=self.max_thinking,  # budget matches it
+                                         thinking_end=self.thinking_end or THINK_END)
+        elif self.max_thinking is not None or self.num_ignore:
             forced = budget_forcer(self.think_end_id, self.wait_ids, self.max_thinking, 0, self.num_ignore,
                                    self.close_ids)
         seed = None if self.seed is None else self.seed + self.turns
