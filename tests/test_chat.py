@@ -1,6 +1,7 @@
 """`r1lab chat` on a tiny checkpoint: stdin that is not a terminal, the thinking dimmed and the answer plain, the same
 text as the offline engine, history through the chat template, /reset, /exit and EOF, context trimming."""
 import io
+import json
 import sys
 
 import pytest
@@ -147,4 +148,18 @@ def test_a_thinking_budget_where_think_end_is_several_tokens():
     assert (reasoning, content) == split_reasoning(offline)
     with pytest.raises(ValueError, match="needs </think> to be one token"):
         ChatSession(engine, params, max_thinking=4, num_ignore=1)
+
+
+def test_a_model_without_a_chat_template_is_refused_at_once(tmp_path, ckpt, capsys):
+    # before: the transformers error on every turn, and exit 0
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(ckpt, plain)
+    (plain / "chat_template.jinja").unlink()
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    assert main(["chat", "--model", str(plain), "--threads", "1"]) == 2
+    assert "this model has no chat template, which a chat needs" in capsys.readouterr().err
 

@@ -127,3 +127,18 @@ def test_a_missing_optional_package_names_its_extra(argv, package, extra, monkey
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"needs {package}, which is not installed: pip install 'r1lab[{extra}]'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_prompts_that_cannot_fit_the_model_are_refused_before_sampling(tmp_path_factory, tmp_path, capsys, command):
+    # before: they stopped mid-run with the engine's ValueError traceback (a local HF model of 64 positions did)
+    from conftest import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path_factory, "short", max_positions=512)
+    out = tmp_path / "out.jsonl"
+    argv = [command, "--model", str(ckpt), "--task", "countdown", "--n", "2", "--max-new-tokens", "512",
+            "--threads", "1", "--out", str(out)] + (["--samples", "2"] if command == "sample" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "+ --max-new-tokens 512 need" in err and "has 512; lower --max-new-tokens to at most" in err
+    assert "Traceback" not in err and not out.exists()

@@ -431,3 +431,18 @@ def test_usage_errors_exit_2_in_one_line_and_write_nothing(tmp_path, capsys, ext
 
 
 # --- real servers -------------------------------------------------------------------------------------------------
+
+
+def test_a_journal_without_samples_gives_way_to_other_settings(tmp_path, capsys):
+    # before: a run that failed before its first reply (a wrong --teacher-model: 404) left a journal that refused the
+    # corrected command until it was deleted by hand
+    path = tmp_path / "t.jsonl.journal"
+    first = Journal(path, {"teacher_model": "wrong", "temperature": 0.6}, 3, 2)
+    first.open()
+    first.close()
+    second = Journal(path, {"teacher_model": "right", "temperature": 0.6}, 3, 2)
+    assert second.open() == {}
+    second.close()
+    assert "held no samples, under other settings; started afresh" in capsys.readouterr().err
+    assert read_jsonl(path) == [{"journal": "r1lab distill", "fingerprint": second.fingerprint,
+                                 "settings": {"teacher_model": "right", "temperature": 0.6}}]

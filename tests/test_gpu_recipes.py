@@ -186,6 +186,16 @@ def test_cost_recipe_end_to_end_by_hand(tmp_path, capsys):
     assert out["published"] is None and out["vs_published"] is None and out["recompute_flops"] == 0
 
 
+def test_cost_recipe_takes_set_and_model_as_the_stage_does(tmp_path, capsys):
+    # the README lists cost under --recipe / --set; before, `--set` and `--model` were "unrecognized arguments"
+    base = _cost("--recipe", "countdown_rl", capsys=capsys)
+    out = _cost("--recipe", "countdown_rl", "--set", f"steps={2 * base['steps']}", "--model", "countdown-base",
+                capsys=capsys)
+    assert out["steps"] == 2 * base["steps"] and out["sequences"] == 2 * base["sequences"]
+    assert main(["cost", "--recipe", "countdown_rl", "--set", "stepz=3"]) == 2
+    assert "unknown key 'stepz'" in capsys.readouterr().err
+
+
 def test_cost_recipe_compares_with_the_source(capsys):
     out = _cost("--recipe", "tinyzero_countdown_qwen3b", capsys=capsys)
     assert (out["gpu"], out["mfu"], out["price_per_hour"]) == ("H100", 0.3, GPUS["H100"].price)
@@ -203,6 +213,7 @@ def test_cost_recipe_compares_with_the_source(capsys):
     (["--recipe", "tinyzero_countdown_qwen3b", "--tokens", "1T"], "--recipe takes"),
     (["--recipe", "tinyzero_countdown_qwen3b", "--known", "deepseek-r1"], "--recipe takes"),
     (["--prompt-tokens", "100"], "--prompt-tokens goes with --recipe"),
+    (["--set", "steps=3"], "--set goes with --recipe"),
     (["--recipe", "no_such_recipe"], "no recipe 'no_such_recipe'"),
 ])
 def test_cost_recipe_bad_input_exits_2(argv, message, capsys):

@@ -247,12 +247,28 @@ def test_hub_ids_load_through_the_one_loader_with_clear_errors(monkeypatch, tmp_
             return FIXTURE
 
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    for name in ("openai/gsm8k", "nobody/nothing"):  # in the cache: the hub is not asked first
+        (tmp_path / "hub" / f"datasets--{name.replace('/', '--')}").mkdir(parents=True)
     assert task.load("openai/gsm8k", limit=2) == FIXTURE[:2] and calls == [("openai/gsm8k", "main", "test")]
-    with pytest.raises(RuntimeError, match="could not load 'nobody/nothing'.*ConnectionError: offline"):
+    with pytest.raises(ValueError, match="could not load 'nobody/nothing'.*ConnectionError: offline"):
         task.load("nobody/nothing", split="train")
     with pytest.raises(FileNotFoundError, match="no such file"):  # a path, not a hub id: never sent to the hub
         task.load(tmp_path / "missing.jsonl")
     assert len(calls) == 2
+
+
+def test_a_hub_dataset_out_of_reach_is_one_line_at_once(monkeypatch, tmp_path, capsys):
+    # before: ~30 s of the datasets library's retries, then a traceback (in rl, from every rank)
+    from r1lab.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    assert main(["eval", "--model", "countdown-base", "--task", "gsm8k", "--data", "openai/gsm8k", "--n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "openai/gsm8k: not available offline" in err and "hf download --repo-type dataset openai/gsm8k" in err
+    assert "Traceback" not in err and time.perf_counter() - t0 < 20
 
 
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"{REAL_DATA} absent (optional development data)")

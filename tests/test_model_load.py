@@ -103,6 +103,20 @@ def test_an_unloadable_model_directory_is_one_line(tmp_path, ckpt):
     assert "\n" not in str(e.value)
 
 
+def test_a_model_saved_without_its_tokenizer_is_one_line(tmp_path, ckpt):
+    # before: transformers 5 built an empty tokenizer and eval / rl failed later on "empty prompt", rl after making
+    # its run folder
+    import shutil
+
+    bare = tmp_path / "no_tokenizer"
+    shutil.copytree(ckpt, bare)
+    for f in bare.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            f.unlink()
+    with pytest.raises(CheckpointError, match=r"no_tokenizer holds no tokenizer .*tokenizer\.save_pretrained"):
+        load_checkpoint(str(bare))
+
+
 def test_serve_and_chat_put_the_model_on_the_runtime_device(ckpt, monkeypatch):
     """Both commands load through load_checkpoint, which moves the model to runtime.device() (cuda:LOCAL_RANK on a
     GPU machine). Here the device is swapped for `meta`, which no model lands on by accident."""

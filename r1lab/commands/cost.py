@@ -6,6 +6,7 @@
     r1lab cost --active-params 37B --tokens 14.8T --gpu H800 --mfu 0.35 --price 2
     r1lab cost --active-params 37B --tokens 14.8T --gpu H800 --gpu-hours 2664K    (the implied MFU)
     r1lab cost --recipe tinyzero_countdown_qwen3b [--gpu H100] [--mfu 0.3] [--price P]   an RL recipe's run, ahead
+    r1lab cost --recipe countdown_rl --model ./my-model --set steps=200      the same with its keys overridden
 
 Every mode takes --json. Bad input exits 2 with the valid options.
 """
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--known", choices=list(KNOWN_RUNS), help="rebuild a published cost table")
     parser.add_argument("--recipe", help="an RL recipe (shipped name or path): its run's tokens, FLOPs, GPU-hours "
                                          "and dollars, beside its source's published figures (MFU default 0.3)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="--recipe: override one of its keys (repeatable), as `r1lab rl --set` does")
+    parser.add_argument("--model", help="--recipe: the model it would train (shorthand for --set model=...)")
     parser.add_argument("--prompt-tokens", type=_count, help="--recipe: prompt tokens a sequence (default: the "
                                                              "task's prompt, measured or estimated)")
     parser.add_argument("--response-tokens", type=_count, help="--recipe: response tokens a sequence (default: "
@@ -67,14 +71,15 @@ RECIPE_FLAGS = ["gpu", "mfu", "prompt_tokens", "response_tokens"]  # what --reci
 def run(args) -> int:
     what_if = [name for name in WHAT_IF_FLAGS if getattr(args, name) is not None]
     try:
-        recipe_only = [n for n in ("prompt_tokens", "response_tokens") if getattr(args, n) is not None]
+        recipe_only = [n for n in ("prompt_tokens", "response_tokens", "model") if getattr(args, n) is not None]
+        recipe_only += ["set"] if args.overrides else []
         if recipe_only and not args.recipe:
             raise ValueError(f"--{recipe_only[0].replace('_', '-')} goes with --recipe")
         if args.recipe:
             others = [n for n in what_if if n not in RECIPE_FLAGS] + (["known"] if args.known else [])
             if others:
-                raise ValueError(f"--recipe takes --gpu, --mfu, --price, --precision, --prompt-tokens, "
-                                 f"--response-tokens and --json, not --{others[0].replace('_', '-')}")
+                raise ValueError(f"--recipe takes --set, --model, --gpu, --mfu, --price, --precision, "
+                                 f"--prompt-tokens, --response-tokens and --json, not --{others[0].replace('_', '-')}")
             result = _recipe(args)
         elif args.known:
             if what_if:
@@ -213,7 +218,7 @@ def _recipe(args) -> dict:
     from r1lab.rl.train import RLConfig, algorithm
 
     path = resolve_recipe(args.recipe)
-    cfg = load_recipe_config(RLConfig, "rl", path, [])
+    cfg = load_recipe_config(RLConfig, "rl", path, args.overrides + ([f"model={args.model}"] if args.model else []))
     algo = algorithm(cfg)
     config, card_params, shape_from = _model_shape(cfg.model)
     prompt_tokens, prompt_from = ((args.prompt_tokens, "--prompt-tokens") if args.prompt_tokens is not None

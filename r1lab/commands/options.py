@@ -106,11 +106,28 @@ def load_task_problems_model(args: argparse.Namespace, outputs=()) -> tuple:
     check_backend(args.backend)
     loaded = load_checkpoint(args.model)
     check_template(args.template, loaded[1])  # a chat template needs the model's own
+    check_prompts_fit(task, examples, args.template, args.max_new_tokens, *loaded)
     if not args.data and not args.task_args:
         note = trained_knobs_note(task, loaded[2], args.model)
         if note:
             print(note, file=sys.stderr)
     return (task, examples, source, *loaded)
+
+
+def check_prompts_fit(task, examples: list[dict], template: str, max_new_tokens: int, model, tokenizer, path) -> None:
+    """ValueError, before any sampling, when the longest prompt + max_new_tokens pass the model's positions: the
+    engine refuses such a row (engine.check_room), which used to stop a command mid-run with a traceback."""
+    from r1lab.prompts import encode, render
+
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None or not examples:
+        return
+    longest = max(len(encode(tokenizer, render(task, ex, template, tokenizer))) for ex in examples)
+    if longest + max_new_tokens > limit:
+        fix = (f"lower --max-new-tokens to at most {limit - longest}" if longest < limit
+               else "use a shorter template or shorter problems")
+        raise ValueError(f"the longest prompt ({longest} tokens, template {template!r}) + --max-new-tokens "
+                         f"{max_new_tokens} need {longest + max_new_tokens} positions, and {path} has {limit}; {fix}")
 
 
 def trained_knobs_note(task, path, model: str) -> str | None:

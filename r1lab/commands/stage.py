@@ -28,13 +28,14 @@ def load_stage_config(cls, args, command: str):
 
 def run_stage(args, command: str, cls, main, check=None, input_errors: tuple = ()) -> int:
     """Load the config, check it before anything heavy loads (check(cfg) raises ValueError on a bad setting), then
-    run main(cfg). A bad recipe, key, value or setting, a model that cannot be loaded, and what main finds wrong with
-    its input once the model is loaded (ConfigError, or the stage's own `input_errors`), are one line on stderr and
-    exit status 2."""
+    run main(cfg). A bad recipe, key, value or setting, a model or hub dataset that cannot be loaded, and what main
+    finds wrong with its input once the model is loaded (ConfigError, or the stage's own `input_errors`), are one
+    line on stderr and exit status 2."""
     import sys
 
     from r1lab.config import ConfigError
     from r1lab.model.load import CheckpointError
+    from r1lab.tasks.common import DatasetUnavailable
 
     try:
         cfg = load_stage_config(cls, args, command)
@@ -45,7 +46,7 @@ def run_stage(args, command: str, cls, main, check=None, input_errors: tuple = (
         return 2
     try:
         main(cfg)
-    except (CheckpointError, ConfigError, *input_errors) as e:
+    except (CheckpointError, ConfigError, DatasetUnavailable, *input_errors) as e:
         print(f"r1lab {command}: {e}", file=sys.stderr)
         return 2
     return 0

@@ -14,6 +14,7 @@ sends no request.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import asdict
@@ -62,6 +63,12 @@ class Journal:
                       file=sys.stderr)
                 f.truncate(cut)
                 os.fsync(f.fileno())
+            if cut and data[:cut].count(b"\n") == 1 and self._header_only_of_other_settings(data[:cut]):
+                # a run that failed before its first reply (a wrong --teacher-model, say): nothing to keep, and
+                # refusing the corrected command over it helped no one
+                print(f"{self.path}: held no samples, under other settings; started afresh", file=sys.stderr)
+                f.truncate(0)
+                cut = 0
             self.replies = self._read() if cut else {}
             if not cut:
                 self._write(f, {"journal": "r1lab distill", "fingerprint": self.fingerprint,
@@ -71,6 +78,13 @@ class Journal:
             raise
         self._file = f
         return dict(self.replies)
+
+    def _header_only_of_other_settings(self, line: bytes) -> bool:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(row, dict) and "settings" in row and row.get("fingerprint") != self.fingerprint
 
     def _read(self) -> dict[tuple[int, int], Reply]:
         replies: dict[tuple[int, int], Reply] = {}

@@ -220,6 +220,11 @@ def load_model(path_or_id: str, dtype=None):
 
     if is_adapter_dir(path_or_id) and not (Path(path_or_id) / "config.json").exists():
         return _load_adapter(Path(path_or_id), dtype)
+    folder = Path(path_or_id)
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        # subtle: transformers 5 then builds an empty tokenizer (every text encodes to []), which fails far away
+        raise CheckpointError(f"{path_or_id} holds no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...): save it "
+                              f"with the model, tokenizer.save_pretrained({str(path_or_id)!r})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, **({"dtype": dtype} if dtype is not None else {}))
@@ -229,6 +234,11 @@ def load_model(path_or_id: str, dtype=None):
             first = f"its model.safetensors is not a readable safetensors file ({first})"
         raise CheckpointError(f"cannot load a model from {path_or_id}: {first}") from None
     return model, _left_padded(tokenizer)
+
+
+# What a saved tokenizer writes: fast (tokenizer.json), or a slow one's vocabulary (BPE, SentencePiece, WordPiece)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "merges.txt")
 
 
 def _error_line(e: Exception) -> str:
@@ -254,7 +264,11 @@ def _load_adapter(path: Path, dtype):
         raise CheckpointError(f"{path} holds a LoRA adapter, and loading it needs peft: pip install "
                               f"'r1lab[lora]'") from None
     base = adapter_base(path)
-    model, _ = load_model(resolve_checkpoint(base), dtype)
+    try:
+        model, _ = load_model(resolve_checkpoint(base), dtype)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path} is a LoRA adapter whose base (base_model_name_or_path in its "
+                              f"adapter_config.json) cannot be loaded: {e}") from None
     try:
         model = PeftModel.from_pretrained(model, str(path))
     except (OSError, ValueError, RuntimeError, KeyError) as e:

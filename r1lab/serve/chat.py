@@ -26,6 +26,9 @@ class ChatSession:
         self.history: list[dict] = []
         self.turns = 0
         tok = engine.tokenizer
+        if not getattr(tok, "chat_template", None):  # as the server's /v1/chat/completions says it
+            raise ValueError("this model has no chat template, which a chat needs; r1lab eval, r1lab sample and "
+                             "r1lab serve's /v1/completions take plain prompts")
         end = tok.convert_tokens_to_ids(THINK_END)
         self.think_end_id = end if isinstance(end, int) and end != tok.unk_token_id else None
         self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]

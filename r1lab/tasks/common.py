@@ -203,6 +203,33 @@ def _read_file(path: Path) -> list[tuple[str, dict]]:
     return [(f"{path} row {k}", row) for k, row in enumerate(rows, 1)]
 
 
+class DatasetUnavailable(ValueError):
+    """A hub dataset that cannot be loaded (offline, unknown, gated): one line for the command to print."""
+
+
+def check_hub_dataset(name: str, timeout: float = 5.0) -> None:
+    """Nothing when hub dataset `name` is in the Hugging Face cache or the hub answers for it within `timeout`
+    seconds; else DatasetUnavailable saying how to get it. Without it an unreachable hub cost ~30 s of the datasets
+    library's retries and then a traceback."""
+    from huggingface_hub import HfApi
+
+    from r1lab.model.load import hub_cache_dir, hub_offline
+
+    if (hub_cache_dir() / f"datasets--{name.replace('/', '--')}").is_dir():
+        return  # datasets reads its cached copy (and refreshes it when it can)
+    get = (f"download it with `hf download --repo-type dataset {name}`, or give its rows as a local file or folder "
+           f"(--data PATH, --set data=PATH: JSONL, a JSON array or Parquet)")
+    if hub_offline():
+        raise DatasetUnavailable(f"{name}: not available offline: not in the Hugging Face cache and HF_HUB_OFFLINE "
+                                 f"is set; {get}")
+    try:
+        HfApi().dataset_info(name, timeout=timeout)
+    except Exception as e:  # unreachable, unknown, gated, private: the transport's errors share no base class
+        reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]}"
+        raise DatasetUnavailable(f"{name}: not in the Hugging Face cache, and the hub did not serve it ({reason}); "
+                                 f"{get}") from None
+
+
 def load_hub(name: str, split: str, limit: int | None = None, config: str | None = None) -> list[dict]:
     """The first `limit` rows (all when None) of a Hugging Face dataset's split; clear errors when the `datasets`
     library is missing and when the hub cannot serve it (offline, an unknown id, config or split)."""
@@ -211,11 +238,12 @@ def load_hub(name: str, split: str, limit: int | None = None, config: str | None
     except ImportError:
         raise ImportError(f"{name!r} is neither a file nor a folder; loading it as a Hugging Face dataset needs "
                           "`pip install datasets` and network access (or pass a JSONL/Parquet path)") from None
+    check_hub_dataset(name)
     try:
         dataset = datasets.load_dataset(name, config, split=split)
     except Exception as e:  # offline, unknown id, unknown split: all say the same to the user
-        raise RuntimeError(f"could not load {name!r} (config {config}, split {split!r}) from the Hugging Face "
-                           f"hub: {type(e).__name__}: {e}") from e
+        raise DatasetUnavailable(f"could not load {name!r} (config {config}, split {split!r}) from the Hugging Face "
+                                 f"hub: {type(e).__name__}: {str(e)[:300]}") from e
     n = len(dataset) if limit is None else min(limit, len(dataset))
     return [dict(dataset[i]) for i in range(n)]
 
