@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "model dir or a hub id")
     parser.add_argument("--temperature", type=float, default=0.6, help="0 = greedy (default 0.6, as DeepSeek "
                                                                        "recommends for R1)")
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="per reply, thinking included")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="per reply, thinking included (default 512)")
     parser.add_argument("--max-thinking-tokens", type=int, help="s1 budget forcing: end the thinking here")
     parser.add_argument("--thinking-end", help="the text forced at --max-thinking-tokens (default </think>); it "
                                                   "must end with </think>, e.g. $'\\ngive up\\n</think>'")

@@ -17,7 +17,8 @@ HELP = "the R1 recipe in one resumable run: cold start, GRPO, rejection sampling
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="a TOML recipe: a path, or a shipped recipe name (r1_countdown)")
+    p.add_argument("--recipe", help="a TOML recipe: a path, or a shipped recipe name (r1_countdown, "
+                                    "r1_countdown_demo, r1_countdown_quick)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one recipe key (repeatable); lists as JSON: --set 'rl_set=[\"steps=10\"]'")
     p.add_argument("--out", help="shorthand for --set out_dir=DIR: the run directory")

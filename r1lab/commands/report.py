@@ -21,7 +21,7 @@ HELP = "plot runs' metrics (overlaid) and write a self-contained report.html wit
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (as written by pretrain / rl)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (as written by pretrain / sft / rl)")
     p.add_argument("--out", required=True, metavar="DIR", help="where to write report.html and the PNGs")
     p.add_argument("--completions", type=int, default=6, help="sampled completions shown per run (default 6)")
     p.add_argument("--title", default="r1lab report", help="the page title")

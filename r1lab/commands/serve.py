@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a shipped base name, a run dir (its latest checkpoint), a "
                                                        "model dir or a hub id")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="default 8000")
     parser.add_argument("--max-concurrency", type=int, default=64,
                         help="requests handled at once; more get HTTP 429 (default 64)")
     parser.add_argument("--max-batch-size", type=int, default=32,
