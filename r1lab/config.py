@@ -196,8 +196,8 @@ def check_resume(cfg, checkpoint, free: tuple[str, ...] = ()) -> None:
     if diff:
         changes = ", ".join(f"{k} {theirs[k]!r} -> {mine[k]!r}" for k in diff)
         raise ConfigError(f"{Path(checkpoint).parent.parent} holds a run with other settings ({changes}); resume it "
-                          f"with its own (only {', '.join(allowed[1:])} may change), use another --out, or start "
-                          f"a new run from its weights with --set model={Path(checkpoint).parent.parent}")
+                          f"with its own (only {', '.join(allowed[1:])} may change), or use another --out (a new "
+                          f"run from its weights: --set model={Path(checkpoint).parent.parent} and another --out)")
 
 
 def check_out_dir(out_dir: str) -> None:

@@ -407,3 +407,66 @@ def test_batch_splits():
     assert batch_splits(3, 2, 2) == [(3, 1)]
     assert batch_splits(8, 4, 2) == [(4, 2), (8, 1)]  # B and grad_accum both kept: one way
     assert batch_splits(6, 4, 3) == [(2, 3), (6, 1)]
+
+
+def test_a_failing_final_evaluation_keeps_the_trained_weights(tmp_path_factory, tmp_path, monkeypatch):
+    """The last checkpoint is written before the final evaluation: one that breaks loses no training."""
+    from conftest import tiny_checkpoint
+
+    import r1lab.sft.train as sft_train
+
+    def broken(run):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr(sft_train, "evaluate", broken)
+    model = tiny_checkpoint(tmp_path_factory, "tiny")
+    data = write(tmp_path / "d.jsonl", traces(4))
+    cfg = load_config(SFTConfig, None, ["seq_len=256", "steps=2", "threads=1", "eval_instances=2",
+                                        "eval_max_new_tokens=8", f"model={model}", f"data={data}",
+                                        f"out_dir={tmp_path / 'run'}"])
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        sft_main(cfg)
+    assert (tmp_path / "run" / "checkpoints" / "step_000002" / "model.safetensors").exists()
+
+
+def test_records_cut_to_no_completion_token_are_counted_and_all_of_them_refused(tmp_path, capsys):
+    """A record whose prompt fills seq_len keeps no labelled token; when none keeps one, the run would 'train' on a
+    loss of 0.0 and say done: refused before any work, with the seq_len that keeps one."""
+    from r1lab.model.tokenizer import build_tokenizer
+    from r1lab.sft.train import prepare_examples
+
+    short = {"prompt": "User: 1+1\nAssistant: <think>", "completion": "2</think> <answer>2</answer>"}
+    long = {"prompt": "User: " + "1+" * 30 + "1\nAssistant: <think>", "completion": "31</think> <answer>31</answer>"}
+    data = write(tmp_path / "d.jsonl", [short, long])
+    prepare_examples(SFTConfig(data=str(data), seq_len=48), build_tokenizer())
+    assert ("1 of 2 records are longer than seq_len = 48 tokens; their tails are cut and not learnt, 1 of them with "
+            "no completion token left at all" in capsys.readouterr().err)
+    out = tmp_path / "run"
+    assert cli_main(["sft", "--data", str(data), "--out", str(out), "--set", "seq_len=16"]) == 2
+    err = capsys.readouterr().err
+    assert "seq_len = 16: no record keeps a completion token to learn" in err and "Traceback" not in err
+    assert "raise seq_len to at least 22" in err  # short's prompt is 22 tokens: y[21] is its first target
+    assert not out.exists()
+
+
+def test_chat_data_without_a_task_skips_the_default_evaluation(tmp_path_factory, tmp_path, capsys):
+    """Chat records and no recipe or evaluation setting: the default held-out set (countdown under the plain
+    template) would not measure the run, so there is none, and one line says how to ask for one; naming a task (or
+    any evaluation setting) keeps it."""
+    from conftest import tiny_checkpoint
+
+    model = tiny_checkpoint(tmp_path_factory, "chat", max_positions=256)
+    (model / "chat_template.jinja").write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n"
+                                               "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+    data = write(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "1+1"},
+                                                         {"role": "assistant", "content": "2"}]}] * 4)
+    common = ["sft", "--data", str(data), "--model", str(model), "--set", "seq_len=128", "--set", "steps=1",
+              "--set", "threads=1"]
+    assert cli_main(common + ["--out", str(tmp_path / "a")]) == 0
+    assert "no held-out evaluation" in capsys.readouterr().err
+    rows = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
+    assert not any(k.startswith("eval/") for r in rows for k in r)
+    # a task named: the evaluation is kept, and this model's 256 positions cannot hold its 512 new tokens
+    assert cli_main(common + ["--set", "task=countdown", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no held-out evaluation" not in err and "eval_max_new_tokens = 512" in err

@@ -187,6 +187,39 @@ class Run:
         return self.wall_before + time.time() - self.t_run
 
 
+def check_room(cfg: RLConfig, model, tokenizer, task, pools: list[list], eval_set: list) -> None:
+    """ConfigError, before any step, when the longest training prompt (as rendered) + max_new_tokens, or the longest
+    held-out prompt + its budget, pass the model's positions: the engine's own rule (engine.check_room), said now
+    instead of by a traceback at the step-0 evaluation or at the step that first samples that prompt.
+
+    subtle: the vLLM backend needs one more position for rollouts with log-probs (truncated IS) under a thinking
+    budget (VLLMBackend.check_room); the held-out evaluation asks for no log-probs."""
+    from r1lab.config import ConfigError
+    from r1lab.engine import SamplingParams
+    from r1lab.engine.engine import check_room as room
+    from r1lab.prompts import encode, render
+
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    extra = int(cfg.rollout_backend != "engine" and tis_cap(cfg) > 0 and bool(cfg.max_thinking_tokens))
+    eval_key = "eval_max_new_tokens" if cfg.eval_max_new_tokens else "max_new_tokens"
+    for what, problems, key, budget, more in (
+            ("training", [ex for pool in pools for ex in pool], "max_new_tokens", cfg.max_new_tokens, extra),
+            ("held-out", eval_set, eval_key, eval_budget(cfg), 0)):
+        if not problems:
+            continue
+        longest = max(len(encode(tokenizer, render(task, ex, cfg.template, tokenizer))) for ex in problems)
+        try:
+            room(longest, SamplingParams(max_new_tokens=budget), limit, more,
+                 " and one more for the log-probs of a thinking budget's forced tokens" if more else "")
+        except ValueError as e:
+            left = limit - longest - more  # what the longest prompt leaves for new tokens
+            fix = f"lower {key} to at most {left}" if left > 0 else f"use a shorter template than {cfg.template!r}"
+            off = ", or set eval_instances = 0" if what == "held-out" else ""
+            raise ConfigError(f"{key} = {budget}: the longest {what} prompt: {e}; {fix}{off}") from None
+
+
 def setup(cfg: RLConfig) -> Run:
     """Join the world, load the policy (the run's latest checkpoint on resume, else cfg.model), the reference model
     when the algorithm has a KL term, the problems, the optimizer and its state."""
@@ -245,6 +278,7 @@ def setup(cfg: RLConfig) -> Run:
     elif cfg.eval_instances:
         eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir,
                                    **parse_knobs(task, held_out_task_args(cfg)))
+    check_room(cfg, model, tokenizer, task, [pool, later_pool], eval_set)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
     engine = cfg.rollout_backend == "engine"

@@ -34,7 +34,7 @@ import torch
 from r1lab import parallel, runtime
 from r1lab.config import check_resume, config_to_dict, format_config
 from r1lab.parallel import SCALE_RANGES, ScaleConfig, check_scale
-from r1lab.pretrain.train import cosine_lr, make_optimizer
+from r1lab.pretrain.train import check_room, cosine_lr, make_optimizer
 from r1lab.prompts import check_template
 from r1lab.sft.data import IGNORE, block_causal_mask, collate, load_records, pack, shift, tokenize_record
 
@@ -137,15 +137,27 @@ def check_per_step(cfg: SFTConfig, world: int, per_step: int, where) -> None:
 
 def prepare_examples(cfg: SFTConfig, tokenizer) -> list[tuple[list[int], list[int]]]:
     """Every record as (x, y) of at most seq_len tokens. Longer records are cut and their tails are not learnt; the
-    run says how many (on rank 0), since a cut completion teaches the model to stop nowhere."""
-    examples, cut = [], 0
+    run says how many (on rank 0), and how many keep no completion token at all, since a cut completion teaches the
+    model to stop nowhere. ConfigError when no record keeps one: the run would train on a loss of 0."""
+    from r1lab.config import ConfigError
+
+    examples, cut, empty, need = [], 0, 0, []
     for where, row in load_records(cfg.data):
         tokens, labelled = tokenize_record(row, tokenizer, where)
         cut += len(tokens) - 1 > cfg.seq_len
-        examples.append(shift(tokens, labelled, cfg.seq_len))
+        x, y = shift(tokens, labelled, cfg.seq_len)
+        if all(t == IGNORE for t in y):
+            empty += 1
+            need += [labelled.index(1)] if 1 in labelled else []  # the seq_len that keeps its first target
+        examples.append((x, y))
+    if empty == len(examples):
+        fix = f"raise seq_len to at least {min(need)}" if need else "raise seq_len"
+        raise ConfigError(f"seq_len = {cfg.seq_len}: no record keeps a completion token to learn (every prompt fills "
+                          f"the sequence); {fix}")
     if cut and runtime.is_main():
+        lost = f", {empty} of them with no completion token left at all" if empty else ""
         print(f"sft: warning: {cut} of {len(examples)} records are longer than seq_len = {cfg.seq_len} tokens; their "
-              "tails are cut and not learnt (raise seq_len to keep them)", file=sys.stderr)
+              f"tails are cut and not learnt{lost} (raise seq_len to keep them)", file=sys.stderr)
     return examples
 
 
@@ -234,15 +246,34 @@ class Run:
         return self.wall_before + time.time() - self.t_run
 
 
-def setup(cfg: SFTConfig) -> Run:
-    """Load the model (the run's latest checkpoint on resume), tokenize and pack every record, and only then make
-    the run directory, the held-out set, the optimizer and the logger."""
-    from r1lab.checkpoint import latest_checkpoint, load_trainer_state, set_rng_state
+def held_out_set(cfg: SFTConfig, task, run_dir: Path) -> list[dict]:
+    """The evaluation's problems ([] with eval_instances = 0), on every rank, before the run folder is made.
+
+    subtle: as pretrain.make_problems, a fresh run generates them in memory (cached_generate would make the folder to
+    write its cache) and a run folder that exists (a resume) reads and writes its cache; the same rows either way."""
     from r1lab.config import ConfigError
+    from r1lab.tasks import parse_knobs
+    from r1lab.tasks.common import cached_generate
+
+    if not cfg.eval_instances:
+        return []
+    try:
+        knobs = parse_knobs(task, cfg.task_args)
+        if run_dir.is_dir():
+            return cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir, **knobs)
+        return task.generate(cfg.eval_instances, seed=cfg.seed + 1, split="test", **knobs)
+    except ValueError as e:
+        raise ConfigError(f"task_args = {cfg.task_args!r}, eval_instances = {cfg.eval_instances}: {e}") from None
+
+
+def setup(cfg: SFTConfig) -> Run:
+    """Load the model (the run's latest checkpoint on resume), make the held-out set and check that the model's
+    positions hold it and seq_len, tokenize and pack every record, and only then make the run directory, the
+    optimizer and the logger."""
+    from r1lab.checkpoint import latest_checkpoint, load_trainer_state, set_rng_state
     from r1lab.cost.account import RunAccount
     from r1lab.model.load import resolve_checkpoint
-    from r1lab.tasks import get_task, parse_knobs
-    from r1lab.tasks.common import cached_generate
+    from r1lab.tasks import get_task
     from r1lab.tracking import MetricsLogger
 
     runtime.init_distributed()
@@ -261,9 +292,12 @@ def setup(cfg: SFTConfig) -> Run:
     model, tokenizer = parallel.load_policy(str(resume or base), cfg, base=base, resume=resume is not None)
     if cfg.eval_instances:
         check_template(cfg.template, tokenizer)  # the evaluation's chat template needs the model's own
-    max_pos = getattr(model.config, "max_position_embeddings", None)
-    if max_pos is not None and cfg.seq_len > max_pos:
-        raise ConfigError(f"seq_len = {cfg.seq_len}: the model has only {max_pos} positions")
+    task = get_task(cfg.task)
+    eval_set = held_out_set(cfg, task, run_dir)
+    # seq_len, and the held-out set's longest prompt + eval_max_new_tokens, within the model's positions: said now,
+    # not by the engine at the final evaluation after every step has run
+    check_room(cfg, model, tokenizer, task, eval_set)
+    eval_set = eval_set if rank == 0 else []  # rank 0 evaluates
     model = parallel.shard(model.to(device), cfg, amp)
     examples = prepare_examples(cfg, tokenizer)
     packs = pack([len(x) for x, _ in examples], cfg.seq_len, cfg.seed)
@@ -279,11 +313,6 @@ def setup(cfg: SFTConfig) -> Run:
                   f"peaks at {cosine_lr(total - 1, total, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio):.3g}, not lr = "
                   f"{cfg.lr:g} (--set warmup_steps=N with N < {total})", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a bad record or model has written nothing
-    task = get_task(cfg.task)
-    eval_set = []
-    if cfg.eval_instances and rank == 0:
-        eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir,
-                                   **parse_knobs(task, cfg.task_args))
     opt = make_optimizer(model, cfg, device)
     account = RunAccount(model.config, device=device.type, dtype="bf16" if amp is not None else "fp32",
                          dtype_by_kind={"generate": "fp32"},  # its held-out evaluation samples in fp32
@@ -342,14 +371,17 @@ def main(cfg: SFTConfig) -> Path:
         done = step + 1
         dt = time.time() - t0
         metrics = {**out, "tokens_per_s": out["tokens"] / dt, "step_time_s": dt}
-        if cfg.eval_instances and ((cfg.eval_every and done % cfg.eval_every == 0) or done == run.total_steps):
+        last = done == run.total_steps
+        if last:
+            save(run, done)  # subtle: before the final evaluation, so that one failing never loses the trained weights
+        if cfg.eval_instances and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
             metrics.update(evaluate(run))  # every rank: a sharded policy is gathered for it
             run.model.train()
         if run.rank == 0:
             summary = run.account.summary(run.wall_s())
             metrics.update({k: summary[k] for k in ("flops", "flops_per_s", "mfu")})
-            run.log.log(done, metrics, console_keys=CONSOLE_KEYS, echo=done % 10 == 0 or done == run.total_steps)
-        if (cfg.save_every and done % cfg.save_every == 0) or done == run.total_steps:
+            run.log.log(done, metrics, console_keys=CONSOLE_KEYS, echo=done % 10 == 0 or last)
+        if cfg.save_every and done % cfg.save_every == 0 and not last:
             save(run, done)  # every rank: each writes its optimizer shard under FSDP
     if run.rank == 0:
         summary = run.account.summary(run.wall_s())
