@@ -268,12 +268,27 @@ def test_lora_training_flops_skip_the_frozen_weight_gradients():
 def test_lora_with_fsdp_on_two_processes_matches_one(tmp_path):
     settings = SMALL + ["lora_r=4", "lora_alpha=8", "lr=1e-2"]
     run("rl", tmp_path / "one", settings)
-    run("rl", tmp_path / "two", settings + ["fsdp=true"], nproc=2)
+    run("rl", tmp_path / "two", settings + ["fsdp=true", "lora_save_merged=true"], nproc=2)
     one, two = rows(tmp_path / "one"), rows(tmp_path / "two")
     assert [[r[k] for k in ROLLOUT_KEYS] for r in two] == [[r[k] for k in ROLLOUT_KEYS] for r in one]
     for a, b in zip(one, two):
         assert abs(a["grad_norm"] - b["grad_norm"]) <= grad_atol(a["grad_norm"]), (a["grad_norm"], b["grad_norm"])
-    assert is_adapter_dir(tmp_path / "two" / "checkpoints" / "step_000002")
+    ckpt = tmp_path / "two" / "checkpoints" / "step_000002"
+    assert is_adapter_dir(ckpt)
+    # FSDP's gathered state holds the tied output embedding as a second tensor: merged/ holds it once, as the base's
+    # files do (subtle: only on two ranks; in a world of one the gathered tensors still share storage), and it loads
+    # tied again
+    from safetensors import safe_open
+
+    from r1lab.parallel import tied_keys
+
+    keys = []
+    for path in (f"{BASE}/model.safetensors", ckpt / "merged" / "model.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            keys.append(set(f.keys()))
+    assert keys[0] == keys[1] and tied_keys(load_model(BASE)[0]) == {"lm_head.weight"}
+    merged, _ = load_model(str(ckpt / "merged"))
+    assert merged.lm_head.weight is merged.model.embed_tokens.weight
 
 
 def test_lora_sft_and_fsdp_sft(tmp_path):
@@ -322,34 +337,6 @@ def test_bad_scale_settings_exit_2_and_write_nothing(tmp_path, capsys, settings,
     assert main(["rl", "--model", BASE, "--out", str(out), "--set", "steps=1"] +
                 sum((["--set", s] for s in settings), [])) == 2
     assert message in capsys.readouterr().err and not out.exists()
-
-
-def test_fsdp_checkpoints_hold_a_tied_embedding_once(tmp_path):
-    """FSDP's gathered state dict holds the tied output embedding as a second tensor; model.safetensors and merged/
-    hold it once, as a plain save does (the same keys as the base's files), and it loads tied again."""
-    from safetensors import safe_open
-
-    from r1lab.parallel import tied_keys
-    from test_sft import traces, write
-
-    def keys(path):
-        with safe_open(str(path), "pt") as f:
-            return set(f.keys())
-
-    data = write(tmp_path / "traces.jsonl", traces(8, seed=3, task_name="arithmetic"))
-    settings = [f"data={data}", "seq_len=128", "device_batch_size=1", "steps=1", "eval_instances=0", "threads=1",
-                "dtype=fp32", "task=arithmetic", "task_args=", "fsdp=true"]
-    # subtle: two ranks; in a world of one the gathered tensors still share the model's storage, which transformers
-    # sees as a tie
-    run("sft", tmp_path / "full", settings, nproc=2)
-    run("sft", tmp_path / "lora", settings + ["lora_r=4", "lora_alpha=8", "lora_save_merged=true"], nproc=2)
-    base = keys(f"{BASE}/model.safetensors")
-    assert tied_keys(load_model(BASE)[0]) == {"lm_head.weight"} and "lm_head.weight" not in base
-    for ckpt in (tmp_path / "full" / "checkpoints" / "step_000001", tmp_path / "lora" / "checkpoints" /
-                 "step_000001" / "merged"):
-        assert keys(ckpt / "model.safetensors") == base, ckpt
-        model, _ = load_model(str(ckpt))
-        assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
 def test_a_lora_checkpoint_of_a_relative_base_loads_from_another_directory(tmp_path, monkeypatch):
