@@ -7,16 +7,14 @@ A resumed run continues its trackers rather than starting new ones: W&B resumes 
 (written when the run starts; W&B's files go to RUN/wandb/), and TensorBoard purges the events an earlier attempt
 logged after the checkpoint it resumes from, so neither shows a step twice.
 
-A tracker that cannot log (not installed; W&B not logged in) is a warning, once at the stage's settings check before
-any work and again where the logger starts, and the run logs to JSONL only: the metrics are never lost, and a
-dashboard is not worth a refused multi-GPU launch.
+A tracker that cannot log is a warning and the run logs to JSONL only: the metrics are never lost, and a dashboard
+is not worth a refused multi-GPU launch. wandb not installed is said at the stage's settings check, before any work;
+W&B that refuses to start (no key, no network) where the logger starts.
 """
 from __future__ import annotations
 
-import configparser
 import importlib.util
 import json
-import netrc
 import os
 import secrets
 import sys
@@ -34,52 +32,16 @@ def truncate_metrics(path: Path, after_step: int) -> None:
     write_jsonl(path, [row for row in read_jsonl(path, bad="torn") if row.get("step", 0) <= after_step])
 
 
-WANDB_OFF_MODES = ("offline", "disabled", "dryrun")  # WANDB_MODE values that need no API key
-
-
-def wandb_problem(env=None, home: Path | None = None, cwd: Path | None = None) -> str | None:
-    """Why `--wandb` cannot log, or None: "wandb is not installed", or not logged in (no API key where wandb looks:
-    WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE, a netrc entry for WANDB_BASE_URL's host) outside an offline or
-    disabled mode (WANDB_MODE, or `mode` in wandb's settings files). Found without importing wandb (seconds).
-    wandb_problem({"WANDB_MODE": "offline"}) is None where wandb is installed."""
-    env = os.environ if env is None else env
-    home = Path(env.get("HOME", "~")).expanduser() if home is None else home
-    if importlib.util.find_spec("wandb") is None:
-        return "wandb is not installed"
-    settings = _wandb_settings(env, home, cwd or Path.cwd())
-    mode = env.get("WANDB_MODE") or settings.get("mode", "")
-    if mode in WANDB_OFF_MODES or env.get("WANDB_DISABLED", "").lower() in ("1", "true"):
-        return None
-    if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE") or settings.get("api_key"):
-        return None
-    base = env.get("WANDB_BASE_URL") or settings.get("base_url") or "https://api.wandb.ai"
-    host = base.split("://", 1)[-1].split("/", 1)[0]
-    path = Path(env["NETRC"]).expanduser() if env.get("NETRC") else next(
-        (p for p in (home / ".netrc", home / "_netrc") if p.exists()), home / ".netrc")
-    try:
-        if netrc.netrc(str(path)).authenticators(host):
-            return None
-    except (OSError, netrc.NetrcParseError):
-        pass
-    return (f"wandb is not logged in (no WANDB_API_KEY and no {path} entry for {host}): run `wandb login`, or set "
-            "WANDB_MODE=offline to log locally")
-
-
-def _wandb_settings(env, home: Path, cwd: Path) -> dict:
-    """wandb's own settings files' [default] section: the global one, then the working directory's (`wandb offline`
-    writes `mode` there)."""
-    config_dir = Path(env["WANDB_CONFIG_DIR"]) if env.get("WANDB_CONFIG_DIR") else home / ".config" / "wandb"
-    parser = configparser.ConfigParser()
-    try:
-        parser.read([config_dir / "settings", cwd / "wandb" / "settings"])
-    except configparser.Error:
-        return {}
-    return dict(parser["default"]) if parser.has_section("default") else {}
+def wandb_problem() -> str | None:
+    """"wandb is not installed" when it is not, else None: found without importing it (that takes seconds).
+    subtle: whether W&B can log in is wandb.init's to say (keys live in the environment, netrc files, settings files
+    and more, by release); _start_wandb turns its refusal into the same warning."""
+    return "wandb is not installed" if importlib.util.find_spec("wandb") is None else None
 
 
 def check_tracking(cfg) -> None:
-    """The settings check's word on cfg.wandb: a one-line warning (first rank only) before any work when W&B cannot
-    log; the run goes on with JSONL (and TensorBoard when asked)."""
+    """The settings check's word on cfg.wandb: a one-line warning (first rank only) before any work when wandb is not
+    installed; the run goes on with JSONL (and TensorBoard when asked)."""
     if getattr(cfg, "wandb", False) and (why := wandb_problem()) and os.environ.get("RANK", "0") == "0":
         print(f"tracking: --wandb asked for but {why}; logging to JSONL only", file=sys.stderr)
 
@@ -113,7 +75,7 @@ def _fmt(v) -> str:
 
 
 def _start_wandb(run_dir, stage: str, config: dict, resume: bool):
-    """The W&B run, or None with a warning (not installed, not logged in, or wandb.init failed): JSONL only."""
+    """The W&B run, or None with a warning (not installed, or wandb.init refused: no key, no network): JSONL only."""
     why = wandb_problem()
     if why is None:
         try:
@@ -123,8 +85,9 @@ def _start_wandb(run_dir, stage: str, config: dict, resume: bool):
     if why is None:
         try:
             return wb.init(**wandb_init_kwargs(run_dir, stage, config, resume))
-        except wb.Error as e:  # a rejected key, no network: the run itself is fine
-            why = f"wandb.init failed ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        except Exception as e:  # no key, a rejected one, no network (wandb's errors by release): the run is fine
+            why = (f"wandb.init failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}; `wandb login`, "
+                   "WANDB_API_KEY, or WANDB_MODE=offline to log locally)")
     print(f"tracking: --wandb asked for but {why}; logging to JSONL only", file=sys.stderr)
     return None
 

@@ -36,46 +36,10 @@ def fake_wandb(monkeypatch):
     return module
 
 
-@pytest.fixture
-def logged_out(monkeypatch, tmp_path):
-    """No W&B credentials anywhere wandb looks (an empty home, no WANDB_* variables)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_DISABLED", "WANDB_BASE_URL",
-                "WANDB_CONFIG_DIR", "NETRC"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    return home
-
-
-def test_wandb_problem_reads_credentials_and_modes_as_wandb_does(fake_wandb, tmp_path):
-    home, cwd = tmp_path / "home", tmp_path / "cwd"
-    (cwd / "wandb").mkdir(parents=True)
-    home.mkdir()
-
-    def problem(**env):
-        return wandb_problem(env, home, cwd)
-
-    assert "wandb is not logged in (no WANDB_API_KEY and no " in problem()
-    assert "`wandb login`" in problem() and "WANDB_MODE=offline" in problem()
-    assert problem(WANDB_API_KEY="k") is None and problem(WANDB_IDENTITY_TOKEN_FILE="/t") is None
-    assert problem(WANDB_MODE="offline") is None and problem(WANDB_MODE="disabled") is None
-    assert problem(WANDB_MODE="online") is not None and problem(WANDB_DISABLED="true") is None
-    (home / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password k\n")
-    assert problem() is None
-    assert "for my.server" in problem(WANDB_BASE_URL="https://my.server:8080")  # another host's key
-    (home / ".netrc").write_text("machine my.server:8080 login user password k\n")
-    assert problem(WANDB_BASE_URL="https://my.server:8080") is None
-    (home / ".netrc").unlink()
-    (cwd / "wandb" / "settings").write_text("[default]\nmode = offline\n")  # `wandb offline`
-    assert problem() is None
-    assert problem(WANDB_MODE="online") is not None  # the variable first
-
-
-def test_wandb_problem_without_wandb(monkeypatch):
+def test_wandb_problem_is_whether_it_is_installed(fake_wandb, monkeypatch):
+    assert wandb_problem() is None
     monkeypatch.setitem(sys.modules, "wandb", None)
-    assert wandb_problem({"WANDB_API_KEY": "k"}) == "wandb is not installed"
+    assert wandb_problem() == "wandb is not installed"
 
 
 def test_one_wandb_run_per_r1lab_run(tmp_path):
@@ -105,7 +69,6 @@ def test_metrics_logger_resumes_its_trackers(fake_wandb, tmp_path, monkeypatch):
     tb = types.ModuleType("torch.utils.tensorboard")
     tb.SummaryWriter = lambda **kwargs: writers.append(kwargs) or Recorder()
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", tb)
-    monkeypatch.setenv("WANDB_API_KEY", "k")
     run_dir = tmp_path / "run"
     log = MetricsLogger(run_dir, "rl", wandb=True, tensorboard=True, config={"lr": 1.0})
     log.log(1, {"reward": 0.5})
@@ -118,20 +81,19 @@ def test_metrics_logger_resumes_its_trackers(fake_wandb, tmp_path, monkeypatch):
     assert [w["purge_step"] for w in writers] == [None, 5]
 
 
-def test_wandb_not_logged_in_is_one_warning_before_any_work_and_jsonl_only(fake_wandb, logged_out, tmp_path,
-                                                                              capsys):
-    """As when wandb is not installed: a warning, and the run logs to JSONL; said by the settings check (here
-    before a missing data file stops the run) and again where the logger starts, which never calls wandb.init."""
-    from r1lab.cli import main as cli_main
+def test_wandb_not_logged_in_is_a_warning_and_jsonl_only(fake_wandb, tmp_path, capsys):
+    """A W&B that refuses to start (wandb 0.31 without a key: UsageError "No API key configured") crashed the run
+    after the model had loaded; it is a warning, as when wandb is not installed, and the run logs to JSONL."""
+    def init(**kwargs):
+        raise fake_wandb.Error("No API key configured. Use `wandb login` to log in.")
 
-    assert cli_main(["sft", "--wandb", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert "tracking: --wandb asked for but wandb is not logged in" in err and not (tmp_path / "r").exists()
+    fake_wandb.init = init
     log = MetricsLogger(tmp_path / "r", "sft", wandb=True)
     log.log(1, {"loss": 1.0})
     log.close()
-    assert "wandb is not logged in" in capsys.readouterr().err and fake_wandb.runs == []
-    assert (tmp_path / "r" / "metrics.jsonl").read_text().count("\n") == 1
+    err = capsys.readouterr().err
+    assert "tracking: --wandb asked for but wandb.init failed (No API key configured." in err
+    assert "WANDB_MODE=offline" in err and (tmp_path / "r" / "metrics.jsonl").read_text().count("\n") == 1
 
 
 def test_a_failing_wandb_init_is_a_warning(fake_wandb, tmp_path, monkeypatch, capsys):
@@ -139,6 +101,6 @@ def test_a_failing_wandb_init_is_a_warning(fake_wandb, tmp_path, monkeypatch, ca
         raise fake_wandb.Error("api_key not valid\nmore")
 
     monkeypatch.setattr(fake_wandb, "init", init)
-    monkeypatch.setenv("WANDB_API_KEY", "bad")
     MetricsLogger(tmp_path, "sft", wandb=True).close()
-    assert "wandb.init failed (api_key not valid); logging to JSONL only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wandb.init failed (api_key not valid; `wandb login`" in err and err.endswith("logging to JSONL only\n")
