@@ -233,12 +233,12 @@ def check_hub_dataset(name: str, timeout: float = 5.0) -> None:
 def load_hub(name: str, split: str, limit: int | None = None, config: str | None = None) -> list[dict]:
     """The first `limit` rows (all when None) of a Hugging Face dataset's split; clear errors when the `datasets`
     library is missing and when the hub cannot serve it (offline, an unknown id, config or split)."""
+    check_hub_dataset(name)
     try:
         import datasets
     except ImportError:
-        raise ImportError(f"{name!r} is neither a file nor a folder; loading it as a Hugging Face dataset needs "
-                          "`pip install datasets` and network access (or pass a JSONL/Parquet path)") from None
-    check_hub_dataset(name)
+        raise DatasetUnavailable(f"{name!r} is neither a file nor a folder; loading it as a Hugging Face dataset "
+                                 "needs `pip install datasets` (or pass a JSONL/Parquet path)") from None
     try:
         dataset = datasets.load_dataset(name, config, split=split)
     except Exception as e:  # offline, unknown id, unknown split: all say the same to the user
