@@ -27,6 +27,7 @@ import math
 import random
 import ssl
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from email.utils import parsedate_to_datetime
@@ -209,12 +210,29 @@ def _read(resp, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
+class _Stopped(Exception):
+    """A job not sent because another one failed (request_all)."""
+
+
 def request_all(teacher: Teacher, jobs, params: dict, journal, concurrency: int, on_reply=None) -> TeacherError | None:
     """Send every job (problem, sample, messages, seed), at most `concurrency` at once, appending each reply to the
     journal as it arrives (from this thread only). Returns None, or the first pair's TeacherError; the jobs not yet
     started are then cancelled, and those in flight still journaled."""
+    stop = threading.Event()
+
+    def send(messages, seed):
+        # subtle: set by the worker that failed, so that no worker starts another request: cancelling from this
+        # thread came too late when a worker picked the next job first (4 requests after a 401, once in CI)
+        if stop.is_set():
+            raise _Stopped
+        try:
+            return teacher.chat(messages, params, seed)
+        except TeacherError:
+            stop.set()
+            raise
+
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="teacher")
-    futures = {pool.submit(teacher.chat, messages, params, seed): (p, j) for p, j, messages, seed in jobs}
+    futures = {pool.submit(send, messages, seed): (p, j) for p, j, messages, seed in jobs}
     error = None
     try:
         for future in as_completed(futures):
@@ -223,6 +241,8 @@ def request_all(teacher: Teacher, jobs, params: dict, journal, concurrency: int,
             p, j = futures[future]
             try:
                 reply = future.result()
+            except _Stopped:
+                continue
             except TeacherError as e:
                 if error is None:
                     error = TeacherError(f"problem {p}, sample {j}: {e}", e.status)
