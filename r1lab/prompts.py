@@ -48,6 +48,12 @@ def render(task, example: dict, template: str, tokenizer=None) -> str:
                                          add_generation_prompt=True)
 
 
+def longest_prompt(task, examples, template: str, tokenizer) -> int:
+    """The token count of the longest of the examples' prompts as the engine receives them (render, then encode):
+    what a model's positions must hold besides the new tokens."""
+    return max(len(encode(tokenizer, render(task, ex, template, tokenizer))) for ex in examples)
+
+
 def encode(tokenizer, text: str) -> list[int]:
     """`text`'s token ids with the tokenizer's special tokens, unless it already starts with the tokenizer's BOS
     (then none are added)."""

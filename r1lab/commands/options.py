@@ -117,12 +117,12 @@ def load_task_problems_model(args: argparse.Namespace, outputs=()) -> tuple:
 def check_prompts_fit(task, examples: list[dict], template: str, max_new_tokens: int, model, tokenizer, path) -> None:
     """ValueError, before any sampling, when the longest prompt + max_new_tokens pass the model's positions: the
     engine refuses such a row (engine.check_room), which used to stop a command mid-run with a traceback."""
-    from r1lab.prompts import encode, render
+    from r1lab.prompts import longest_prompt
 
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is None or not examples:
         return
-    longest = max(len(encode(tokenizer, render(task, ex, template, tokenizer))) for ex in examples)
+    longest = longest_prompt(task, examples, template, tokenizer)
     if longest + max_new_tokens > limit:
         fix = (f"lower --max-new-tokens to at most {limit - longest}" if longest < limit
                else "use a shorter template or shorter problems")

@@ -173,11 +173,11 @@ def make_problems(task, cfg: PretrainConfig, run_dir: Path) -> tuple[list[dict],
 
 def eval_positions(cfg: PretrainConfig, task, eval_set: list[dict], tokenizer) -> int:
     """The positions the in-run evaluation needs: its longest prompt + eval_max_new_tokens (0 without problems)."""
-    from r1lab.prompts import encode, render
+    from r1lab.prompts import longest_prompt
 
     if not eval_set:
         return 0
-    longest = max(len(encode(tokenizer, render(task, ex, cfg.template, tokenizer))) for ex in eval_set)
+    longest = longest_prompt(task, eval_set, cfg.template, tokenizer)
     return longest + cfg.eval_max_new_tokens
 
 

@@ -197,7 +197,7 @@ def check_room(cfg: RLConfig, model, tokenizer, task, pools: list[list], eval_se
     from r1lab.config import ConfigError
     from r1lab.engine import SamplingParams
     from r1lab.engine.engine import check_room as room
-    from r1lab.prompts import encode, render
+    from r1lab.prompts import longest_prompt
 
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is None:
@@ -209,7 +209,7 @@ def check_room(cfg: RLConfig, model, tokenizer, task, pools: list[list], eval_se
             ("held-out", eval_set, eval_key, eval_budget(cfg), 0)):
         if not problems:
             continue
-        longest = max(len(encode(tokenizer, render(task, ex, cfg.template, tokenizer))) for ex in problems)
+        longest = longest_prompt(task, problems, cfg.template, tokenizer)
         try:
             room(longest, SamplingParams(max_new_tokens=budget), limit, more,
                  " and one more for the log-probs of a thinking budget's forced tokens" if more else "")
