@@ -38,7 +38,8 @@ from r1lab.engine.forcing import budget_forcer
 from r1lab.serve.protocol import (MAX_JSON_CONTAINERS, ApiError, ChatRequest, CompletionRequest, error_body,
                                   too_many_containers, validation_error)
 from r1lab.serve.scheduler import Busy, EngineFailure, Scheduler
-from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids, opens_thinking, reasoning_tokens
+from r1lab.serve.text import (WAIT, CompletionText, chat_prompt_ids, opens_thinking, reasoning_tokens,
+                              think_end_token)
 from r1lab.tasks.format import THINK_END
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # engine -> OpenAI finish_reason
@@ -183,8 +184,7 @@ class Server:
         self.engine, self.model_name, self.scheduler = engine, model_name, scheduler
         tok = self.tokenizer = engine.tokenizer
         self.created = int(time.time())
-        end = tok.convert_tokens_to_ids(THINK_END)
-        self.think_end_id = end if isinstance(end, int) and end != tok.unk_token_id else None
+        self.think_end_id = think_end_token(tok)
         self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
         self.max_n = engine.max_batch_size
         # A token decodes to at most this many characters: a vocabulary entry is spelled with at least as many

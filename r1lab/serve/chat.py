@@ -12,7 +12,7 @@ import dataclasses
 
 from r1lab.engine import EngineBatch
 from r1lab.engine.forcing import budget_forcer
-from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids, opens_thinking
+from r1lab.serve.text import WAIT, CompletionText, chat_prompt_ids, opens_thinking, think_end_token
 from r1lab.tasks.format import THINK_END
 
 
@@ -29,8 +29,7 @@ class ChatSession:
         if not getattr(tok, "chat_template", None):  # as the server's /v1/chat/completions says it
             raise ValueError("this model has no chat template, which a chat needs; r1lab eval, r1lab sample and "
                              "r1lab serve's /v1/completions take plain prompts")
-        end = tok.convert_tokens_to_ids(THINK_END)
-        self.think_end_id = end if isinstance(end, int) and end != tok.unk_token_id else None
+        self.think_end_id = think_end_token(tok)
         self.wait_ids = tok(WAIT, add_special_tokens=False)["input_ids"]
         self.max_thinking, self.num_ignore, self.thinking_end = max_thinking, num_ignore, thinking_end
         if thinking_end is not None and not thinking_end.endswith(THINK_END):

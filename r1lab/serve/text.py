@@ -17,6 +17,13 @@ from r1lab.tasks.format import THINK_END, THINK_START, StreamSplitter, held_suff
 WAIT = "Wait"  # what s1 appends when it suppresses the end of thinking
 
 
+def think_end_token(tokenizer) -> int | None:
+    """The id of </think> when the tokenizer has it as one token; None where it spells it in several (Qwen2.5,
+    Llama 3: convert_tokens_to_ids gives their unk, or None)."""
+    end = tokenizer.convert_tokens_to_ids(THINK_END)
+    return end if isinstance(end, int) and end != tokenizer.unk_token_id else None
+
+
 class TextStream:
     """Token ids in, text deltas out, for one completion.
 
