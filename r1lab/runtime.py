@@ -6,7 +6,7 @@ single-process code calls them unconditionally.
 
     init_distributed()                      # joins the process group torchrun / accelerate launch describe
     dev = device()                          # cuda:LOCAL_RANK, else cpu
-    amp = autocast_dtype("auto", dev)       # bf16 where it is faster (CUDA, AMX), else None (fp32)
+    amp = autocast_dtype("auto", dev)       # bf16 where it is faster (CUDA, a CPU that measures so), else None
     with autocast(dev, amp): ...
 """
 from __future__ import annotations
@@ -43,16 +43,29 @@ def cpu_has_bf16(flags: set[str] | None = None) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def cpu_bf16_is_faster(flags: set[str] | None = None) -> bool:
-    """Whether bf16 matmuls beat fp32 on this CPU: with AMX tiles (amx_bf16), 4.4x at 2 threads on the machines of
-    dev/LOG.md. avx512_bf16 alone does not: on a Xeon that has it but no AMX (hidden by its hypervisor), oneDNN's
-    avx512_core_bf16 kernels multiplied at 0.6x the fp32 rate and pretraining ran at 0.6x the fp32 tokens/s."""
-    return "amx_bf16" in (_cpu_flags() if flags is None else flags)
+BF16_MARGIN = 1.5  # on a CPU, "auto" takes bf16 only where its matmuls run at least this much faster than fp32's
+
+
+def cpu_bf16_is_faster(flags: set[str] | None = None, peaks: tuple[float, float] | None = None) -> bool:
+    """Whether bf16 matmuls beat fp32 on this CPU by BF16_MARGIN, as measured: `peaks` (bf16, fp32) FLOP/s, by default
+    r1lab.cost.account.measure_matmul_peak's (timed on the first few calls at this thread count, then cached).
+
+    The flags cannot tell (dev/LOG.md): AMX tiles multiply bf16 4.4x faster than fp32 at 2 threads, an AMD EPYC with
+    avx512_bf16 3-4x, but a Xeon with avx512_bf16 whose hypervisor hides its AMX 0.6x (oneDNN's avx512_core_bf16
+    kernels), and pretraining followed each ratio. A CPU with neither avx512_bf16 nor AMX emulates bf16: not timed.
+    """
+    if not cpu_has_bf16(flags):
+        return False
+    if peaks is None:
+        from r1lab.cost.account import measure_matmul_peak
+        peaks = measure_matmul_peak("bf16"), measure_matmul_peak("fp32")
+    bf16, fp32 = peaks
+    return bf16 >= BF16_MARGIN * fp32
 
 
 def autocast_dtype(name: str, dev: torch.device):
     """The autocast dtype for a config's `dtype`: "fp32" -> None, "bf16" -> bfloat16, "auto" -> bfloat16 where the
-    hardware makes it faster (CUDA with bf16, CPUs with AMX), else None."""
+    hardware makes it faster (CUDA with bf16, a CPU whose bf16 matmuls measure faster), else None."""
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
     if name == "fp32":

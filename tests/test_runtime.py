@@ -1,4 +1,4 @@
-"""runtime's dtype rule ("auto" is bf16 only where bf16 is the faster choice), and a joined process group left before
+"""runtime's dtype rule ("auto" is bf16 only where bf16 matmuls measure faster), and a joined process group left before
 the interpreter's teardown."""
 import pytest
 import torch
@@ -9,11 +9,34 @@ AMX = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 AVX512_BF16 = {"avx512f", "avx512_bf16", "avx512_fp16"}  # a Xeon whose hypervisor hides AMX (dev/LOG.md)
 
 
-def test_bf16_is_faster_only_with_amx():
-    assert runtime.cpu_bf16_is_faster(AMX)
-    assert not runtime.cpu_bf16_is_faster(AVX512_BF16)
-    assert not runtime.cpu_bf16_is_faster({"avx2"})
+def test_bf16_is_chosen_by_measured_matmul_speed_not_by_flags():
+    fast, slow = (4.0e11, 1.0e11), (0.6e11, 1.0e11)  # AMX / an AMD EPYC; a Xeon whose AMX is hidden (dev/LOG.md)
+    assert runtime.cpu_bf16_is_faster(AMX, peaks=fast)
+    assert runtime.cpu_bf16_is_faster(AVX512_BF16, peaks=fast)
+    assert not runtime.cpu_bf16_is_faster(AVX512_BF16, peaks=slow)
+    assert not runtime.cpu_bf16_is_faster(AMX, peaks=(1.4e11, 1.0e11))  # inside the margin: fp32
+    assert not runtime.cpu_bf16_is_faster({"avx2"}, peaks=fast)  # emulated bf16 is never timed
     assert runtime.cpu_has_bf16(AVX512_BF16) and runtime.cpu_has_bf16(AMX) and not runtime.cpu_has_bf16({"avx2"})
+
+
+def test_this_cpu_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from r1lab.cost import account
+
+    monkeypatch.setenv("R1LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(account, "MEASUREMENTS", 1)
+    timed = []
+    real = account.measure_matmul_peak
+    monkeypatch.setattr(account, "measure_matmul_peak",
+                        lambda dtype, **kw: timed.append(dtype) or real(dtype, size=256, seconds=0.05, **kw))
+    first = runtime.cpu_bf16_is_faster()
+    assert timed == (["bf16", "fp32"] if runtime.cpu_has_bf16() else [])
+    cached = (tmp_path / "cpu_peak.json").exists()
+    assert cached == runtime.cpu_has_bf16()
+    assert runtime.cpu_bf16_is_faster() == first  # the cached peaks give the same answer
+    if cached:
+        import json
+        table = json.loads((tmp_path / "cpu_peak.json").read_text())
+        assert sorted(v for k, v in table.items() if k.endswith("|measurements")) == [1, 1]  # not timed again
 
 
 def test_flags_are_whole_words_of_the_flags_line():
