@@ -1,5 +1,7 @@
 """runtime's dtype rule ("auto" is bf16 only where bf16 matmuls measure faster), and a joined process group left before
 the interpreter's teardown."""
+import os
+
 import pytest
 import torch
 
@@ -108,3 +110,14 @@ def test_a_gpu_world_joins_with_gloo_for_cpu_tensors_on_its_own_gpu(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     runtime.init_distributed()
     assert calls == [("join", "gloo"), ("leave at exit",)]
+
+
+def test_the_cli_caps_onednn_primitive_cache_unless_the_user_set_it(monkeypatch):
+    from r1lab import cli
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    cli.steady_cpu_memory()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(cli.ONEDNN_CACHE)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "7")
+    cli.steady_cpu_memory()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "7"
