@@ -50,9 +50,10 @@ def cpu_bf16_is_faster(flags: set[str] | None = None, peaks: tuple[float, float]
     """Whether bf16 matmuls beat fp32 on this CPU by BF16_MARGIN, as measured: `peaks` (bf16, fp32) FLOP/s, by default
     r1lab.cost.account.measure_matmul_peak's (timed on the first few calls at this thread count, then cached).
 
-    The flags cannot tell (dev/LOG.md): AMX tiles multiply bf16 4.4x faster than fp32 at 2 threads, an AMD EPYC with
-    avx512_bf16 3-4x, but a Xeon with avx512_bf16 whose hypervisor hides its AMX 0.6x (oneDNN's avx512_core_bf16
-    kernels), and pretraining followed each ratio. A CPU with neither avx512_bf16 nor AMX emulates bf16: not timed.
+    The flags cannot tell (dev/LOG.md): at 2 threads AMX tiles multiply bf16 4.4x faster than fp32 and an AMD EPYC
+    with avx512_bf16 4.4x (its pretraining ran 2x faster), but a Xeon with avx512_bf16 whose hypervisor hides its AMX
+    0.6x (oneDNN's avx512_core_bf16 kernels; its pretraining ran at 0.6x). A CPU with neither avx512_bf16 nor AMX
+    emulates bf16: not timed.
     """
     if not cpu_has_bf16(flags):
         return False
