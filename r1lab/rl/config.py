@@ -53,7 +53,7 @@ class RLConfig(ScaleConfig):
     prompts_per_step: int = 8
     samples_per_prompt: int = 8
     mu: int = 1                          # inner updates per rollout batch
-    device_batch_size: int = 32          # sequences per forward pass
+    device_batch_size: int = 8           # sequences per forward pass (8 beat 32 and 64 on a CPU: dev/LOG.md, s. 25)
     lr: float = 5e-5
     warmup_steps: int = 0
     weight_decay: float = 0.0
