@@ -113,6 +113,11 @@ def init_distributed() -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         cuda = torch.cuda.is_available()
         if cuda:
+            local, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+            if local >= gpus:  # else CUDA's "invalid device ordinal" from set_device, on that rank only
+                raise RuntimeError(f"local rank {local} has no GPU of its own: this machine shows {gpus} GPU(s), so "
+                                   f"start at most {gpus} process(es) per node (torchrun --nproc_per_node {gpus}), or "
+                                   "hide the GPUs (CUDA_VISIBLE_DEVICES=) to run every rank on the CPU with gloo")
             torch.cuda.set_device(device())
         dist.init_process_group(backend=process_group_backend(cuda))
         leave_at_exit()

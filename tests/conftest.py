@@ -18,6 +18,15 @@ def load_benchmark(name: str):
     return importlib.import_module(name)
 
 
+def gloo_env() -> dict:
+    """The environment of a test's multi-process (torchrun) run: each rank on the CPU with one thread, and no GPU
+    visible, so a GPU machine runs the gloo group the test is about (there every rank would take cuda:LOCAL_RANK, and
+    a one-GPU machine has no cuda:1)."""
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
 def best_of_three(fn, *args, **kwargs):
     """(fn's result, the best of three wall times): one slow scheduler tick should not fail a timing test."""
     times = []

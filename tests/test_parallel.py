@@ -6,6 +6,7 @@ Tolerances follow tests/tolerances.py: float32 runs differ by rounding at the si
 batch's tokens, through the model's depth; bf16 runs by bf16's rounding of the inputs on top.
 """
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import kill_after_first_checkpoint, tiny_model
+from conftest import gloo_env, kill_after_first_checkpoint, tiny_model
 from tolerances import logprob_atol, rounding_atol
 
 from r1lab.model.load import adapter_base, is_adapter_dir, load_model, resolve_checkpoint
@@ -45,7 +46,7 @@ def command(stage: str, out, settings: list[str], nproc: int = 1, model: str = B
 
 def run(stage: str, out, settings: list[str], nproc: int = 1, expect_ok: bool = True, **kw):
     proc = subprocess.run(command(stage, out, settings, nproc, **kw), capture_output=True, timeout=600,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          env=gloo_env() if nproc > 1 else {**os.environ, "OMP_NUM_THREADS": "1"})
     if expect_ok:
         assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return proc

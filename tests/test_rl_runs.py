@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from conftest import gloo_env
 from tolerances import rounding_atol
 
 from r1lab.config import ConfigError, load_config
@@ -89,7 +90,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
             "-m", "r1lab.cli", "rl", "--model", BASE, "--out", str(tmp_path / "two")] + sum(
         (["--set", s] for s in SMALL + ["steps=2", "save_every=2", "eval_instances=0"]), [])
-    two = subprocess.run(args, capture_output=True, timeout=600)
+    two = subprocess.run(args, capture_output=True, timeout=600, env=gloo_env())
     assert two.returncode == 0, two.stderr.decode()[-3000:]
     rows_one, rows_two = metric_rows(tmp_path / "one"), metric_rows(tmp_path / "two")
     rollout_keys = ("reward", "acc", "response_len", "generated_tokens", "step_acc", "attempts")  # over all ranks

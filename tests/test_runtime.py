@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from conftest import gloo_env
 
 from r1lab import runtime
 
@@ -59,15 +60,13 @@ def test_autocast_dtype_for_each_name():
 
 def torchrun_script(tmp_path, body: str):
     """Run `body` (Python lines after the imports) on two ranks under torchrun, one thread each."""
-    import os
     import subprocess
     import sys
 
     script = tmp_path / "job.py"
     script.write_text("import atexit\nimport torch.distributed as dist\nfrom r1lab import runtime\n" + body)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(cmd, env=gloo_env(), capture_output=True, text=True, timeout=120)
 
 
 def test_a_joined_gloo_group_is_left_before_the_interpreter_exits(tmp_path):
@@ -103,10 +102,16 @@ def test_a_gpu_world_joins_with_gloo_for_cpu_tensors_on_its_own_gpu(monkeypatch)
     monkeypatch.setattr(runtime.dist, "init_process_group", lambda backend: calls.append(("join", backend)))
     monkeypatch.setattr(runtime, "leave_at_exit", lambda: calls.append(("leave at exit",)))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda dev: calls.append(("set_device", str(dev))))
     runtime.init_distributed()
     assert calls == [("set_device", "cuda:1"), ("join", "cpu:gloo,cuda:nccl"), ("leave at exit",)]
     calls.clear()
+    # two ranks on a one-GPU machine: said before any join (the H200 check's suite run met CUDA's own error)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match=r"local rank 1 has no GPU of its own: this machine shows 1 GPU\(s\)"):
+        runtime.init_distributed()
+    assert calls == []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     runtime.init_distributed()
     assert calls == [("join", "gloo"), ("leave at exit",)]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import kill_after_first_checkpoint
+from conftest import gloo_env, kill_after_first_checkpoint
 from tolerances import float64_rtol, logprob_atol, rounding_atol
 
 from r1lab.cli import main as cli_main
@@ -224,7 +224,7 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                     "-m", "r1lab.cli", "sft", *common, "--set", "grad_accum=1", "--out", str(two)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, env=gloo_env())
     a, b = losses(one), losses(two)
     from r1lab.model.load import load_model, resolve_checkpoint
 
