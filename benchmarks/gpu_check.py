@@ -13,8 +13,9 @@ the table, main.
 
 Parts (each time-boxed; a failing part becomes an ERROR row and the next part runs):
   a  engine, vllm  rollout tokens/s of make_backend("engine") and make_backend("vllm") on the 0.5B policy: the same
-                   B token-id prompts, B x new tokens, temperature 1 with log-probs (what RL asks for), bf16 (the engine
-                   under autocast on the fp32 policy, as RL runs it; vLLM in bf16). vLLM's time is generate() through
+                   B token-id prompts, B x new tokens, temperature 1 with log-probs (what RL asks for), each in the
+                   dtype `r1lab rl` samples in: the engine in fp32 on the fp32 policy (rl/train.py; on an H200 bf16
+                   autocast made it 2.1x slower, dev/LOG.md), vLLM in bf16. vLLM's time is generate() through
                    the backend, so it includes the wake-up and sleep that RL pays on a GPU (the note also gives a
                    call without them; the weight push is sync_weights', part d); its build (CUDA graphs and
                    torch.compile unless --vllm-eager) is timed apart. Target: vLLM >= 5x the engine.
@@ -106,7 +107,7 @@ def train_once(S: Sizes, device, amp, checkpointing: bool) -> dict:
         enable_checkpointing(model)
         model.config.use_cache = False
     model = shard(model.train(), ScaleConfig(fsdp=True, grad_checkpointing=checkpointing), amp)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")  # as r1lab's stages build it
     B, T = S.train_batch, S.train_seq
     g = torch.Generator(device=device).manual_seed(1 + rank)
     x = torch.randint(3, VOCAB, (B, T + 1), device=device, generator=g)  # (B, T+1) random tokens, this rank's own

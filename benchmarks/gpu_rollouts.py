@@ -47,17 +47,18 @@ class Rollouts:
         self.ensure()
         t0 = time.perf_counter()
         reset_peak(self.device)
-        backend = make_backend("engine", self.policy, self.tok, autocast_dtype=self.amp, max_batch_size=self.S.batch)
+        # fp32, as `r1lab rl` samples with its engine (rl/train.py)
+        backend = make_backend("engine", self.policy, self.tok, autocast_dtype=None, max_batch_size=self.S.batch)
         n, dt = self.timed(backend)
         del backend
         peak = peak_gib(self.device)
         free_memory(self.device)
         return [{"key": "engine", "tokens_per_s": round(n / dt, 1), "peak_gib": peak,
-                 "seconds": round(time.perf_counter() - t0, 1), "note": self.shape_note(n, dt)}]
+                 "seconds": round(time.perf_counter() - t0, 1), "note": self.shape_note(n, dt, "fp32")}]
 
-    def shape_note(self, n: int, dt: float) -> str:
-        S, amp = self.S, "bf16 autocast" if self.amp is not None else "fp32"
-        return (f"{S.batch} rows x {S.new_tokens} new after {S.prompt_len}, T=1, log-probs, {amp}; "
+    def shape_note(self, n: int, dt: float, dtype: str) -> str:
+        S = self.S
+        return (f"{S.batch} rows x {S.new_tokens} new after {S.prompt_len}, T=1, log-probs, {dtype}; "
                 f"{n} tokens in {dt:.2f} s")
 
     def build_vllm(self, eager: bool):
@@ -101,7 +102,9 @@ class Rollouts:
             backend.sleeps = True
             row["tokens_per_s_awake"] = round(n2 / dt2, 1)
             note += f"; {n2 / dt2:,.0f} tok/s without the sleep/wake around generate()"
-        return [{**row, "seconds": round(time.perf_counter() - t0, 1), "note": note + "; " + self.shape_note(n, dt)}]
+        dtype = "bf16" if self.amp is not None else "fp32"
+        return [{**row, "seconds": round(time.perf_counter() - t0, 1),
+                 "note": f"{note}; {self.shape_note(n, dt, dtype)}"}]
 
     def sync(self) -> list[dict]:
         from r1lab.engine import SamplingParams

@@ -30,7 +30,8 @@
 #   b     train MFU, FSDP2 + grad ckpt  N.N% (N tok/s)     -           ok       G         S       1 rank(s) on cuda ...
 #   d     vLLM weight sync              N <= TOL           logp match  PASS     -         S       max |vLLM logp - ...
 #   e     r1lab rl, 2 steps + resume    runs, resumes      exit 0      PASS     -         S       steps logged [1, 2]...
-# Targets: vLLM >= 5x the engine's rollout tokens/s (0.5B, 256 x 256 new tokens, bf16); training MFU >= 40% without
+# Targets: vLLM >= 5x the engine's rollout tokens/s (0.5B, 256 x 256 new tokens; the engine in fp32 as `r1lab rl`
+# samples with it, vLLM in bf16); training MFU >= 40% without
 # checkpointing (1.5B, FSDP2, bf16; MFU = 6 N tokens/s / (GPUs x 989.5 TFLOP/s)); the weight sync's log-probs match
 # within the bf16 tolerance after the sync and not before the step's change. Verdicts: PASS / FAIL against a target,
 # ok (measured, no target), ERROR (the part raised, outran its time box, or its process died: the note or the log

@@ -206,3 +206,16 @@ def test_fsdp_with_the_gpus_mixed_precision_on_two_gloo_processes(tmp_path):
     assert set(got) == {"train", "train_gc"}
     for r in got.values():
         assert "verdict" not in r and r["mfu"] > 0 and abs(r["loss"] - math.log(gpu_common.VOCAB)) < 0.1, r
+
+
+def test_the_training_sweeps_chunked_loss_equals_the_full_logits_loss(capsys):
+    """benchmarks/gpu_train_sweep.py in smoke mode: each variant is a timed row, and the loss taken 1024 positions at
+    a time from the last hidden state is the full-logits loss of the same step (same model, seed and data)."""
+    sweep = load_benchmark("gpu_train_sweep")
+    assert sweep.main(["--smoke", "--variants", "nofsdp,nofsdp_chunkloss"]) == 0
+    rows = [json.loads(line.split(": ", 1)[1]) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("gpu_train_sweep: ")]
+    assert [r["variant"] for r in rows] == ["nofsdp", "nofsdp_chunkloss"]
+    assert all(r["tokens_per_s"] > 0 and r["fwd_bwd_ms"] > 0 and r["opt_ms"] > 0 for r in rows)
+    # fp32 sums of ~64 terms of ~12 each, in another order: rounding well under 1e-4
+    assert abs(rows[0]["loss"] - rows[1]["loss"]) < 1e-4 and abs(rows[0]["loss"] - math.log(gpu_common.VOCAB)) < 0.1
