@@ -265,3 +265,22 @@ def test_the_results_record_the_dtype_that_ran(tmp_path, capsys):
     # on a GPU (the H200 check's suite run) eval runs there, against the GPU's bf16 peak
     peak = "of cpu bf16 measured matmul peak" if runtime.device().type == "cpu" else "of cuda bf16 peak"
     assert result["settings"]["dtype"] == "bf16" and peak in capsys.readouterr().out
+
+
+def test_bf16_eval_of_an_fp32_checkpoint_runs_its_weights_cast_to_bf16(tmp_path):
+    """--dtype bf16 casts the weights once (no autocast at every decoding step): the same completions and figures as
+    the checkpoint saved in bf16 and evaluated as it is."""
+    from r1lab.model.load import load_model, resolve_checkpoint
+
+    model, tok = load_model(resolve_checkpoint("countdown-base"))
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tok.save_pretrained(tmp_path / "bf16")
+    args = ["--task", "countdown", "--n", "4", "--samples", "2", "--max-new-tokens", "48", "--no-greedy"]
+    for name, model_arg, extra in (("cast", "countdown-base", ["--dtype", "bf16"]),
+                                   ("stored", str(tmp_path / "bf16"), [])):
+        assert main(["eval", "--model", model_arg, *args, *extra, "--out", str(tmp_path / f"{name}.json"),
+                     "--completions-out", str(tmp_path / f"{name}.jsonl")]) == 0
+    cast, stored = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("cast", "stored"))
+    assert cast["settings"]["dtype"] == stored["settings"]["dtype"] == "bf16"
+    assert (tmp_path / "cast.jsonl").read_text() == (tmp_path / "stored.jsonl").read_text()
+    assert cast["pass1"] == stored["pass1"] and cast["format_rate"] == stored["format_rate"]

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "case-insensitively; end one with a comma by writing it last or doubled "
                                      "(default: check,back,,wait,verify,let me re)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
-                   help="fp32 (default; faster than bf16 autocast for generation on CPUs) or bf16 autocast; a "
+                   help="fp32 (default; the fastest for generation on CPUs) or bf16 (the weights cast to bf16); a "
                         "checkpoint stored in bf16 runs in bf16 either way (the results record what ran)")
     p.add_argument("--out", metavar="FILE.json", help="write every figure and the settings as JSON")
     p.add_argument("--json", action="store_true", help="print every figure as one JSON object instead of the table")
@@ -71,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab eval: {e}", file=sys.stderr)
         return 2
-    amp = runtime.autocast_dtype(args.dtype, model.device)
-    account = RunAccount(model.config, device=model.device.type, dtype=compute_dtype(model, amp))
+    # --dtype bf16 loaded the weights in bf16 (load_task_problems_model): half their memory, and no autocast casting
+    # every weight at every decoding step (on an H200, autocast generated at half fp32's speed; dev/LOG.md session 26)
+    account = RunAccount(model.config, device=model.device.type, dtype=compute_dtype(model))
     settings = {
         "model": args.model, "model_path": path, "task": task.NAME, "data": source, "split": args.split,
         "n": len(examples), "seed": args.seed, "knobs": parse_knobs(task, args.task_args) if not args.data else {},
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     summary, samples = run_eval(model, tokenizer, task, examples, template=args.template, samples=args.samples,
                                 temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                 max_new_tokens=args.max_new_tokens, seed=args.sampling_seed, greedy=args.greedy,
-                                markers=markers, autocast_dtype=amp, batch_size=args.batch_size, account=account,
+                                markers=markers, batch_size=args.batch_size, account=account,
                                 backend=args.backend, max_thinking_tokens=args.max_thinking_tokens,
                                 thinking_end=args.thinking_end)
     wall = time.perf_counter() - t0
