@@ -107,7 +107,7 @@ def train_once(S: Sizes, device, amp, checkpointing: bool) -> dict:
         enable_checkpointing(model)
         model.config.use_cache = False
     model = shard(model.train(), ScaleConfig(fsdp=True, grad_checkpointing=checkpointing), amp)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")  # as r1lab's stages build it
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True if device.type == "cuda" else None)  # as `r1lab rl`
     B, T = S.train_batch, S.train_seq
     g = torch.Generator(device=device).manual_seed(1 + rank)
     x = torch.randint(3, VOCAB, (B, T + 1), device=device, generator=g)  # (B, T+1) random tokens, this rank's own

@@ -279,9 +279,10 @@ def setup(cfg: RLConfig) -> Run:
         eval_set = cached_generate(task, cfg.eval_instances, cfg.seed + 1, "test", run_dir,
                                    **parse_knobs(task, held_out_task_args(cfg)))
     check_room(cfg, model, tokenizer, task, [pool, later_pool], eval_set)
-    # fused on CUDA, as pretrain and sft: one kernel for the whole step (1.5B on an H200: 37.5 -> 21.8 ms, dev/LOG.md)
+    # fused on CUDA: one kernel for the whole step (1.5B on an H200: 37.5 -> 21.8 ms, dev/LOG.md). subtle: None, not
+    # False, elsewhere: torch's default (foreach); fused=False would turn foreach off too
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
-                            weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+                            weight_decay=cfg.weight_decay, fused=True if device.type == "cuda" else None)
     engine = cfg.rollout_backend == "engine"
     dtype = "bf16" if amp is not None else "fp32"
     account = RunAccount(model.config, device=device.type, dtype=dtype,  # r1lab's engine samples in fp32 (see below)
