@@ -268,7 +268,7 @@ def test_the_results_record_the_dtype_that_ran(tmp_path, capsys):
 
 
 def test_bf16_eval_of_an_fp32_checkpoint_runs_its_weights_cast_to_bf16(tmp_path):
-    """--dtype bf16 casts the weights once (no autocast at every decoding step): the same completions and figures as
+    """--dtype bf16 loads the weights in bf16 (no autocast at every decoding step): the same completions and figures as
     the checkpoint saved in bf16 and evaluated as it is."""
     from r1lab.model.load import load_model, resolve_checkpoint
 

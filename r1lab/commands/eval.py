@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from r1lab import runtime
     from r1lab.cost.account import RunAccount, compute_dtype, format_account
     from r1lab.commands.options import check_thinking_arguments, load_task_problems_model
@@ -66,13 +68,14 @@ def run(args: argparse.Namespace) -> int:
         if not markers:
             raise ValueError(f"--markers must name at least one marker, got {args.markers!r}")
         check_thinking_arguments(args)  # before the model loads
+        # --dtype bf16: the weights load in bf16 (buffers such as RoPE's frequencies stay float32, as from_pretrained
+        # keeps them): half their memory, and no autocast casting every weight at every decoding step (on an H200,
+        # autocast generated at half fp32's speed; dev/LOG.md session 26)
         task, examples, source, model, tokenizer, path = load_task_problems_model(
-            args, (args.out, args.completions_out))
+            args, (args.out, args.completions_out), dtype=torch.bfloat16 if args.dtype == "bf16" else None)
     except (ValueError, TypeError, OSError) as e:
         print(f"r1lab eval: {e}", file=sys.stderr)
         return 2
-    # --dtype bf16 loaded the weights in bf16 (load_task_problems_model): half their memory, and no autocast casting
-    # every weight at every decoding step (on an H200, autocast generated at half fp32's speed; dev/LOG.md session 26)
     account = RunAccount(model.config, device=model.device.type, dtype=compute_dtype(model))
     settings = {
         "model": args.model, "model_path": path, "task": task.NAME, "data": source, "split": args.split,

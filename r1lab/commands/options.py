@@ -88,12 +88,11 @@ def check_selection_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--out, --pass-rates and --account must name different files")
 
 
-def load_task_problems_model(args: argparse.Namespace, outputs=()) -> tuple:
+def load_task_problems_model(args: argparse.Namespace, outputs=(), dtype=None) -> tuple:
     """(task, examples, source, model, tokenizer, path) for a command that samples from --model on a task's
     problems, in the order a user's mistakes are cheapest to report: the task, its problems, every output file
-    writable, the --backend installed, then the model. ValueError / OSError name the bad input; nothing is written."""
-    import torch
-
+    writable, the --backend installed, then the model (its weights in `dtype`, else as stored). ValueError / OSError
+    name the bad input; nothing is written."""
     from r1lab.engine import check_backend
     from r1lab.jsonl import check_writable
     from r1lab.model.load import load_checkpoint
@@ -106,9 +105,7 @@ def load_task_problems_model(args: argparse.Namespace, outputs=()) -> tuple:
     for out in filter(None, outputs):
         check_writable(out)
     check_backend(args.backend)
-    # eval's --dtype bf16: the weights load in bf16 (buffers such as RoPE's frequencies stay float32, as
-    # from_pretrained keeps them), rather than fp32 weights cast under autocast at every decoding step
-    loaded = load_checkpoint(args.model, dtype=torch.bfloat16 if getattr(args, "dtype", None) == "bf16" else None)
+    loaded = load_checkpoint(args.model, dtype=dtype)
     check_template(args.template, loaded[1])  # a chat template needs the model's own
     check_prompts_fit(task, examples, args.template, args.max_new_tokens, *loaded)
     if not args.data and not args.task_args:
