@@ -1,7 +1,7 @@
 """GPU check (issue 16): rollouts in r1lab's engine vs vLLM, FSDP2 training MFU, peak memory and vLLM's weight sync,
 on randomly initialised Qwen2.5-0.5B / 1.5B shapes (no downloads), printed as ONE table.
 
-    scripts/gpu_check.sh [--json FILE]           # the real run, < 10 minutes on one H200 (its header: the table)
+    scripts/gpu_check.sh [--json FILE]           # the real run, <= 12.5 minutes on one H200 (its header: the table)
     python benchmarks/gpu_check.py --smoke       # every part in this process: tiny configs, fp32, CPU, ~40 s
     # what the shell script runs, each under `timeout`:
     torchrun --nproc_per_node N benchmarks/gpu_check.py --part train --rows R.jsonl
@@ -21,10 +21,12 @@ Parts (each time-boxed; a failing part becomes an ERROR row and the next part ru
                    torch.compile unless --vllm-eager) is timed apart. Target: vLLM >= 5x the engine.
   b  train         FSDP2 (r1lab.parallel.shard: fully_shard per decoder layer, bf16 parameters, fp32 reductions) on
                    the 1.5B config over every rank torchrun started: forward + backward + AdamW on random token
-                   batches, without and with gradient checkpointing. MFU = 6 N tokens/s / (ranks x peak), N the matmul
+                   batches, three ways: each decoder layer under torch.compile (`torch_compile = true`,
+                   r1lab.parallel.compile_layers, its compile in the warm-up steps), eager, and compiled with gradient
+                   checkpointing. MFU = 6 N tokens/s / (ranks x peak), N the matmul
                    weights (cost.flops.shape_of: the layers and the lm_head; tied embeddings counted once, attention
-                   FLOPs not counted), peak from r1lab.cost (H200: 989.5 TFLOP/s dense bf16). Target: >= 40% without
-                   checkpointing (its recompute is not counted, so its MFU has no target).
+                   FLOPs not counted), peak from r1lab.cost (H200: 989.5 TFLOP/s dense bf16). Target: >= 40% compiled, without
+                   checkpointing (its recompute is not counted, so its MFU has no target; eager is for comparison).
   c                peak GPU memory of each (torch.cuda.max_memory_allocated; the max over ranks for training).
   d  sync          vLLM's weight sync: greedy continuations from vLLM with raw log-probs, compared with the policy's
                    own forward over the same tokens; one AdamW step on the policy (NLL of those continuations);
@@ -89,20 +91,26 @@ def join_world(device) -> None:
         raise RuntimeError(f"a CPU all_reduce over {dist.get_world_size()} ranks gave {ones.item()}")
 
 
-def train_once(S: Sizes, device, amp, checkpointing: bool) -> dict:
+TRAIN_ROWS = {"train": (True, False), "train_eager": (False, False), "train_gc": (True, True)}  # (compiled, ckpt)
+
+
+def train_once(S: Sizes, device, amp, key: str) -> dict:
     """One FSDP2 run on the train model: warm-up steps, then timed steps; the row (on every rank, alike)."""
     import torch.nn.functional as F
 
     from r1lab.cost.account import device_peak_flops
     from r1lab.cost.flops import shape_of
-    from r1lab.parallel import ScaleConfig, enable_checkpointing, shard
+    from r1lab.parallel import ScaleConfig, compile_layers, enable_checkpointing, shard
     from r1lab.runtime import all_gather_objects, rank_and_world
 
     rank, world = rank_and_world()
     free_memory(device)  # the previous run's model and optimizer, gone with its frame
     reset_peak(device)
     t0 = time.perf_counter()
+    compiled, checkpointing = TRAIN_ROWS[key]
     model = build_model(S.train_model, device)  # fp32 master weights, every rank the same (seed 0)
+    if compiled:  # as r1lab.parallel.load_policy does it
+        compile_layers(model)
     if checkpointing:  # as r1lab.parallel.load_policy turns it on
         enable_checkpointing(model)
         model.config.use_cache = False
@@ -138,7 +146,7 @@ def train_once(S: Sizes, device, amp, checkpointing: bool) -> dict:
     n = s.body_params + s.head_params
     peak = device_peak_flops(device, "bf16" if amp is not None else "fp32") if rank == 0 else None
     mfu = 6 * n * tokens_per_s / (world * peak) if peak else None
-    row = {"key": "train_gc" if checkpointing else "train", "tokens_per_s": round(tokens_per_s, 1),
+    row = {"key": key, "tokens_per_s": round(tokens_per_s, 1),
            "mfu": None if mfu is None else round(mfu, 4), "peak_gib": max(peaks) if peaks else None,
            "seconds": round(time.perf_counter() - t0, 1), "loss": round(loss, 4),
            "note": f"{world} rank(s) on {device.type}, {B} x {T} tokens/rank/step, {S.train_steps} steps after "
@@ -159,28 +167,29 @@ def part_train(S: Sizes, device, amp, rows_path) -> None:
     except Exception as e:  # noqa: BLE001: no process group (NCCL?): both rows say why
         traceback.print_exc()
         if os.environ.get("RANK", "0") == "0":
-            for key in ("train", "train_gc"):
+            for key in TRAIN_ROWS:
                 record(rows_path, error_row(key, e, 0.0))
         return
     main = rank_and_world()[0] == 0
-    for checkpointing in (False, True):
-        key = "train_gc" if checkpointing else "train"
-        guarded([key], lambda: [train_once(S, device, amp, checkpointing)], S.budget_s["train"] / 2, rows_path, main)
+    for key in TRAIN_ROWS:
+        guarded([key], lambda: [train_once(S, device, amp, key)], S.budget_s["train"] / len(TRAIN_ROWS), rows_path,
+                main)
     dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # The table
 
-TARGETS = {"ratio": 5.0, "train": 0.40}  # vLLM / engine tokens/s; MFU without checkpointing
+TARGETS = {"ratio": 5.0, "train": 0.40}  # vLLM / engine tokens/s; MFU compiled, without checkpointing
 MEASURES = {"engine": "rollout tok/s, r1lab engine", "vllm": "rollout tok/s, vLLM", "ratio": "vLLM / engine",
-            "train": "train MFU, FSDP2", "train_gc": "train MFU, FSDP2 + grad ckpt", "sync": "vLLM weight sync",
-            "rl": "r1lab rl, 2 steps + resume"}
-LABELS = {"train": "b", "train_gc": "b", "engine": "a", "vllm": "a", "ratio": "a", "sync": "d", "rl": "e"}
+            "train": "train MFU, FSDP2 + compile", "train_eager": "train MFU, FSDP2 eager",
+            "train_gc": "train MFU, compile + grad ckpt", "sync": "vLLM weight sync", "rl": "r1lab rl, 2 steps + resume"}
+LABELS = {"train": "b", "train_eager": "b", "train_gc": "b", "engine": "a", "vllm": "a", "ratio": "a", "sync": "d",
+          "rl": "e"}
+ORDER = ("engine", "vllm", "ratio", "train", "train_eager", "train_gc", "sync", "rl")
 
 
-KEYS = {"engine": ["engine"], "vllm": ["vllm"], "train": ["train", "train_gc"], "sync": ["sync"],
-        "rl": ["rl"]}  # part -> rows
+KEYS = {"engine": ["engine"], "vllm": ["vllm"], "train": list(TRAIN_ROWS), "sync": ["sync"], "rl": ["rl"]}  # part -> rows
 
 
 def finish_rows(rows: list[dict], smoke: bool, parts=PARTS) -> list[dict]:
@@ -195,7 +204,7 @@ def finish_rows(rows: list[dict], smoke: bool, parts=PARTS) -> list[dict]:
                            else "ERROR", "note": "needs both rollout rows"}
     expected = {k for p in parts for k in KEYS[p]} | ({"ratio"} if {"engine", "vllm"} <= set(parts) else set())
     out = []
-    for key in [k for k in ("engine", "vllm", "ratio", "train", "train_gc", "sync", "rl") if k in expected]:
+    for key in [k for k in ORDER if k in expected]:
         r = dict(by_key.get(key) or {"key": key, "verdict": "ERROR",
                                      "note": "no result: its process died or was killed (see the log above)"})
         target = None if smoke else TARGETS.get(key)

@@ -14,6 +14,12 @@ master weights, AdamW's default foreach step, 8 x 1024 tokens, the full logits c
              fp32 logits (no FSDP: under FSDP2 the root's parameters are gathered only inside its own forward)
   nofsdp_compile  nofsdp, each decoder layer under torch.compile (its elementwise work fused); the compile happens
              in the warm-up steps, untimed
+  compile    base with r1lab's own torch_compile (parallel.compile_layers) and fused AdamW: gpu_check's part b row
+  compile_batch16  compile with 16 x 1024 tokens a step
+  rl_pass, rl_pass_compile  RL's training pass instead (rl.rollouts.response_logp + backward, fp32 model under bf16
+             autocast, no FSDP, as `r1lab rl` on one GPU): 8 rows, 2 distinct prompts of 256 tokens, responses of
+             1024 - 128 k tokens in row k, eager or with torch_compile (each prompt once, then its responses over the
+             prompt's KV cache: one compiled graph per layer). Tokens/s counts prompts once and real response tokens.
 MFU = 6 N tokens/s / peak, N the body and head parameters (gpu_check's figure); attention's FLOPs are not counted.
 Without CUDA (or with --smoke) it runs gpu_check's smoke sizes on the CPU in fp32, to prove the code paths.
 """
@@ -30,7 +36,8 @@ import torch.nn.functional as F
 from gpu_check import join_world
 from gpu_common import GPU, SMOKE, VOCAB, build_model, free_memory, peak_gib, reset_peak
 
-VARIANTS = ("base", "fused", "batch16", "noreshard", "nofsdp", "nofsdp_chunkloss", "nofsdp_compile")
+VARIANTS = ("base", "fused", "batch16", "noreshard", "nofsdp", "nofsdp_chunkloss", "nofsdp_compile", "compile",
+            "compile_batch16", "rl_pass", "rl_pass_compile")
 
 
 def chunked_loss(model, ids, targets, total: int, chunk: int = 1024):
@@ -52,12 +59,16 @@ def chunked_loss(model, ids, targets, total: int, chunk: int = 1024):
 def run_variant(S, device, amp, variant: str) -> dict:
     from r1lab.cost.account import device_peak_flops
     from r1lab.cost.flops import shape_of
-    from r1lab.parallel import ScaleConfig, shard
+    from r1lab.parallel import ScaleConfig, compile_layers, shard
 
+    if variant.startswith("rl_pass"):
+        return rl_pass_variant(S, device, amp, variant)
     free_memory(device)
     reset_peak(device)
     model = build_model(S.train_model, device).train()
     fsdp = not variant.startswith("nofsdp")
+    if variant.startswith("compile"):
+        compile_layers(model)
     if variant == "nofsdp_compile":
         layers = model.model.layers
         for i in range(len(layers)):
@@ -68,8 +79,9 @@ def run_variant(S, device, amp, variant: str) -> dict:
             for m in model.modules():
                 if hasattr(m, "reshard"):  # an FSDPModule
                     m.set_reshard_after_forward(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if variant == "fused" else {}))
-    B, T = S.train_batch * (2 if variant == "batch16" else 1), S.train_seq
+    fused = variant == "fused" or variant.startswith("compile")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if fused else {}))
+    B, T = S.train_batch * (2 if variant.endswith("batch16") else 1), S.train_seq
     g = torch.Generator(device=device).manual_seed(1)
     x = torch.randint(3, VOCAB, (B, T + 1), device=device, generator=g)
     autocast = torch.autocast(device.type, dtype=amp, enabled=amp is not None and not fsdp)
@@ -108,6 +120,48 @@ def run_variant(S, device, amp, variant: str) -> dict:
     return row
 
 
+def rl_pass_variant(S, device, amp, variant: str) -> dict:
+    """RL's training pass (response_logp, forward + backward) eager or under torch_compile; see the docstring."""
+    from r1lab.parallel import compile_layers
+    from r1lab.rl.rollouts import response_logp
+
+    free_memory(device)
+    reset_peak(device)
+    model = build_model(S.train_model, device).train()
+    if variant == "rl_pass_compile":
+        compile_layers(model)
+    B, P, T = S.train_batch, S.train_seq // 4, S.train_seq
+    g = torch.Generator().manual_seed(2)
+    prompts = [tuple(torch.randint(3, VOCAB, (P,), generator=g).tolist()) for _ in range(2)]
+    rows = [prompts[i % 2] for i in range(B)]
+    lengths = [max(1, T - k * T // B) for k in range(B)]  # 1024, 896, ... 128 at full size
+    ids = torch.randint(3, VOCAB, (B, T), generator=g).to(device)
+    attn = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long().to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def step(width: int):
+        t0 = time.perf_counter()
+        logp, _ = response_logp(model, rows, ids[:, :width], attn[:, :width], amp)
+        (logp * attn[:, :width]).sum().backward()
+        sync()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0, sum(min(n, width) for n in lengths) + len(prompts) * P
+
+    # widths vary as RL's do from step to step (each micro-batch runs to its longest row): the compile's static
+    # graph, then its dynamic one, come in the warm-up
+    widths = [T - (i % 3) * (T // 8) for i in range(S.train_warmup + S.train_steps + 1)]
+    for w in widths[:S.train_warmup + 1]:
+        step(w)
+    runs = [step(w) for w in widths[S.train_warmup + 1:]]
+    t, tokens = sum(r[0] for r in runs), sum(r[1] for r in runs)
+    row = {"variant": variant, "tokens_per_s": round(tokens / t, 1), "mfu": None,
+           "fwd_bwd_ms": round(1000 * t / len(runs), 1), "opt_ms": 0.0, "peak_gib": peak_gib(device),
+           "loss": None, "tokens_per_step": round(tokens / len(runs))}
+    print("gpu_train_sweep: " + json.dumps(row), flush=True)
+    del model
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="gpu_check's smoke sizes on the CPU (automatic without CUDA)")
@@ -128,7 +182,7 @@ def main(argv=None) -> int:
     for r in rows:
         mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
         print(f"{r['variant']:<17} {r['tokens_per_s']:>9,.0f} {mfu:>6} {r['fwd_bwd_ms']:>10} {r['opt_ms']:>7} "
-              f"{r['peak_gib'] if r['peak_gib'] is not None else '-':>8}  {r['loss']}")
+              f"{r['peak_gib'] if r['peak_gib'] is not None else '-':>8}  {r['loss'] if r['loss'] is not None else '-'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

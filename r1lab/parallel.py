@@ -8,6 +8,7 @@
 Every stage that trains (rl, sft) inherits ScaleConfig, so a recipe or `--set` turns these on by name:
     fsdp = true               FSDP2 over the ranks torchrun / accelerate launch started (one works too)
     grad_checkpointing = true recompute each layer's activations in backward
+    torch_compile = true      torch.compile each decoder layer for the training passes (GPUs; fuses norms, RoPE, SiLU)
     lora_r = 16               LoRA adapters of rank 16 (lora_alpha, lora_dropout, lora_targets), only they train
 
 Data parallel without fsdp (small models) keeps r1lab's own all-reduce (runtime.sum_gradients), not torch's
@@ -35,6 +36,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import shutil
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,7 @@ class ScaleConfig:
     """Knobs of sharding and adapters, inherited by the training stages' configs (flat keys like any other)."""
     fsdp: bool = False                   # FSDP2 (fully_shard) of the policy and reference model over the ranks
     grad_checkpointing: bool = False     # recompute activations in backward (less memory, ~1/3 more compute)
+    torch_compile: bool = False          # each decoder layer's forward under torch.compile while gradients are on
     lora_r: int = 0                      # LoRA rank (peft); 0: every weight trains
     lora_alpha: float = 32.0             # LoRA scale alpha / r
     lora_dropout: float = 0.0
@@ -66,6 +70,9 @@ def check_scale(cfg: ScaleConfig) -> None:
         raise ConfigError("fsdp = true needs torch.distributed.fsdp.fully_shard (torch >= 2.6)")
     if not cfg.lora_r and cfg.lora_save_merged:
         raise ConfigError("lora_save_merged = true needs LoRA (lora_r > 0)")
+    if cfg.torch_compile and not torch.cuda.is_available() and not (shutil.which("c++") or shutil.which("g++")):
+        raise ConfigError("torch_compile = true on the CPU needs a C++ compiler (inductor builds its kernels with it): "
+                          "install g++, or leave torch_compile off")
 
 
 def _has_fully_shard() -> bool:
@@ -131,6 +138,8 @@ def load_policy(path: str, cfg: ScaleConfig, base: str, resume: bool = False):
         model, tokenizer = load_model(path, None if cfg.lora_r else torch.float32)
         if cfg.lora_r:
             model = add_lora(model, cfg, base, seed=getattr(cfg, "seed", 0))
+    if cfg.torch_compile:
+        compile_layers(model)
     if cfg.grad_checkpointing:
         # subtle: non-reentrant checkpointing; the reentrant kind needs an input that requires grad, which frozen
         # embeddings under LoRA do not give
@@ -153,6 +162,54 @@ def checkpointing(model) -> bool:
     before the rename)."""
     on = getattr(model, "is_activation_checkpointing", None)
     return bool(on if on is not None else getattr(model, "is_gradient_checkpointing", False))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# torch.compile of the training passes
+
+def compile_layers(model) -> None:
+    """Each decoder layer's forward runs under torch.compile while gradients are on, and eagerly otherwise.
+
+    Only the training passes compile: the engine's prefill and decoding steps, evaluation and the no-grad log-prob
+    passes (old and reference policy) see a new shape at nearly every call, where a compiled graph's guards and
+    recompiles cost more than the elementwise work they fuse (dev/LOG.md, session 14). One compiled function per
+    layer class serves every layer, its weights passed as inputs; FSDP2's hooks and gradient checkpointing stay
+    outside it, around the layer's call. A copy of the model (the RL reference) runs its own layers (the bound
+    method rebinds on deepcopy).
+
+    subtle: a pass that hands the layers a KV cache (RL's log-prob forward reads each prompt once and its responses
+    over the cache) traces one graph per layer, since the cache is indexed by the layer's index; dynamo's recompile
+    limit counts the one function over all layers, and past it would run the remaining layers eagerly with only a
+    warning, so the limit is raised to hold every layer's graphs: two passes, each static then dynamic (a 6-layer RL
+    run settled at 24 graphs after its second step), with room for sizes of 1, which dynamo specializes.
+    """
+    layers = decoder_layers(model)
+    cfg = torch._dynamo.config
+    need = 8 * len(layers) + 8
+    for name in ("recompile_limit", "cache_size_limit"):  # the name since torch 2.6, and before it
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), need))
+            break
+    cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 2 * need)
+    for layer in layers:
+        layer.forward = types.MethodType(_layer_forward, layer)
+
+
+_COMPILED: dict = {}  # a layer class's forward -> its torch.compile'd version
+
+
+def _layer_forward(self, *args, **kwargs):
+    eager = type(self).forward
+    if not torch.is_grad_enabled():
+        return eager(self, *args, **kwargs)
+    if eager not in _COMPILED:
+        _COMPILED[eager] = torch.compile(eager)
+    return _COMPILED[eager](self, *args, **kwargs)
+
+
+def is_compiled(model) -> bool:
+    """Whether compile_layers has set the model's layers up."""
+    return any(getattr(layer.forward, "__func__", None) is _layer_forward for layer in decoder_layers(model))
 
 
 @contextlib.contextmanager
@@ -223,11 +280,7 @@ def shard(model, cfg: ScaleConfig, amp):
                                 rank=0, world_size=1)
         runtime.leave_at_exit()
     mp = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32)
-    inner = model.get_base_model() if is_lora(model) else model
-    blocks = set(getattr(inner, "_no_split_modules", None) or ())
-    layers = [m for m in model.modules() if type(m).__name__ in blocks]
-    if not layers:
-        raise ValueError(f"fsdp: {type(inner).__name__} names no decoder layer class (_no_split_modules) to shard by")
+    layers = decoder_layers(model)
     for layer in layers:
         fully_shard(layer, mp_policy=mp)
     fully_shard(model, mp_policy=mp)
@@ -235,6 +288,17 @@ def shard(model, cfg: ScaleConfig, amp):
         m.set_gradient_divide_factor(1.0)  # a sum over ranks: the losses are divided by the global counts
         m.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no PREMUL_SUM, NCCL's default here)
     return model
+
+
+def decoder_layers(model) -> list:
+    """The model's decoder layers: the modules of the classes it names in _no_split_modules (through a LoRA
+    wrapper), as fully_shard and compile_layers take them."""
+    inner = model.get_base_model() if is_lora(model) else model
+    blocks = set(getattr(inner, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in blocks]
+    if not layers:
+        raise ValueError(f"{type(inner).__name__} names no decoder layer class (_no_split_modules) to shard or compile")
+    return layers
 
 
 def full_state(model, rank0_only: bool = False) -> dict:

@@ -73,20 +73,21 @@ def test_a_part_that_raises_or_outruns_its_time_box_is_an_error_row_and_the_next
     # the train part left no rows (its process was killed): ERROR rows say so; any ERROR makes the exit status 1
     table = gpu_check.finish_rows(list(got.values()), smoke=False)
     assert [(r["key"], r["verdict"]) for r in table] == [
-        ("engine", "ERROR"), ("vllm", "ERROR"), ("ratio", "ERROR"), ("train", "ERROR"), ("train_gc", "ERROR"),
-        ("sync", "PASS"), ("rl", "ERROR")]
+        ("engine", "ERROR"), ("vllm", "ERROR"), ("ratio", "ERROR"), ("train", "ERROR"), ("train_eager", "ERROR"),
+        ("train_gc", "ERROR"), ("sync", "PASS"), ("rl", "ERROR")]
     assert "died or was killed" in table[3]["note"]
     assert gpu_check.report(rows, tmp_path / "t.json", smoke=False) == 1
 
 
 def test_verdicts_follow_the_targets_and_smoke_mode_has_none():
     rows = [{"key": "engine", "tokens_per_s": 1000.0}, {"key": "vllm", "tokens_per_s": 4990.0},
-            {"key": "train", "tokens_per_s": 5e4, "mfu": 0.40}, {"key": "train_gc", "tokens_per_s": 4e4, "mfu": 0.3},
+            {"key": "train", "tokens_per_s": 5e4, "mfu": 0.40}, {"key": "train_eager", "tokens_per_s": 4e4, "mfu": 0.32},
+            {"key": "train_gc", "tokens_per_s": 4e4, "mfu": 0.3},
             {"key": "sync", "verdict": "PASS", "after": 0.01, "tol": 0.5},
             {"key": "rl", "verdict": "PASS", "note": "steps logged [1, 2]"}]
     verdicts = {r["key"]: r["verdict"] for r in gpu_check.finish_rows(rows, smoke=False)}
-    assert verdicts == {"engine": "ok", "vllm": "ok", "ratio": "FAIL", "train": "PASS", "train_gc": "ok",
-                        "sync": "PASS", "rl": "PASS"}
+    assert verdicts == {"engine": "ok", "vllm": "ok", "ratio": "FAIL", "train": "PASS", "train_eager": "ok",
+                        "train_gc": "ok", "sync": "PASS", "rl": "PASS"}
     rows[1]["tokens_per_s"] = 5000.0
     assert {r["key"]: r["verdict"] for r in gpu_check.finish_rows(rows, smoke=False)}["ratio"] == "PASS"
     assert {r["verdict"] for r in gpu_check.finish_rows(rows, smoke=True)} == {"ok", "PASS"}
@@ -110,19 +111,22 @@ def test_the_shell_script_in_smoke_mode_runs_every_part_and_prints_one_table(tmp
     assert "train (torchrun, 2 processes) done" in out.stdout
     result = json.loads((tmp_path / "table.json").read_text())  # --json FILE is relative to the caller's directory
     rows = {r["key"]: r for r in result["rows"]}
-    assert result["smoke"] and list(rows) == ["engine", "vllm", "ratio", "train", "train_gc", "sync", "rl"]
+    assert result["smoke"] and list(rows) == ["engine", "vllm", "ratio", "train", "train_eager", "train_gc", "sync",
+                                              "rl"]
     assert rows["rl"]["verdict"] == "PASS" and rows["rl"]["note"].startswith("steps logged [1, 2], resumed at 1")
     assert rows["engine"]["verdict"] == "ok" and rows["engine"]["tokens_per_s"] > 0
-    for key in ("train", "train_gc"):
+    for key in ("train", "train_eager", "train_gc"):
         assert rows[key]["verdict"] == "ok" and rows[key]["mfu"] > 0
         assert rows[key]["note"].startswith("2 rank(s) on cpu")
         assert abs(rows[key]["loss"] - math.log(gpu_common.VOCAB)) < 0.1  # a random model's cross-entropy
     assert rows["train"]["loss"] == rows["train_gc"]["loss"]  # checkpointing recomputes, it changes nothing
+    # compiled or eager, the same steps: fp32 sums of ~64 cross-entropy terms of ~12 in another order
+    assert abs(rows["train"]["loss"] - rows["train_eager"]["loss"]) < 1e-4
     if HAS_VLLM:
         assert rows["vllm"]["verdict"] == "ok" and rows["sync"]["verdict"] == "PASS", rows["sync"]["note"]
     else:
         assert rows["vllm"]["verdict"] == rows["sync"]["verdict"] == rows["ratio"]["verdict"] == "SKIP"
-    assert out.stdout.rstrip().splitlines()[-7].startswith("a     rollout tok/s, r1lab engine")
+    assert out.stdout.rstrip().splitlines()[-8].startswith("a     rollout tok/s, r1lab engine")
 
 
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not importable (run with /work/vllm-venv/bin/python -m pytest)")
@@ -203,7 +207,7 @@ def test_fsdp_with_the_gpus_mixed_precision_on_two_gloo_processes(tmp_path):
     out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     got = {r["key"]: r for r in map(json.loads, rows.read_text().splitlines())}
-    assert set(got) == {"train", "train_gc"}
+    assert set(got) == {"train", "train_eager", "train_gc"}
     for r in got.values():
         assert "verdict" not in r and r["mfu"] > 0 and abs(r["loss"] - math.log(gpu_common.VOCAB)) < 0.1, r
 
@@ -212,10 +216,11 @@ def test_the_training_sweeps_chunked_loss_equals_the_full_logits_loss(capsys):
     """benchmarks/gpu_train_sweep.py in smoke mode: each variant is a timed row, and the loss taken 1024 positions at
     a time from the last hidden state is the full-logits loss of the same step (same model, seed and data)."""
     sweep = load_benchmark("gpu_train_sweep")
-    assert sweep.main(["--smoke", "--variants", "nofsdp,nofsdp_chunkloss"]) == 0
+    assert sweep.main(["--smoke", "--variants", "nofsdp,nofsdp_chunkloss,rl_pass"]) == 0
     rows = [json.loads(line.split(": ", 1)[1]) for line in capsys.readouterr().out.splitlines()
             if line.startswith("gpu_train_sweep: ")]
-    assert [r["variant"] for r in rows] == ["nofsdp", "nofsdp_chunkloss"]
-    assert all(r["tokens_per_s"] > 0 and r["fwd_bwd_ms"] > 0 and r["opt_ms"] > 0 for r in rows)
+    assert [r["variant"] for r in rows] == ["nofsdp", "nofsdp_chunkloss", "rl_pass"]
+    assert all(r["tokens_per_s"] > 0 and r["fwd_bwd_ms"] > 0 for r in rows)
+    assert rows[0]["opt_ms"] > 0 and rows[1]["opt_ms"] > 0 and rows[2]["tokens_per_step"] > 0
     # fp32 sums of ~64 terms of ~12 each, in another order: rounding well under 1e-4
     assert abs(rows[0]["loss"] - rows[1]["loss"]) < 1e-4 and abs(rows[0]["loss"] - math.log(gpu_common.VOCAB)) < 0.1

@@ -187,7 +187,9 @@ def forward_loss(model, batch: dict, amp, device) -> tuple[torch.Tensor, int]:
     b = {k: v.to(device) for k, v in batch.items()}
     mask = block_causal_mask(b["segment"], model.config._attn_implementation)
     with runtime.autocast(device, amp):
-        logits = model(input_ids=b["input_ids"], attention_mask=mask, position_ids=b["position_ids"]).logits
+        # use_cache=False: no KV cache to build and drop (and under torch_compile, one graph for every layer)
+        logits = model(input_ids=b["input_ids"], attention_mask=mask, position_ids=b["position_ids"],
+                       use_cache=False).logits
     loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), b["labels"].view(-1),
                                              ignore_index=IGNORE, reduction="sum")
     return loss, int((b["labels"] != IGNORE).sum())
