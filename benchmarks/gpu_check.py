@@ -25,8 +25,9 @@ Parts (each time-boxed; a failing part becomes an ERROR row and the next part ru
                    r1lab.parallel.compile_layers, its compile in the warm-up steps), eager, and compiled with gradient
                    checkpointing. MFU = 6 N tokens/s / (ranks x peak), N the matmul
                    weights (cost.flops.shape_of: the layers and the lm_head; tied embeddings counted once, attention
-                   FLOPs not counted), peak from r1lab.cost (H200: 989.5 TFLOP/s dense bf16). Target: >= 40% compiled, without
-                   checkpointing (its recompute is not counted, so its MFU has no target; eager is for comparison).
+                   FLOPs not counted), peak from r1lab.cost (H200: 989.5 TFLOP/s dense bf16). Target: >= 40%
+                   compiled, without checkpointing (its recompute is not counted, so its MFU has no target; eager is
+                   for comparison).
   c                peak GPU memory of each (torch.cuda.max_memory_allocated; the max over ranks for training).
   d  sync          vLLM's weight sync: greedy continuations from vLLM with raw log-probs, compared with the policy's
                    own forward over the same tokens; one AdamW step on the policy (NLL of those continuations);
@@ -96,11 +97,9 @@ TRAIN_ROWS = {"train": (True, False), "train_eager": (False, False), "train_gc":
 
 def train_once(S: Sizes, device, amp, key: str) -> dict:
     """One FSDP2 run on the train model: warm-up steps, then timed steps; the row (on every rank, alike)."""
-    import torch.nn.functional as F
-
     from r1lab.cost.account import device_peak_flops
     from r1lab.cost.flops import shape_of
-    from r1lab.parallel import ScaleConfig, compile_layers, enable_checkpointing, shard
+    from r1lab.parallel import ScaleConfig, compile_layers, cross_entropy_sum, enable_checkpointing, shard
     from r1lab.runtime import all_gather_objects, rank_and_world
 
     rank, world = rank_and_world()
@@ -124,7 +123,7 @@ def train_once(S: Sizes, device, amp, key: str) -> dict:
     def step():
         logits = model(input_ids=x[:, :-1], use_cache=False).logits  # (B, T, V), bf16 under the mixed precision
         # the global token count divides, as r1lab's losses do: FSDP's reduction is a sum (shard sets the factor 1)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum") / global_tokens
+        loss = cross_entropy_sum(logits, x[:, 1:], compiled=compiled) / global_tokens  # as `r1lab sft`'s
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -157,7 +156,7 @@ def train_once(S: Sizes, device, amp, key: str) -> dict:
     return row
 
 
-def part_train(S: Sizes, device, amp, rows_path) -> None:
+def part_train(S: Sizes, device, amp, rows_path, keys=tuple(TRAIN_ROWS)) -> None:
     import torch.distributed as dist
 
     from r1lab.runtime import rank_and_world
@@ -167,11 +166,11 @@ def part_train(S: Sizes, device, amp, rows_path) -> None:
     except Exception as e:  # noqa: BLE001: no process group (NCCL?): both rows say why
         traceback.print_exc()
         if os.environ.get("RANK", "0") == "0":
-            for key in TRAIN_ROWS:
+            for key in keys:
                 record(rows_path, error_row(key, e, 0.0))
         return
     main = rank_and_world()[0] == 0
-    for key in TRAIN_ROWS:
+    for key in keys:
         guarded([key], lambda: [train_once(S, device, amp, key)], S.budget_s["train"] / len(TRAIN_ROWS), rows_path,
                 main)
     dist.destroy_process_group()
@@ -183,13 +182,15 @@ def part_train(S: Sizes, device, amp, rows_path) -> None:
 TARGETS = {"ratio": 5.0, "train": 0.40}  # vLLM / engine tokens/s; MFU compiled, without checkpointing
 MEASURES = {"engine": "rollout tok/s, r1lab engine", "vllm": "rollout tok/s, vLLM", "ratio": "vLLM / engine",
             "train": "train MFU, FSDP2 + compile", "train_eager": "train MFU, FSDP2 eager",
-            "train_gc": "train MFU, compile + grad ckpt", "sync": "vLLM weight sync", "rl": "r1lab rl, 2 steps + resume"}
+            "train_gc": "train MFU, compile + grad ckpt", "sync": "vLLM weight sync",
+            "rl": "r1lab rl, 2 steps + resume"}
 LABELS = {"train": "b", "train_eager": "b", "train_gc": "b", "engine": "a", "vllm": "a", "ratio": "a", "sync": "d",
           "rl": "e"}
 ORDER = ("engine", "vllm", "ratio", "train", "train_eager", "train_gc", "sync", "rl")
 
 
-KEYS = {"engine": ["engine"], "vllm": ["vllm"], "train": list(TRAIN_ROWS), "sync": ["sync"], "rl": ["rl"]}  # part -> rows
+KEYS = {"engine": ["engine"], "vllm": ["vllm"], "train": list(TRAIN_ROWS), "sync": ["sync"],
+        "rl": ["rl"]}  # part -> rows
 
 
 def finish_rows(rows: list[dict], smoke: bool, parts=PARTS) -> list[dict]:
@@ -271,6 +272,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     ap.add_argument("--vllm-eager", action="store_true", help="vLLM without CUDA graphs / torch.compile")
     ap.add_argument("--bf16", action="store_true", help="smoke in bf16 (the GPU's dtypes; a CPU with avx512_bf16)")
+    ap.add_argument("--train-rows", default=",".join(TRAIN_ROWS), help=f"part b's rows, of {', '.join(TRAIN_ROWS)}")
     args = ap.parse_args(argv)
     smoke = args.smoke or not torch.cuda.is_available()
     if args.table:
@@ -278,6 +280,9 @@ def main(argv=None) -> int:
     parts = [p.strip() for p in args.part.split(",") if p.strip()]
     if unknown := set(parts) - set(PARTS):
         ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
+    train_rows = [k.strip() for k in args.train_rows.split(",") if k.strip()]
+    if unknown := set(train_rows) - set(TRAIN_ROWS):
+        ap.error(f"unknown train row(s) {', '.join(sorted(unknown))}; valid: {', '.join(TRAIN_ROWS)}")
     S = SMOKE if smoke else GPU
     if args.bf16:
         S = dataclasses.replace(S, dtype="bf16")
@@ -291,7 +296,7 @@ def main(argv=None) -> int:
 
         rows_path = tempfile.mkstemp(prefix="gpu_check-", suffix=".jsonl")[1]
     if "train" in parts:  # first: it leaves no process group behind for vLLM's own
-        part_train(S, device, amp, rows_path)
+        part_train(S, device, amp, rows_path, train_rows)
     if {"engine", "vllm", "sync"} & set(parts):
         part_rollouts(S, device, amp, parts, rows_path, args.vllm_eager)
     if "rl" in parts:

@@ -63,7 +63,7 @@ GPU = Sizes("0.5B", "1.5B", "bf16", batch=256, prompt_len=64, new_tokens=256, sy
             budget_s={"train": 270, "engine": 45, "vllm": 150, "sync": 60, "rl": 150})
 SMOKE = Sizes("smoke", "smoke", "fp32", batch=4, prompt_len=8, new_tokens=8, sync_rows=2, sync_new_tokens=8,
               sync_lr=1e-2, train_batch=2, train_seq=32, train_warmup=1, train_steps=2,
-              budget_s={"train": 150, "engine": 60, "vllm": 150, "sync": 60, "rl": 150})
+              budget_s={"train": 300, "engine": 60, "vllm": 150, "sync": 60, "rl": 150})
 PARTS = ("train", "engine", "vllm", "sync", "rl")
 
 

@@ -14,7 +14,8 @@ master weights, AdamW's default foreach step, 8 x 1024 tokens, the full logits c
              fp32 logits (no FSDP: under FSDP2 the root's parameters are gathered only inside its own forward)
   nofsdp_compile  nofsdp, each decoder layer under torch.compile (its elementwise work fused); the compile happens
              in the warm-up steps, untimed
-  compile    base with r1lab's own torch_compile (parallel.compile_layers) and fused AdamW: gpu_check's part b row
+  compile    base with r1lab's own torch_compile (parallel.compile_layers, and the loss compiled as `r1lab sft`'s)
+             and fused AdamW: gpu_check's part b row
   compile_batch16  compile with 16 x 1024 tokens a step
   rl_pass, rl_pass_compile  RL's training pass instead (rl.rollouts.response_logp + backward, fp32 model under bf16
              autocast, no FSDP, as `r1lab rl` on one GPU): 8 rows, 2 distinct prompts of 256 tokens, responses of
@@ -59,7 +60,7 @@ def chunked_loss(model, ids, targets, total: int, chunk: int = 1024):
 def run_variant(S, device, amp, variant: str) -> dict:
     from r1lab.cost.account import device_peak_flops
     from r1lab.cost.flops import shape_of
-    from r1lab.parallel import ScaleConfig, compile_layers, shard
+    from r1lab.parallel import ScaleConfig, compile_layers, cross_entropy_sum, shard
 
     if variant.startswith("rl_pass"):
         return rl_pass_variant(S, device, amp, variant)
@@ -94,7 +95,7 @@ def run_variant(S, device, amp, variant: str) -> dict:
                 loss = chunked_loss(model, x[:, :-1], x[:, 1:], B * T)
             else:
                 logits = model(input_ids=x[:, :-1], use_cache=False).logits
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum") / (B * T)
+                loss = cross_entropy_sum(logits, x[:, 1:], compiled=variant.startswith("compile")) / (B * T)
         loss.backward()
         sync()
         t1 = time.perf_counter()
@@ -182,7 +183,8 @@ def main(argv=None) -> int:
     for r in rows:
         mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
         print(f"{r['variant']:<17} {r['tokens_per_s']:>9,.0f} {mfu:>6} {r['fwd_bwd_ms']:>10} {r['opt_ms']:>7} "
-              f"{r['peak_gib'] if r['peak_gib'] is not None else '-':>8}  {r['loss'] if r['loss'] is not None else '-'}")
+              f"{r['peak_gib'] if r['peak_gib'] is not None else '-':>8}  "
+              f"{r['loss'] if r['loss'] is not None else '-'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

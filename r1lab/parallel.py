@@ -195,7 +195,7 @@ def compile_layers(model) -> None:
         layer.forward = types.MethodType(_layer_forward, layer)
 
 
-_COMPILED: dict = {}  # a layer class's forward -> its torch.compile'd version
+_COMPILED: dict = {}  # a function (a layer class's forward, the loss) -> its torch.compile'd version
 
 
 def _layer_forward(self, *args, **kwargs):
@@ -205,6 +205,24 @@ def _layer_forward(self, *args, **kwargs):
     if eager not in _COMPILED:
         _COMPILED[eager] = torch.compile(eager)
     return _COMPILED[eager](self, *args, **kwargs)
+
+
+def cross_entropy_sum(logits, labels, compiled: bool = False, ignore_index: int = -100):
+    """Sum of the float32 cross-entropy over the labelled positions: (B, T, V), (B, T) -> scalar.
+
+    compiled (the model's torch_compile): one fused kernel reads the logits in their own dtype and reduces in
+    float32, where eager writes a float32 copy of the (B, T, V) logits and then its log-softmax, each kept for
+    backward (at Qwen's 151,936 ids and 8 x 1024 tokens, 5 GB each)."""
+    if not compiled:
+        return _cross_entropy_sum(logits, labels, ignore_index)
+    if _cross_entropy_sum not in _COMPILED:
+        _COMPILED[_cross_entropy_sum] = torch.compile(_cross_entropy_sum)
+    return _COMPILED[_cross_entropy_sum](logits, labels, ignore_index)
+
+
+def _cross_entropy_sum(logits, labels, ignore_index: int):
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=ignore_index,
+                                             reduction="sum")
 
 
 def is_compiled(model) -> bool:
@@ -295,7 +313,8 @@ def decoder_layers(model) -> list:
     wrapper), as fully_shard and compile_layers take them."""
     inner = model.get_base_model() if is_lora(model) else model
     blocks = set(getattr(inner, "_no_split_modules", None) or ())
-    layers = [m for m in model.modules() if type(m).__name__ in blocks]
+    # by the class or a base: fully_shard gives each layer a subclass of its own (FSDPQwen2DecoderLayer)
+    layers = [m for m in model.modules() if any(c.__name__ in blocks for c in type(m).__mro__)]
     if not layers:
         raise ValueError(f"{type(inner).__name__} names no decoder layer class (_no_split_modules) to shard or compile")
     return layers

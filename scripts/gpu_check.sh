@@ -19,7 +19,7 @@
 #      or outruns its time box, the sync part builds an eager engine of its own.)
 #   4. python gpu_check.py --part rl                                       <= 160 s   e: `r1lab rl` 2 steps + resume
 #   5. python gpu_check.py --table                                         the table; JSON too with --json FILE
-# Without a CUDA device it runs in smoke mode: tiny configs, fp32, CPU, the FSDP part on 2 gloo processes (~1 min).
+# Without a CUDA device it runs in smoke mode: tiny configs, fp32, CPU, the FSDP part on 2 gloo processes (1-2 min).
 #
 # Expected output, the last lines (N, G, S: numbers; the notes are longer):
 #   gpu_check: python 3.12.3, torch 2.11.0, transformers 5.17.0, vllm 0.32.0; NVIDIA H200
@@ -70,7 +70,7 @@ if [ "$GPUS" -gt 0 ]; then
   NPROC=$GPUS T_TRAIN=300 T_ROLLOUTS=280
 else
   echo "gpu_check.sh: no CUDA device (or --smoke): smoke mode on CPU, the FSDP part on 2 gloo processes"
-  FLAGS+=(--smoke) NPROC=2 T_TRAIN=240 T_ROLLOUTS=300
+  FLAGS+=(--smoke) NPROC=2 T_TRAIN=360 T_ROLLOUTS=300
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 fi
 ROWS=$(mktemp "${TMPDIR:-/tmp}/gpu_check-XXXXXX.jsonl")

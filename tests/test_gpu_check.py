@@ -106,7 +106,7 @@ def test_an_rl_run_that_fails_is_a_fail_row_with_its_last_error_line(tmp_path, m
 def test_the_shell_script_in_smoke_mode_runs_every_part_and_prints_one_table(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--smoke", "--json", "table.json"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "train (torchrun, 2 processes) done" in out.stdout
     result = json.loads((tmp_path / "table.json").read_text())  # --json FILE is relative to the caller's directory
@@ -200,14 +200,16 @@ def test_a_sleeping_vllm_is_also_timed_awake(monkeypatch):
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (avx512_bf16 / AMX)")
 def test_fsdp_with_the_gpus_mixed_precision_on_two_gloo_processes(tmp_path):
-    """--bf16: shard()'s bf16 parameters and fp32 reductions, as on the GPU, under torchrun with 2 processes."""
+    """--bf16: shard()'s bf16 parameters and fp32 reductions, as on the GPU, under torchrun with 2 processes (the
+    eager row: the smoke test above runs the compiled ones)."""
     rows = tmp_path / "rows.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--bf16", "--part", "train", "--rows", str(rows)]
+           str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--bf16", "--part", "train", "--rows", str(rows),
+           "--train-rows", "train_eager"]
     out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     got = {r["key"]: r for r in map(json.loads, rows.read_text().splitlines())}
-    assert set(got) == {"train", "train_eager", "train_gc"}
+    assert set(got) == {"train_eager"}
     for r in got.values():
         assert "verdict" not in r and r["mfu"] > 0 and abs(r["loss"] - math.log(gpu_common.VOCAB)) < 0.1, r
 

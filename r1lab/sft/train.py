@@ -190,8 +190,7 @@ def forward_loss(model, batch: dict, amp, device) -> tuple[torch.Tensor, int]:
         # use_cache=False: no KV cache to build and drop (and under torch_compile, one graph for every layer)
         logits = model(input_ids=b["input_ids"], attention_mask=mask, position_ids=b["position_ids"],
                        use_cache=False).logits
-    loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), b["labels"].view(-1),
-                                             ignore_index=IGNORE, reduction="sum")
+    loss = parallel.cross_entropy_sum(logits, b["labels"], compiled=parallel.is_compiled(model), ignore_index=IGNORE)
     return loss, int((b["labels"] != IGNORE).sum())
 
 
