@@ -14,7 +14,7 @@ from r1lab.tasks.format import THINK_END
 
 @dataclass
 class RLConfig(ScaleConfig):
-    """Inherits fsdp, grad_checkpointing and the lora_* knobs from r1lab.parallel.ScaleConfig."""
+    """Inherits fsdp, grad_checkpointing, torch_compile and the lora_* knobs from r1lab.parallel.ScaleConfig."""
     task: str = "countdown"
     task_args: str = ""                  # knobs for the task's generator, "key=value,key=value"
     eval_task_args: str | None = None    # the held-out set's knobs when they differ (a curriculum); None: task_args

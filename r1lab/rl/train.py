@@ -25,7 +25,8 @@ evaluate / save per step, then finish.
 Exact resume: the prompts and sampling seeds of step s are pure functions of (seed, s), and the checkpoint holds
 the optimizer and every RNG, so a run killed with -9 and resumed logs the same metrics as an unbroken one.
 Scale (r1lab/parallel.py, keys inherited from ScaleConfig): fsdp shards the policy and the reference model with
-FSDP2; lora_r trains LoRA adapters only, the reference being the policy with its adapters disabled. A wrapped policy
+FSDP2; lora_r trains LoRA adapters only, the reference being the policy with its adapters disabled; torch_compile
+compiles the decoder layers for the training pass only (sampling and the no-grad passes stay eager). A wrapped policy
 samples through a plain copy that gets its merged / gathered weights after every update (vLLM gets them directly).
 """
 from __future__ import annotations

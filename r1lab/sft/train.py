@@ -41,7 +41,7 @@ from r1lab.sft.data import IGNORE, block_causal_mask, collate, load_records, pac
 
 @dataclass
 class SFTConfig(ScaleConfig):
-    """Inherits fsdp, grad_checkpointing and the lora_* knobs from r1lab.parallel.ScaleConfig."""
+    """Inherits fsdp, grad_checkpointing, torch_compile and the lora_* knobs from r1lab.parallel.ScaleConfig."""
     data: str = ""                       # a JSONL file of prompt/completion or messages records
     model: str = "countdown-base"        # a shipped base, an r1lab run or checkpoint, any Hugging Face path / id
     out_dir: str = "runs/sft"
