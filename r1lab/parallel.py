@@ -226,8 +226,8 @@ def _cross_entropy_sum(logits, labels, ignore_index: int):
 
 
 def is_compiled(model) -> bool:
-    """Whether compile_layers has set the model's layers up."""
-    return any(getattr(layer.forward, "__func__", None) is _layer_forward for layer in decoder_layers(model))
+    """Whether compile_layers has set the model's layers up (False for a model without decoder layers to find)."""
+    return any(getattr(m.forward, "__func__", None) is _layer_forward for m in model.modules())
 
 
 @contextlib.contextmanager

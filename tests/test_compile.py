@@ -116,6 +116,7 @@ def test_the_compiled_loss_is_the_eager_one_and_sharded_layers_are_still_found(f
     layer.__class__ = type("FSDP" + type(layer).__name__, (type(layer),), {})
     assert len(parallel.decoder_layers(compiled)) == compiled.config.num_hidden_layers
     assert parallel.is_compiled(compiled)
+    assert not parallel.is_compiled(torch.nn.Linear(2, 2))  # SFT asks of any model, with decoder layers or not
 
 
 def test_a_copy_runs_its_own_layers(fresh_dynamo):
