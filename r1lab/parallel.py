@@ -70,7 +70,14 @@ def check_scale(cfg: ScaleConfig) -> None:
         raise ConfigError("fsdp = true needs torch.distributed.fsdp.fully_shard (torch >= 2.6)")
     if not cfg.lora_r and cfg.lora_save_merged:
         raise ConfigError("lora_save_merged = true needs LoRA (lora_r > 0)")
-    if cfg.torch_compile and not torch.cuda.is_available() and not (shutil.which("c++") or shutil.which("g++")):
+    check_compile(cfg.torch_compile)
+
+
+def check_compile(torch_compile: bool) -> None:
+    """ConfigError when torch_compile is asked on a CPU without a C++ compiler (inductor builds its kernels with one)."""
+    from r1lab.config import ConfigError
+
+    if torch_compile and not torch.cuda.is_available() and not (shutil.which("c++") or shutil.which("g++")):
         raise ConfigError("torch_compile = true on the CPU needs a C++ compiler (inductor builds its kernels with it): "
                           "install g++, or leave torch_compile off")
 

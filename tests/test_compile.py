@@ -166,3 +166,20 @@ def test_sft_with_torch_compile_learns_as_eager_sft(tmp_path, fresh_dynamo):
     (e0, c0), (e2, c2) = [(rows["eager"][i]["loss"], rows["compiled"][i]["loss"]) for i in (0, 2)]
     assert math.isclose(e0, c0, rel_tol=1e-5) and math.isclose(e2, c2, rel_tol=1e-4)
     assert c2 < c0
+
+
+def test_pretrain_with_torch_compile_learns_as_eager_pretraining(tmp_path, fresh_dynamo):
+    from test_pretrain import TINY
+
+    from r1lab.config import load_config
+    from r1lab.pretrain.train import PretrainConfig
+    from r1lab.pretrain.train import main as pretrain_main
+
+    rows = {}
+    for name, extra in (("eager", []), ("compiled", ["torch_compile=true"])):
+        out = tmp_path / name
+        pretrain_main(load_config(PretrainConfig, None, TINY + ["steps=3", "dtype=fp32", f"out_dir={out}"] + extra))
+        rows[name] = [json.loads(line) for line in open(out / "metrics.jsonl") if '"loss"' in line]
+    assert fresh_dynamo["stats"]["unique_graphs"] == 2  # every layer's graph, and the loss's
+    (e0, c0), (e2, c2) = [(rows["eager"][i]["loss"], rows["compiled"][i]["loss"]) for i in (0, 2)]
+    assert math.isclose(e0, c0, rel_tol=1e-5) and math.isclose(e2, c2, rel_tol=1e-4)

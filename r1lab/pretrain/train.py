@@ -21,6 +21,7 @@ import torch
 
 from r1lab import runtime
 from r1lab.config import check_resume, config_to_dict, format_config
+from r1lab.parallel import check_compile, compile_layers, cross_entropy_sum, is_compiled
 from r1lab.pretrain.corpus import CorpusConfig, corpus_document
 
 
@@ -47,6 +48,7 @@ class PretrainConfig(CorpusConfig):
     grad_clip: float = 1.0
     dtype: str = "auto"                  # auto | bf16 | fp32 (autocast)
     threads: int = 0                     # torch threads; 0 = leave as is
+    torch_compile: bool = False          # the decoder layers and the loss under torch.compile (r1lab/parallel.py)
     # evaluation and checkpoints
     eval_every: int = 500                # 0: only after the last step
     eval_instances: int = 200
@@ -78,6 +80,7 @@ def check(cfg: PretrainConfig) -> None:
     from r1lab.tasks.common import TEMPLATES
 
     check_stage(cfg, RANGES, {"template": tuple(TEMPLATES)})  # the corpus is plain text: no chat template
+    check_compile(cfg.torch_compile)
     task = get_task(cfg.task)
     if task.NAME not in CORPORA:
         raise ConfigError(f"task = {cfg.task!r}: pretraining writes its corpus from search traces of "
@@ -245,9 +248,8 @@ def train_step(step: int, model, opt, cfg: PretrainConfig, task, instances, toke
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with runtime.autocast(device, amp):
-            logits = model(input_ids=x).logits  # (B, T, vocab)
-        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
-                                                 ignore_index=-100, reduction="sum")
+            logits = model(input_ids=x, use_cache=False).logits  # (B, T, vocab); no KV cache to build and drop
+        loss = cross_entropy_sum(logits, y, compiled=is_compiled(model))
         (loss / max(1, n_step)).backward()
         loss_sum += float(loss.detach())
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
@@ -299,6 +301,8 @@ def main(cfg: PretrainConfig) -> Path:
     check_room(cfg, model, tokenizer, task, eval_set)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: bad knobs or a model too short have written nothing
     model.to(device)
+    if cfg.torch_compile:
+        compile_layers(model)
     print(format_config(cfg))
     print(f"pretrain: {count_parameters(model) / 1e6:.2f}M parameters, device {device}, autocast {amp}")
 
