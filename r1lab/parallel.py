@@ -205,13 +205,15 @@ def compile_layers(model) -> None:
 _COMPILED: dict = {}  # a function (a layer class's forward, the loss) -> its torch.compile'd version
 
 
+def _compiled(fn):
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn)
+    return _COMPILED[fn]
+
+
 def _layer_forward(self, *args, **kwargs):
     eager = type(self).forward
-    if not torch.is_grad_enabled():
-        return eager(self, *args, **kwargs)
-    if eager not in _COMPILED:
-        _COMPILED[eager] = torch.compile(eager)
-    return _COMPILED[eager](self, *args, **kwargs)
+    return (_compiled(eager) if torch.is_grad_enabled() else eager)(self, *args, **kwargs)
 
 
 def cross_entropy_sum(logits, labels, compiled: bool = False, ignore_index: int = -100):
@@ -220,11 +222,7 @@ def cross_entropy_sum(logits, labels, compiled: bool = False, ignore_index: int 
     compiled (the model's torch_compile): one fused kernel reads the logits in their own dtype and reduces in
     float32, where eager writes a float32 copy of the (B, T, V) logits and then its log-softmax, each kept for
     backward (at Qwen's 151,936 ids and 8 x 1024 tokens, 5 GB each)."""
-    if not compiled:
-        return _cross_entropy_sum(logits, labels, ignore_index)
-    if _cross_entropy_sum not in _COMPILED:
-        _COMPILED[_cross_entropy_sum] = torch.compile(_cross_entropy_sum)
-    return _COMPILED[_cross_entropy_sum](logits, labels, ignore_index)
+    return (_compiled(_cross_entropy_sum) if compiled else _cross_entropy_sum)(logits, labels, ignore_index)
 
 
 def _cross_entropy_sum(logits, labels, ignore_index: int):

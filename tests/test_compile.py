@@ -116,7 +116,7 @@ def test_the_compiled_loss_is_the_eager_one_and_sharded_layers_are_still_found(f
     layer.__class__ = type("FSDP" + type(layer).__name__, (type(layer),), {})
     assert len(parallel.decoder_layers(compiled)) == compiled.config.num_hidden_layers
     assert parallel.is_compiled(compiled)
-    assert not parallel.is_compiled(torch.nn.Linear(2, 2))  # SFT asks of any model, with decoder layers or not
+    assert not parallel.is_compiled(torch.nn.Linear(2, 2))  # a model without decoder layers to find
 
 
 def test_a_copy_runs_its_own_layers(fresh_dynamo):
@@ -146,40 +146,39 @@ def test_load_policy_compiles_when_asked_and_says_when_it_cannot(monkeypatch, tm
         parallel.check_scale(parallel.ScaleConfig(torch_compile=True))
 
 
+def eager_and_compiled_losses(main, config_cls, settings: list[str], out) -> tuple[list, list]:
+    """The step losses of a stage's run (3 steps, fp32) without and with torch_compile."""
+    from r1lab.config import load_config
+
+    losses = []
+    for name, extra in (("eager", []), ("compiled", ["torch_compile=true"])):
+        main(load_config(config_cls, None, settings + ["steps=3", "dtype=fp32", f"out_dir={out / name}"] + extra))
+        losses.append([r["loss"] for r in map(json.loads, open(out / name / "metrics.jsonl")) if "loss" in r])
+    return losses[0], losses[1]
+
+
 def test_sft_with_torch_compile_learns_as_eager_sft(tmp_path, fresh_dynamo):
     from test_sft import TINY, traces, write
 
-    from r1lab.config import load_config
     from r1lab.sft.train import SFTConfig
     from r1lab.sft.train import main as sft_main
 
     data = write(tmp_path / "traces.jsonl", traces(16, seed=2, task_name="arithmetic"))
-    rows = {}
-    for name, extra in (("eager", []), ("compiled", ["torch_compile=true"])):
-        out = tmp_path / name
-        sft_main(load_config(SFTConfig, None, TINY + ["steps=3", "eval_instances=0", "dtype=fp32", f"data={data}",
-                                                     f"out_dir={out}"] + extra))
-        rows[name] = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    eager, compiled = eager_and_compiled_losses(sft_main, SFTConfig, TINY + ["eval_instances=0", f"data={data}"],
+                                                tmp_path)
     # no KV cache in SFT's pass: one graph serves every layer, and one more is the loss's (the same shapes each step)
     assert fresh_dynamo["stats"]["unique_graphs"] == 2
     # the same data and steps in float32: the first loss within rounding, later ones after Adam amplifies it
-    (e0, c0), (e2, c2) = [(rows["eager"][i]["loss"], rows["compiled"][i]["loss"]) for i in (0, 2)]
-    assert math.isclose(e0, c0, rel_tol=1e-5) and math.isclose(e2, c2, rel_tol=1e-4)
-    assert c2 < c0
+    assert math.isclose(eager[0], compiled[0], rel_tol=1e-5) and math.isclose(eager[2], compiled[2], rel_tol=1e-4)
+    assert compiled[2] < compiled[0]
 
 
 def test_pretrain_with_torch_compile_learns_as_eager_pretraining(tmp_path, fresh_dynamo):
     from test_pretrain import TINY
 
-    from r1lab.config import load_config
     from r1lab.pretrain.train import PretrainConfig
     from r1lab.pretrain.train import main as pretrain_main
 
-    rows = {}
-    for name, extra in (("eager", []), ("compiled", ["torch_compile=true"])):
-        out = tmp_path / name
-        pretrain_main(load_config(PretrainConfig, None, TINY + ["steps=3", "dtype=fp32", f"out_dir={out}"] + extra))
-        rows[name] = [json.loads(line) for line in open(out / "metrics.jsonl") if '"loss"' in line]
+    eager, compiled = eager_and_compiled_losses(pretrain_main, PretrainConfig, TINY, tmp_path)
     assert fresh_dynamo["stats"]["unique_graphs"] == 2  # every layer's graph, and the loss's
-    (e0, c0), (e2, c2) = [(rows["eager"][i]["loss"], rows["compiled"][i]["loss"]) for i in (0, 2)]
-    assert math.isclose(e0, c0, rel_tol=1e-5) and math.isclose(e2, c2, rel_tol=1e-4)
+    assert math.isclose(eager[0], compiled[0], rel_tol=1e-5) and math.isclose(eager[2], compiled[2], rel_tol=1e-4)

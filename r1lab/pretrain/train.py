@@ -21,7 +21,7 @@ import torch
 
 from r1lab import runtime
 from r1lab.config import check_resume, config_to_dict, format_config
-from r1lab.parallel import check_compile, compile_layers, cross_entropy_sum, is_compiled
+from r1lab.parallel import check_compile, compile_layers, cross_entropy_sum
 from r1lab.pretrain.corpus import CorpusConfig, corpus_document
 
 
@@ -249,7 +249,7 @@ def train_step(step: int, model, opt, cfg: PretrainConfig, task, instances, toke
         x, y = x.to(device), y.to(device)
         with runtime.autocast(device, amp):
             logits = model(input_ids=x, use_cache=False).logits  # (B, T, vocab); no KV cache to build and drop
-        loss = cross_entropy_sum(logits, y, compiled=is_compiled(model))
+        loss = cross_entropy_sum(logits, y, compiled=cfg.torch_compile)
         (loss / max(1, n_step)).backward()
         loss_sum += float(loss.detach())
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))

@@ -182,15 +182,16 @@ class Schedule:
         return [self.packs[self.perm(i // n)[i % n]] for i in idx]
 
 
-def forward_loss(model, batch: dict, amp, device) -> tuple[torch.Tensor, int]:
-    """(sum of the cross-entropy over labelled tokens, their count) for one packed batch of (B, T)."""
+def forward_loss(model, batch: dict, amp, device, compiled: bool = False) -> tuple[torch.Tensor, int]:
+    """(sum of the cross-entropy over labelled tokens, their count) for one packed batch of (B, T); compiled: the
+    loss under torch.compile, as the layers are with torch_compile."""
     b = {k: v.to(device) for k, v in batch.items()}
     mask = block_causal_mask(b["segment"], model.config._attn_implementation)
     with runtime.autocast(device, amp):
         # use_cache=False: no KV cache to build and drop (and under torch_compile, one graph for every layer)
         logits = model(input_ids=b["input_ids"], attention_mask=mask, position_ids=b["position_ids"],
                        use_cache=False).logits
-    loss = parallel.cross_entropy_sum(logits, b["labels"], compiled=parallel.is_compiled(model), ignore_index=IGNORE)
+    loss = parallel.cross_entropy_sum(logits, b["labels"], compiled=compiled, ignore_index=IGNORE)
     return loss, int((b["labels"] != IGNORE).sum())
 
 
@@ -209,7 +210,7 @@ def train_step(step: int, run) -> dict:
                                            float(sum(int((b["segment"] >= 0).sum()) for b in batches))])
     loss_sum = 0.0
     for batch in batches:
-        loss, _ = forward_loss(model, batch, run.amp, run.device)
+        loss, _ = forward_loss(model, batch, run.amp, run.device, compiled=cfg.torch_compile)
         (loss / max(1.0, n_global)).backward()
         loss_sum += float(loss.detach())
     grad_norm = parallel.reduce_and_clip(model, cfg.grad_clip)
