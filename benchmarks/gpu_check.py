@@ -193,7 +193,7 @@ KEYS = {"engine": ["engine"], "vllm": ["vllm"], "train": list(TRAIN_ROWS), "sync
         "rl": ["rl"]}  # part -> rows
 
 
-def finish_rows(rows: list[dict], smoke: bool, parts=PARTS) -> list[dict]:
+def finish_rows(rows: list[dict], smoke: bool, parts=PARTS, train_rows=tuple(TRAIN_ROWS)) -> list[dict]:
     """The rows of `parts` in table order with the ratio row added, verdicts set against the targets (none in smoke
     mode), and an ERROR row for every expected one that is missing (its process died or was killed)."""
     by_key = {r["key"]: r for r in rows}
@@ -203,7 +203,8 @@ def finish_rows(rows: list[dict], smoke: bool, parts=PARTS) -> list[dict]:
     elif "engine" in by_key and "vllm" in by_key:
         by_key["ratio"] = {"key": "ratio", "verdict": "SKIP" if "SKIP" in (e.get("verdict"), v.get("verdict"))
                            else "ERROR", "note": "needs both rollout rows"}
-    expected = {k for p in parts for k in KEYS[p]} | ({"ratio"} if {"engine", "vllm"} <= set(parts) else set())
+    expected = {k for p in parts for k in (train_rows if p == "train" else KEYS[p])}
+    expected |= {"ratio"} if {"engine", "vllm"} <= set(parts) else set()
     out = []
     for key in [k for k in ORDER if k in expected]:
         r = dict(by_key.get(key) or {"key": key, "verdict": "ERROR",
@@ -249,11 +250,11 @@ def table(rows: list[dict]) -> str:
     return "\n".join(fmt.format(*x).rstrip() for x in [head, *lines])
 
 
-def report(rows_path, json_path, smoke: bool, parts=PARTS, dtype: str = "") -> int:
+def report(rows_path, json_path, smoke: bool, parts=PARTS, dtype: str = "", train_rows=tuple(TRAIN_ROWS)) -> int:
     """Print the table of the rows in rows_path (and write it as JSON); 1 when a row is ERROR or FAIL, or on a GPU
     SKIP (vLLM missing: the check is not complete)."""
     lines = Path(rows_path).read_text().splitlines() if Path(rows_path).exists() else []
-    rows = finish_rows([json.loads(x) for x in lines if x.strip()], smoke, parts)
+    rows = finish_rows([json.loads(x) for x in lines if x.strip()], smoke, parts, train_rows)
     env = environment()
     print(f"\ngpu_check{f' (smoke: tiny configs, {dtype or SMOKE.dtype}, CPU; no targets)' if smoke else ''}: "
           + ", ".join(f"{k} {v}" for k, v in env.items() if k != "devices") + f"; {', '.join(env['devices'])}")
@@ -275,14 +276,14 @@ def main(argv=None) -> int:
     ap.add_argument("--train-rows", default=",".join(TRAIN_ROWS), help=f"part b's rows, of {', '.join(TRAIN_ROWS)}")
     args = ap.parse_args(argv)
     smoke = args.smoke or not torch.cuda.is_available()
-    if args.table:
-        return report(args.table, args.json, smoke, dtype="bf16" if args.bf16 else "")
-    parts = [p.strip() for p in args.part.split(",") if p.strip()]
-    if unknown := set(parts) - set(PARTS):
-        ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
     train_rows = [k.strip() for k in args.train_rows.split(",") if k.strip()]
     if unknown := set(train_rows) - set(TRAIN_ROWS):
         ap.error(f"unknown train row(s) {', '.join(sorted(unknown))}; valid: {', '.join(TRAIN_ROWS)}")
+    if args.table:
+        return report(args.table, args.json, smoke, dtype="bf16" if args.bf16 else "", train_rows=train_rows)
+    parts = [p.strip() for p in args.part.split(",") if p.strip()]
+    if unknown := set(parts) - set(PARTS):
+        ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
     S = SMOKE if smoke else GPU
     if args.bf16:
         S = dataclasses.replace(S, dtype="bf16")
@@ -302,7 +303,7 @@ def main(argv=None) -> int:
     if "rl" in parts:
         part_rl(S, rows_path)
     if args.rows is None:
-        return report(rows_path, args.json, smoke, parts, S.dtype)
+        return report(rows_path, args.json, smoke, parts, S.dtype, train_rows)
     return 0
 
 
