@@ -28,11 +28,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: str, *args: str, timeout: float = 120.0, log=subprocess.DEVNULL):
+def start_server(checkpoint: str, *args: str, timeout: float = 120.0, log=subprocess.DEVNULL, env=None):
     """(process, base URL) of `r1lab serve CHECKPOINT ARGS` on a free localhost port, once /health answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "r1lab.cli", "serve", "--model", checkpoint, "--port", str(port), *args]
-    return start_command(cmd, port, timeout=timeout, log=log)
+    return start_command(cmd, port, timeout=timeout, log=log, env=env)
 
 
 def start_command(cmd: list[str], port: int, timeout: float = 120.0, log=subprocess.DEVNULL, env=None):
