@@ -94,9 +94,11 @@ one-process torch.distributed group.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -350,9 +352,23 @@ def make_vllm_backend(model, tokenizer, autocast_dtype=None, max_batch_size: int
             llm = vllm.LLM(**kwargs)
     finally:
         set_rng_state(rng)  # vLLM seeds the global RNGs of the process it runs in
+    atexit.register(_shut_down, weakref.ref(llm))
     backend = VLLMBackend(llm, model, tokenizer, sleeps=cuda, folder=folder)
     backend.push_weights(model)
     return backend
+
+
+def _shut_down(llm_ref) -> None:
+    """At exit: the engine's teardown, while the process group it joined is still there.
+
+    subtle: vLLM tears its engine down in a weakref finalizer, which runs after every atexit handler, so after
+    runtime.leave_at_exit has left the ranks' gloo group; its teardown then raised "Invalid process group specified"
+    on every rank of a torchrun run (a traceback each, though the run exited 0). atexit runs the handlers
+    last-registered first and the engine is built after the group is joined, so this one runs before the group is
+    left. vLLM's teardown destroys the default group itself, and leave_at_exit then finds none."""
+    llm = llm_ref()
+    if llm is not None:
+        llm.llm_engine.engine_core.shutdown()  # detaches vLLM's own finalizer
 
 
 @contextlib.contextmanager
