@@ -65,16 +65,18 @@ from gpu_rollouts import part_rollouts
 # ------------------------------------------------------------------------------------------------------------------
 # b: FSDP2 training throughput and MFU
 
-def join_world(device) -> None:
+def join_world(device) -> bool:
     """The process group torchrun describes, or a world of one (this process) when started without torchrun, with
     r1lab's backends (runtime.process_group_backend); a CPU all_reduce proves the group carries what r1lab's
-    runtime.all_sum sends (an NCCL-only group refuses CPU tensors)."""
+    runtime.all_sum sends (an NCCL-only group refuses CPU tensors). True when this call joined it, so the caller
+    leaves it after; False when the process held one already (an in-process vLLM engine's, whose groups would go
+    stale if it were destroyed under them), which is used as it is and left alone."""
     import torch.distributed as dist
 
     from r1lab.runtime import process_group_backend
 
     if dist.is_initialized():
-        return
+        return False
     for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(key, value)
     if "MASTER_PORT" not in os.environ:
@@ -90,6 +92,7 @@ def join_world(device) -> None:
     dist.all_reduce(ones)
     if ones.item() != dist.get_world_size():
         raise RuntimeError(f"a CPU all_reduce over {dist.get_world_size()} ranks gave {ones.item()}")
+    return True
 
 
 TRAIN_ROWS = {"train": (True, False), "train_eager": (False, False), "train_gc": (True, True)}  # (compiled, ckpt)
@@ -162,7 +165,7 @@ def part_train(S: Sizes, device, amp, rows_path, keys=tuple(TRAIN_ROWS)) -> None
     from r1lab.runtime import rank_and_world
 
     try:
-        join_world(device)
+        joined = join_world(device)
     except Exception as e:  # noqa: BLE001: no process group (NCCL?): both rows say why
         traceback.print_exc()
         if os.environ.get("RANK", "0") == "0":
@@ -173,7 +176,8 @@ def part_train(S: Sizes, device, amp, rows_path, keys=tuple(TRAIN_ROWS)) -> None
     for key in keys:
         guarded([key], lambda: [train_once(S, device, amp, key)], S.budget_s["train"] / len(TRAIN_ROWS), rows_path,
                 main)
-    dist.destroy_process_group()
+    if joined:
+        dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -176,9 +176,10 @@ def main(argv=None) -> int:
     S = SMOKE if smoke else GPU
     device = torch.device("cpu") if smoke else torch.device("cuda:0")
     amp = None if S.dtype == "fp32" else torch.bfloat16
-    join_world(device)
+    joined = join_world(device)
     rows = [run_variant(S, device, amp, v) for v in variants]
-    torch.distributed.destroy_process_group()
+    if joined:
+        torch.distributed.destroy_process_group()
     print(f"{'variant':<17} {'tok/s':>9} {'MFU':>6} {'fwd+bwd ms':>10} {'opt ms':>7} {'peak GiB':>8}  loss")
     for r in rows:
         mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
