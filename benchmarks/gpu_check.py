@@ -207,7 +207,8 @@ def finish_rows(rows: list[dict], smoke: bool, parts=PARTS, train_rows=tuple(TRA
     elif "engine" in by_key and "vllm" in by_key:
         by_key["ratio"] = {"key": "ratio", "verdict": "SKIP" if "SKIP" in (e.get("verdict"), v.get("verdict"))
                            else "ERROR", "note": "needs both rollout rows"}
-    expected = {k for p in parts for k in (train_rows if p == "train" else KEYS[p])}
+    keys = {**KEYS, "train": list(train_rows)}
+    expected = {k for p in parts for k in keys[p]}
     expected |= {"ratio"} if {"engine", "vllm"} <= set(parts) else set()
     out = []
     for key in [k for k in ORDER if k in expected]:
