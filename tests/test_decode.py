@@ -90,6 +90,69 @@ def test_shared_prefix_attention_equals_sdpa():
     torch.testing.assert_close(got, want, atol=atol, rtol=0)
 
 
+def test_split_attention_equals_sdpa():
+    """split_attention (a contiguous body and a short tail) against SDPA over the whole rows: left padding, a finished
+    row's masked last columns, grouped key heads."""
+    import torch.nn.functional as F
+
+    from r1lab.engine.decode import split_attention
+
+    g = torch.Generator().manual_seed(1)
+    B, H, KV, d, Lb, t = 5, 4, 2, 8, 9, 3
+    keys, values = torch.randn(B, KV, Lb + t, d, generator=g), torch.randn(B, KV, Lb + t, d, generator=g)
+    attn = torch.ones(B, Lb + t, dtype=torch.long)
+    attn[[0, 3], :4] = 0  # left padding
+    attn[2, -2:] = 0  # a finished row
+    q = torch.randn(B, H, 1, d, generator=g)
+    bias = torch.zeros(B, Lb + t).masked_fill(attn == 0, -torch.inf)[:, None, None]
+    got = split_attention(q * d ** -0.5, keys[:, :, :Lb].contiguous(), values[:, :, :Lb].contiguous(),
+                          keys[:, :, Lb:], values[:, :, Lb:], bias)
+    want = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn.bool()[:, None, None], enable_gqa=True)
+    scores = q @ keys.repeat_interleave(H // KV, 1).transpose(-1, -2) * d ** -0.5  # as in the shared-prefix test
+    atol = rounding_atol(values.abs().max().item() * (1 + 2 * scores.abs().max().item()), n=max(d, Lb + t), depth=2)
+    torch.testing.assert_close(got, want, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("build", [_llama, _qwen2])
+def test_split_cache_folds_and_surgery_match_the_forward(tok, build, monkeypatch):
+    """The lean step's split cache layout with a 3-column tail, so it folds every few tokens, while rows finish at
+    different steps (compaction) and queued rows are admitted into the running batch (max_batch_size 3): the tokens
+    and log-probs are the model's own forward's, and the split path ran."""
+    from r1lab.engine import decode
+    from r1lab.engine.kvcache import _growing_layer_class
+
+    model = build(tok)
+    monkeypatch.setattr(_growing_layer_class(), "TAIL", 3)
+    calls, split = [], decode.split_attention
+
+    def spy(q, body_k, *args):
+        calls.append((q.shape[0], body_k.shape[2]))
+        return split(q, body_k, *args)
+
+    monkeypatch.setattr(decode, "split_attention", spy)
+    prompts = PROMPTS[:7]
+    params = [SamplingParams(temperature=1.0, max_new_tokens=6 + 5 * i, logprobs=True, seed=i) for i in range(7)]
+
+    lean = _generate_each(Engine(model, tok, max_batch_size=3), prompts, params)
+    assert len({b for _, b in calls}) > 5 and len({n for n, _ in calls}) > 1  # folds, and rows came and went
+    stock = _generate_each(Engine(model, tok, max_batch_size=3, lean_decode=False), prompts, params)
+    atol = logprob_atol(model.config, *logit_scale(model, stock))
+    for a, b in zip(lean, stock):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=atol, rtol=0)
+
+
+def _generate_each(engine, prompts, params):
+    """Every prompt with its own SamplingParams in one engine batch."""
+    from r1lab.engine import EngineBatch
+
+    batch, done = EngineBatch(engine), {}
+    ids = [batch.add(engine.tokenizer(p)["input_ids"], sp) for p, sp in zip(prompts, params)]
+    while batch:
+        done.update({e.request_id: e.completion for e in batch.step() if e.completion})
+    return [done[r] for r in ids]
+
+
 @pytest.mark.parametrize("build", [_llama, _qwen2])
 def test_rows_sharing_prompts_read_them_once_and_match_the_forward(tok, build, monkeypatch):
     """G samples of each prompt take the shared-prefix path, also after finished rows leave and groups are uneven;

@@ -91,6 +91,12 @@ class DecodeStep:
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, 1, head_dim): broadcast over heads
         mask = attn.bool()[:, None, None, :]  # (B, 1, 1, L)
         gqa = self.kv_heads != self.heads
+        # the split cache layout and its bmm attention: CPU float32 without autocast, where it was measured
+        split = (shared is None and x.device.type == "cpu" and x.dtype == torch.float32
+                 and not torch.is_autocast_enabled("cpu") and hasattr(cache.layers[0], "append_split"))
+        if split:  # additive mask, (B, 1, 1, L)
+            bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, -math.inf)
+            bias = bias[:, None, None]
         if shared is not None:  # additive mask of the columns after the shared prefix, (B, 1, 1, L - C)
             suffix_bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, -math.inf)
             suffix_bias = suffix_bias[:, shared.columns:][:, None, None]
@@ -102,10 +108,13 @@ class DecodeStep:
             v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(B, 1, self.kv_heads, self.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            keys, values = kv.update(k, v)  # (B, kv_heads, L, head_dim)
-            if shared is None:
+            if split:
+                o = split_attention(q * a.scaling, *kv.append_split(k, v), bias)
+            elif shared is None:
+                keys, values = kv.update(k, v)  # (B, kv_heads, L, head_dim)
                 o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=a.scaling, enable_gqa=gqa)
             else:
+                keys, values = kv.update(k, v)
                 o = shared.attend(i, q * a.scaling, keys, values, suffix_bias)
             x = x + F.linear(o.transpose(1, 2).reshape(B, 1, -1), a.o_proj.weight, a.o_proj.bias)
             m = layer.mlp
@@ -115,6 +124,25 @@ class DecodeStep:
         x = _rms_norm(x, inner.norm)
         head = self.model.lm_head
         return F.linear(x[:, 0], head.weight, head.bias)
+
+
+def split_attention(q, body_k, body_v, tail_k, tail_v, bias):
+    """One query per row against a cache held as a contiguous body and a short tail (GrowingLayer.append_split).
+
+    q (B, H, 1, d) already scaled; body (B, KV, Lb, d), tail (B, KV, t, d); bias (B, 1, 1, Lb + t) additive ->
+    (B, H, 1, d). The same attention as SDPA with that mask, to float rounding: the scores of both parts, one softmax
+    over all columns, then the two weighted sums added. On a CPU, bmm over the contiguous body reads it in place
+    where SDPA or bmm over a longer buffer's view copy it (3x at batch 256, dev/LOG.md, session 29)."""
+    B, H, _, d = q.shape
+    KV, Lb, t = body_k.shape[1], body_k.shape[2], tail_k.shape[2]
+    rep = H // KV
+    q = q.reshape(B * KV, rep, d)  # the query heads that share a key head act as query positions (GQA)
+    scores = torch.cat([torch.bmm(q, body_k.view(B * KV, Lb, d).transpose(1, 2)),
+                        torch.bmm(q, tail_k.reshape(B * KV, t, d).transpose(1, 2))], -1)  # (B * KV, rep, Lb + t)
+    p = scores.view(B, KV, rep, Lb + t).add_(bias).softmax(-1).view(B * KV, rep, Lb + t)
+    o = torch.bmm(p[..., :Lb], body_v.view(B * KV, Lb, d))
+    o.baddbmm_(p[..., Lb:], tail_v.reshape(B * KV, t, d))
+    return o.view(B, H, 1, d)
 
 
 class SharedPrefix:

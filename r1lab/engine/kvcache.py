@@ -1,4 +1,5 @@
-"""The engine's KV cache: a transformers DynamicCache whose layers grow in place, and the row surgery on it.
+"""The engine's KV cache: a transformers DynamicCache whose layers grow in place (or keep a contiguous body and a short
+tail, for the lean decoding step's attention on a CPU), and the row surgery on it.
 
 r1lab.engine passes the cache to the model (under the keyword `cache_kwarg` names) and edits its per-layer
 (B, heads, L, head_dim) tensors to drop finished rows, trim all-padding columns and merge admitted rows (map_cache,
@@ -67,24 +68,93 @@ def _growing_layer_class():  # built on first use: importing transformers.cache_
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
-        """A DynamicLayer with spare capacity along L: appending a token writes one column instead of torch.cat-ing
-        the whole cache every step (a copy whose cost grows with the cache, paid once per token)."""
+        """A DynamicLayer that never torch.cat-s the whole cache per token, in one of two layouts.
+
+        Grown (the model's forward, `update`): keys/values are views of a buffer with spare capacity along L, so
+        appending a token writes one column instead of copying the cache (a copy whose cost grows with it).
+        Split (DecodeStep on a CPU in float32, `append_split`): a contiguous body plus a tail buffer of up to TAIL
+        columns, folded into the body when full. On a CPU, bmm over a view whose batch stride is not its own size
+        (the grown layout's [:L] of a longer buffer) copies it first: at batch 256 that copy was most of a decoding
+        step's attention (dev/LOG.md, session 29). The split layout keeps the long part contiguous.
+        Reading `keys`/`values` folds the tail (the surgery of r1lab.engine.batch reads them, and sees one tensor).
+        """
+        TAIL = 64
+
+        def __init__(self, *args, **kwargs):
+            self._tail_len = 0
+            super().__init__(*args, **kwargs)
 
         def set(self, keys, values):  # (B, heads, L, head_dim) each; the next update() grows a copy
-            self._k, self._v, self.keys, self.values = keys, values, keys, values
+            self._tail_len = 0
+            self._k, self._v, self._keys, self._values = keys, values, keys, values
+
+        @property
+        def keys(self):
+            if self._tail_len:
+                self._fold()
+            return self._keys
+
+        @keys.setter
+        def keys(self, t):  # transformers' own methods assign the two sides one at a time
+            if self._tail_len:
+                self._fold()
+            self._k = self._keys = t
+
+        @property
+        def values(self):
+            if self._tail_len:
+                self._fold()
+            return self._values
+
+        @values.setter
+        def values(self, t):
+            if self._tail_len:
+                self._fold()
+            self._v = self._values = t
+
+        def get_seq_length(self) -> int:
+            if not self.is_initialized or self._keys is None or self._keys.numel() == 0:
+                return 0
+            return self._keys.shape[-2] + self._tail_len
+
+        def _fold(self):
+            """Split -> one contiguous tensor per side: the body with the tail's columns after it."""
+            t, self._tail_len = self._tail_len, 0
+            self._k = self._keys = torch.cat([self._keys, self._tk[:, :, :t]], 2)
+            self._v = self._values = torch.cat([self._values, self._tv[:, :, :t]], 2)
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
                 self.set(key_states, value_states)
-                return self.keys, self.values
-            n, q = self.keys.shape[-2], key_states.shape[-2]
+                return self._keys, self._values
+            n, q = self.keys.shape[-2], key_states.shape[-2]  # (reading keys folds a split layout's tail)
             if n + q > self._k.shape[-2]:
                 cap = n + q + max(64, n // 2)
-                self._k, self._v = _grown(self.keys, cap), _grown(self.values, cap)  # (B, heads, cap, head_dim)
+                self._k, self._v = _grown(self._keys, cap), _grown(self._values, cap)  # (B, heads, cap, head_dim)
             self._k[:, :, n:n + q] = key_states
             self._v[:, :, n:n + q] = value_states
-            self.keys, self.values = self._k[:, :, :n + q], self._v[:, :, :n + q]
-            return self.keys, self.values
+            self._keys, self._values = self._k[:, :, :n + q], self._v[:, :, :n + q]
+            return self._keys, self._values
+
+        def append_split(self, key_states, value_states):
+            """Append one column per row (key_states (B, heads, 1, head_dim)) in the split layout; returns (body keys,
+            body values, tail keys, tail values), the body contiguous and the tail a view of at most TAIL columns."""
+            if self._tail_len == self.TAIL:
+                self._fold()
+            if self._tail_len == 0:  # entering the layout, or just folded: one copy if the body is a grown view
+                self._k = self._keys = self._keys.contiguous()
+                self._v = self._values = self._values.contiguous()
+                B, H, _, d = self._keys.shape
+                tk = getattr(self, "_tk", None)
+                if (tk is None or tk.shape != (B, H, self.TAIL, d) or tk.dtype != self._keys.dtype
+                        or tk.device != self._keys.device):
+                    self._tk = self._keys.new_empty(B, H, self.TAIL, d)
+                    self._tv = self._values.new_empty(B, H, self.TAIL, d)
+            t = self._tail_len
+            self._tk[:, :, t:t + 1] = key_states
+            self._tv[:, :, t:t + 1] = value_states
+            self._tail_len = t + 1
+            return self._keys, self._values, self._tk[:, :, :t + 1], self._tv[:, :, :t + 1]
 
     return GrowingLayer
