@@ -63,6 +63,23 @@ def _grown(t, cap: int):
     return out
 
 
+def _folding_side(name: str, buffer: str):
+    """GrowingLayer's `keys` or `values`: reading or assigning it first folds a split layout's tail into the body;
+    assigning also makes the tensor the side's buffer (no spare columns: the next update() grows a copy)."""
+    def get(layer):
+        if layer._tail_len:
+            layer._fold()
+        return getattr(layer, name)
+
+    def put(layer, t):
+        if layer._tail_len:
+            layer._fold()
+        setattr(layer, name, t)
+        setattr(layer, buffer, t)
+
+    return property(get, put)
+
+
 @functools.cache
 def _growing_layer_class():  # built on first use: importing transformers.cache_utils takes seconds
     from transformers.cache_utils import DynamicLayer
@@ -88,29 +105,8 @@ def _growing_layer_class():  # built on first use: importing transformers.cache_
             self._tail_len = 0
             self._k, self._v, self._keys, self._values = keys, values, keys, values
 
-        @property
-        def keys(self):
-            if self._tail_len:
-                self._fold()
-            return self._keys
-
-        @keys.setter
-        def keys(self, t):  # transformers' own methods assign the two sides one at a time
-            if self._tail_len:
-                self._fold()
-            self._k = self._keys = t
-
-        @property
-        def values(self):
-            if self._tail_len:
-                self._fold()
-            return self._values
-
-        @values.setter
-        def values(self, t):
-            if self._tail_len:
-                self._fold()
-            self._v = self._values = t
+        keys = _folding_side("_keys", "_k")  # transformers' own methods assign the two sides one at a time
+        values = _folding_side("_values", "_v")
 
         def get_seq_length(self) -> int:
             if not self.is_initialized or self._keys is None or self._keys.numel() == 0:
