@@ -130,27 +130,27 @@ def test_split_cache_folds_and_surgery_match_the_forward(tok, build, monkeypatch
         return split(q, body_k, *args)
 
     monkeypatch.setattr(decode, "split_attention", spy)
-    prompts = PROMPTS[:7]
-    params = [SamplingParams(temperature=1.0, max_new_tokens=6 + 5 * i, logprobs=True, seed=i) for i in range(7)]
+    requests = [(tok(p)["input_ids"], SamplingParams(temperature=1.0, max_new_tokens=6 + 5 * i, logprobs=True), i)
+                for i, p in enumerate(PROMPTS[:7])]
 
-    lean = _generate_each(Engine(model, tok, max_batch_size=3), prompts, params)
+    lean = _run_batch(Engine(model, tok, max_batch_size=3), requests)
     assert len({b for _, b in calls}) > 5 and len({n for n, _ in calls}) > 1  # folds, and rows came and went
-    stock = _generate_each(Engine(model, tok, max_batch_size=3, lean_decode=False), prompts, params)
+    stock = _run_batch(Engine(model, tok, max_batch_size=3, lean_decode=False), requests)
     atol = logprob_atol(model.config, *logit_scale(model, stock))
     for a, b in zip(lean, stock):
         assert a.token_ids == b.token_ids
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=atol, rtol=0)
 
 
-def _generate_each(engine, prompts, params):
-    """Every prompt with its own SamplingParams in one engine batch."""
+def _run_batch(engine, requests):
+    """Completions of (prompt_ids, params, seed) requests, all in one EngineBatch."""
     from r1lab.engine import EngineBatch
 
     batch, done = EngineBatch(engine), {}
-    ids = [batch.add(engine.tokenizer(p)["input_ids"], sp) for p, sp in zip(prompts, params)]
+    rids = [batch.add(ids, params, seed=seed) for ids, params, seed in requests]
     while batch:
         done.update({e.request_id: e.completion for e in batch.step() if e.completion})
-    return [done[r] for r in ids]
+    return [done[r] for r in rids]
 
 
 @pytest.mark.parametrize("build", [_llama, _qwen2])
@@ -158,7 +158,6 @@ def test_rows_sharing_prompts_read_them_once_and_match_the_forward(tok, build, m
     """G samples of each prompt take the shared-prefix path, also after finished rows leave and groups are uneven;
     the tokens and log-probs are those of the model's own forward."""
     from r1lab.engine.decode import SharedPrefix
-    from r1lab.engine import EngineBatch
 
     model = build(tok)
     built, attended, init, attend = [], [], SharedPrefix.__init__, SharedPrefix.attend
@@ -175,20 +174,15 @@ def test_rows_sharing_prompts_read_them_once_and_match_the_forward(tok, build, m
     monkeypatch.setattr(SharedPrefix, "attend", spy_attend)
     ids = [tok(p)["input_ids"] for p in PROMPTS[:3]]
 
-    def run(engine):
-        batch, done = EngineBatch(engine), {}
-        rids = [batch.add(ids[i % 3], SamplingParams(temperature=1.0, max_new_tokens=8 + 4 * i, logprobs=True),
-                          seed=i) for i in range(12)]  # 4 samples of each prompt, finishing at different steps
-        while batch:
-            done.update({e.request_id: e.completion for e in batch.step() if e.completion})
-        return [done[r] for r in rids]
-
-    lean = run(Engine(model, tok))
+    # 4 samples of each prompt, finishing at different steps
+    requests = [(ids[i % 3], SamplingParams(temperature=1.0, max_new_tokens=8 + 4 * i, logprobs=True), i)
+                for i in range(12)]
+    lean = _run_batch(Engine(model, tok), requests)
     assert len(built) >= 3 and len(built[0]) == 12  # planned at the start and again after rows left
     assert 12 in attended and min(attended) < 12  # used by the full batch and after rows left
     assert any(len(set(map(groups.count, groups))) > 1 for groups in built)  # uneven groups at some point
     monkeypatch.undo()
-    stock = run(Engine(model, tok, lean_decode=False))
+    stock = _run_batch(Engine(model, tok, lean_decode=False), requests)
     atol = logprob_atol(model.config, *logit_scale(model, stock))  # (max |logit|, longest sequence)
     for a, b in zip(lean, stock):
         assert a.token_ids == b.token_ids

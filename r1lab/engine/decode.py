@@ -94,12 +94,11 @@ class DecodeStep:
         # the split cache layout and its bmm attention: CPU float32 without autocast, where it was measured
         split = (shared is None and x.device.type == "cpu" and x.dtype == torch.float32
                  and not torch.is_autocast_enabled("cpu") and hasattr(cache.layers[0], "append_split"))
-        if split:  # additive mask, (B, 1, 1, L)
+        if split or shared is not None:  # the additive mask, (B, 1, 1, L)
             bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, -math.inf)
             bias = bias[:, None, None]
-        if shared is not None:  # additive mask of the columns after the shared prefix, (B, 1, 1, L - C)
-            suffix_bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, -math.inf)
-            suffix_bias = suffix_bias[:, shared.columns:][:, None, None]
+        if shared is not None:  # of the columns after the shared prefix, (B, 1, 1, L - C)
+            suffix_bias = bias[..., shared.columns:]
         for i, (layer, kv) in enumerate(zip(inner.layers, cache.layers)):
             a = layer.self_attn
             h = _rms_norm(x, layer.input_layernorm)
