@@ -15,6 +15,7 @@ forward hooks. Anything else uses the model's forward.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -91,9 +92,12 @@ class DecodeStep:
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, 1, head_dim): broadcast over heads
         mask = attn.bool()[:, None, None, :]  # (B, 1, 1, L)
         gqa = self.kv_heads != self.heads
-        # the split cache layout and its bmm attention: CPU float32 without autocast, where it was measured
+        # the split cache layout and its bmm attention, on a CPU with float32 weights. Under autocast the split cache
+        # holds float32 (keys already are: RoPE with float32 cos/sin promotes them) and attention runs in float32, as
+        # bmm under autocast would round the cache to bf16 every step (SDPA casts the float32 keys too)
         split = (shared is None and x.device.type == "cpu" and x.dtype == torch.float32
-                 and not torch.is_autocast_enabled("cpu") and hasattr(cache.layers[0], "append_split"))
+                 and hasattr(cache.layers[0], "append_split"))
+        fp32 = torch.autocast("cpu", enabled=False) if torch.is_autocast_enabled("cpu") else contextlib.nullcontext()
         if split or shared is not None:  # the additive mask, (B, 1, 1, L)
             bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, -math.inf)
             bias = bias[:, None, None]
@@ -108,7 +112,8 @@ class DecodeStep:
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             if split:
-                o = split_attention(q * a.scaling, *kv.append_split(k, v), bias)
+                with fp32:
+                    o = split_attention(q.float() * a.scaling, *kv.append_split(k, v), bias)
             elif shared is None:
                 keys, values = kv.update(k, v)  # (B, kv_heads, L, head_dim)
                 o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=a.scaling, enable_gqa=gqa)
