@@ -41,34 +41,47 @@ def _qwen2(tok):
     return _varied(Qwen2ForCausalLM(cfg))
 
 
+PRECISIONS = ["fp32", "bf16 autocast", "bf16 weights"]
+
+
+def _engine(model, tok, precision, **kwargs):
+    """An Engine in one of PRECISIONS (for "bf16 weights", `model` is already in bf16)."""
+    return Engine(model, tok, autocast_dtype=torch.bfloat16 if precision == "bf16 autocast" else None, **kwargs)
+
+
+def _in(precision, model):
+    return model.to(torch.bfloat16) if precision == "bf16 weights" else model
+
+
 @pytest.mark.parametrize("build", [_llama, _qwen2])
-@pytest.mark.parametrize("amp", [None, torch.bfloat16])
-def test_lean_decode_matches_the_models_forward(tok, build, amp):
-    model = build(tok)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_lean_decode_matches_the_models_forward(tok, build, precision):
+    model = _in(precision, build(tok))
     assert decode_step_for(model) is not None
     params = SamplingParams(temperature=1.0, max_new_tokens=40, seed=3, logprobs=True)
-    lean = Engine(model, tok, autocast_dtype=amp).generate(PROMPTS, params)
-    _assert_matches_forward(model, lean, lambda: Engine(model, tok, autocast_dtype=amp, lean_decode=False).generate(
-        PROMPTS, params), amp)
+    lean = _engine(model, tok, precision).generate(PROMPTS, params)
+    _assert_matches_forward(model, lean, lambda: _engine(model, tok, precision, lean_decode=False).generate(
+        PROMPTS, params), precision)
     assert len({tuple(o.token_ids) for o in lean}) > 3  # the text varies, so the comparison means something
 
 
-def _assert_matches_forward(model, lean, stock, amp):
-    """float32: the lean engine's completions are the stock engine's (`stock()`, the model's forward each step), token
-    for token, log-probs within float32 rounding. bf16 autocast rounds every matmul's inputs (and the logits) to bf16,
-    which can flip a sampled token and send two runs apart; so each lean completion's log-probs are compared with
-    the model's forward over its own tokens under the same autocast, within a u(bf16)-sized tolerance."""
-    if amp is None:
+def _assert_matches_forward(model, lean, stock, precision):
+    """fp32: the lean engine's completions are the stock engine's (`stock()`, the model's forward each step), token
+    for token, log-probs within float32 rounding. In bf16 (autocast, or bf16 weights) every matmul's inputs and the
+    logits are rounded to bf16, which can flip a sampled token and send two runs apart; so each lean completion's
+    log-probs are compared with the model's forward over its own tokens in the same precision, within a
+    u(bf16)-sized tolerance."""
+    if precision == "fp32":
         stock = stock()
         atol = logprob_atol(model.config, *logit_scale(model, stock))
         for a, b in zip(lean, stock):
             assert a.token_ids == b.token_ids
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=atol, rtol=0)
         return
-    atol = logprob_atol(model.config, *logit_scale(model, lean), dtype=amp)
+    atol = logprob_atol(model.config, *logit_scale(model, lean), dtype=torch.bfloat16)
     for c in lean:
         ids = torch.tensor([c.prompt_ids + c.token_ids])
-        with torch.no_grad(), torch.autocast("cpu", dtype=amp):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
             logp = torch.log_softmax(model(ids).logits[0, len(c.prompt_ids) - 1:-1].float(), -1)
         want = logp.gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0]
         torch.testing.assert_close(torch.tensor(c.logprobs), want, atol=atol, rtol=0)
@@ -128,16 +141,16 @@ def test_split_attention_equals_sdpa():
 
 
 @pytest.mark.parametrize("build", [_llama, _qwen2])
-@pytest.mark.parametrize("amp", [None, torch.bfloat16])
-def test_split_cache_folds_and_surgery_match_the_forward(tok, build, amp, monkeypatch):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_split_cache_folds_and_surgery_match_the_forward(tok, build, precision, monkeypatch):
     """The lean step's split cache layout with a 3-column tail, so it folds every few tokens, while rows finish at
     different steps (compaction) and queued rows are admitted into the running batch (max_batch_size 3): the tokens
-    and log-probs are the model's own forward's, and the split path ran, in float32 (under bf16 autocast too, where
-    the values arrive in bf16 and the stock forward runs SDPA in bf16)."""
+    and log-probs are the model's own forward's, and the split path ran, in float32 (in bf16 too, where keys or
+    values arrive in bf16 and the stock forward runs SDPA in bf16)."""
     from r1lab.engine import decode
     from r1lab.engine.kvcache import _growing_layer_class
 
-    model = build(tok)
+    model = _in(precision, build(tok))
     monkeypatch.setattr(_growing_layer_class(), "TAIL", 3)
     calls, split = [], decode.split_attention
 
@@ -149,11 +162,11 @@ def test_split_cache_folds_and_surgery_match_the_forward(tok, build, amp, monkey
     requests = [(tok(p)["input_ids"], SamplingParams(temperature=1.0, max_new_tokens=6 + 5 * i, logprobs=True), i)
                 for i, p in enumerate(PROMPTS[:7])]
 
-    lean = _run_batch(Engine(model, tok, autocast_dtype=amp, max_batch_size=3), requests)
+    lean = _run_batch(_engine(model, tok, precision, max_batch_size=3), requests)
     assert len({b for _, b, _ in calls}) > 5 and len({n for n, _, _ in calls}) > 1  # folds, and rows came and went
     assert set().union(*(d for _, _, d in calls)) == {torch.float32}
     _assert_matches_forward(model, lean, lambda: _run_batch(
-        Engine(model, tok, autocast_dtype=amp, max_batch_size=3, lean_decode=False), requests), amp)
+        _engine(model, tok, precision, max_batch_size=3, lean_decode=False), requests), precision)
 
 
 def _run_batch(engine, requests):

@@ -158,7 +158,9 @@ class EngineBatch:
             columns = self.attn.shape[1] - max(len(r.token_ids) for r in live)
             groups = {key: i for i, key in enumerate(dict.fromkeys(r.group for r in self.rows))}
             # with few shared rows it costs more than it saves; float32 only (SharedPrefix says why)
-            fp32 = self.engine.autocast_dtype is None and self.cache.layers[0].keys.dtype == torch.float32
+            # (the weights' dtype: a split cache holds float32 whatever the weights, GrowingLayer.append_split)
+            fp32 = (self.engine.autocast_dtype is None
+                    and self.engine.model.get_input_embeddings().weight.dtype == torch.float32)
             if columns > 0 and len(groups) <= len(self.rows) // 2 and fp32:
                 self._shared = SharedPrefix(self.cache, self.attn, [groups[r.group] for r in self.rows], columns)
         # once the rows' own tokens far outnumber the prompt, SDPA's fused kernel reads them faster than attend()'s

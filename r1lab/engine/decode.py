@@ -92,14 +92,14 @@ class DecodeStep:
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, 1, head_dim): broadcast over heads
         mask = attn.bool()[:, None, None, :]  # (B, 1, 1, L)
         gqa = self.kv_heads != self.heads
-        # the split cache layout and its bmm attention, on a CPU with float32 weights. Under autocast the split cache
-        # holds float32 (keys already are: RoPE with float32 cos/sin promotes them) and attention runs in float32, as
-        # bmm under autocast would round the cache to bf16 every step (SDPA casts the float32 keys too)
-        split = (shared is None and x.device.type == "cpu" and x.dtype == torch.float32
-                 and hasattr(cache.layers[0], "append_split"))
+        # the split cache layout and its bmm attention on a CPU, in float32 whatever the weights or autocast: the split
+        # cache holds float32 (bf16 keys and values are exact in it; under autocast RoPE's float32 cos/sin already
+        # promote the keys), since bmm in bf16 rounds the scores before the softmax (outside tests/test_decode.py's
+        # bf16 tolerance) and SDPA on the grown cache copied it, and cast it to bf16 under autocast, every step
+        split = shared is None and x.device.type == "cpu" and hasattr(cache.layers[0], "append_split")
         fp32 = torch.autocast("cpu", enabled=False) if torch.is_autocast_enabled("cpu") else contextlib.nullcontext()
-        if split or shared is not None:  # the additive mask, (B, 1, 1, L)
-            bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, -math.inf)
+        if split or shared is not None:  # the additive mask, (B, 1, 1, L); both paths attend in float32
+            bias = torch.zeros(attn.shape, device=x.device).masked_fill_(attn == 0, -math.inf)
             bias = bias[:, None, None]
         if shared is not None:  # of the columns after the shared prefix, (B, 1, 1, L - C)
             suffix_bias = bias[..., shared.columns:]
@@ -113,7 +113,7 @@ class DecodeStep:
             k = k * cos + _rotate_half(k) * sin
             if split:
                 with fp32:
-                    o = split_attention(q.float() * a.scaling, *kv.append_split(k, v), bias)
+                    o = split_attention(q.float() * a.scaling, *kv.append_split(k, v), bias).to(q.dtype)
             elif shared is None:
                 keys, values = kv.update(k, v)  # (B, kv_heads, L, head_dim)
                 o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=a.scaling, enable_gqa=gqa)
