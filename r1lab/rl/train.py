@@ -297,9 +297,11 @@ def setup(cfg: RLConfig) -> Run:
     log = MetricsLogger(run_dir, "rl", cfg.wandb and rank == 0, cfg.tensorboard and rank == 0, config_to_dict(cfg),
                         resume_step=start if resume is not None else None,
                         also=("samples.jsonl",)) if rank == 0 else None
-    # subtle: r1lab's engine generates in fp32; bf16 autocast made sampling slower on CPU (benchmarks/engine_speed.py),
-    # and the log-probs that train the policy come from the training forward pass anyway. vLLM runs in the training
-    # dtype (bf16 on GPUs, as everyone runs it), and TIS corrects for the difference.
+    # subtle: r1lab's engine generates in fp32: RL's rollouts (G samples a prompt) read each prompt once only in fp32
+    # (SharedPrefix), and bf16 autocast sampled them no faster on CPU (tiny-1m 1.2x slower, tiny-5m the same; 2.1x
+    # slower on an H200; dev/LOG.md sessions 26, 30); the log-probs that train the policy come from the training
+    # forward pass anyway. vLLM runs in the training dtype (bf16 on GPUs, as everyone runs it), and TIS corrects for
+    # the difference.
     rows = cfg.prompts_per_step // world * cfg.samples_per_prompt  # one rollout call; the engine admits them all
     gen_model = parallel.plain_copy(model, device) if parallel.is_wrapped(model) and engine else model
     # vLLM takes the policy itself: it loads parallel.inference_weights (LoRA merged, FSDP gathered) at each sync
