@@ -159,8 +159,8 @@ class SharedPrefix:
     still small: the G queries of a group attend to the group's prefix in one matmul, each row to its own suffix,
     and one softmax spans both (so the result is the same attention, to float rounding; tests/test_decode.py).
 
-    For float32 decoding only: under bf16 autocast SDPA runs its own bf16 kernel, which this would not match to
-    bf16 rounding (the engine keeps SDPA under autocast).
+    For float32 weights without autocast only (EngineBatch._shared_prefix): it attends in the cache's dtype, and
+    bf16 decoding takes the split path (split_attention, in float32) instead.
 
     groups: one group index per cache row (0..U-1; a group's rows hold identical columns [0, C), masked or not).
     columns: C. attn: (B, >= C) the real-column mask. The prefix copy is taken once, when the batch's layout

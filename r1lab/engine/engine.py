@@ -26,7 +26,7 @@ Design notes (B rows, L cache columns, V vocabulary):
   r1lab.engine.decode.DecodeStep for Llama, Qwen2 and Mistral models (the same arithmetic without the forward's
   per-step overhead; tested equal), the model's forward for anything else or with lean_decode=False. When groups
   of rows share a prompt (RL's G samples), the lean step's attention reads each group's prompt columns once
-  (r1lab.engine.decode.SharedPrefix; float32 only). Otherwise, on a CPU with float32 weights (bf16 autocast
+  (r1lab.engine.decode.SharedPrefix; float32 only). Otherwise, on a CPU (float32 or bf16 weights, bf16 autocast
   included), its cache layers keep a contiguous float32 body and a short tail (GrowingLayer.append_split) and
   attention runs in float32 as bmm over the two (r1lab.engine.decode.split_attention): SDPA and bmm copied the grown
   buffer's view every step, and under autocast SDPA also cast the whole cache to bf16 every step.

@@ -89,11 +89,12 @@ def _growing_layer_class():  # built on first use: importing transformers.cache_
 
         Grown (the model's forward, `update`): keys/values are views of a buffer with spare capacity along L, so
         appending a token writes one column instead of copying the cache (a copy whose cost grows with it).
-        Split (DecodeStep on a CPU with float32 weights, `append_split`): a contiguous float32 body plus a tail
-        buffer of up to TAIL columns, folded into the body when full (under bf16 autocast the values arrive in bf16
-        and are held in float32, as the keys already are). On a CPU, bmm over a view whose batch stride is not its own size
+        Split (DecodeStep on a CPU, `append_split`): a contiguous float32 body plus a tail buffer of up to TAIL
+        columns, folded into the body when full. On a CPU, bmm over a view whose batch stride is not its own size
         (the grown layout's [:L] of a longer buffer) copies it first: at batch 256 that copy was most of a decoding
-        step's attention (dev/LOG.md, session 29). The split layout keeps the long part contiguous.
+        step's attention (dev/LOG.md, session 29). The split layout keeps the long part contiguous. Keys and values
+        that arrive in bf16 (bf16 weights, or autocast's values) are held in float32, exactly: twice a bf16 cache's
+        memory, for attention in float32 (dev/LOG.md, session 30).
         Reading `keys`/`values` folds the tail (the surgery of r1lab.engine.batch reads them, and sees one tensor).
         """
         TAIL = 64
@@ -140,7 +141,7 @@ def _growing_layer_class():  # built on first use: importing transformers.cache_
             if self._tail_len == self.TAIL:
                 self._fold()
             if self._tail_len == 0:  # entering the layout, or just folded: one copy if the body is a grown view
-                self._k = self._keys = self._keys.to(torch.float32).contiguous()  # (values are bf16 under autocast)
+                self._k = self._keys = self._keys.to(torch.float32).contiguous()  # (bf16 from bf16 weights or autocast)
                 self._v = self._values = self._values.to(torch.float32).contiguous()
                 B, H, _, d = self._keys.shape
                 tk = getattr(self, "_tk", None)
