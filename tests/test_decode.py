@@ -49,14 +49,15 @@ def _engine(model, tok, precision, **kwargs):
     return Engine(model, tok, autocast_dtype=torch.bfloat16 if precision == "bf16 autocast" else None, **kwargs)
 
 
-def _in(precision, model):
+def _with_weights(precision, model):
+    """`model` cast to bf16 for "bf16 weights", else itself."""
     return model.to(torch.bfloat16) if precision == "bf16 weights" else model
 
 
 @pytest.mark.parametrize("build", [_llama, _qwen2])
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_lean_decode_matches_the_models_forward(tok, build, precision):
-    model = _in(precision, build(tok))
+    model = _with_weights(precision, build(tok))
     assert decode_step_for(model) is not None
     params = SamplingParams(temperature=1.0, max_new_tokens=40, seed=3, logprobs=True)
     lean = _engine(model, tok, precision).generate(PROMPTS, params)
@@ -150,7 +151,7 @@ def test_split_cache_folds_and_surgery_match_the_forward(tok, build, precision, 
     from r1lab.engine import decode
     from r1lab.engine.kvcache import _growing_layer_class
 
-    model = _in(precision, build(tok))
+    model = _with_weights(precision, build(tok))
     monkeypatch.setattr(_growing_layer_class(), "TAIL", 3)
     calls, split = [], decode.split_attention
 
