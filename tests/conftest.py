@@ -60,6 +60,13 @@ def tiny_model(tok, max_positions: int = 1024):
     return model.eval()
 
 
+def token_logp(model, c) -> torch.Tensor:
+    """(T, V) log-probs of `model` predicting each token of completion `c`, from one forward over prompt + tokens (in
+    the caller's grad mode and autocast)."""
+    ids = torch.tensor([c.prompt_ids + c.token_ids])
+    return torch.log_softmax(model(ids).logits[0, len(c.prompt_ids) - 1:-1].float(), -1)  # position t predicts t
+
+
 def tiny_checkpoint(tmp_path_factory, name: str, max_positions: int = 1024):
     """A real r1lab checkpoint directory holding tiny_model and the char tokenizer."""
     from r1lab.checkpoint import save_model_dir

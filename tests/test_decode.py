@@ -4,6 +4,7 @@ key/value heads), under fp32 and bf16 autocast; unsupported architectures fall b
 Tolerances come from tests/tolerances.py: the dtype, the logits' magnitude, the model's depth and widths."""
 import pytest
 import torch
+from conftest import token_logp
 from tolerances import logit_scale, logprob_atol, rounding_atol
 
 from r1lab.engine.decode import decode_step_for
@@ -81,10 +82,8 @@ def _assert_matches_forward(model, lean, stock, precision):
         return
     atol = logprob_atol(model.config, *logit_scale(model, lean), dtype=torch.bfloat16)
     for c in lean:
-        ids = torch.tensor([c.prompt_ids + c.token_ids])
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
-            logp = torch.log_softmax(model(ids).logits[0, len(c.prompt_ids) - 1:-1].float(), -1)
-        want = logp.gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0]
+            want = token_logp(model, c).gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0]
         torch.testing.assert_close(torch.tensor(c.logprobs), want, atol=atol, rtol=0)
 
 

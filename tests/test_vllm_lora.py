@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_model, token_logp
 from tolerances import logit_scale, logprob_atol
 
 vllm = pytest.importorskip("vllm")
@@ -35,13 +35,6 @@ def lora_policy():
             if ".lora_A." in name or ".lora_B." in name:
                 p.normal_(0, 0.05, generator=g)
     return model.train(), tok
-
-
-def token_logp(model, c) -> torch.Tensor:
-    """(T, V) log-probs of `model` predicting each token of completion `c`, from one forward over prompt + tokens."""
-    ids = torch.tensor([c.prompt_ids + c.token_ids])
-    logits = model(ids).logits[0, len(c.prompt_ids) - 1:-1].float()  # (T, V): position t predicts token t
-    return torch.log_softmax(logits, -1)
 
 
 def check_against(reference, completions):

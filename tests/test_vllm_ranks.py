@@ -18,7 +18,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # conftest and tolerances, when torchrun runs this file
-from conftest import tiny_model  # noqa: E402
+from conftest import tiny_model, token_logp  # noqa: E402
 from tolerances import logit_scale, logprob_atol  # noqa: E402
 
 vllm = pytest.importorskip("vllm")
@@ -41,12 +41,6 @@ def rank_seed(rank: int) -> int:
     """collect_rollouts' rule: the call's seed offset by the rank's first global row, so that row i of the rank's
     call gets the seed global row rank * PER_RANK + i has in one process."""
     return (SEED + rank * PER_RANK * GOLDEN) % 2 ** 63
-
-
-def token_logp(model, c) -> torch.Tensor:
-    """(T, V) log-probs of `model` predicting each token of completion `c`, from one forward over prompt + tokens."""
-    ids = torch.tensor([c.prompt_ids + c.token_ids])
-    return torch.log_softmax(model(ids).logits[0, len(c.prompt_ids) - 1:-1].float(), -1)
 
 
 def worker(out: Path) -> None:
