@@ -145,8 +145,7 @@ def _growing_layer_class():  # built on first use: importing transformers.cache_
                 self._v = self._values = self._values.to(torch.float32).contiguous()
                 B, H, _, d = self._keys.shape
                 tk = getattr(self, "_tk", None)
-                if (tk is None or tk.shape != (B, H, self.TAIL, d) or tk.dtype != self._keys.dtype
-                        or tk.device != self._keys.device):
+                if tk is None or tk.shape != (B, H, self.TAIL, d) or tk.device != self._keys.device:  # float32 always
                     self._tk = self._keys.new_empty(B, H, self.TAIL, d)
                     self._tv = self._values.new_empty(B, H, self.TAIL, d)
             t = self._tail_len
