@@ -90,7 +90,6 @@ class DecodeStep:
         x = F.embedding(ids, inner.embed_tokens.weight)[:, None]  # (B, 1, D)
         cos, sin = inner.rotary_emb(x, pos[:, None])  # (B, 1, head_dim) each
         cos, sin = cos[:, None], sin[:, None]  # (B, 1, 1, head_dim): broadcast over heads
-        mask = attn.bool()[:, None, None, :]  # (B, 1, 1, L)
         gqa = self.kv_heads != self.heads
         # the split cache layout and its bmm attention on a CPU, in float32 whatever the weights or autocast: the split
         # cache holds float32 (bf16 keys and values are exact in it; under autocast RoPE's float32 cos/sin already
@@ -101,6 +100,8 @@ class DecodeStep:
         if split or shared is not None:  # the additive mask, (B, 1, 1, L); both paths attend in float32
             bias = torch.zeros(attn.shape, device=x.device).masked_fill_(attn == 0, -math.inf)
             bias = bias[:, None, None]
+        else:  # SDPA's boolean mask, (B, 1, 1, L)
+            mask = attn.bool()[:, None, None, :]
         if shared is not None:  # of the columns after the shared prefix, (B, 1, 1, L - C)
             suffix_bias = bias[..., shared.columns:]
         for i, (layer, kv) in enumerate(zip(inner.layers, cache.layers)):
