@@ -57,7 +57,15 @@ def _with_weights(precision, model):
 
 @pytest.mark.parametrize("build", [_llama, _qwen2])
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_lean_decode_matches_the_models_forward(tok, build, precision):
+@pytest.mark.parametrize("layout", ["split", "grown"])
+def test_lean_decode_matches_the_models_forward(tok, build, precision, layout, monkeypatch):
+    """On a CPU the lean step takes the split cache layout; "grown" takes the cache layer's `append_split` away, so
+    it runs the path it runs off a CPU (SDPA over the grown layout) and `split_attention` would raise."""
+    if layout == "grown":
+        from r1lab.engine import decode
+        from r1lab.engine.kvcache import _growing_layer_class
+        monkeypatch.delattr(_growing_layer_class(), "append_split")
+        monkeypatch.setattr(decode, "split_attention", None)
     model = _with_weights(precision, build(tok))
     assert decode_step_for(model) is not None
     params = SamplingParams(temperature=1.0, max_new_tokens=40, seed=3, logprobs=True)
@@ -66,22 +74,6 @@ def test_lean_decode_matches_the_models_forward(tok, build, precision):
         PROMPTS, params), precision)
     assert len({tuple(o.token_ids) for o in lean}) > 3  # the text varies, so the comparison means something
 
-
-
-@pytest.mark.parametrize("build", [_llama, _qwen2])
-@pytest.mark.parametrize("precision", PRECISIONS)
-def test_lean_decode_on_the_grown_layout_matches_the_models_forward(tok, build, precision, monkeypatch):
-    """The lean step's SDPA path, over the grown cache layout: what it runs off a CPU, where the split layout is
-    not taken. Here the cache layer's `append_split` is taken away, so a CPU run takes that path too."""
-    from r1lab.engine import decode
-    from r1lab.engine.kvcache import _growing_layer_class
-    monkeypatch.delattr(_growing_layer_class(), "append_split")
-    monkeypatch.setattr(decode, "split_attention", None)  # a call would raise: the split path must not run
-    model = _with_weights(precision, build(tok))
-    params = SamplingParams(temperature=1.0, max_new_tokens=40, seed=3, logprobs=True)
-    lean = _engine(model, tok, precision).generate(PROMPTS, params)
-    _assert_matches_forward(model, lean, lambda: _engine(model, tok, precision, lean_decode=False).generate(
-        PROMPTS, params), precision)
 
 def _assert_matches_forward(model, lean, stock, precision):
     """fp32: the lean engine's completions are the stock engine's (`stock()`, the model's forward each step), token
