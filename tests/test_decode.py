@@ -1,5 +1,6 @@
 """r1lab.engine.decode.DecodeStep against the model's own forward: Llama (the presets) and Qwen2 (q/k/v biases, grouped
-key/value heads), under fp32 and bf16 autocast; unsupported architectures fall back to the model's forward.
+key/value heads), in fp32, bf16 autocast and bf16 weights, over both cache layouts (the split one a CPU takes, and the
+grown one with SDPA that runs off a CPU); unsupported architectures fall back to the model's forward.
 
 Tolerances come from tests/tolerances.py: the dtype, the logits' magnitude, the model's depth and widths."""
 import pytest
