@@ -349,6 +349,17 @@ def test_dapo_filters_by_hand():
     close(A.soft_overlong_penalty(T([10, 15, 20, 25]), 20, 10, factor=0.4), [0.0, -0.2, -0.4, -0.4])
 
 
+def test_kimi_length_reward_by_hand():
+    lengths, right = T([10, 20, 30, 40, 7, 7, 7, 7]), T([1, 0, 1, 0, 1, 0, 1, 1])
+    # group 1 spans 10..40: lam = 0.5, 1/6, -1/6, -0.5; a right answer takes lam, a wrong one min(0, lam)
+    close(A.group_length_reward(lengths, right, G=4), [0.5, 0.0, -1 / 6, -0.5, 0, 0, 0, 0])
+    close(A.group_length_reward(lengths, right, G=4, wrong_too=False), [0.5, 0.0, -1 / 6, 0.0, 0, 0, 0, 0])
+    # each group is ranked on its own lengths: 30 is the longest of its pair (-0.5), though shorter than 40
+    close(A.group_length_reward(T([40, 10, 30, 20]), T([0, 1, 1, 0]), G=2), [-0.5, 0.5, -0.5, 0.0])
+    # the group's shortest and longest always get +-0.5 (right) whatever the spread
+    assert A.group_length_reward(T([100, 101]), T([1, 1]), G=2).tolist() == [0.5, -0.5]
+
+
 def test_presets():
     g, d, dr = A.PRESETS["grpo"], A.PRESETS["dapo"], A.PRESETS["dr_grpo"]
     assert (g.advantage, g.loss_agg, g.kl_coef, g.kl_estimator, g.clip_low) == \

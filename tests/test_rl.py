@@ -229,6 +229,40 @@ def test_dynamic_sampling_judges_groups_by_accuracy_alone():
     assert roll.rewards.tolist() == pytest.approx([1.1, -0.4, 0.1, -0.4] * 2)
 
 
+def test_length_reward_ranks_each_group_by_length():
+    """Kimi's length reward on scored rollouts: within each prompt's group, right answers from +0.5 (shortest) to
+    -0.5 (longest) on top of the verifier's 1, wrong ones only charged (length_reward_wrong) or left at 0; scaled by
+    length_reward; with DAPO's soft overlong penalty the two add up. Scripted completions of known lengths."""
+    from r1lab.engine import Completion
+    from r1lab.rl.config import check
+    from r1lab.tasks import countdown
+    from r1lab.tasks.format import render_completion
+
+    ex = {"nums": [1, 4, 6], "target": 10}
+    right = render_completion("4+6=10, 10*1=10 vs 10 hit", "(4+6)*1")
+    wrong = render_completion("4*6=24 vs 10 miss", "4*6")
+    # group 1: right 4 tokens, wrong 8, right 12, wrong 16; group 2: the same texts, every one 6 tokens long
+    outs = [Completion([1], list(range(n)), [1] * n, text, "eos")
+            for n, text in [(4, right), (8, wrong), (12, right), (16, wrong)] + [(6, right), (6, wrong)] * 2]
+    settings = ["prompts_per_step=2", "samples_per_prompt=4", "max_new_tokens=16", "format_weight=0"]
+
+    def rewards(*more):
+        cfg = load_config(RLConfig, None, settings + list(more))
+        return score_rollouts(countdown, [ex] * 8, outs, cfg, algorithm(cfg))[1].tolist()
+
+    plain = [1.0, 0.0, 1.0, 0.0] * 2
+    assert rewards() == plain  # off by default
+    kimi = [1.5, 0.0, 1 - 1 / 6, -0.5] + plain[4:]
+    assert rewards("length_reward=1") == pytest.approx(kimi)
+    assert rewards("length_reward=0.4") == pytest.approx([1.2, 0.0, 1 - 0.4 / 6, -0.2] + plain[4:])
+    assert rewards("length_reward=1", "length_reward_wrong=false") == pytest.approx(kimi[:3] + [0.0] + plain[4:])
+    # with the soft overlong penalty over the last half of the 16-token budget: 0 up to 8 tokens, -0.5 at 12, -1 at 16
+    assert rewards("length_reward=1", "soft_overlong=true", "overlong_cache_frac=0.5") == pytest.approx(
+        [1.5, 0.0, 1 - 1 / 6 - 0.5, -1.5] + plain[4:])
+    with pytest.raises(ConfigError, match="length_reward"):
+        check(load_config(RLConfig, None, ["length_reward=-1"]))
+
+
 def test_a_rollout_temperature_with_tis_is_refused():
     """The backends' rollout log-probs are of the raw distribution; the loss's are of logits / temperature."""
     from r1lab.rl.config import check

@@ -396,6 +396,27 @@ def soft_overlong_penalty(lengths, max_len: int, cache_len: int, factor: float =
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Kimi k1.5 (Kimi Team 2025, sec. 2.3.3): a length reward within each group.
+
+
+def group_length_reward(lengths, correct, G: int, wrong_too: bool = True):
+    """Kimi k1.5's length reward, added to the reward (scaled by the run's weight): within each group of G,
+    lam = 0.5 - (len - shortest) / (longest - shortest), so from +0.5 for the group's shortest response to -0.5 for
+    its longest. A right answer gets lam, a wrong one min(0, lam): no bonus for a short wrong answer, a penalty for
+    a long one. wrong_too=False: wrong answers get 0, so only the right ones are ranked by length. A group whose
+    responses are all one length gets 0. lengths, correct: (B,) with B = groups x G, rows of a group adjacent.
+
+    group_length_reward(torch.tensor([10, 20, 30, 40]), torch.tensor([1, 0, 1, 0]), G=4) == [0.5, 0, -1/6, -0.5]
+    """
+    L = lengths.float().view(-1, G)
+    shortest, longest = L.amin(-1, keepdim=True), L.amax(-1, keepdim=True)
+    lam = torch.where(longest > shortest, 0.5 - (L - shortest) / (longest - shortest).clamp(min=1),
+                      torch.zeros_like(L))
+    wrong = lam.clamp(max=0.0) if wrong_too else torch.zeros_like(lam)
+    return torch.where(correct.bool().view(-1, G), lam, wrong).reshape(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The algorithm's settings and the presets: flat, each a name into the registries above or a scalar.
 
 @dataclass(frozen=True)
@@ -419,6 +440,8 @@ class Algorithm:
     soft_overlong: bool           # DAPO: the soft overlong penalty on the reward
     overlong_cache_frac: float    # its ramp, as a fraction of max_new_tokens
     overlong_penalty: float = 1.0  # its size at the budget (DAPO: 1, the size of a right-vs-wrong reward difference)
+    length_reward: float = 0.0     # Kimi k1.5's length reward, its weight (1: a term of +-0.5); 0: off
+    length_reward_wrong: bool = True  # it also charges long wrong answers (Kimi's rule); False: right answers only
 
     def __post_init__(self):
         for field, registry in (("advantage", ADVANTAGES), ("policy_loss", POLICY_LOSSES),

@@ -48,6 +48,8 @@ class RLConfig(ScaleConfig):
     soft_overlong: bool | None = None
     overlong_cache_frac: float | None = None
     overlong_penalty: float | None = None
+    length_reward: float | None = None
+    length_reward_wrong: bool | None = None
     # batch and optimisation
     steps: int = 60
     prompts_per_step: int = 8
@@ -103,7 +105,7 @@ RANGES = {
     "eval_max_new_tokens": ">= 0", "max_thinking_tokens": ">= 0", "eval_max_thinking_tokens": ">= 0",
     "sample_every": ">= 0", "save_every": ">= 0", "keep_last": ">= 1", "threads": ">= 0", "curriculum_step": ">= 0",
     "clip_low": "[0, 1)", "clip_high": ">= 0", "clip_c": "> 1", "kl_coef": ">= 0", "overlong_cache_frac": "[0, 1]",
-    "overlong_penalty": ">= 0", "tis_cap": ">= 0",
+    "overlong_penalty": ">= 0", "length_reward": ">= 0", "tis_cap": ">= 0",
 }
 
 

@@ -34,7 +34,8 @@ class Rollouts:
 
 
 def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algorithm):
-    """(task Scores, rewards (B,)): the verifier's reward, plus DAPO's soft overlong penalty when the algorithm asks."""
+    """(task Scores, rewards (B,)): the verifier's reward, plus DAPO's soft overlong penalty and Kimi's length reward
+    when the algorithm asks. examples / completions: whole groups of cfg.samples_per_prompt, rows of a group adjacent."""
     kwargs = {"strict": True} if cfg.strict_reward else {}
     scores = [task.score(c.text, ex, cfg.accuracy_weight, cfg.format_weight, **kwargs)
               for c, ex in zip(completions, examples)]
@@ -43,6 +44,11 @@ def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algor
         lengths = torch.tensor([len(c.token_ids) for c in completions])
         cache = max(1, int(algo.overlong_cache_frac * cfg.max_new_tokens))
         rewards = rewards + algos.soft_overlong_penalty(lengths, cfg.max_new_tokens, cache, algo.overlong_penalty)
+    if algo.length_reward:
+        lengths = torch.tensor([len(c.token_ids) for c in completions])
+        right = torch.tensor([bool(s.correct) for s in scores])
+        rewards = rewards + algo.length_reward * algos.group_length_reward(lengths, right, cfg.samples_per_prompt,
+                                                                           algo.length_reward_wrong)
     return scores, rewards
 
 

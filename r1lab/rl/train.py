@@ -4,7 +4,7 @@ What one step really is (the "grpo" preset; the others change only the names loo
   1. rollouts: P prompts x G samples from the current policy (a rollout backend, r1lab's KV-cache engine by default,
      the same one eval and serving use; it is synced with the policy after every update);
   2. rewards: the task's verifier, accuracy + format (r1lab/tasks), optionally "strict" (the reasoning must support
-     the answer, every arithmetic step correct) and DAPO's soft overlong penalty;
+     the answer, every arithmetic step correct), DAPO's soft overlong penalty and Kimi k1.5's length reward;
   3. advantages from each group: ADVANTAGES[advantage](rewards) -- grpo: (r - mean) / std over the group;
   4. mu updates of the policy loss POLICY_LOSSES[policy_loss] (every preset: the PPO-clip surrogate) against the
      rollout policy's log-probs, plus kl_coef * KL(pi || ref) by KL_ESTIMATORS[kl_estimator] (as a loss term, or
