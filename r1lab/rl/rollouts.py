@@ -40,12 +40,11 @@ def score_rollouts(task, examples, completions, cfg: RLConfig, algo: algos.Algor
     scores = [task.score(c.text, ex, cfg.accuracy_weight, cfg.format_weight, **kwargs)
               for c, ex in zip(completions, examples)]
     rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+    lengths = torch.tensor([len(c.token_ids) for c in completions])
     if algo.soft_overlong:
-        lengths = torch.tensor([len(c.token_ids) for c in completions])
         cache = max(1, int(algo.overlong_cache_frac * cfg.max_new_tokens))
         rewards = rewards + algos.soft_overlong_penalty(lengths, cfg.max_new_tokens, cache, algo.overlong_penalty)
     if algo.length_reward:
-        lengths = torch.tensor([len(c.token_ids) for c in completions])
         right = torch.tensor([bool(s.correct) for s in scores])
         rewards = rewards + algo.length_reward * algos.group_length_reward(lengths, right, cfg.samples_per_prompt,
                                                                            algo.length_reward_wrong)
